@@ -1,0 +1,1 @@
+"""Flower ClientApp for fedunlearn (federation lands with the federation issue)."""

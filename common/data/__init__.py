@@ -1,0 +1,1 @@
+"""Datasets, partitioners and forget-set selectors."""

@@ -1,0 +1,125 @@
+"""Model zoo: every architecture is a ``Classifier`` = body (penultimate features) + linear head.
+
+The split matters: the activation leakage approximator reads the penultimate
+activations, and Fisher/SalUn walk the parameters by name. Builders are
+keyword-only and take the input geometry so one name works on 8x8 digits,
+28x28 grey images and 32x32 colour images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torchvision import models as tv_models
+
+from common.errors import ModelError
+from common.registry import Registry
+
+__all__ = ["MODELS", "Classifier", "ModelSpec", "build_model"]
+
+
+class Classifier(nn.Module):
+    """body: (N, C, H, W) -> (N, D) features; head: (N, D) -> (N, K) logits."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild an architecture (weights travel separately)."""
+
+    name: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+
+    def to_dict(self) -> dict[str, int | str]:
+        return asdict(self)
+
+
+Builder = Callable[[ModelSpec], Classifier]
+MODELS: Registry[Builder] = Registry("model")
+
+
+def build_model(spec: ModelSpec, *, seed: int | None = None) -> Classifier:
+    """Fresh, randomly initialised model; ``seed`` makes the init reproducible."""
+    if spec.in_channels < 1 or spec.image_size < 4 or spec.num_classes < 2:
+        raise ModelError(f"model geometry makes no sense: {spec}")
+    builder = MODELS.get(spec.name)
+    if seed is None:
+        return builder(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return builder(spec)
+
+
+@MODELS.register("mlp")
+def _mlp(spec: ModelSpec) -> Classifier:
+    inputs = spec.in_channels * spec.image_size**2
+    body = nn.Sequential(
+        nn.Flatten(), nn.Linear(inputs, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU()
+    )
+    return Classifier(body, 128, spec.num_classes)
+
+
+@MODELS.register("cnn")
+def _cnn(spec: ModelSpec) -> Classifier:
+    """LeNet-style: two conv+pool blocks and a 256-unit hidden layer.
+
+    Wide enough to fit (memorise) a 10k-20k training set, which is the regime
+    unlearning has to undo.
+    """
+    side = spec.image_size // 4
+    if side < 1:
+        raise ModelError(f"cnn needs images of at least 4x4 pixels, got {spec.image_size}")
+    body = nn.Sequential(
+        nn.Conv2d(spec.in_channels, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * side * side, 256),
+        nn.ReLU(),
+    )
+    return Classifier(body, 256, spec.num_classes)
+
+
+@MODELS.register("resnet18")
+def _resnet18(spec: ModelSpec) -> Classifier:
+    """torchvision ResNet-18 with a CIFAR-style stem: 3x3 stride-1 conv, no max-pool,
+    so 28x28 and 32x32 inputs are not shrunk to 1x1 before the last stage."""
+    net = tv_models.resnet18(weights=None, num_classes=spec.num_classes)
+    net.conv1 = nn.Conv2d(spec.in_channels, 64, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()  # type: ignore[assignment]
+    feature_dim = net.fc.in_features
+    net.fc = nn.Identity()  # type: ignore[assignment]
+    return Classifier(net, feature_dim, spec.num_classes)
+
+
+@MODELS.register("mobilenet_v3_small")
+def _mobilenet_v3_small(spec: ModelSpec) -> Classifier:
+    """torchvision MobileNetV3-Small; the stem's stride is dropped for inputs under 64 px."""
+    net = tv_models.mobilenet_v3_small(weights=None, num_classes=spec.num_classes)
+    stem = net.features[0][0]
+    stride = 1 if spec.image_size < 64 else 2
+    net.features[0][0] = nn.Conv2d(
+        spec.in_channels, stem.out_channels, 3, stride=stride, padding=1, bias=False
+    )
+    last = net.classifier[-1]
+    feature_dim = last.in_features
+    net.classifier[-1] = nn.Identity()
+    return Classifier(net, feature_dim, spec.num_classes)

@@ -1,0 +1,15 @@
+"""Unlearning methods (ReMI and baselines) behind one interface; see ``base``.
+
+Importing this package registers every method.
+"""
+
+from common.unlearning import baselines, fisher, remi, salun  # noqa: F401  (registration)
+from common.unlearning.base import (
+    METHODS,
+    UnlearningResult,
+    UnlearningTask,
+    parse_params,
+    run_method,
+)
+
+__all__ = ["METHODS", "UnlearningResult", "UnlearningTask", "parse_params", "run_method"]

@@ -1,0 +1,1 @@
+"""Flower ServerApp for fedunlearn (federation lands with the federation issue)."""

@@ -1,0 +1,1 @@
+"""Scenario runner, benchmark driver and the fedunlearn CLI."""

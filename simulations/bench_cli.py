@@ -1,0 +1,94 @@
+"""``fedunlearn bench``: the centralised benchmark with progress bars and a summary table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from common.device import resolve_device
+from common.errors import ConfigError
+from common.training import TrainConfig
+from simulations.bench import BenchConfig, run_bench
+from simulations.bench_report import write_report
+
+__all__ = ["bench", "parse_method_params"]
+
+
+def parse_method_params(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["remi.lambda_kl=2", ...]`` -> ``{"remi": {"lambda_kl": "2"}}``; typing happens later."""
+    parsed: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name and value):
+            raise ConfigError(f"--param takes METHOD.KEY=VALUE (e.g. remi.lambda_kl=2), got {item!r}")
+        parsed.setdefault(method, {})[name] = value
+    return parsed
+
+
+def _summary_table(payload: dict) -> Table:
+    table = Table(title=f"{payload['dataset']} / {payload['model']} / {payload['forget']}")
+    columns = ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "seconds", "avg_gap")
+    table.add_column("method")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for method, entry in payload["methods"].items():
+        table.add_row(method, *(f"{entry[c]:.3f}" if c == "mia_auc" else f"{entry[c]:.2f}" for c in columns))
+    return table
+
+
+def bench(
+    dataset: str = typer.Option("digits", help="Dataset name (see `fedunlearn list`)."),
+    model: str = typer.Option("cnn", help="Model name."),
+    forget: str = typer.Option("random:0.1", help="random:<fraction> | class:<k> | ids:<i,j,...>"),
+    methods: str = typer.Option(
+        "retrain,remi,finetune,neggrad_plus,random_label,fisher,salun",
+        help="Comma-separated methods; retrain (the gold standard) is always run.",
+    ),
+    seeds: int = typer.Option(1, help="Number of seeds (0..n-1); metrics are means over seeds."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | mps"),
+    out: Path = typer.Option(Path("runs/bench"), help="Output directory."),
+    train_size: int | None = typer.Option(None, help="Cap on training samples (default: all)."),
+    holdout_size: int | None = typer.Option(None, help="Non-member hold-out samples (default: derived)."),
+    epochs: int = typer.Option(30, help="Epochs of the original/retrain recipe (train to convergence)."),
+    batch_size: int = typer.Option(128, help="Batch size of the recipe."),
+    lr: float = typer.Option(1e-3, help="Learning rate of the recipe."),
+    optimizer: str = typer.Option("adam", help="adam | sgd"),
+    param: list[str] = typer.Option(
+        [], "--param", help="Method hyper-parameter METHOD.KEY=VALUE, repeatable."
+    ),
+    data_dir: Path | None = typer.Option(None, help="Directory holding the dataset files."),
+    download: bool = typer.Option(False, help="Allow torchvision to download missing datasets."),
+    as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
+) -> None:
+    """Train once per seed, run every unlearning method from it, audit all against retrain."""
+    config = BenchConfig(
+        dataset=dataset, model=model, forget=forget,
+        methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        seeds=seeds, device=device, train_size=train_size, holdout_size=holdout_size,
+        recipe=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer),  # type: ignore[arg-type]
+        method_params=parse_method_params(param), data_root=data_dir, download=download,
+    )
+    config.validate()
+    console = Console(stderr=True)
+    steps = seeds * (len(config.all_methods) + 1)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=steps)
+
+        def advance(description: str) -> None:
+            progress.update(task, description=description)
+            progress.advance(task)
+
+        runs = run_bench(config, advance)
+    payload = write_report(config, str(resolve_device(device)), runs, out)
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        Console().print(_summary_table(payload))
+        Console().print(f"wrote {out / 'bench.json'}, bench.md, roc.png, metrics.png")

@@ -1,0 +1,44 @@
+"""The ``fedunlearn`` command: one typer app, one module per command group.
+
+Project errors are turned into a one-line message and exit code 2 here, and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from common.errors import FedUnlearnError
+from simulations import bench_cli, registry_cli
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="fedunlearn",
+    help="Federated and edge machine unlearning: ReMI, audited by membership inference.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("bench")(bench_cli.bench)
+app.command("list")(registry_cli.list_registries)
+
+
+def main() -> None:
+    """Console entry point: run the app, show project errors without a traceback."""
+    try:
+        app(standalone_mode=False)
+    except FedUnlearnError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

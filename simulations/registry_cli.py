@@ -1,0 +1,41 @@
+"""``fedunlearn list``: what can be named on the command line and in scenario files."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from common.audit.attacks import ATTACKS
+from common.data.datasets import DATASETS
+from common.data.partition import PARTITIONERS
+from common.models import MODELS
+from common.unlearning import METHODS
+from common.unlearning.leakage import LEAKAGE
+
+__all__ = ["list_registries", "registry_names"]
+
+
+def registry_names() -> dict[str, list[str]]:
+    return {
+        "datasets": DATASETS.names(),
+        "models": MODELS.names(),
+        "partitioners": PARTITIONERS.names(),
+        "methods": METHODS.names(),
+        "leakage approximators": LEAKAGE.names(),
+        "audit attacks": ATTACKS.names(),
+    }
+
+
+def list_registries(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the registered datasets, models, partitioners, methods, approximators and attacks."""
+    names = registry_names()
+    if as_json:
+        typer.echo(json.dumps(names, indent=2))
+        return
+    table = Table("family", "names")
+    for family, members in names.items():
+        table.add_row(family, ", ".join(members))
+    Console().print(table)
