@@ -22,18 +22,32 @@ __all__ = ["MODELS", "Classifier", "ModelSpec", "build_model"]
 
 
 class Classifier(nn.Module):
-    """body: (N, C, H, W) -> (N, D) features; head: (N, D) -> (N, K) logits."""
+    """stem -> neck -> head.
 
-    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int) -> None:
+    stem: (N, C, H, W) -> generic features (convolutions, early layers)
+    neck: stem features -> (N, D) penultimate activations
+    head: (N, D) -> (N, K) logits
+
+    The split lets unlearning adapt only the sample-specific top of the
+    network (neck + head) on cached stem features, and lets the activation
+    approximator read the penultimate layer.
+    """
+
+    def __init__(self, stem: nn.Module, neck: nn.Module, head: nn.Linear) -> None:
         super().__init__()
-        self.body = body
-        self.head = nn.Linear(feature_dim, num_classes)
+        self.stem = stem
+        self.neck = neck
+        self.head = head
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.neck(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+        return self.head(self.embed(x))
+
+    def top(self) -> Classifier:
+        """A view of neck + head that takes stem features; it shares (not copies) the parameters."""
+        return Classifier(nn.Identity(), self.neck, self.head)
 
 
 @dataclass(frozen=True)
@@ -68,10 +82,9 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> Classifier:
 @MODELS.register("mlp")
 def _mlp(spec: ModelSpec) -> Classifier:
     inputs = spec.in_channels * spec.image_size**2
-    body = nn.Sequential(
-        nn.Flatten(), nn.Linear(inputs, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU()
-    )
-    return Classifier(body, 128, spec.num_classes)
+    stem = nn.Sequential(nn.Flatten(), nn.Linear(inputs, 256), nn.ReLU())
+    neck = nn.Sequential(nn.Linear(256, 128), nn.ReLU())
+    return Classifier(stem, neck, nn.Linear(128, spec.num_classes))
 
 
 @MODELS.register("cnn")
@@ -84,7 +97,7 @@ def _cnn(spec: ModelSpec) -> Classifier:
     side = spec.image_size // 4
     if side < 1:
         raise ModelError(f"cnn needs images of at least 4x4 pixels, got {spec.image_size}")
-    body = nn.Sequential(
+    stem = nn.Sequential(
         nn.Conv2d(spec.in_channels, 32, 3, padding=1),
         nn.ReLU(),
         nn.MaxPool2d(2),
@@ -92,34 +105,34 @@ def _cnn(spec: ModelSpec) -> Classifier:
         nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * side * side, 256),
-        nn.ReLU(),
     )
-    return Classifier(body, 256, spec.num_classes)
+    neck = nn.Sequential(nn.Linear(64 * side * side, 256), nn.ReLU())
+    return Classifier(stem, neck, nn.Linear(256, spec.num_classes))
 
 
 @MODELS.register("resnet18")
 def _resnet18(spec: ModelSpec) -> Classifier:
-    """torchvision ResNet-18 with a CIFAR-style stem: 3x3 stride-1 conv, no max-pool,
-    so 28x28 and 32x32 inputs are not shrunk to 1x1 before the last stage."""
+    """torchvision ResNet-18 with a CIFAR-style stem (3x3 stride-1 conv, no max-pool), so
+    28x28 and 32x32 inputs are not shrunk to 1x1 before the last stage. Neck = layer4."""
     net = tv_models.resnet18(weights=None, num_classes=spec.num_classes)
-    net.conv1 = nn.Conv2d(spec.in_channels, 64, 3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()  # type: ignore[assignment]
-    feature_dim = net.fc.in_features
-    net.fc = nn.Identity()  # type: ignore[assignment]
-    return Classifier(net, feature_dim, spec.num_classes)
+    first = nn.Conv2d(spec.in_channels, 64, 3, stride=1, padding=1, bias=False)
+    stem = nn.Sequential(first, net.bn1, net.relu, net.layer1, net.layer2, net.layer3)
+    neck = nn.Sequential(net.layer4, net.avgpool, nn.Flatten())
+    return Classifier(stem, neck, nn.Linear(net.fc.in_features, spec.num_classes))
 
 
 @MODELS.register("mobilenet_v3_small")
 def _mobilenet_v3_small(spec: ModelSpec) -> Classifier:
-    """torchvision MobileNetV3-Small; the stem's stride is dropped for inputs under 64 px."""
+    """torchvision MobileNetV3-Small; the first conv keeps stride 1 for inputs under 64 px.
+    Neck = the last three inverted-residual blocks, the final conv and the hidden classifier layer."""
     net = tv_models.mobilenet_v3_small(weights=None, num_classes=spec.num_classes)
-    stem = net.features[0][0]
+    old = net.features[0][0]
     stride = 1 if spec.image_size < 64 else 2
     net.features[0][0] = nn.Conv2d(
-        spec.in_channels, stem.out_channels, 3, stride=stride, padding=1, bias=False
+        spec.in_channels, old.out_channels, 3, stride=stride, padding=1, bias=False
     )
-    last = net.classifier[-1]
-    feature_dim = last.in_features
-    net.classifier[-1] = nn.Identity()
-    return Classifier(net, feature_dim, spec.num_classes)
+    hidden = net.classifier[:-1]  # Linear, Hardswish, Dropout
+    head = net.classifier[-1]
+    stem = net.features[:-4]
+    neck = nn.Sequential(net.features[-4:], net.avgpool, nn.Flatten(), hidden)
+    return Classifier(stem, neck, nn.Linear(head.in_features, spec.num_classes))

@@ -23,6 +23,7 @@ from common.errors import ConfigError, NonFiniteError
 __all__ = [
     "TrainConfig",
     "accuracy",
+    "batched_forward",
     "check_finite",
     "make_optimizer",
     "predict_logits",
@@ -127,17 +128,28 @@ def train(
 
 
 @torch.no_grad()
-def predict_logits(
-    model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 1024
+def batched_forward(
+    module: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 1024,
+    keep_on_device: bool = False,
 ) -> torch.Tensor:
-    """(N, C, H, W) -> (N, K) logits on the CPU, in eval mode, batch by batch."""
-    was_training = model.training
-    model.eval()
-    outputs = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
+    """Eval-mode forward pass batch by batch; the module's train/eval mode is restored after."""
+    was_training = module.training
+    module.eval()
+    outputs = []
+    for i in range(0, len(x), batch_size):
+        out = module(x[i : i + batch_size].to(device)).float()
+        outputs.append(out if keep_on_device else out.cpu())
+    module.train(was_training)
     if not outputs:
         return torch.empty(0, 0)
     return torch.cat(outputs)
+
+
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
+    """(N, C, H, W) -> (N, K) logits on the CPU, in eval mode."""
+    return batched_forward(model, x, device=device, batch_size=batch_size)
 
 
 def accuracy(model: nn.Module, data: LabeledData, *, device: torch.device) -> float:

@@ -115,6 +115,14 @@ def _split(bundle: DatasetBundle, config: BenchConfig, seed: int) -> tuple[Label
     return train_holdout_split(bundle.train, train_size=train_size, holdout_size=holdout, seed=seed)
 
 
+def _utility_set(holdout: LabeledData, forget: ForgetSpec) -> LabeledData | None:
+    """Hold-out samples of the classes that stay, true labels; None when that is the reference."""
+    if forget.granularity == "sample":
+        return None
+    kept = ~torch.isin(holdout.y, torch.tensor(forget.forgotten_classes, dtype=torch.int64))
+    return holdout.subset(kept)
+
+
 def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, params: Mapping[str, Any],
              seed: int, progress: Progress) -> SeedRun:
     """Train the original, run each method from it, audit all against the same data."""
@@ -136,6 +144,7 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
         original=original, spec=spec, retain=retain, forget=forget_data,
         reference=build_reference(holdout, forget.granularity, forget.forgotten_classes, seed=seed),
         recipe=config.recipe, granularity=forget.granularity, device=device, seed=seed,
+        utility=_utility_set(holdout, forget),
     )
     runs = {"original": MethodRun(audit(original), original_seconds, None)}
     for name in config.all_methods:

@@ -55,7 +55,7 @@ def bench(
     out: Path = typer.Option(Path("runs/bench"), help="Output directory."),
     train_size: int | None = typer.Option(None, help="Cap on training samples (default: all)."),
     holdout_size: int | None = typer.Option(None, help="Non-member hold-out samples (default: derived)."),
-    epochs: int = typer.Option(30, help="Epochs of the original/retrain recipe (train to convergence)."),
+    epochs: int = typer.Option(40, help="Epochs of the original/retrain recipe (train to convergence)."),
     batch_size: int = typer.Option(128, help="Batch size of the recipe."),
     lr: float = typer.Option(1e-3, help="Learning rate of the recipe."),
     optimizer: str = typer.Option("adam", help="adam | sgd"),

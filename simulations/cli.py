@@ -31,7 +31,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FedUnlearnError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         sys.exit(130)

@@ -53,6 +53,9 @@ class UnlearningTask:
                (hold-out samples for sample forgetting; for class forgetting,
                samples of other classes labelled with the forgotten class)
     recipe:    how the original was trained (retrain repeats it)
+    utility:   non-members with their true labels, of the classes that stay, to
+               watch that unlearning keeps the primary task; None means the
+               reference (right for sample granularity)
     """
 
     original: Classifier
@@ -64,6 +67,11 @@ class UnlearningTask:
     granularity: Granularity
     device: torch.device
     seed: int
+    utility: LabeledData | None = None
+
+    @property
+    def utility_set(self) -> LabeledData:
+        return self.utility if self.utility is not None else self.reference
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class TracePoint:
     step: int
     forget_accuracy: float
     reference_accuracy: float
+    retain_accuracy: float
+    utility_accuracy: float
     forget_auc: float
 
 

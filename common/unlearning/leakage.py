@@ -110,7 +110,7 @@ class _AttackNetApproximator:
     standardised features; standardisation is fitted with the attack.
     """
 
-    fit_steps = 200
+    fit_steps = 150
     fit_batch = 256
     max_fit_samples = 1000
 
@@ -152,7 +152,9 @@ class _AttackNetApproximator:
             torch.full((len(inside),), 0.5 / len(inside)),
             torch.full((len(outside),), 0.5 / len(outside)),
         ])
-        attack = nn.Sequential(nn.Linear(inputs.shape[1], 64), nn.ReLU(), nn.Linear(64, 1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator)))
+            attack = nn.Sequential(nn.Linear(inputs.shape[1], 64), nn.ReLU(), nn.Linear(64, 1))
         optimizer = torch.optim.Adam(attack.parameters(), lr=3e-3)
         for _ in range(self.fit_steps):
             idx = torch.multinomial(weights, self.fit_batch, replacement=True, generator=self.generator)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,7 +28,13 @@ from common.audit.roc import roc_auc
 from common.data.tensors import LabeledData
 from common.errors import ConfigError
 from common.models import Classifier
-from common.training import check_finite, predict_logits
+from common.training import (
+    OptimizerName,
+    batched_forward,
+    check_finite,
+    make_optimizer,
+    predict_logits,
+)
 from common.unlearning.base import Outcome, TracePoint, UnlearningTask, register_method
 from common.unlearning.leakage import (
     LEAKAGE,
@@ -38,7 +45,7 @@ from common.unlearning.leakage import (
     membership_statistic,
 )
 
-__all__ = ["RemiParams", "local_audit"]
+__all__ = ["AuditSets", "RemiParams", "StoppingRule", "local_audit"]
 
 AUDIT_CAP = 1000
 
@@ -48,16 +55,20 @@ class RemiParams:
     """Hyper-parameters; defaults were tuned on Fashion-MNIST/cnn (see README)."""
 
     approximator: str = "shadow"
+    scope: Literal["top", "all"] = "top"
+    optimizer: OptimizerName = "adam"
     lambda_mia: float = 1.0
-    lambda_kl: float = 1.0
-    lr: float = 5e-4
-    batch_size: int = 128
+    lambda_kl: float = 0.1
+    lr: float = 2e-4
+    batch_size: int = 256
     forget_batch_size: int = 64
     max_steps: int = 400
-    check_every: int = 10
+    check_every: int = 20
     refit_every: int = 5
     auc_tolerance: float = 0.03
     accuracy_band: float = 1.0
+    max_accuracy_drop: float = 1.0
+    retain_pool: int = 20000
 
     def __post_init__(self) -> None:
         if self.approximator not in LEAKAGE:
@@ -68,13 +79,17 @@ class RemiParams:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        for name in ("batch_size", "forget_batch_size", "max_steps", "check_every", "refit_every"):
+        if self.scope not in ("top", "all"):
+            raise ConfigError(f"scope must be 'top' or 'all', got {self.scope!r}")
+        for name in ("batch_size", "forget_batch_size", "max_steps", "check_every", "refit_every",
+                     "retain_pool"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.auc_tolerance < 0.5:
             raise ConfigError(f"auc_tolerance must be in (0, 0.5), got {self.auc_tolerance}")
-        if not 0 < self.accuracy_band < 100:
-            raise ConfigError(f"accuracy_band must be in (0, 100) points, got {self.accuracy_band}")
+        for name in ("accuracy_band", "max_accuracy_drop"):
+            if not 0 < getattr(self, name) < 100:
+                raise ConfigError(f"{name} must be in (0, 100) points, got {getattr(self, name)}")
 
 
 def _capped(data: LabeledData, generator: torch.Generator) -> LabeledData:
@@ -83,38 +98,104 @@ def _capped(data: LabeledData, generator: torch.Generator) -> LabeledData:
     return data.subset(torch.randperm(len(data), generator=generator)[:AUDIT_CAP])
 
 
-def local_audit(model: Classifier, forget: LabeledData, reference: LabeledData, step: int) -> TracePoint:
+@dataclass(frozen=True)
+class AuditSets:
+    """Fixed, capped samples the local audit looks at every ``check_every`` steps."""
+
+    forget: LabeledData
+    reference: LabeledData
+    retain: LabeledData
+    utility: LabeledData
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+
+def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
     """Forget vs reference: accuracies (percent) and the AUC of the membership statistic.
 
     This is the stopping signal; AUC 0.5 and equal accuracies mean the forget
-    samples look like non-members.
+    samples look like non-members. Retain accuracy guards utility.
     """
     device = next(model.parameters()).device
-    forget_logits = predict_logits(model, forget.x, device=device)
-    reference_logits = predict_logits(model, reference.x, device=device)
-    forget_stat = membership_statistic(forget_logits, forget.y).double().numpy()
-    reference_stat = membership_statistic(reference_logits, reference.y).double().numpy()
+    forget_logits = predict_logits(model, sets.forget.x, device=device)
+    reference_logits = predict_logits(model, sets.reference.x, device=device)
+    retain_logits = predict_logits(model, sets.retain.x, device=device)
+    utility_logits = predict_logits(model, sets.utility.x, device=device)
+    forget_stat = membership_statistic(forget_logits, sets.forget.y).double().numpy()
+    reference_stat = membership_statistic(reference_logits, sets.reference.y).double().numpy()
     return TracePoint(
         step=step,
-        forget_accuracy=100.0 * float((forget_logits.argmax(1) == forget.y).float().mean()),
-        reference_accuracy=100.0 * float((reference_logits.argmax(1) == reference.y).float().mean()),
+        forget_accuracy=_accuracy(forget_logits, sets.forget.y),
+        reference_accuracy=_accuracy(reference_logits, sets.reference.y),
+        retain_accuracy=_accuracy(retain_logits, sets.retain.y),
+        utility_accuracy=_accuracy(utility_logits, sets.utility.y),
         forget_auc=float(roc_auc(np.nan_to_num(forget_stat), np.nan_to_num(reference_stat))),
     )
 
 
-def _distance(point: TracePoint, params: RemiParams) -> float:
-    """How far from indistinguishable, in units of the tolerances (<= 1 on both = done)."""
-    auc_term = abs(point.forget_auc - 0.5) / params.auc_tolerance
-    accuracy_term = abs(point.forget_accuracy - point.reference_accuracy) / params.accuracy_band
-    return max(auc_term, accuracy_term)
+PROGRESS = 0.95  # a check that closes less than 5% of the distance counts as a stall
+MAX_LR_GROWTH = 16.0
+Z = 2.0  # tolerances are at least two standard errors of the audit's own noise
 
 
-def _overshot(point: TracePoint, params: RemiParams) -> bool:
-    """Forget samples now look *less* like members than non-members do (Streisand effect)."""
-    return (
-        point.forget_accuracy < point.reference_accuracy - params.accuracy_band
-        or point.forget_auc < 0.5 - params.auc_tolerance
-    )
+def _accuracy_noise(percent: float, *sizes: int) -> float:
+    """Standard error (points) of a difference of accuracies measured on sets of ``sizes``."""
+    p = min(max(percent / 100.0, 0.01), 0.99)
+    return 100.0 * math.sqrt(p * (1 - p) * sum(1.0 / n for n in sizes))
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """When the forget set counts as indistinguishable, and when ReMI went too far.
+
+    Each tolerance is the configured one or two standard errors of the audit
+    itself, whichever is larger: with 60 forget samples one sample moves the
+    accuracy by 1.7 points, and chasing noise would only overshoot.
+    """
+
+    params: RemiParams
+    start: TracePoint
+    sets: AuditSets
+
+    @property
+    def auc_tolerance(self) -> float:
+        n_f, n_o = len(self.sets.forget), len(self.sets.reference)
+        null_se = math.sqrt((n_f + n_o + 1) / (12.0 * n_f * n_o))  # Mann-Whitney AUC under H0
+        return max(self.params.auc_tolerance, Z * null_se)
+
+    def accuracy_band(self, point: TracePoint) -> float:
+        noise = _accuracy_noise(point.reference_accuracy, len(self.sets.forget), len(self.sets.reference))
+        return max(self.params.accuracy_band, Z * noise)
+
+    def accuracy_drop(self, point: TracePoint) -> float:
+        """The larger loss of retain or hold-out accuracy since the start, in allowed drops."""
+        ratios = []
+        for before, after, n in (
+            (self.start.retain_accuracy, point.retain_accuracy, len(self.sets.retain)),
+            (self.start.utility_accuracy, point.utility_accuracy, len(self.sets.utility)),
+        ):
+            allowed = max(self.params.max_accuracy_drop, Z * _accuracy_noise(before, n, n))
+            ratios.append((before - after) / allowed)
+        return max(ratios)
+
+    def distance(self, point: TracePoint) -> float:
+        """Distance from indistinguishable in units of the tolerances (<= 1 means done).
+
+        A loss of retain or hold-out accuracy beyond the allowed drop counts against
+        the point too, so that wrecking the model never passes for forgetting.
+        """
+        auc_term = abs(point.forget_auc - 0.5) / self.auc_tolerance
+        accuracy_term = abs(point.forget_accuracy - point.reference_accuracy) / self.accuracy_band(point)
+        return max(auc_term, accuracy_term, self.accuracy_drop(point))
+
+    def overshot(self, point: TracePoint) -> bool:
+        """Forget samples now look *less* like members than non-members (Streisand effect)."""
+        return (
+            point.forget_accuracy < point.reference_accuracy - self.accuracy_band(point)
+            or point.forget_auc < 0.5 - self.auc_tolerance
+        )
 
 
 def _remi_loss(
@@ -143,41 +224,89 @@ def _remi_loss(
     return loss
 
 
+def _scale_lr(optimizer: torch.optim.Optimizer, factor: float, *, cap: float = math.inf) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = min(group["lr"] * factor, cap)
+
+
+@dataclass(frozen=True)
+class _Workspace:
+    """The network ReMI updates and the data it feeds it.
+
+    scope "top": the stem is frozen and run once over the data; steps and
+    audits then only run neck + head on the cached stem features (the view
+    shares parameters with the full model, so the model is updated in place).
+    scope "all": the whole network on raw inputs.
+    """
+
+    net: Classifier
+    retain: LabeledData
+    forget: LabeledData
+    reference: LabeledData
+    utility: LabeledData
+
+    @classmethod
+    def build(cls, model: Classifier, task: UnlearningTask, params: RemiParams,
+              generator: torch.Generator) -> _Workspace:
+        retain = task.retain
+        if len(retain) > params.retain_pool:
+            retain = retain.subset(torch.randperm(len(retain), generator=generator)[: params.retain_pool])
+        if params.scope == "all":
+            return cls(model, retain, task.forget, task.reference, task.utility_set)
+        model.stem.requires_grad_(False)
+
+        def cached(data: LabeledData) -> LabeledData:
+            features = batched_forward(model.stem, data.x, device=task.device, keep_on_device=True)
+            return LabeledData(features, data.y.to(task.device), data.ids)
+
+        return cls(model.top(), *(cached(d) for d in (retain, task.forget, task.reference, task.utility_set)))
+
+    def audit_sets(self, generator: torch.Generator) -> AuditSets:
+        return AuditSets(*(_capped(d, generator) for d in (self.forget, self.reference, self.retain,
+                                                            self.utility)))
+
+
 @register_method("remi", RemiParams)
 def remi(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome:
     """Run the combined loss until the local audit says forget ~ reference, or the budget ends."""
     generator = torch.Generator().manual_seed(task.seed)
-    forget_audit, reference_audit = _capped(task.forget, generator), _capped(task.reference, generator)
+    work = _Workspace.build(model, task, params, generator)
+    sets = work.audit_sets(generator)
+    net = work.net
     approximator = LEAKAGE.get(params.approximator)(task.spec.num_classes, task.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
-    best = local_audit(model, forget_audit, reference_audit, 0)
-    trace, best_state = [best], copy.deepcopy(model.state_dict())
-    if _distance(best, params) <= 1:
+    optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], params.optimizer,
+                               params.lr, momentum=0.0)
+    rule = StoppingRule(params, local_audit(net, sets, 0), sets)
+    trace, best, best_state = [rule.start], rule.start, copy.deepcopy(model.state_dict())
+    if rule.distance(rule.start) <= 1:
         return Outcome(model, 0, "already indistinguishable", tuple(trace))
     for step in range(1, params.max_steps + 1):
         if (step - 1) % (params.check_every * params.refit_every) == 0 and params.lambda_mia > 0:
-            approximator.fit(model, task.retain, task.reference)
-        model.train()
+            approximator.fit(net, sets.retain, work.reference)
+        net.train()
         batches = (
-            task.retain.sample_batch(params.batch_size, generator),
-            task.forget.sample_batch(params.forget_batch_size, generator),
-            task.reference.sample_batch(params.forget_batch_size, generator),
+            work.retain.sample_batch(params.batch_size, generator),
+            work.forget.sample_batch(params.forget_batch_size, generator),
+            work.reference.sample_batch(params.forget_batch_size, generator),
         )
-        loss = _remi_loss(model, approximator, batches, params, task.device)
+        loss = _remi_loss(net, approximator, batches, params, task.device)
         check_finite(loss, "ReMI loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step % params.check_every:
             continue
-        point = local_audit(model, forget_audit, reference_audit, step)
+        point = local_audit(net, sets, step)
         trace.append(point)
-        if _distance(point, params) <= 1:
+        if rule.distance(point) <= 1:
             return Outcome(model, step, "indistinguishable", tuple(trace))
-        if _distance(point, params) < _distance(best, params):
-            best, best_state = point, copy.deepcopy(model.state_dict())
-        if _overshot(point, params):
+        if rule.overshot(point) or rule.accuracy_drop(point) > 2:
+            # went too far or clearly hurt the task: back to the best point, smaller steps
             model.load_state_dict(best_state)
-            return Outcome(model, step, f"overshot; restored step {best.step}", tuple(trace))
+            _scale_lr(optimizer, 0.5)
+        elif rule.distance(point) > PROGRESS * rule.distance(trace[-2]):
+            _scale_lr(optimizer, 1.5, cap=params.lr * MAX_LR_GROWTH)  # stalled: larger steps
+        if rule.distance(point) < rule.distance(best) and not rule.overshot(point):
+            best, best_state = point, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     return Outcome(model, params.max_steps, f"budget; best at step {best.step}", tuple(trace))

@@ -1,0 +1,187 @@
+"""ReMI: forget samples come to look like non-members, the task survives, and it does not overshoot.
+
+Every check runs ReMI with its current default hyper-parameters (which are being tuned), so
+these are statements about behaviour, never about particular default values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from common.data.tensors import LabeledData
+from common.errors import ConfigError, UnknownNameError
+from common.models import Classifier
+from common.training import accuracy
+from common.unlearning.base import UnlearningResult, UnlearningTask, parse_params, run_method
+from common.unlearning.leakage import LEAKAGE
+from common.unlearning.remi import AuditSets, RemiParams, StoppingRule, TracePoint, local_audit
+
+CPU = torch.device("cpu")
+
+
+def _weights(model: Classifier) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in model.state_dict().items()}
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _audit(model: Classifier, task: UnlearningTask) -> TracePoint:
+    """The local audit ReMI stops on, over the task's whole forget and reference sets."""
+    sets = AuditSets(task.forget, task.reference, task.retain, task.utility_set)
+    return local_audit(model, sets, 0)
+
+
+@pytest.fixture(scope="module")
+def remi_on_class(class_task: UnlearningTask) -> UnlearningResult:
+    return run_method("remi", class_task)
+
+
+@pytest.fixture(scope="module")
+def remi_on_samples(memorised_sample_task: UnlearningTask) -> UnlearningResult:
+    return run_method("remi", memorised_sample_task)
+
+
+def test_class_forgetting_moves_the_class_to_the_reference(
+    class_task: UnlearningTask, remi_on_class: UnlearningResult
+) -> None:
+    task = class_task
+    before = _audit(task.original, task)
+    after = _audit(remi_on_class.model, task)
+    # the original recognises the class and tells its samples from the reference perfectly
+    assert before.forget_accuracy > 95.0 and before.forget_auc > 0.95
+    assert after.forget_accuracy < 20.0
+    assert abs(after.forget_auc - 0.5) < 0.15
+    assert abs(after.forget_accuracy - after.reference_accuracy) < abs(
+        before.forget_accuracy - before.reference_accuracy
+    )
+    assert accuracy(remi_on_class.model, task.retain, device=CPU) >= 90.0
+
+
+def test_a_gap_within_audit_noise_is_not_chased(
+    memorised_sample_task: UnlearningTask, remi_on_samples: UnlearningResult
+) -> None:
+    """60 forget samples vs ~400 non-members: a 3-point accuracy gap is within two standard
+    errors, so ReMI must not move the model (chasing noise is how overshoot starts)."""
+    task = memorised_sample_task
+    before = _audit(task.original, task)
+    assert before.forget_accuracy - before.reference_accuracy >= 3.0  # members do stand out a bit
+    assert remi_on_samples.stop_reason == "already indistinguishable"
+    assert remi_on_samples.steps == 0
+    assert _same_weights(_weights(task.original), _weights(remi_on_samples.model))
+
+
+def test_stopping_tolerances_follow_the_audit_noise() -> None:
+    params = RemiParams()
+    point = TracePoint(0, 100.0, 90.0, 100.0, 90.0, 0.6)
+
+    def rule(n_forget: int, n_reference: int) -> StoppingRule:
+        data = lambda n: LabeledData(torch.zeros(n, 1), torch.zeros(n, dtype=torch.long), torch.arange(n))  # noqa: E731
+        sets = AuditSets(data(n_forget), data(n_reference), data(1000), data(1000))
+        return StoppingRule(params, point, sets)
+
+    small, large = rule(60, 400), rule(1000, 1000)
+    # two standard errors of a difference of two 90% accuracies
+    assert large.accuracy_band(point) == pytest.approx(200 * (0.09 * (2 / 1000)) ** 0.5)
+    assert small.accuracy_band(point) > large.accuracy_band(point) > params.accuracy_band
+    assert small.auc_tolerance > large.auc_tolerance >= params.auc_tolerance
+    # the configured tolerance is a floor
+    assert rule(10**6, 10**6).auc_tolerance == params.auc_tolerance
+
+
+def test_already_indistinguishable_samples_are_not_pushed_past_the_reference(
+    sample_task: UnlearningTask,
+) -> None:
+    """On the large digits split a random forget set already resembles the hold-out."""
+    result = run_method("remi", sample_task)
+    after = _audit(result.model, sample_task)
+    assert after.forget_accuracy > after.reference_accuracy - 10.0
+    assert after.forget_auc > 0.4
+    assert accuracy(result.model, sample_task.retain, device=CPU) >= 90.0
+
+
+@pytest.mark.parametrize("which", ["remi_on_class", "remi_on_samples"])
+def test_trace_and_stop_reason_describe_the_run(which: str, request: pytest.FixtureRequest) -> None:
+    result: UnlearningResult = request.getfixturevalue(which)
+    assert isinstance(result.stop_reason, str) and result.stop_reason
+    assert len(result.trace) >= 1
+    steps = [point.step for point in result.trace]
+    assert steps == sorted(steps) and steps[-1] <= result.steps
+    for point in result.trace:
+        assert 0.0 <= point.forget_accuracy <= 100.0
+        assert 0.0 <= point.reference_accuracy <= 100.0
+        assert 0.0 <= point.forget_auc <= 1.0
+    assert result.params == dataclasses.asdict(parse_params("remi", {}))
+
+
+def test_same_seed_same_model(
+    memorised_sample_task: UnlearningTask, remi_on_samples: UnlearningResult
+) -> None:
+    again = run_method("remi", memorised_sample_task)
+    assert _same_weights(_weights(remi_on_samples.model), _weights(again.model))
+    assert again.steps == remi_on_samples.steps
+    assert again.stop_reason == remi_on_samples.stop_reason
+    assert again.trace == remi_on_samples.trace
+
+
+def test_original_is_untouched(class_task: UnlearningTask, remi_on_class: UnlearningResult) -> None:
+    before = _weights(class_task.original)
+    run_method("remi", class_task, parse_params("remi", {"max_steps": 20, "check_every": 10}))
+    assert _same_weights(before, _weights(class_task.original))
+    assert not _same_weights(before, _weights(remi_on_class.model))
+
+
+@pytest.mark.parametrize("approximator", LEAKAGE.names())
+def test_every_approximator_runs(approximator: str, class_task: UnlearningTask) -> None:
+    params = parse_params("remi", {"approximator": approximator, "max_steps": 20, "check_every": 10})
+    result = run_method("remi", class_task, params)
+    assert result.params["approximator"] == approximator
+    assert 0 < result.steps <= 20
+    assert not _same_weights(_weights(class_task.original), _weights(result.model))
+    after = _audit(result.model, class_task)
+    assert after.forget_accuracy < 100.0  # already moving off the forgotten class
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"lambda_kl": -1}, "lambda_kl"),
+        ({"lambda_kl": "-1"}, "lambda_kl"),
+        ({"lambda_mia": "nan"}, "lambda_mia"),
+        ({"auc_tolerance": 0.7}, "auc_tolerance"),
+        ({"auc_tolerance": 0}, "auc_tolerance"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"check_every": "0"}, "check_every"),
+        ({"lr": 0}, "lr"),
+        ({"accuracy_band": 100}, "accuracy_band"),
+    ],
+)
+def test_bad_hyper_parameters_are_config_errors(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=field) as excinfo:
+        parse_params("remi", overrides)
+    assert "remi" in str(excinfo.value)
+
+
+def test_unknown_approximator_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        parse_params("remi", {"approximator": "nope"})
+    message = str(excinfo.value)
+    assert "nope" in message
+    for name in LEAKAGE.names():
+        assert name in message
+
+
+def test_unknown_approximator_in_the_dataclass_is_an_unknown_name_error() -> None:
+    with pytest.raises(UnknownNameError):
+        RemiParams(approximator="nope")
+
+
+def test_string_overrides_are_typed() -> None:
+    params = parse_params("remi", {"lambda_kl": "0.25", "max_steps": "7", "approximator": "loss-stats"})
+    assert params.lambda_kl == 0.25 and isinstance(params.lambda_kl, float)
+    assert params.max_steps == 7 and isinstance(params.max_steps, int)
+    assert params.approximator == "loss-stats"
