@@ -8,9 +8,11 @@ Per step, with a retain batch (x_r, y_r), a forget batch x_f and a reference
 where N_f, N_o are Gaussians fitted to the membership statistic
 log p_y - log(1 - p_y) of the forget and reference batches. The goal is
 indistinguishability, not maximal forgetting: every ``check_every`` steps a
-local audit compares the forget set with the reference set, the method stops
-as soon as they match, and if it ever passes them (forget accuracy below the
-reference's) it returns the best checkpoint seen instead of the current one.
+local audit compares the forget set with the reference set and the method
+stops as soon as they match. If it passes them (forget samples looking less
+like members than non-members) or hurts retain/hold-out accuracy, it goes back
+to the best checkpoint with a smaller step; at the budget it returns the best
+checkpoint seen.
 """
 
 from __future__ import annotations
@@ -266,19 +268,39 @@ class _Workspace:
                                                             self.utility)))
 
 
-@register_method("remi", RemiParams)
-def remi(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome:
-    """Run the combined loss until the local audit says forget ~ reference, or the budget ends."""
+@dataclass
+class _Progress:
+    """The best point so far and the step-size control, decided at each audit."""
+
+    rule: StoppingRule
+    best: TracePoint
+    best_state: dict[str, torch.Tensor]
+
+    def review(self, model: Classifier, optimizer: torch.optim.Optimizer, point: TracePoint,
+               previous: TracePoint, params: RemiParams) -> None:
+        rule = self.rule
+        if rule.overshot(point) or rule.accuracy_drop(point) > 2:
+            # went too far or clearly hurt the task: back to the best point, smaller steps
+            model.load_state_dict(self.best_state)
+            _scale_lr(optimizer, 0.5)
+            return
+        if rule.distance(point) > PROGRESS * rule.distance(previous):
+            _scale_lr(optimizer, 1.5, cap=params.lr * MAX_LR_GROWTH)  # stalled: larger steps
+        if rule.distance(point) < rule.distance(self.best):
+            self.best, self.best_state = point, copy.deepcopy(model.state_dict())
+
+
+def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome:
     generator = torch.Generator().manual_seed(task.seed)
     work = _Workspace.build(model, task, params, generator)
-    sets = work.audit_sets(generator)
-    net = work.net
+    sets, net = work.audit_sets(generator), work.net
     approximator = LEAKAGE.get(params.approximator)(task.spec.num_classes, task.seed)
-    optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], params.optimizer,
-                               params.lr, momentum=0.0)
-    rule = StoppingRule(params, local_audit(net, sets, 0), sets)
-    trace, best, best_state = [rule.start], rule.start, copy.deepcopy(model.state_dict())
-    if rule.distance(rule.start) <= 1:
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, params.optimizer, params.lr, momentum=0.0)
+    start = local_audit(net, sets, 0)
+    progress = _Progress(StoppingRule(params, start, sets), start, copy.deepcopy(model.state_dict()))
+    trace = [start]
+    if progress.rule.distance(start) <= 1:
         return Outcome(model, 0, "already indistinguishable", tuple(trace))
     for step in range(1, params.max_steps + 1):
         if (step - 1) % (params.check_every * params.refit_every) == 0 and params.lambda_mia > 0:
@@ -294,19 +316,21 @@ def remi(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % params.check_every:
-            continue
-        point = local_audit(net, sets, step)
-        trace.append(point)
-        if rule.distance(point) <= 1:
-            return Outcome(model, step, "indistinguishable", tuple(trace))
-        if rule.overshot(point) or rule.accuracy_drop(point) > 2:
-            # went too far or clearly hurt the task: back to the best point, smaller steps
-            model.load_state_dict(best_state)
-            _scale_lr(optimizer, 0.5)
-        elif rule.distance(point) > PROGRESS * rule.distance(trace[-2]):
-            _scale_lr(optimizer, 1.5, cap=params.lr * MAX_LR_GROWTH)  # stalled: larger steps
-        if rule.distance(point) < rule.distance(best) and not rule.overshot(point):
-            best, best_state = point, copy.deepcopy(model.state_dict())
-    model.load_state_dict(best_state)
-    return Outcome(model, params.max_steps, f"budget; best at step {best.step}", tuple(trace))
+        if step % params.check_every == 0:
+            trace.append(local_audit(net, sets, step))
+            if progress.rule.distance(trace[-1]) <= 1:
+                return Outcome(model, step, "indistinguishable", tuple(trace))
+            progress.review(model, optimizer, trace[-1], trace[-2], params)
+    model.load_state_dict(progress.best_state)
+    return Outcome(model, params.max_steps, f"budget; best at step {progress.best.step}", tuple(trace))
+
+
+@register_method("remi", RemiParams)
+def remi(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome:
+    """Run the combined loss until the local audit says forget ~ reference, or the budget ends."""
+    stem = [p for p in model.stem.parameters() if p.requires_grad]
+    try:
+        return _unlearn(model, task, params)
+    finally:
+        for parameter in stem:  # scope "top" froze them; the returned model is trainable again
+            parameter.requires_grad_(True)

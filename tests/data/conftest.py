@@ -9,27 +9,18 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.io
-import torch
 import torchvision.datasets
 
 IDX_TYPE_CODES = {
     np.dtype(t): code for t, code in [("u1", 0x08), ("i2", 0x0B), ("i4", 0x0C), ("f4", 0x0D), ("f8", 0x0E)]
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ Trained once per session; every method test receives tasks built on the same ori
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -31,15 +30,6 @@ class DigitsWorld:
     original: Classifier
     train: LabeledData
     test: LabeledData
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Two CI cores: one intra-op thread avoids oversubscription and keeps runs fast."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _digits() -> LabeledData:
