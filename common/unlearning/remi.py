@@ -258,8 +258,10 @@ class _Workspace:
         model.stem.requires_grad_(False)
 
         def cached(data: LabeledData) -> LabeledData:
+            # features stay on the device (they are re-read every step); labels stay on the
+            # CPU beside the audit's logits
             features = batched_forward(model.stem, data.x, device=task.device, keep_on_device=True)
-            return LabeledData(features, data.y.to(task.device), data.ids)
+            return LabeledData(features, data.y, data.ids)
 
         return cls(model.top(), *(cached(d) for d in (retain, task.forget, task.reference, task.utility_set)))
 

@@ -185,3 +185,16 @@ def test_string_overrides_are_typed() -> None:
     assert params.lambda_kl == 0.25 and isinstance(params.lambda_kl, float)
     assert params.max_steps == 7 and isinstance(params.max_steps, int)
     assert params.approximator == "loss-stats"
+
+
+def test_the_returned_model_is_fully_trainable_and_only_the_top_moved(
+    class_task: UnlearningTask, remi_on_class: UnlearningResult
+) -> None:
+    """scope "top" freezes the stem while it works; the caller gets a normal model back."""
+    model = remi_on_class.model
+    assert all(p.requires_grad for p in model.parameters())
+    before, after = _weights(class_task.original), _weights(model)
+    stem = [k for k in before if k.startswith("stem.")]
+    top = [k for k in before if not k.startswith("stem.")]
+    assert stem and all(torch.equal(before[k], after[k]) for k in stem)
+    assert any(not torch.equal(before[k], after[k]) for k in top)
