@@ -28,6 +28,7 @@ __all__ = [
     "make_optimizer",
     "predict_logits",
     "seed_everything",
+    "top1_accuracy",
     "train",
 ]
 
@@ -152,9 +153,13 @@ def predict_logits(
     return batched_forward(model, x, device=device, batch_size=batch_size)
 
 
+def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """(N, K) logits and (N,) labels -> top-1 accuracy in percent (0-100)."""
+    return 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+
 def accuracy(model: nn.Module, data: LabeledData, *, device: torch.device) -> float:
     """Top-1 accuracy in percent (0-100); NaN for an empty set."""
     if len(data) == 0:
         return float("nan")
-    logits = predict_logits(model, data.x, device=device)
-    return 100.0 * float((logits.argmax(1) == data.y).float().mean())
+    return top1_accuracy(predict_logits(model, data.x, device=device), data.y)

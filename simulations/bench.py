@@ -25,7 +25,7 @@ from common.errors import ConfigError
 from common.models import MODELS, Classifier, ModelSpec, build_model
 from common.training import TrainConfig, seed_everything, train
 from common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
-from common.unlearning.reference import build_reference
+from common.unlearning.reference import build_reference, build_utility
 
 __all__ = ["BenchConfig", "MethodRun", "SeedRun", "run_bench"]
 
@@ -115,14 +115,6 @@ def _split(bundle: DatasetBundle, config: BenchConfig, seed: int) -> tuple[Label
     return train_holdout_split(bundle.train, train_size=train_size, holdout_size=holdout, seed=seed)
 
 
-def _utility_set(holdout: LabeledData, forget: ForgetSpec) -> LabeledData | None:
-    """Hold-out samples of the classes that stay, true labels; None when that is the reference."""
-    if forget.granularity == "sample":
-        return None
-    kept = ~torch.isin(holdout.y, torch.tensor(forget.forgotten_classes, dtype=torch.int64))
-    return holdout.subset(kept)
-
-
 def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, params: Mapping[str, Any],
              seed: int, progress: Progress) -> SeedRun:
     """Train the original, run each method from it, audit all against the same data."""
@@ -144,7 +136,7 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
         original=original, spec=spec, retain=retain, forget=forget_data,
         reference=build_reference(holdout, forget.granularity, forget.forgotten_classes, seed=seed),
         recipe=config.recipe, granularity=forget.granularity, device=device, seed=seed,
-        utility=_utility_set(holdout, forget),
+        utility=build_utility(holdout, forget.granularity, forget.forgotten_classes),
     )
     runs = {"original": MethodRun(audit(original), original_seconds, None)}
     for name in config.all_methods:

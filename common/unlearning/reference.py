@@ -20,7 +20,7 @@ from common.data.tensors import LabeledData
 from common.errors import DataError
 from common.unlearning.base import Granularity
 
-__all__ = ["build_reference"]
+__all__ = ["build_reference", "build_utility"]
 
 
 def build_reference(
@@ -44,3 +44,16 @@ def build_reference(
     generator = torch.Generator().manual_seed(seed)
     pick = torch.randint(0, len(classes), (len(others),), generator=generator)
     return others.with_labels(classes[pick])
+
+
+def build_utility(
+    holdout: LabeledData, granularity: Granularity, forgotten_classes: tuple[int, ...] = ()
+) -> LabeledData | None:
+    """Hold-out samples of the classes that stay, with their true labels, to watch the task.
+
+    None for sample forgetting, where the reference (the hold-out itself) already is that set.
+    """
+    if granularity == "sample":
+        return None
+    kept = ~torch.isin(holdout.y, torch.tensor(forgotten_classes, dtype=torch.int64))
+    return holdout.subset(kept)

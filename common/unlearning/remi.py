@@ -36,6 +36,7 @@ from common.training import (
     check_finite,
     make_optimizer,
     predict_logits,
+    top1_accuracy,
 )
 from common.unlearning.base import Outcome, TracePoint, UnlearningTask, register_method
 from common.unlearning.leakage import (
@@ -110,10 +111,6 @@ class AuditSets:
     utility: LabeledData
 
 
-def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return 100.0 * float((logits.argmax(1) == labels).float().mean())
-
-
 def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
     """Forget vs reference: accuracies (percent) and the AUC of the membership statistic.
 
@@ -129,10 +126,10 @@ def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
     reference_stat = membership_statistic(reference_logits, sets.reference.y).double().numpy()
     return TracePoint(
         step=step,
-        forget_accuracy=_accuracy(forget_logits, sets.forget.y),
-        reference_accuracy=_accuracy(reference_logits, sets.reference.y),
-        retain_accuracy=_accuracy(retain_logits, sets.retain.y),
-        utility_accuracy=_accuracy(utility_logits, sets.utility.y),
+        forget_accuracy=top1_accuracy(forget_logits, sets.forget.y),
+        reference_accuracy=top1_accuracy(reference_logits, sets.reference.y),
+        retain_accuracy=top1_accuracy(retain_logits, sets.retain.y),
+        utility_accuracy=top1_accuracy(utility_logits, sets.utility.y),
         forget_auc=float(roc_auc(np.nan_to_num(forget_stat), np.nan_to_num(reference_stat))),
     )
 
@@ -231,6 +228,13 @@ def _scale_lr(optimizer: torch.optim.Optimizer, factor: float, *, cap: float = m
         group["lr"] = min(group["lr"] * factor, cap)
 
 
+def _stem_features(model: Classifier, data: LabeledData, device: torch.device) -> LabeledData:
+    """Samples seen through the frozen stem. Features stay on the device (they are re-read
+    every step); labels stay on the CPU beside the audit's logits."""
+    features = batched_forward(model.stem, data.x, device=device, keep_on_device=True)
+    return LabeledData(features, data.y, data.ids)
+
+
 @dataclass(frozen=True)
 class _Workspace:
     """The network ReMI updates and the data it feeds it.
@@ -256,14 +260,10 @@ class _Workspace:
         if params.scope == "all":
             return cls(model, retain, task.forget, task.reference, task.utility_set)
         model.stem.requires_grad_(False)
-
-        def cached(data: LabeledData) -> LabeledData:
-            # features stay on the device (they are re-read every step); labels stay on the
-            # CPU beside the audit's logits
-            features = batched_forward(model.stem, data.x, device=task.device, keep_on_device=True)
-            return LabeledData(features, data.y, data.ids)
-
-        return cls(model.top(), *(cached(d) for d in (retain, task.forget, task.reference, task.utility_set)))
+        sources = (retain, task.forget, task.reference, task.utility_set)
+        # one stem pass per distinct set: for sample forgetting the utility set is the reference
+        cache = {id(data): _stem_features(model, data, task.device) for data in sources}
+        return cls(model.top(), *(cache[id(data)] for data in sources))
 
     def audit_sets(self, generator: torch.Generator) -> AuditSets:
         return AuditSets(*(_capped(d, generator) for d in (self.forget, self.reference, self.retain,

@@ -9,10 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from common.data.forget import parse_forget_spec
-from common.data.tensors import LabeledData
 from common.errors import ConfigError, UnknownNameError
 from common.training import TrainConfig
 from common.unlearning import METHODS
@@ -171,12 +168,3 @@ def test_the_guard_sees_training(no_training: None) -> None:
     with pytest.raises(AssertionError, match="training started"):
         run_bench(replace(CONFIG, seeds=1))
 
-
-def test_utility_set_keeps_true_labels_of_the_classes_that_stay() -> None:
-    """ReMI's utility guard must watch the remaining classes with their own labels, and for
-    sample forgetting defer to the reference (the hold-out itself)."""
-    holdout = LabeledData(torch.zeros(6, 1, 2, 2), torch.tensor([0, 1, 2, 1, 0, 2]), torch.arange(6))
-    kept = bench._utility_set(holdout, parse_forget_spec("class:1"))
-    assert kept is not None
-    assert kept.y.tolist() == [0, 2, 0, 2] and kept.ids.tolist() == [0, 2, 4, 5]
-    assert bench._utility_set(holdout, parse_forget_spec("random:0.5")) is None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from common.data.forget import parse_forget_spec
 from common.data.tensors import LabeledData
 from common.errors import DataError
-from common.unlearning.reference import build_reference
+from common.unlearning.reference import build_reference, build_utility
 
 
 def _holdout(labels: list[int]) -> LabeledData:
@@ -77,3 +78,13 @@ def test_class_granularity_without_a_class_is_a_data_error() -> None:
 def test_holdout_of_only_forgotten_classes_is_a_data_error() -> None:
     with pytest.raises(DataError, match="forgotten"):
         build_reference(_holdout([1, 1, 2]), "class", (1, 2))
+
+
+def test_utility_set_keeps_true_labels_of_the_classes_that_stay() -> None:
+    """ReMI's utility guard must watch the remaining classes with their own labels, and for
+    sample forgetting defer to the reference (the hold-out itself)."""
+    holdout = LabeledData(torch.zeros(6, 1, 2, 2), torch.tensor([0, 1, 2, 1, 0, 2]), torch.arange(6))
+    kept = build_utility(holdout, "class", parse_forget_spec("class:1").forgotten_classes)
+    assert kept is not None
+    assert kept.y.tolist() == [0, 2, 0, 2] and kept.ids.tolist() == [0, 2, 4, 5]
+    assert build_utility(holdout, "sample", parse_forget_spec("random:0.5").forgotten_classes) is None
