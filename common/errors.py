@@ -12,6 +12,7 @@ __all__ = [
     "FedUnlearnError",
     "ModelError",
     "NonFiniteError",
+    "RequestError",
     "UnknownNameError",
 ]
 
@@ -38,3 +39,7 @@ class ModelError(FedUnlearnError):
 
 class NonFiniteError(FedUnlearnError):
     """A loss or weight became NaN/Inf; the computation stops before writing anything."""
+
+
+class RequestError(FedUnlearnError):
+    """A forget request cannot be accepted or acted on (unknown ids, duplicate, wrong state)."""

@@ -17,7 +17,7 @@ from common.audit.report import (
     audit_model,
     avg_gap,
 )
-from common.audit.roc import CIMethod, auc_confidence_interval, roc_auc, roc_curve, tpr_at_fpr
+from common.audit.roc import CIMethod, auc_confidence_interval, auc_variance, roc_auc, roc_curve, tpr_at_fpr
 from common.audit.signals import Signals, compute_signals, signals_from_logits
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "Signals",
     "attack_scores",
     "auc_confidence_interval",
+    "auc_variance",
     "audit_from_signals",
     "audit_model",
     "avg_gap",

@@ -18,7 +18,7 @@ from scipy.stats import norm, rankdata
 
 from common.errors import ConfigError
 
-__all__ = ["CIMethod", "auc_confidence_interval", "roc_auc", "roc_curve", "tpr_at_fpr"]
+__all__ = ["CIMethod", "auc_confidence_interval", "auc_variance", "roc_auc", "roc_curve", "tpr_at_fpr"]
 
 CIMethod = Literal["delong", "bootstrap"]
 
@@ -105,10 +105,25 @@ def _placements(members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray
     return _share_below(nonmembers, members), 1.0 - _share_below(members, nonmembers)
 
 
-def _delong(members: np.ndarray, nonmembers: np.ndarray, level: float) -> tuple[float, float]:
+def _delong_variance(members: np.ndarray, nonmembers: np.ndarray) -> float:
     per_member, per_nonmember = _placements(members, nonmembers)
-    auc = float(per_member.mean())
-    variance = per_member.var(ddof=1) / members.size + per_nonmember.var(ddof=1) / nonmembers.size
+    return float(per_member.var(ddof=1) / members.size + per_nonmember.var(ddof=1) / nonmembers.size)
+
+
+def auc_variance(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
+    """DeLong's (1988) variance of the AUC; inf when a group has a single sample (unknowable).
+
+    Variances of independent audits add, which is how the federation pools them.
+    """
+    members, nonmembers = _groups(member_scores, nonmember_scores)
+    if members.size < 2 or nonmembers.size < 2:
+        return float("inf")
+    return _delong_variance(members, nonmembers)
+
+
+def _delong(members: np.ndarray, nonmembers: np.ndarray, level: float) -> tuple[float, float]:
+    auc = _auc(members, nonmembers)
+    variance = _delong_variance(members, nonmembers)
     half = float(norm.ppf(0.5 + level / 2.0)) * float(np.sqrt(variance))
     return max(0.0, auc - half), min(1.0, auc + half)
 

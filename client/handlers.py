@@ -1,0 +1,148 @@
+"""The work behind each message type: decode, call common/, encode the reply content.
+
+Each function takes the handler's ``NodeSession`` (and the message where it
+carries the model) and returns the reply's RecordDict. Nothing returned names
+a sample: counts, request ids and aggregate numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+
+from client.session import NodeSession, model_arrays
+from common import protocol as P
+from common.audit.gate import local_leakage_audit
+from common.data.tensors import LabeledData
+from common.errors import RequestError
+from common.models import ModelSpec
+from common.nodes import ForgetRequest, NodeDirectory, RequestStatus
+from common.training import predict_logits, top1_accuracy, train
+from common.unlearning import UnlearningTask, parse_params, run_method
+from common.unlearning.base import Granularity
+from common.unlearning.reference import build_reference, build_utility
+
+__all__ = ["audit", "commit", "evaluate", "status", "train_round", "unlearn"]
+
+
+def status(session: NodeSession) -> RecordDict:
+    node = session.node
+    pending = node.ledger.pending()
+    return RecordDict({P.STATUS: ConfigRecord({
+        P.PARTITION: int(node.layout.partition),
+        P.NUM_TRAIN: len(node.retain()),
+        P.NUM_HOLDOUT: len(node.holdout()),
+        P.PENDING_REQUESTS: [r.request_id for r in pending],
+        P.PENDING_KINDS: [r.kind for r in pending],
+        P.PENDING_SAMPLES: sum(len(r.sample_ids) for r in pending),
+        P.PENDING_COUNTS: [len(r.sample_ids) for r in pending],
+        P.PENDING_CLASSES: sorted({int(r.target_class) for r in pending if r.target_class is not None}),
+    })})
+
+
+def train_round(session: NodeSession, message: Message) -> RecordDict:
+    """Local epochs on retain data only: samples under any request are already excluded."""
+    model, retain = session.model(message), session.node.retain()
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(session.seed)
+    train(model, retain, session.recipe(), device=session.device, generator=generator)
+    return RecordDict({
+        P.ARRAYS: model_arrays(model),
+        P.METRICS: MetricRecord({P.NUM_EXAMPLES: len(retain), P.SECONDS: time.perf_counter() - started}),
+    })
+
+
+def _pending(node: NodeDirectory, request_ids: list[str]) -> list[ForgetRequest]:
+    if not request_ids:
+        raise RequestError("the server named no requests")
+    requests = [node.ledger.get(r) for r in request_ids]
+    for request in requests:
+        if request.status is not RequestStatus.PENDING:
+            raise RequestError(f"request {request.request_id} is {request.status.value}, not pending")
+    return requests
+
+
+def _granularity(requests: list[ForgetRequest]) -> tuple[Granularity, tuple[int, ...]]:
+    """Class forgetting when every request names a class; otherwise sample-level (a leaving
+    node's 'all' request is sample forgetting of everything it holds)."""
+    if all(r.kind == "class" for r in requests):
+        return "class", tuple(sorted({int(r.target_class) for r in requests if r.target_class is not None}))
+    return "sample", ()
+
+
+def _nonmembers(holdout: LabeledData, classes: tuple[int, ...]) -> LabeledData:
+    """The audit's non-members: hold-out samples of the forgotten classes (all of it for samples)."""
+    if not classes:
+        return holdout
+    return holdout.subset(torch.isin(holdout.y, torch.tensor(classes, dtype=torch.int64)))
+
+
+def unlearn(session: NodeSession, message: Message) -> RecordDict:
+    node = session.node
+    requests = _pending(node, session.request_ids)
+    granularity, classes = _granularity(requests)
+    holdout = node.holdout()
+    model = session.model(message)
+    shape = node.meta["input_shape"]
+    task = UnlearningTask(
+        original=model,
+        spec=ModelSpec(str(session.config[P.MODEL]), int(shape[0]), int(shape[1]), node.num_classes),
+        retain=node.retain(), forget=node.forget_set(requests),
+        reference=build_reference(holdout, granularity, classes, seed=session.seed),
+        recipe=session.recipe(), granularity=granularity, device=session.device, seed=session.seed,
+        utility=build_utility(holdout, granularity, classes),
+    )
+    method = str(session.config.get(P.METHOD, "remi"))
+    params = parse_params(method, json.loads(str(session.config.get(P.METHOD_PARAMS, "{}"))))
+    result = run_method(method, task, params)
+    return RecordDict({
+        P.ARRAYS: model_arrays(result.model),
+        P.METRICS: MetricRecord({
+            P.NUM_EXAMPLES: len(task.retain), P.FORGET_SIZE: len(task.forget),
+            P.STEPS: int(result.steps), P.SECONDS: float(result.seconds),
+        }),
+    })
+
+
+def evaluate(session: NodeSession, message: Message) -> RecordDict:
+    """Accuracy and loss of the global model on this node's hold-out."""
+    holdout = session.node.holdout()
+    logits = predict_logits(session.model(message), holdout.x, device=session.device)
+    return RecordDict({P.METRICS: MetricRecord({
+        P.NUM_EXAMPLES: len(holdout),
+        P.HOLDOUT_ACCURACY: top1_accuracy(logits, holdout.y),
+        P.HOLDOUT_LOSS: float(F.cross_entropy(logits.float(), holdout.y)),
+    })})
+
+
+def audit(session: NodeSession, message: Message) -> RecordDict:
+    """Membership audit of the model on this node's pending forget set vs its own non-members."""
+    node = session.node
+    requests = _pending(node, session.request_ids)
+    _, classes = _granularity(requests)
+    result = local_leakage_audit(session.model(message), node.forget_set(requests),
+                                 _nonmembers(node.holdout(), classes), device=session.device)
+    metrics: dict[str, float | int] = {
+        P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,
+        P.FORGET_ACCURACY: result.forget_accuracy, P.HOLDOUT_ACCURACY: result.holdout_accuracy,
+    }
+    for name, auc in result.aucs.items():
+        metrics[P.AUC_PREFIX + name] = auc
+        metrics[P.AUC_VAR_PREFIX + name] = min(result.variances[name], 1.0)  # inf is not a metric
+    return RecordDict({P.METRICS: MetricRecord(metrics)})
+
+
+def commit(session: NodeSession) -> RecordDict:
+    """Mark the requests committed with their receipts and purge their samples."""
+    requests = _pending(session.node, session.request_ids)
+    receipt = {
+        "model_hash_before": str(session.config[P.MODEL_HASH_BEFORE]),
+        "model_hash_after": str(session.config[P.MODEL_HASH_AFTER]),
+        "audit": json.loads(str(session.config.get(P.AUDIT_SUMMARY, "{}"))),
+    }
+    session.node.commit([r.request_id for r in requests], receipt)
+    return RecordDict({P.STATUS: ConfigRecord({P.COMMITTED: [r.request_id for r in requests]})})

@@ -1,0 +1,261 @@
+"""A node directory: one client's data, its forget-request ledger and its receipts.
+
+Layout::
+
+    node.json          what the node holds (dataset, partition, classes, files + sha256)
+    data/train-*.pt    local training samples (x, y, ids)
+    data/holdout-*.pt  local hold-out samples: never trained on, the non-members
+    ledger.sqlite      forget requests (see ledger.py)
+    receipts/*.json    one receipt per committed request
+
+The same code serves a simulated client and a real SuperNode. Commit order is
+ledger first (request + receipt in one transaction), then receipt file, then
+purge of the raw samples; ``open`` finishes any purge a crash interrupted, so
+committed samples never stay on disk and no request is ever shown committed
+before its transaction landed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.data.partition import parse_partitioner, partition
+from common.data.splits import stratified_pick
+from common.data.tensors import DatasetBundle, LabeledData
+from common.errors import ConfigError, DataError, RequestError
+from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
+from common.nodes.storage import atomic_write_json, read_json, read_samples, write_samples
+
+__all__ = ["NodeDirectory", "NodeLayout", "materialise_node"]
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """How a dataset's training split is cut into one node's data (same for every node of a federation)."""
+
+    dataset: str
+    partition: int
+    num_partitions: int
+    partitioner: str = "dirichlet:0.5"
+    seed: int = 0
+    holdout_fraction: float = 0.2
+    train_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.partition < self.num_partitions:
+            raise ConfigError(
+                f"partition must be in 0..{self.num_partitions - 1} for {self.num_partitions} partitions, "
+                f"got {self.partition}"
+            )
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        parse_partitioner(self.partitioner)
+
+
+def _node_part(bundle: DatasetBundle, layout: NodeLayout) -> tuple[LabeledData, LabeledData]:
+    """This node's (train, hold-out): a seeded subset of the official train split, partitioned."""
+    pool = bundle.train
+    if layout.train_size is not None:
+        if not 0 < layout.train_size <= len(pool):
+            raise ConfigError(f"train_size must be in 1..{len(pool)} for {bundle.name}, got {layout.train_size}")
+        pick = stratified_pick(pool.y, layout.train_size, torch.Generator().manual_seed(layout.seed))
+        pool = pool.subset(pick)
+    parts = partition(pool.y, layout.num_partitions, parse_partitioner(layout.partitioner), seed=layout.seed)
+    mine = pool.subset(parts[layout.partition])
+    holdout_size = max(1, round(layout.holdout_fraction * len(mine)))
+    if holdout_size >= len(mine):
+        raise DataError(
+            f"partition {layout.partition} has only {len(mine)} samples, too few to keep a hold-out; "
+            "use fewer partitions"
+        )
+    generator = torch.Generator().manual_seed(layout.seed + 1 + layout.partition)
+    in_holdout = torch.zeros(len(mine), dtype=torch.bool)
+    in_holdout[stratified_pick(mine.y, holdout_size, generator)] = True
+    return mine.subset(~in_holdout), mine.subset(in_holdout)
+
+
+def materialise_node(path: Path, bundle: DatasetBundle, layout: NodeLayout) -> NodeDirectory:
+    """Create a node directory; refuses to overwrite an existing one (its ledger matters)."""
+    path = Path(path)
+    if (path / "node.json").exists() or (path / "ledger.sqlite").exists():
+        raise ConfigError(f"{path} already holds a node; pick an empty directory")
+    train, holdout = _node_part(bundle, layout)
+    data_dir = path / "data"
+    files = {"train": write_samples(data_dir, "train", train), "holdout": write_samples(data_dir, "holdout", holdout)}
+    Ledger(path / "ledger.sqlite")
+    atomic_write_json(path / "node.json", {
+        "format": FORMAT,
+        "layout": {k: getattr(layout, k) for k in layout.__dataclass_fields__},
+        "num_classes": bundle.num_classes,
+        "class_names": list(bundle.class_names),
+        "input_shape": list(bundle.input_shape),
+        "files": files,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    return NodeDirectory.open(path)
+
+
+class NodeDirectory:
+    """An opened node directory. Cheap to open; data is read from disk on each call."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path = path
+        self.meta = meta
+        self.layout = NodeLayout(**meta["layout"])
+        self.ledger = Ledger(path / "ledger.sqlite")
+
+    @classmethod
+    def open(cls, path: Path | str) -> NodeDirectory:
+        path = Path(path)
+        if not (path / "node.json").is_file():
+            raise DataError(f"{path} is not a node directory (no node.json); create one with `fedunlearn node init`")
+        meta = read_json(path / "node.json")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise DataError(f"{path / 'node.json'} has an unknown format; re-create the node with this version")
+        node = cls(path, meta)
+        with node._exclusive():
+            node._refresh()
+            node._finish_purges()
+            node._drop_orphans()
+        return node
+
+    @contextmanager
+    def _exclusive(self, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
+        """Writers (purge, repair) hold the node's flock exclusively; readers share it, so a
+        reader never sees a data file disappear between reading node.json and the file."""
+        with (self.path / ".lock").open("a") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _refresh(self) -> None:
+        """Re-read node.json: another process may have purged since this object was made."""
+        self.meta = read_json(self.path / "node.json")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    def train(self) -> LabeledData:
+        """Every training sample still on disk (including those under pending requests)."""
+        return self._read("train")
+
+    def holdout(self) -> LabeledData:
+        return self._read("holdout")
+
+    def _read(self, part: str) -> LabeledData:
+        with self._exclusive(fcntl.LOCK_SH):
+            self._refresh()
+            return read_samples(self.path / "data", self.meta["files"][part])
+
+    def retain(self) -> LabeledData:
+        """Training samples no request holds: the only ones any training step may use."""
+        held = torch.tensor(sorted(self.ledger.held_ids()), dtype=torch.int64)
+        return self.train().where_ids(held, keep=False)
+
+    def forget_set(self, requests: Sequence[ForgetRequest]) -> LabeledData:
+        ids = torch.tensor(sorted({i for r in requests for i in r.sample_ids}), dtype=torch.int64)
+        return self.train().where_ids(ids, keep=True)
+
+    def submit(
+        self, *, ids: Sequence[int] | None = None, target_class: int | None = None, everything: bool = False,
+        reason: str,
+    ) -> ForgetRequest:
+        """File a request for explicit ids, a whole class, or all of this node's data (leaving)."""
+        if sum((ids is not None, target_class is not None, everything)) != 1:
+            raise RequestError("give exactly one of: sample ids, a class, or everything")
+        train = self.train()
+        held = self.ledger.held_ids()
+        kind: RequestKind
+        if ids is not None:
+            kind, chosen = "ids", self._known_ids(train, ids)
+        elif target_class is not None:
+            kind, chosen = "class", self._class_ids(train, target_class, held)
+        else:
+            kind, chosen = "all", [i for i in train.ids.tolist() if i not in held]
+            if not chosen:
+                raise RequestError("every sample of this node is already under a request")
+        return self.ledger.submit(kind, chosen, reason=reason, target_class=target_class)
+
+    def _known_ids(self, train: LabeledData, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            raise RequestError("the request names no sample ids; nothing was recorded")
+        present = set(train.ids.tolist())
+        unknown = sorted(set(ids) - present)
+        if unknown:
+            shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+            raise RequestError(
+                f"{len(unknown)} id(s) are not training samples of this node: {shown}; "
+                "they belong to another node, were already purged, or do not exist. Nothing was recorded"
+            )
+        return list(ids)
+
+    def _class_ids(self, train: LabeledData, target_class: int, held: set[int]) -> list[int]:
+        if not 0 <= target_class < self.num_classes:
+            raise RequestError(f"class must be in 0..{self.num_classes - 1}, got {target_class}")
+        of_class = train.ids[train.y == target_class].tolist()
+        if not of_class:
+            raise RequestError(f"this node holds no training sample of class {target_class}; nothing was recorded")
+        return [i for i in of_class if i not in held] or of_class  # all held: let the ledger name the owner
+
+    def commit(self, request_ids: Sequence[str], receipt_fields: Mapping[str, Any]) -> list[Path]:
+        """Mark pending requests committed with their receipts, write the receipt files, purge the data."""
+        if not request_ids:
+            raise RequestError("commit names no requests")
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        receipts = {}
+        for request_id in request_ids:
+            request = self.ledger.get(request_id)
+            receipts[request_id] = {
+                **dict(receipt_fields), "request_id": request_id, "kind": request.kind,
+                "num_samples": len(request.sample_ids), "committed_at": when,
+            }
+        with self._exclusive():
+            self.ledger.commit(receipts)
+            self._refresh()
+            self._finish_purges()
+        return [self.receipt_path(r) for r in request_ids]
+
+    def _drop_orphans(self) -> None:
+        """Remove data files a crash left unreferenced (a write that never reached node.json)."""
+        referenced = {ref["path"] for ref in self.meta["files"].values()}
+        for stale in (self.path / "data").glob("*"):
+            if stale.name not in referenced:
+                stale.unlink(missing_ok=True)
+
+    def receipt_path(self, request_id: str) -> Path:
+        return self.path / "receipts" / f"{request_id}.json"
+
+    def _finish_purges(self) -> None:
+        """Write missing receipt files and drop committed samples still on disk (idempotent)."""
+        committed = self.ledger.list(RequestStatus.COMMITTED)
+        for request in committed:
+            if not self.receipt_path(request.request_id).exists():
+                atomic_write_json(self.receipt_path(request.request_id), request.receipt)
+        gone = torch.tensor(sorted({i for r in committed for i in r.sample_ids}), dtype=torch.int64)
+        train = read_samples(self.path / "data", self.meta["files"]["train"])
+        if not bool(torch.isin(train.ids, gone).any()):
+            return
+        old = self.path / "data" / self.meta["files"]["train"]["path"]
+        meta = {**self.meta, "files": {**self.meta["files"],
+                                      "train": write_samples(self.path / "data", "train",
+                                                             train.where_ids(gone, keep=False))}}
+        atomic_write_json(self.path / "node.json", meta)
+        self.meta = meta
+        if old.name != meta["files"]["train"]["path"]:
+            old.unlink(missing_ok=True)
+        log.info("purged %d committed sample(s) from %s", int(torch.isin(train.ids, gone).sum()), self.path)

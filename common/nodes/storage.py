@@ -1,0 +1,91 @@
+"""Hash-checked, crash-safe tensor files inside a node directory.
+
+A data file is written under a name that contains its own sha256 and only then
+referenced from ``node.json`` (replaced atomically), so a crash leaves either
+the old or the new file referenced, never a half-written one; files nobody
+references any more are removed on the next open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.data.tensors import LabeledData
+from common.errors import DataError
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "read_json", "read_samples", "sha256_file", "write_samples"]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temporary sibling, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise DataError(f"{path} is missing") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}); the node directory is damaged") from err
+
+
+def write_samples(directory: Path, stem: str, data: LabeledData) -> dict[str, str]:
+    """Save samples as ``<stem>-<sha12>.pt``; returns the reference to store in node.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{stem}.pending"
+    torch.save({"x": data.x.contiguous(), "y": data.y, "ids": data.ids}, tmp)
+    digest = sha256_file(tmp)
+    final = directory / f"{stem}-{digest[:12]}.pt"
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    return {"path": final.name, "sha256": digest}
+
+
+def read_samples(directory: Path, ref: dict[str, str]) -> LabeledData:
+    """Load a referenced sample file after checking its hash (tensors only, no pickle)."""
+    path = directory / ref["path"]
+    if not path.is_file():
+        raise DataError(f"{path} is missing; the node directory is damaged (re-create it with `node init`)")
+    if sha256_file(path) != ref["sha256"]:
+        raise DataError(f"{path} does not match its recorded sha256; the file is corrupt")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return LabeledData(blob["x"], blob["y"], blob["ids"])
+    except Exception as err:  # a file whose hash matches but still fails to load was written wrong
+        raise DataError(f"{path} cannot be read as node samples ({err})") from err

@@ -1,0 +1,70 @@
+"""The wire: every message type, record key and metric key the ClientApp and ServerApp share.
+
+Plain constants so that client/ and server/ (and tests) import one spelling;
+nothing here imports Flower. Sample ids never appear in any of these records:
+the server learns counts, request ids and aggregate numbers only.
+"""
+
+from __future__ import annotations
+
+# message types: "<train|evaluate|query>.<action>"; handlers register by action name
+ACTION_UNLEARN = "unlearn"
+ACTION_AUDIT = "audit"
+ACTION_STATUS = "status"
+ACTION_COMMIT = "commit"
+MSG_TRAIN = "train"
+MSG_UNLEARN = f"train.{ACTION_UNLEARN}"
+MSG_EVALUATE = "evaluate"
+MSG_AUDIT = f"evaluate.{ACTION_AUDIT}"
+MSG_STATUS = f"query.{ACTION_STATUS}"
+MSG_COMMIT = f"query.{ACTION_COMMIT}"
+
+# record names inside a message's RecordDict
+ARRAYS = "arrays"  # ArrayRecord: the model's state dict
+CONFIG = "config"  # ConfigRecord: instructions from the server
+METRICS = "metrics"  # MetricRecord: numbers back to the server
+STATUS = "status"  # ConfigRecord: a node's answer to query.status
+
+# node config key (SuperNode --node-config) and run config keys ([tool.flwr.app.config])
+NODE_DIR = "node-dir"
+RUN_SCENARIO = "scenario"
+RUN_DIR = "run-dir"
+RUN_NODES_ROOT = "nodes-root"
+RUN_OVERRIDES = "overrides"
+
+# config keys (server -> client)
+ROUND = "round"
+SEED = "seed"
+MODEL = "model"  # model architecture name (common.models.MODELS)
+RECIPE = "recipe"  # JSON object: the TrainConfig of local training (epochs = local epochs)
+METHOD = "method"
+METHOD_PARAMS = "method-params"  # JSON object of hyper-parameter overrides
+REQUEST_IDS = "request-ids"
+MODEL_HASH_BEFORE = "model-hash-before"
+MODEL_HASH_AFTER = "model-hash-after"
+AUDIT_SUMMARY = "audit-summary"  # JSON object: the gate's figures, copied into receipts
+DEVICE = "device"
+
+# status keys (client -> server)
+PARTITION = "partition"
+NUM_TRAIN = "num-train"  # retain samples: those any training may use
+NUM_HOLDOUT = "num-holdout"
+PENDING_REQUESTS = "pending-requests"  # list of request ids
+PENDING_KINDS = "pending-kinds"  # list of request kinds, same order
+PENDING_SAMPLES = "pending-samples"
+PENDING_COUNTS = "pending-counts"  # samples under each pending request, same order
+PENDING_CLASSES = "pending-classes"  # target class of each pending class request (ints)
+COMMITTED = "committed"  # list of request ids committed by query.commit
+
+# metric keys (client -> server)
+NUM_EXAMPLES = "num-examples"  # FedAvg weight
+TRAIN_LOSS = "train-loss"
+SECONDS = "seconds"
+STEPS = "steps"
+FORGET_SIZE = "forget-size"
+HOLDOUT_SIZE = "holdout-size"
+FORGET_ACCURACY = "forget-accuracy"
+HOLDOUT_ACCURACY = "holdout-accuracy"
+HOLDOUT_LOSS = "holdout-loss"
+AUC_PREFIX = "auc-"  # + attack name
+AUC_VAR_PREFIX = "auc-var-"  # + attack name

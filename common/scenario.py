@@ -1,0 +1,199 @@
+"""Scenario files (TOML) resolved once into typed plans; errors name the TOML path and the fix.
+
+A scenario says what data the federation holds, how it trains, how it
+unlearns and gates, which baselines run beside it, and (simulation only)
+which forget requests are filed after which round.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from common.audit.gate import GateConfig
+from common.data.datasets import DATASETS
+from common.data.forget import parse_forget_spec
+from common.data.partition import parse_partitioner
+from common.errors import ConfigError
+from common.models import MODELS
+from common.training import TrainConfig
+from common.unlearning import METHODS, parse_params
+
+__all__ = ["BaselinePlan", "DataPlan", "FederationPlan", "Scenario", "ScheduledRequest", "UnlearningPlan",
+           "load_scenario", "parse_scenario"]
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    dataset: str = "digits"
+    partitioner: str = "dirichlet:0.5"
+    holdout_fraction: float = 0.2
+    train_size: int | None = None
+    data_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class FederationPlan:
+    clients: int = 5
+    rounds: int = 30
+    model: str = "cnn"
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    device: str = "auto"
+    round_timeout: float = 600.0
+
+    def recipe(self) -> TrainConfig:
+        """The local training recipe: constant lr within a round, a fresh optimizer each round."""
+        return TrainConfig(epochs=self.local_epochs, batch_size=self.batch_size, lr=self.lr,
+                           optimizer=self.optimizer, schedule="constant")  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class UnlearningPlan:
+    method: str = "remi"
+    max_rounds: int = 3
+    max_attempts: int = 2
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BaselinePlan:
+    federated_retrain: bool = True
+    federated_finetune_rounds: int = 2
+
+
+@dataclass(frozen=True)
+class ScheduledRequest:
+    """A request the simulation files on a node after training round ``round``.
+
+    partition: a partition id, or "all" (class requests: every partition holding the class).
+    forget: "random:F", "class:K", "ids:1,2,...", or "all" (the node leaves).
+    """
+
+    round: int
+    partition: int | str
+    forget: str
+    reason: str = "simulated data-subject request"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    seed: int
+    data: DataPlan
+    federation: FederationPlan
+    unlearning: UnlearningPlan
+    gate: GateConfig
+    baselines: BaselinePlan
+    requests: tuple[ScheduledRequest, ...] = ()
+
+    def with_overrides(self, *, clients: int | None = None, rounds: int | None = None,
+                       device: str | None = None) -> Scenario:
+        """Command-line overrides, validated like the file."""
+        fed = self.federation
+        fed = replace(fed, clients=clients if clients is not None else fed.clients,
+                      rounds=rounds if rounds is not None else fed.rounds,
+                      device=device if device is not None else fed.device)
+        return _validated(replace(self, federation=fed))
+
+
+_SECTIONS: dict[str, type] = {"data": DataPlan, "federation": FederationPlan, "unlearning": UnlearningPlan,
+                              "gate": GateConfig, "baselines": BaselinePlan}
+
+
+def _build(cls: type, table: Any, path: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{path}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"[{path}] has unknown key(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+    for key, value in table.items():
+        expected = known[key].type
+        if not _fits(value, str(expected)):
+            raise ConfigError(f"[{path}].{key} must be {expected}, got {value!r}")
+    try:
+        return cls(**table)
+    except ConfigError as err:
+        raise ConfigError(f"[{path}]: {err}") from err
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Loose type check against the dataclass annotation's text (TOML has few types)."""
+    if value is None:
+        return "None" in annotation
+    checks = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, int | float) and not isinstance(value, bool),
+              "str": isinstance(value, str), "bool": isinstance(value, bool),
+              "Mapping": isinstance(value, dict)}
+    return any(ok for name, ok in checks.items() if name in annotation)
+
+
+def parse_scenario(document: Mapping[str, Any], *, source: str = "<scenario>") -> Scenario:
+    unknown = sorted(set(document) - {"scenario", "requests", *_SECTIONS})
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}")
+    head = document.get("scenario", {})
+    if not isinstance(head, dict) or not isinstance(head.get("name"), str):
+        raise ConfigError(f"{source}: [scenario].name must be a string, e.g. name = \"digits-sample\"")
+    seed = head.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{source}: [scenario].seed must be an integer, got {seed!r}")
+    parts = {name: _build(cls, document.get(name, {}), name) for name, cls in _SECTIONS.items()}
+    raw_requests = document.get("requests", [])
+    if not isinstance(raw_requests, list):
+        raise ConfigError(f"{source}: requests must be an array of tables ([[requests]])")
+    requests = tuple(_build(ScheduledRequest, r, f"requests[{i}]") for i, r in enumerate(raw_requests))
+    return _validated(Scenario(name=head["name"], seed=seed, requests=requests, **parts))
+
+
+def _validated(scenario: Scenario) -> Scenario:
+    data, fed, unl = scenario.data, scenario.federation, scenario.unlearning
+    DATASETS.get(data.dataset)
+    MODELS.get(fed.model)
+    METHODS.get(unl.method)
+    parse_partitioner(data.partitioner)
+    parse_params(unl.method, dict(unl.params))
+    fed.recipe()
+    for key in ("clients", "rounds", "local_epochs"):
+        if getattr(fed, key) < 1:
+            raise ConfigError(f"[federation].{key} must be >= 1, got {getattr(fed, key)}")
+    if fed.round_timeout <= 0:
+        raise ConfigError(f"[federation].round_timeout must be > 0 seconds, got {fed.round_timeout}")
+    if unl.max_rounds < 1 or unl.max_attempts < 1:
+        raise ConfigError("[unlearning].max_rounds and max_attempts must be >= 1")
+    if scenario.baselines.federated_finetune_rounds < 0:
+        raise ConfigError("[baselines].federated_finetune_rounds must be >= 0")
+    for i, request in enumerate(scenario.requests):
+        _check_request(request, fed, f"requests[{i}]")
+    return scenario
+
+
+def _check_request(request: ScheduledRequest, fed: FederationPlan, path: str) -> None:
+    if not 1 <= request.round < fed.rounds:
+        raise ConfigError(f"[{path}].round must be in 1..{fed.rounds - 1} (filed between rounds), "
+                          f"got {request.round}")
+    if request.partition != "all" and not (
+        isinstance(request.partition, int) and 0 <= request.partition < fed.clients
+    ):
+        raise ConfigError(f"[{path}].partition must be in 0..{fed.clients - 1} or \"all\", got {request.partition!r}")
+    if request.forget != "all":
+        spec = parse_forget_spec(request.forget)
+        if request.partition == "all" and spec.kind != "class":
+            raise ConfigError(f"[{path}]: partition = \"all\" only fits class requests (forget = \"class:K\")")
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"scenario file {path} does not exist; see simulations/*.toml") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"scenario file {path} is not valid TOML: {err}") from err
+    return parse_scenario(document, source=str(path))

@@ -1,0 +1,66 @@
+"""Checking client updates and combining them into the next global model.
+
+Training rounds use FedAvg (weights = retain examples). An unlearning round
+combines two groups: the requesting clients' updates, which their local stopping
+rule sized to reach indistinguishability, and the other clients' retain-data
+updates. Plain FedAvg would scale a requester's update by its share of all
+examples (1/5 with five equal clients), so the forget set would only move a
+fifth of the way per round; instead each group is averaged on its own
+(weighted by its examples) and both group updates are applied to the global model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+__all__ = ["State", "fedavg", "rejection_reason", "two_group_update"]
+
+State = Mapping[str, torch.Tensor]
+
+
+def rejection_reason(update: State, reference: State) -> str | None:
+    """Why an update cannot be used (wrong keys or shapes, NaN/Inf), or None if it can."""
+    if set(update) != set(reference):
+        missing, extra = sorted(set(reference) - set(update)), sorted(set(update) - set(reference))
+        return f"arrays do not match the model (missing {missing[:3]}, unexpected {extra[:3]})"
+    for key, value in update.items():
+        if tuple(value.shape) != tuple(reference[key].shape):
+            return f"array {key} has shape {tuple(value.shape)}, expected {tuple(reference[key].shape)}"
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"array {key} holds NaN or Inf"
+    return None
+
+
+def fedavg(updates: Sequence[tuple[State, float]]) -> dict[str, torch.Tensor]:
+    """Example-weighted mean of float arrays; integer buffers (counters) come from the first update."""
+    if not updates:
+        raise ValueError("fedavg needs at least one update")
+    total = float(sum(weight for _, weight in updates))
+    if total <= 0:
+        raise ValueError("fedavg needs a positive total weight")
+    first = updates[0][0]
+    merged = {}
+    for key, value in first.items():
+        if value.is_floating_point():
+            merged[key] = sum((state[key].double() * (weight / total) for state, weight in updates),
+                              torch.zeros_like(value, dtype=torch.float64)).to(value.dtype)
+        else:
+            merged[key] = value.clone()
+    return merged
+
+
+def two_group_update(
+    current: State, requesters: Sequence[tuple[State, float]], others: Sequence[tuple[State, float]]
+) -> dict[str, torch.Tensor]:
+    """current + mean update of the requesters + mean update of the others (each group example-weighted)."""
+    merged = {key: value.clone() for key, value in current.items()}
+    for group in (requesters, others):
+        if not group:
+            continue
+        mean = fedavg(group)
+        for key, value in merged.items():
+            if value.is_floating_point():
+                merged[key] = value + (mean[key] - current[key])
+    return merged

@@ -1,0 +1,97 @@
+"""The fedunlearn ServerApp: reads the scenario, runs the federation, writes the run directory.
+
+Run config keys (``[tool.flwr.app.config]``, ``flwr run --run-config``):
+``scenario`` (TOML path), ``run-dir`` (output), ``nodes-root`` (simulation only:
+where virtual nodes live; empty in a deployment, where SuperNodes bring their
+own node directories), and optional ``rounds`` / ``clients`` / ``device``
+overrides (0 or "" keep the scenario's value). Relative paths resolve against
+the working directory, then against the project root.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common import protocol as P
+from common.data.datasets import load_dataset
+from common.device import resolve_device
+from common.errors import ConfigError, FedUnlearnError
+from common.models import ModelSpec
+from common.scenario import Scenario, load_scenario
+from common.world import SimulatedWorld
+from server.evaluation import TestEvaluator
+from server.federation import Event, RunRecord, run_federation
+from server.messaging import Messenger
+from server.report import write_failure, write_run
+from server.rounds import Federation, wait_for_nodes
+
+__all__ = ["app", "create_server_app", "resolve_path", "scenario_from_config"]
+
+log = logging.getLogger(__name__)
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(value: str) -> Path:
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return PROJECT_ROOT / path
+
+
+def scenario_from_config(config: Mapping[str, Any]) -> Scenario:
+    if not config.get(P.RUN_SCENARIO):
+        raise ConfigError(f"run config needs {P.RUN_SCENARIO!r}: the path of a scenario TOML")
+    scenario = load_scenario(resolve_path(str(config[P.RUN_SCENARIO])))
+    return scenario.with_overrides(clients=int(config.get("clients", 0)) or None,
+                                   rounds=int(config.get("rounds", 0)) or None,
+                                   device=str(config.get("device", "")) or None)
+
+
+def create_server_app(
+    overrides: Mapping[str, Any] | None = None, *, scenario: Scenario | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> ServerApp:
+    """A ServerApp; ``overrides`` replace run config keys and ``scenario``, when given, is the
+    already-resolved scenario (the simulate command resolves it once); ``on_event`` reports progress."""
+    fixed = dict(overrides or {})
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        config = {**context.run_config, **fixed}
+        run_dir = resolve_path(str(config.get(P.RUN_DIR) or "runs/latest"))
+        try:
+            run(grid, scenario or scenario_from_config(config), config, run_dir, on_event)
+        except FedUnlearnError as err:
+            write_failure(run_dir, str(err))
+            raise
+
+    return server_app
+
+
+def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path,
+        on_event: Callable[[Event], None] | None = None) -> RunRecord:
+    nodes_root = str(config.get(P.RUN_NODES_ROOT, ""))
+    world = SimulatedWorld(scenario, resolve_path(nodes_root)) if nodes_root else None
+    bundle = world.bundle if world else load_dataset(scenario.data.dataset, root=scenario.data.data_dir,
+                                                     seed=scenario.seed)
+    if world is not None:
+        world.materialise()
+    channels, size, _ = bundle.input_shape
+    spec = ModelSpec(scenario.federation.model, channels, size, bundle.num_classes)
+    evaluator = TestEvaluator(spec, bundle.test, resolve_device(scenario.federation.device))
+    messenger = Messenger(grid, timeout=scenario.federation.round_timeout)
+    nodes = wait_for_nodes(grid, scenario.federation.clients, scenario.federation.round_timeout)
+    record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec, world=world,
+                            on_event=on_event)
+    write_run(run_dir, scenario, spec, record, world=world, bundle=bundle)
+    return record
+
+
+app = create_server_app()

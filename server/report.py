@@ -1,0 +1,151 @@
+"""The run directory: report.json (machine), report.md (people), plots and model files.
+
+The report's shape is fixed by the federation issue: scenario facts, training,
+requests, the unlearning phase with its gate, the three baselines, artifacts
+(paths relative to the run directory) and, in a simulation, the ground truth
+(forgotten and test sample ids) for outside evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common.checkpoint import save_checkpoint
+from common.data.tensors import DatasetBundle
+from common.models import ModelSpec
+from common.nodes.storage import atomic_write_json
+from common.scenario import Scenario
+from common.world import SimulatedWorld
+from server.federation import RunRecord
+from server.plots import plot_run
+from server.unlearning_phase import ModelFigures, PhaseRecord
+
+__all__ = ["build_report", "write_failure", "write_run"]
+
+BASELINES = ("federated_retrain", "federated_finetune", "original")
+
+
+def _figures(figures: ModelFigures | None) -> dict[str, Any] | None:
+    return None if figures is None else asdict(figures)
+
+
+def _phase(phase: PhaseRecord) -> dict[str, Any]:
+    gate = phase.gate
+    return {
+        "method": phase.method,
+        "after_round": phase.after_round,
+        **(_figures(phase.figures) or {}),
+        "gate": None if gate is None else {**asdict(gate), "ci": list(gate.ci), "reasons": list(gate.reasons)},
+        "forget_auc_per_round": [g.forget_auc for g in phase.gate_history],
+        "model_hash_before": phase.model_hash_before,
+        "model_hash": phase.model_hash,
+        "forgotten_classes": list(phase.forgotten_classes),
+        "committed": phase.committed,
+    }
+
+
+def _requests(record: RunRecord) -> list[dict[str, Any]]:
+    """Every request the server handled, with its final status as the server knows it."""
+    rows: dict[str, dict[str, Any]] = {}
+    for phase in record.phases:
+        for request in phase.requests:
+            status = "committed" if request["request_id"] in phase.committed else "pending"
+            rows[str(request["request_id"])] = {**request, "status": status}
+    return list(rows.values())
+
+
+def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifacts: dict[str, Any],
+                 world: SimulatedWorld | None, bundle: DatasetBundle) -> dict[str, Any]:
+    phase = record.phases[-1] if record.phases else None
+    report: dict[str, Any] = {
+        "status": "completed",
+        "scenario": scenario.name, "dataset": scenario.data.dataset, "model": spec.name,
+        "clients": scenario.federation.clients, "seed": scenario.seed,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "training": {"rounds": scenario.federation.rounds, "seconds": record.training_seconds,
+                     "bytes": record.training_bytes, "ta": record.final_ta,
+                     "ta_per_round": [ta for _, ta in record.accuracy]},
+        "requests": _requests(record),
+        "unlearning": None if phase is None else _phase(phase),
+        "baselines": {name: _figures(phase.baselines.get(name)) if phase else None for name in BASELINES},
+        "phases": [_phase(p) for p in record.phases],
+        "failures": list(record.failures),
+        "artifacts": artifacts,
+    }
+    if world is not None:
+        report["evaluation"] = {
+            "forget_ids": sorted(i for f in world.filed for i in f.forget_ids),
+            "test_ids": bundle.test.ids.tolist(),
+            "id_space": "row indices of sklearn.datasets.load_digits()" if bundle.name == "digits"
+            else "indices into the official train and test splits",
+        }
+    return report
+
+
+def _save_models(run_dir: Path, spec: ModelSpec, record: RunRecord) -> dict[str, Any]:
+    saved: dict[str, Any] = {"model": "model.pt"}
+    sha = save_checkpoint(run_dir / "model.pt", record.final_state, spec, {"role": "final global model"})
+    saved["model_sha256"] = sha
+    if record.phases:
+        for name, state in record.phases[-1].states.items():
+            save_checkpoint(run_dir / "models" / f"{name}.pt", state, spec, {"role": name})
+            saved.setdefault("models", {})[name] = f"models/{name}.pt"
+    return saved
+
+
+def write_run(run_dir: Path, scenario: Scenario, spec: ModelSpec, record: RunRecord, *,
+              world: SimulatedWorld | None, bundle: DatasetBundle) -> dict[str, Any]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = _save_models(run_dir, spec, record)
+    artifacts["plots"] = plot_run(run_dir, record, world=world, spec=spec)
+    artifacts["report_md"] = "report.md"
+    if world is not None:
+        artifacts["nodes"] = os.path.relpath(world.nodes_root.resolve(), run_dir.resolve())
+    report = build_report(scenario, spec, record, artifacts, world, bundle)
+    atomic_write_json(run_dir / "report.json", report)
+    (run_dir / "report.md").write_text(render_markdown(report))
+    return report
+
+
+def write_failure(run_dir: Path, error: str) -> None:
+    """A run that stopped still leaves a report saying why (``flwr run`` exits 0 regardless)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "report.json", {"status": "failed", "error": error,
+                                                "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
+
+
+def _cell(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# {report['scenario']}: {report['dataset']} / {report['model']}, {report['clients']} clients, "
+             f"seed {report['seed']}", "",
+             f"Training: {report['training']['rounds']} rounds, {report['training']['seconds']:.1f} s, "
+             f"final ta {report['training']['ta']:.2f}%", ""]
+    unl = report["unlearning"]
+    if unl is None:
+        lines.append("No forget request reached the server.")
+        return "\n".join(lines) + "\n"
+    gate = unl["gate"] or {}
+    lines += [f"Unlearning ({unl['method']}): gate {'PASSED' if gate.get('passed') else 'FAILED'}; "
+              f"forget AUC {_cell(gate.get('forget_auc'), 3)} (CI {_cell((gate.get('ci') or [None])[0], 3)}-"
+              f"{_cell((gate.get('ci') or [None, None])[1], 3)}, tolerance {_cell(gate.get('tolerance'), 3)})", ""]
+    lines += ["| model | rounds | seconds | MB | ta | ua | forget AUC |", "|---|---|---|---|---|---|---|"]
+    rows = [("unlearned", unl)] + [(name, report["baselines"].get(name)) for name in BASELINES]
+    for name, row in rows:
+        if row:
+            lines.append(f"| {name} | {row['rounds']} | {row['seconds']:.1f} | {row['bytes'] / 1e6:.2f} | "
+                         f"{_cell(row['ta'])} | {_cell(row['ua'])} | {_cell(row['forget_auc'], 3)} |")
+    lines += ["", "Requests:", ""] + [
+        f"- {r['request_id']} (partition {r['partition']}, {r['kind']}, {r['num_samples']} samples): {r['status']}"
+        for r in report["requests"]]
+    if report["failures"]:
+        lines += ["", "Failures:", ""] + [f"- {f}" for f in report["failures"]]
+    return "\n".join(lines) + "\n"

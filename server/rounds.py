@@ -1,0 +1,153 @@
+"""The federation as the server sees it, and the exchanges every phase is built from.
+
+A ``Federation`` knows the connected nodes (node id -> partition, learned by
+asking ``query.status``: node ids are random) and how to build instructions.
+``train_round``, ``collect_updates`` and ``audit`` are the steps; training,
+unlearning and the baselines are loops over them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.serverapp import Grid
+
+from common import protocol as P
+from common.audit.gate import LocalAudit, PooledAudit, pool_audits
+from common.errors import FedUnlearnError
+from common.scenario import Scenario
+from server.aggregate import State, fedavg, rejection_reason
+from server.messaging import Messenger
+
+__all__ = ["Federation", "NodeStatus", "Update", "wait_for_nodes"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: int
+    partition: int
+    num_train: int
+    pending: tuple[str, ...]
+    pending_kinds: tuple[str, ...]
+    pending_samples: int
+    pending_counts: tuple[int, ...]
+    pending_classes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Update:
+    node_id: int
+    state: dict[str, torch.Tensor]
+    weight: float
+    metrics: dict[str, float]
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+    """Node ids once ``expected`` nodes are connected (SuperNodes may join late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected:
+            return nodes
+        if time.monotonic() > deadline:
+            raise FedUnlearnError(f"only {len(nodes)} of {expected} nodes connected within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def arrays(state: State) -> ArrayRecord:
+    return ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in state.items()})
+
+
+@dataclass
+class Federation:
+    messenger: Messenger
+    scenario: Scenario
+    nodes: list[int]
+    failures: list[str] = field(default_factory=list)  # everything that went wrong, for the report
+
+    def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
+        fed = self.scenario.federation
+        return ConfigRecord({
+            P.ROUND: round_, P.SEED: self.scenario.seed * 100_003 + round_, P.MODEL: fed.model,
+            P.RECIPE: json.dumps(asdict(fed.recipe())), P.DEVICE: fed.device, **extra,
+        })
+
+    def note(self, what: str, failures: Mapping[int, str]) -> None:
+        for node, why in failures.items():
+            self.failures.append(f"{what}: node {node}: {why}")
+
+    def status(self) -> dict[int, NodeStatus]:
+        replies = self.messenger.broadcast(self.nodes, P.MSG_STATUS, RecordDict(), "status")
+        self.note("query.status", replies.failures)
+        statuses = {}
+        for node, content in replies.answers.items():
+            record = content.config_records[P.STATUS]
+            statuses[node] = NodeStatus(
+                node_id=node, partition=int(record[P.PARTITION]), num_train=int(record[P.NUM_TRAIN]),
+                pending=tuple(str(r) for r in record[P.PENDING_REQUESTS]),
+                pending_kinds=tuple(str(k) for k in record[P.PENDING_KINDS]),
+                pending_samples=int(record[P.PENDING_SAMPLES]),
+                pending_counts=tuple(int(c) for c in record[P.PENDING_COUNTS]),
+                pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
+            )
+        return statuses
+
+    def collect_updates(self, answers: Mapping[int, RecordDict], current: State, what: str) -> list[Update]:
+        """Valid updates only; a reply with wrong shapes or NaN/Inf is rejected and reported."""
+        updates = []
+        for node, content in answers.items():
+            try:
+                state = content.array_records[P.ARRAYS].to_torch_state_dict()
+                metrics = {k: float(v) for k, v in content.metric_records[P.METRICS].items()}  # type: ignore[arg-type]
+            except (KeyError, TypeError, ValueError) as err:
+                self.note(what, {node: f"malformed reply ({err})"})
+                continue
+            reason = rejection_reason(state, current)
+            if reason is not None:
+                self.note(what, {node: f"update rejected: {reason}"})
+                continue
+            updates.append(Update(node, state, metrics.get(P.NUM_EXAMPLES, 0.0), metrics))
+        return updates
+
+    def train_round(self, state: State, round_: int, nodes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """One FedAvg round on retain data; the state stays as it was if no valid update arrives."""
+        content = RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(round_)})
+        replies = self.messenger.broadcast(nodes if nodes is not None else self.nodes, P.MSG_TRAIN, content,
+                                           f"train-{round_}")
+        self.note(f"train round {round_}", replies.failures)
+        updates = [u for u in self.collect_updates(replies.answers, state, f"train round {round_}") if u.weight > 0]
+        if not updates:
+            self.failures.append(f"train round {round_}: no valid update; the model was kept")
+            return {k: v.clone() for k, v in state.items()}
+        return fedavg([(u.state, u.weight) for u in updates])
+
+    def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> PooledAudit | None:
+        """Pooled membership audit of ``state`` by the requesting nodes (None if none answered)."""
+        plan = {
+            node: (P.MSG_AUDIT, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(
+                0, **{P.REQUEST_IDS: list(ids)})}))
+            for node, ids in requesters.items()
+        }
+        replies = self.messenger.ask(plan, f"audit-{label}")
+        self.note(f"audit {label}", replies.failures)
+        audits = [_local_audit(content.metric_records[P.METRICS]) for content in replies.answers.values()]
+        return pool_audits(audits) if audits else None
+
+
+def _local_audit(metrics: Mapping[str, Any]) -> LocalAudit:
+    aucs = {k[len(P.AUC_PREFIX):]: float(v) for k, v in metrics.items()
+            if k.startswith(P.AUC_PREFIX) and not k.startswith(P.AUC_VAR_PREFIX)}
+    return LocalAudit(
+        forget_size=int(metrics[P.FORGET_SIZE]), holdout_size=int(metrics[P.HOLDOUT_SIZE]),
+        forget_accuracy=float(metrics[P.FORGET_ACCURACY]), holdout_accuracy=float(metrics[P.HOLDOUT_ACCURACY]),
+        aucs=aucs, variances={name: float(metrics[P.AUC_VAR_PREFIX + name]) for name in aucs},
+    )

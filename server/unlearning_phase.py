@@ -1,0 +1,190 @@
+"""One unlearning phase: unlearn, aggregate, gate (repeat up to a budget), baselines, then commit.
+
+Commit comes last because it purges the forgotten samples from the nodes: the
+baselines (federated retrain from scratch without them, federated fine-tuning
+on retain data, and the original "do nothing" model) are audited on the same
+forget sets first, so every figure in the report is measured the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+
+import torch
+from flwr.app import ConfigRecord, RecordDict
+
+from common import protocol as P
+from common.audit.gate import GateResult, PooledAudit, leakage_gate
+from common.checkpoint import state_sha256
+from common.models import ModelSpec, build_model
+from server.aggregate import State, two_group_update
+from server.evaluation import TestEvaluator
+from server.rounds import Federation, NodeStatus, arrays
+
+__all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """One model's row in the report (ua in percent, forget_auc of the loss attack)."""
+
+    rounds: int
+    seconds: float
+    bytes: int
+    ta: float
+    ua: float | None
+    forget_auc: float | None
+
+
+@dataclass
+class PhaseRecord:
+    after_round: int
+    method: str
+    requests: list[dict[str, object]]  # request_id, partition, kind, num_samples (never sample ids)
+    forgotten_classes: tuple[int, ...]
+    figures: ModelFigures | None = None
+    gate: GateResult | None = None
+    gate_history: list[GateResult] = field(default_factory=list)
+    model_hash_before: str = ""
+    model_hash: str | None = None  # set only when the gate passed (the model is published)
+    baselines: dict[str, ModelFigures] = field(default_factory=dict)
+    committed: list[str] = field(default_factory=list)
+    states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.gate is not None and self.gate.passed
+
+
+def _figures(fed: Federation, evaluator: TestEvaluator, state: State, requesters: Mapping[int, list[str]],
+             classes: tuple[int, ...], *, rounds: int, seconds: float, bytes_: int, label: str) -> ModelFigures:
+    pooled = fed.audit(state, requesters, label)
+    return ModelFigures(rounds=rounds, seconds=seconds, bytes=bytes_, ta=evaluator.ta(state, classes),
+                        ua=None if pooled is None else 100.0 - pooled.forget_accuracy,
+                        forget_auc=None if pooled is None else pooled.aucs["loss"])
+
+
+def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
+                      round_: int) -> dict[str, torch.Tensor]:
+    """Requesters unlearn while the other nodes train on retain data; two-group aggregation."""
+    unl = fed.scenario.unlearning
+    plan: dict[int, tuple[str, RecordDict]] = {}
+    for node, ids in requesters.items():
+        config = fed.instructions(round_, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(dict(unl.params)),
+                                             P.REQUEST_IDS: ids})
+        plan[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: config}))
+    for node in trainers:
+        plan[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: fed.instructions(round_)}))
+    replies = fed.messenger.ask(plan, f"unlearn-{round_}")
+    fed.note(f"unlearning round {round_}", replies.failures)
+    for node in replies.failures:
+        requesters.pop(node, None)  # its requests stay pending for a later phase
+    updates = fed.collect_updates(replies.answers, state, f"unlearning round {round_}")
+    for node in {u.node_id for u in updates} ^ set(replies.answers):
+        requesters.pop(node, None)
+    ours = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
+    others = [(u.state, u.weight) for u in updates if u.node_id not in requesters and u.weight > 0]
+    return two_group_update(state, ours, others)
+
+
+def _gate(fed: Federation, evaluator: TestEvaluator, pooled: PooledAudit | None, state: State,
+          original_ta: float, classes: tuple[int, ...]) -> GateResult | None:
+    if pooled is None:
+        return None
+    return leakage_gate(pooled, original_ta - evaluator.ta(state, classes), fed.scenario.gate)
+
+
+def run_unlearning_phase(
+    fed: Federation, evaluator: TestEvaluator, spec: ModelSpec, original: State,
+    statuses: Mapping[int, NodeStatus], *, after_round: int,
+    on_round: Callable[[int, GateResult | None], None] | None = None,
+) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
+    """Run the phase; returns its record and the model training continues from."""
+    requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
+    classes = tuple(sorted({c for s in statuses.values() for c in s.pending_classes}))
+    trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
+    record = PhaseRecord(after_round=after_round, method=fed.scenario.unlearning.method,
+                         requests=[{"request_id": r, "partition": s.partition, "kind": k, "num_samples": c}
+                                   for s in statuses.values()
+                                   for r, k, c in zip(s.pending, s.pending_kinds, s.pending_counts, strict=False)
+                                   if r in requesters.get(s.node_id, [])],
+                         forgotten_classes=classes, model_hash_before=state_sha256(original))
+    original_ta = evaluator.ta(original, classes)
+    state = {k: v.clone() for k, v in original.items()}
+    started = time.perf_counter()
+    with fed.messenger.metered() as traffic:
+        for round_ in range(1, fed.scenario.unlearning.max_rounds + 1):
+            state = _unlearning_round(fed, state, requesters, trainers, after_round * 1000 + round_)
+            if not requesters:
+                break
+            gate = _gate(fed, evaluator, fed.audit(state, requesters, f"unlearn-{round_}"), state, original_ta,
+                         classes)
+            if gate is not None:
+                record.gate_history.append(gate)
+            if on_round is not None:
+                on_round(round_, gate)
+            if gate is not None and gate.passed:
+                break
+    record.gate = record.gate_history[-1] if record.gate_history else None
+    record.figures = ModelFigures(
+        rounds=len(record.gate_history), seconds=time.perf_counter() - started, bytes=traffic.total,
+        ta=evaluator.ta(state, classes),
+        ua=None if record.gate is None else 100.0 - record.gate.forget_accuracy,
+        forget_auc=None if record.gate is None else record.gate.forget_auc,
+    )
+    record.states = {"unlearned": state, "original": dict(original)}
+    if not record.passed:
+        log.warning("the leakage gate did not pass; nothing is published or committed")
+        return record, state
+    record.model_hash = state_sha256(state)
+    _baselines(fed, evaluator, spec, record, requesters, trainers + list(requesters), after_round)
+    _commit(fed, record, requesters)
+    return record, state
+
+
+def _baselines(fed: Federation, evaluator: TestEvaluator, spec: ModelSpec, record: PhaseRecord,
+               requesters: dict[int, list[str]], nodes: list[int], after_round: int) -> None:
+    classes = record.forgotten_classes
+    original = record.states["original"]
+    record.baselines["original"] = _figures(fed, evaluator, original, requesters, classes, rounds=0,
+                                            seconds=0.0, bytes_=0, label="original")
+    plan = fed.scenario.baselines
+    runs = []
+    if plan.federated_retrain and after_round > 0:
+        fresh = build_model(spec, seed=fed.scenario.seed).state_dict()
+        runs.append(("federated_retrain", fresh, after_round))
+    if plan.federated_finetune_rounds > 0:
+        runs.append(("federated_finetune", original, plan.federated_finetune_rounds))
+    for name, start, rounds in runs:
+        began = time.perf_counter()
+        with fed.messenger.metered() as traffic:
+            state = dict(start)
+            for round_ in range(1, rounds + 1):
+                state = fed.train_round(state, round_, nodes)
+        seconds, spent = time.perf_counter() - began, traffic.total
+        record.states[name] = state
+        record.baselines[name] = _figures(fed, evaluator, state, requesters, classes, rounds=rounds,
+                                          seconds=seconds, bytes_=spent, label=name)
+
+
+def _commit(fed: Federation, record: PhaseRecord, requesters: dict[int, list[str]]) -> None:
+    gate = record.gate
+    assert gate is not None and record.model_hash is not None  # only called after a pass
+    summary = json.dumps({k: v for k, v in asdict(gate).items() if k != "reasons"})
+    plan = {
+        node: (P.MSG_COMMIT, RecordDict({P.CONFIG: ConfigRecord({
+            P.REQUEST_IDS: ids, P.MODEL_HASH_BEFORE: record.model_hash_before,
+            P.MODEL_HASH_AFTER: record.model_hash, P.AUDIT_SUMMARY: summary,
+        })}))
+        for node, ids in requesters.items()
+    }
+    replies = fed.messenger.ask(plan, "commit")
+    fed.note("query.commit", replies.failures)
+    for content in replies.answers.values():
+        record.committed.extend(str(r) for r in content.config_records[P.STATUS][P.COMMITTED])

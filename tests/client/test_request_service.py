@@ -1,0 +1,269 @@
+"""The forget-request gRPC service over real loopback sockets: filing, reading back, refusals, auth, TLS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from client.proto import forget_requests_pb2 as pb
+from client.proto import forget_requests_pb2_grpc as pb_grpc
+from client.request_service import (
+    RemoteRequestError,
+    RequestClient,
+    UnauthenticatedError,
+    start_request_server,
+)
+from common.data.datasets import load_dataset
+from common.data.tensors import DatasetBundle
+from common.errors import ConfigError, DataError, RequestError
+from common.nodes import NodeDirectory, NodeLayout, materialise_node
+
+TOKEN = "s3cret-token"
+AUTH = (("authorization", f"Bearer {TOKEN}"),)
+SUMMARY_FIELDS = {"request_id", "kind", "num_samples", "target_class", "reason", "status", "rejection",
+                  "created_at", "updated_at", "receipt"}
+
+
+@pytest.fixture(scope="module")
+def digits() -> DatasetBundle:
+    return load_dataset("digits")
+
+
+@pytest.fixture
+def node(tmp_path: Path, digits: DatasetBundle) -> NodeDirectory:
+    return materialise_node(tmp_path / "n0", digits, NodeLayout("digits", 0, 5))
+
+
+@pytest.fixture
+def served(node: NodeDirectory) -> Iterator[str]:
+    """A plaintext loopback server with a token; yields its target."""
+    server, port = start_request_server(node.path, port=0, host="127.0.0.1", token=TOKEN, insecure=True)
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+@pytest.fixture
+def client(served: str) -> Iterator[RequestClient]:
+    with RequestClient(served, token=TOKEN, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost (and 127.0.0.1) and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def _recorded(node: NodeDirectory) -> list[str]:
+    return [r.request_id for r in NodeDirectory.open(node.path).ledger.list()]
+
+
+@pytest.mark.parametrize("kind", ["ids", "class", "all"])
+def test_submit_files_a_pending_request_in_the_ledger(
+    client: RequestClient, node: NodeDirectory, kind: str,
+) -> None:
+    train = node.train()
+    if kind == "ids":
+        reply, expected = client.submit(ids=train.ids[:3].tolist(), reason="GDPR #1"), 3
+    elif kind == "class":
+        cls = int(train.y[0])
+        reply, expected = client.submit(target_class=cls, reason="GDPR #1"), int((train.y == cls).sum())
+    else:
+        reply, expected = client.submit(everything=True, reason="GDPR #1"), len(train)
+    assert set(reply) == SUMMARY_FIELDS
+    assert (reply["kind"], reply["num_samples"], reply["status"], reply["reason"]) == (
+        kind, expected, "pending", "GDPR #1")
+    assert reply["target_class"] == (int(train.y[0]) if kind == "class" else None)
+    stored = NodeDirectory.open(node.path).ledger.get(reply["request_id"])
+    assert stored.summary() == {k: v for k, v in reply.items() if k != "receipt"}
+
+
+def test_status_and_list_read_back_the_ledger(client: RequestClient, node: NodeDirectory) -> None:
+    ids = node.train().ids.tolist()
+    first = client.submit(ids=ids[:2], reason="a")
+    second = client.submit(ids=ids[2:5], reason="b")
+    assert client.status(first["request_id"]) == first
+    assert [r["request_id"] for r in client.list()] == [first["request_id"], second["request_id"]]
+    assert len(client.list("pending")) == 2 and client.list("committed") == []
+
+    NodeDirectory.open(node.path).commit([first["request_id"]], {"method": "remi"})
+    committed = client.status(first["request_id"])
+    assert committed["status"] == "committed"
+    assert committed["receipt"]["method"] == "remi" and committed["receipt"]["num_samples"] == 2
+    assert [r["request_id"] for r in client.list("committed")] == [first["request_id"]]
+    with pytest.raises(RemoteRequestError, match="status must be one of") as err:
+        client.list("bogus")
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_replies_cannot_carry_sample_ids(client: RequestClient, node: NodeDirectory, served: str) -> None:
+    fields = pb.RequestSummary.DESCRIPTOR.fields
+    assert {f.name for f in fields} == SUMMARY_FIELDS
+    assert not any(f.is_repeated for f in fields)
+    assert [f.name for f in pb.ListResponse.DESCRIPTOR.fields] == ["requests"]
+    ids = node.train().ids[:4].tolist()
+    filed = client.submit(ids=ids, reason="x")
+    with grpc.insecure_channel(served) as channel:
+        raw = pb_grpc.ForgetRequestsStub(channel).Status(
+            pb.StatusRequest(request_id=filed["request_id"]), metadata=AUTH)
+    assert {f.name for f, _ in raw.ListFields()} <= SUMMARY_FIELDS - {"target_class", "rejection", "receipt"}
+    assert raw.num_samples == len(ids)
+
+
+@pytest.mark.parametrize(("submit", "code", "message"), [
+    ({"ids": [10**9]}, grpc.StatusCode.INVALID_ARGUMENT, "not training samples of this node"),
+    ({"ids": []}, grpc.StatusCode.INVALID_ARGUMENT, "names no sample ids"),
+    ({"target_class": 99}, grpc.StatusCode.INVALID_ARGUMENT, "class must be in"),
+    ({"everything": True, "reason": "  "}, grpc.StatusCode.INVALID_ARGUMENT, "needs a reason"),
+])
+def test_bad_submissions_are_refused_and_not_recorded(
+    client: RequestClient, node: NodeDirectory, submit: dict, code: grpc.StatusCode, message: str,
+) -> None:
+    with pytest.raises(RemoteRequestError, match=message) as err:
+        client.submit(**{"reason": "r", **submit})
+    assert err.value.code == code
+    assert isinstance(err.value, RequestError)
+    assert _recorded(node) == []
+
+
+@pytest.mark.parametrize("target", [{}, {"everything": False}])
+def test_a_submission_without_target_is_refused(served: str, node: NodeDirectory, target: dict) -> None:
+    with grpc.insecure_channel(served) as channel, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.ForgetRequestsStub(channel).Submit(
+            pb.SubmitRequest(reason="r", **target), metadata=AUTH)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "exactly one target" in err.value.details()
+    assert _recorded(node) == []
+
+
+def test_duplicate_is_already_exists_and_not_recorded(client: RequestClient, node: NodeDirectory) -> None:
+    ids = node.train().ids[:3].tolist()
+    first = client.submit(ids=ids, reason="a")
+    with pytest.raises(RemoteRequestError, match=first["request_id"]) as err:
+        client.submit(ids=ids[1:], reason="again")
+    assert err.value.code == grpc.StatusCode.ALREADY_EXISTS
+    assert _recorded(node) == [first["request_id"]]
+
+
+def test_unknown_request_is_not_found(client: RequestClient) -> None:
+    with pytest.raises(RemoteRequestError, match="no request 'req-nope'") as err:
+        client.status("req-nope")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "s3cret-toke", TOKEN + "x"])
+def test_calls_without_the_right_token_are_unauthenticated(
+    served: str, node: NodeDirectory, token: str | None,
+) -> None:
+    with RequestClient(served, token=token, timeout=10) as bad:
+        with pytest.raises(UnauthenticatedError, match="bearer token") as err:
+            bad.submit(ids=node.train().ids[:2].tolist(), reason="r")
+        assert isinstance(err.value, PermissionError) and isinstance(err.value, RequestError)
+        with pytest.raises(UnauthenticatedError):
+            bad.list()
+    assert _recorded(node) == []
+
+
+def test_token_needs_the_bearer_scheme(served: str, node: NodeDirectory) -> None:
+    with grpc.insecure_channel(served) as channel, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.ForgetRequestsStub(channel).Submit(
+            pb.SubmitRequest(everything=True, reason="r"), metadata=(("authorization", f"Basic {TOKEN}"),))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _recorded(node) == []
+
+
+def test_tls_with_token(node: NodeDirectory, tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    server, port = start_request_server(node.path, port=0, host="127.0.0.1", token=TOKEN,
+                                        tls_cert=cert, tls_key=key)
+    try:
+        with RequestClient(f"localhost:{port}", token=TOKEN, root_cert=cert.read_bytes(), timeout=10) as tls:
+            filed = tls.submit(ids=node.train().ids[:2].tolist(), reason="over TLS")
+            assert tls.status(filed["request_id"])["num_samples"] == 2
+        with RequestClient(f"localhost:{port}", root_cert=cert.read_bytes(), timeout=10) as anonymous, \
+                pytest.raises(UnauthenticatedError):
+            anonymous.list()
+        with RequestClient(f"127.0.0.1:{port}", token=TOKEN, timeout=5) as plaintext, \
+                pytest.raises(grpc.RpcError) as err:
+            plaintext.list()
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(None)
+    assert len(_recorded(node)) == 1
+
+
+@pytest.mark.parametrize(("drop", "missing"), [
+    ("tls_cert", "TLS certificate"), ("tls_key", "TLS private key"), ("token", "bearer token"),
+])
+def test_refuses_to_start_without_tls_and_token(
+    node: NodeDirectory, tls_files: tuple[Path, Path], drop: str, missing: str,
+) -> None:
+    cert, key = tls_files
+    settings: dict = {"token": TOKEN, "tls_cert": cert, "tls_key": key, drop: None}
+    with pytest.raises(ConfigError, match=missing) as err:
+        start_request_server(node.path, port=0, host="127.0.0.1", **settings)
+    assert "--insecure" in str(err.value)
+
+
+def test_start_checks_its_inputs(node: NodeDirectory, tmp_path: Path, tls_files: tuple[Path, Path]) -> None:
+    with pytest.raises(ConfigError, match="--insecure turns TLS off"):
+        start_request_server(node.path, port=0, insecure=True, tls_cert=tls_files[0], tls_key=tls_files[1])
+    with pytest.raises(DataError, match="not a node directory"):
+        start_request_server(tmp_path / "empty", port=0, host="127.0.0.1", insecure=True)
+    with pytest.raises(ConfigError, match="cannot read the TLS"):
+        start_request_server(node.path, port=0, host="127.0.0.1", token=TOKEN,
+                             tls_cert=tmp_path / "nope.pem", tls_key=tls_files[1])
+
+
+def test_insecure_without_token_serves_anyone(node: NodeDirectory) -> None:
+    server, port = start_request_server(node.path, port=0, host="127.0.0.1", token=None, insecure=True)
+    try:
+        with RequestClient(f"127.0.0.1:{port}", timeout=10) as anyone:
+            assert anyone.submit(target_class=int(node.train().y[0]), reason="r")["kind"] == "class"
+    finally:
+        server.stop(None)
+
+
+def test_client_refuses_ambiguous_targets_locally(client: RequestClient, node: NodeDirectory) -> None:
+    with pytest.raises(RequestError, match="exactly one"):
+        client.submit(ids=[1], target_class=0, reason="r")
+    assert _recorded(node) == []
+
+
+def test_a_damaged_node_is_failed_precondition(client: RequestClient, node: NodeDirectory) -> None:
+    (node.path / "node.json").unlink()
+    with pytest.raises(RemoteRequestError, match=r"node\.json is missing") as err:
+        client.submit(everything=True, reason="r")
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_a_taken_port_is_refused(served: str, node: NodeDirectory) -> None:
+    """grpc shares ports by default (SO_REUSEPORT): two nodes would split each other's requests."""
+    port = int(served.rsplit(":", 1)[1])
+    with pytest.raises(ConfigError, match="is the port taken"):
+        start_request_server(node.path, port=port, host="127.0.0.1", token=TOKEN, insecure=True)
