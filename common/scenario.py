@@ -8,10 +8,10 @@ which forget requests are filed after which round.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.audit.gate import GateConfig
 from common.data.datasets import DATASETS
@@ -24,6 +24,8 @@ from common.unlearning import METHODS, parse_params
 
 __all__ = ["BaselinePlan", "DataPlan", "FederationPlan", "Scenario", "ScheduledRequest", "UnlearningPlan",
            "load_scenario", "parse_scenario"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,10 @@ def _build(cls: type, table: Any, path: str) -> Any:
     unknown = sorted(set(table) - set(known))
     if unknown:
         raise ConfigError(f"[{path}] has unknown key(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+    missing = [name for name, f in known.items()
+               if f.default is MISSING and f.default_factory is MISSING and name not in table]
+    if missing:
+        raise ConfigError(f"[{path}] is missing key(s) {', '.join(missing)}")
     for key, value in table.items():
         expected = known[key].type
         if not _fits(value, str(expected)):
@@ -125,13 +131,15 @@ def _build(cls: type, table: Any, path: str) -> Any:
 
 def _fits(value: Any, annotation: str) -> bool:
     """Loose type check against the dataclass annotation's text (TOML has few types)."""
+    # the outer type of each alternative: "Mapping[str, Any]" -> Mapping (not str), "int | None" -> int, None
+    alternatives = {part.strip().split("[", 1)[0] for part in annotation.split("|")}
     if value is None:
-        return "None" in annotation
+        return "None" in alternatives
     checks = {"int": isinstance(value, int) and not isinstance(value, bool),
               "float": isinstance(value, int | float) and not isinstance(value, bool),
               "str": isinstance(value, str), "bool": isinstance(value, bool),
               "Mapping": isinstance(value, dict)}
-    return any(ok for name, ok in checks.items() if name in annotation)
+    return any(ok for name, ok in checks.items() if name in alternatives)
 
 
 def parse_scenario(document: Mapping[str, Any], *, source: str = "<scenario>") -> Scenario:
@@ -154,12 +162,12 @@ def parse_scenario(document: Mapping[str, Any], *, source: str = "<scenario>") -
 
 def _validated(scenario: Scenario) -> Scenario:
     data, fed, unl = scenario.data, scenario.federation, scenario.unlearning
-    DATASETS.get(data.dataset)
-    MODELS.get(fed.model)
-    METHODS.get(unl.method)
-    parse_partitioner(data.partitioner)
-    parse_params(unl.method, dict(unl.params))
-    fed.recipe()
+    _at("[data].dataset", lambda: DATASETS.get(data.dataset))
+    _at("[federation].model", lambda: MODELS.get(fed.model))
+    _at("[unlearning].method", lambda: METHODS.get(unl.method))
+    _at("[data].partitioner", lambda: parse_partitioner(data.partitioner))
+    _at("[unlearning].params", lambda: parse_params(unl.method, dict(unl.params)))
+    _at("[federation]", fed.recipe)
     for key in ("clients", "rounds", "local_epochs"):
         if getattr(fed, key) < 1:
             raise ConfigError(f"[federation].{key} must be >= 1, got {getattr(fed, key)}")
@@ -183,9 +191,17 @@ def _check_request(request: ScheduledRequest, fed: FederationPlan, path: str) ->
     ):
         raise ConfigError(f"[{path}].partition must be in 0..{fed.clients - 1} or \"all\", got {request.partition!r}")
     if request.forget != "all":
-        spec = parse_forget_spec(request.forget)
+        spec = _at(f"[{path}].forget", lambda: parse_forget_spec(request.forget))
         if request.partition == "all" and spec.kind != "class":
             raise ConfigError(f"[{path}]: partition = \"all\" only fits class requests (forget = \"class:K\")")
+
+
+def _at(path: str, check: Callable[[], T]) -> T:
+    """Run a check whose error does not know where in the file the value came from; prefix the TOML path."""
+    try:
+        return check()
+    except ConfigError as err:
+        raise type(err)(f"{path}: {err}") from err
 
 
 def load_scenario(path: Path | str) -> Scenario:

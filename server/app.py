@@ -25,11 +25,11 @@ from common.errors import ConfigError, FedUnlearnError
 from common.models import ModelSpec
 from common.scenario import Scenario, load_scenario
 from common.world import SimulatedWorld
-from server.evaluation import TestEvaluator
+from server.evaluation import CentralEvaluator
 from server.federation import Event, RunRecord, run_federation
 from server.messaging import Messenger
 from server.report import write_failure, write_run
-from server.rounds import Federation, wait_for_nodes
+from server.rounds import Federation, settled_nodes, wait_for_nodes
 
 __all__ = ["app", "create_server_app", "resolve_path", "scenario_from_config"]
 
@@ -53,6 +53,17 @@ def scenario_from_config(config: Mapping[str, Any]) -> Scenario:
                                    device=str(config.get("device", "")) or None)
 
 
+def _federation_sized(grid: Grid, config: Mapping[str, Any]) -> Scenario:
+    """The scenario of ``flwr run``; in its simulation (``nodes-root`` set, ``clients`` 0) the
+    federation's ``num-supernodes`` decides how many clients there are."""
+    scenario = scenario_from_config(config)
+    if config.get(P.RUN_NODES_ROOT) and not int(config.get("clients", 0)):
+        nodes = settled_nodes(grid)
+        log.info("simulation federation has %d nodes; the scenario runs with that many clients", len(nodes))
+        scenario = scenario.with_overrides(clients=len(nodes))
+    return scenario
+
+
 def create_server_app(
     overrides: Mapping[str, Any] | None = None, *, scenario: Scenario | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -67,7 +78,7 @@ def create_server_app(
         config = {**context.run_config, **fixed}
         run_dir = resolve_path(str(config.get(P.RUN_DIR) or "runs/latest"))
         try:
-            run(grid, scenario or scenario_from_config(config), config, run_dir, on_event)
+            run(grid, scenario or _federation_sized(grid, config), config, run_dir, on_event)
         except FedUnlearnError as err:
             write_failure(run_dir, str(err))
             raise
@@ -76,16 +87,18 @@ def create_server_app(
 
 
 def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path,
-        on_event: Callable[[Event], None] | None = None) -> RunRecord:
+        on_event: Callable[[Event], None] | None = None, *, world: SimulatedWorld | None = None) -> RunRecord:
+    """Run the federation and write the run directory; ``world`` defaults to one under ``nodes-root``."""
     nodes_root = str(config.get(P.RUN_NODES_ROOT, ""))
-    world = SimulatedWorld(scenario, resolve_path(nodes_root)) if nodes_root else None
+    if world is None and nodes_root:
+        world = SimulatedWorld(scenario, resolve_path(nodes_root))
     bundle = world.bundle if world else load_dataset(scenario.data.dataset, root=scenario.data.data_dir,
                                                      seed=scenario.seed)
     if world is not None:
         world.materialise()
     channels, size, _ = bundle.input_shape
     spec = ModelSpec(scenario.federation.model, channels, size, bundle.num_classes)
-    evaluator = TestEvaluator(spec, bundle.test, resolve_device(scenario.federation.device))
+    evaluator = CentralEvaluator(spec, bundle.test, resolve_device(scenario.federation.device))
     messenger = Messenger(grid, timeout=scenario.federation.round_timeout)
     nodes = wait_for_nodes(grid, scenario.federation.clients, scenario.federation.round_timeout)
     record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec, world=world,

@@ -16,11 +16,11 @@ from common.models import ModelSpec, build_model
 from common.training import accuracy
 from server.aggregate import State
 
-__all__ = ["TestEvaluator"]
+__all__ = ["CentralEvaluator"]
 
 
 @dataclass(frozen=True)
-class TestEvaluator:
+class CentralEvaluator:
     spec: ModelSpec
     test: LabeledData
     device: torch.device

@@ -20,7 +20,7 @@ from common.audit.gate import GateResult
 from common.errors import FedUnlearnError
 from common.models import ModelSpec, build_model
 from common.world import SimulatedWorld
-from server.evaluation import TestEvaluator
+from server.evaluation import CentralEvaluator
 from server.rounds import Federation, NodeStatus
 from server.unlearning_phase import PhaseRecord, run_unlearning_phase
 
@@ -71,7 +71,7 @@ def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: 
 
 
 def run_federation(
-    fed: Federation, evaluator: TestEvaluator, spec: ModelSpec, *, world: SimulatedWorld | None = None,
+    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, world: SimulatedWorld | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> RunRecord:
     scenario = fed.scenario

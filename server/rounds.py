@@ -26,7 +26,7 @@ from common.scenario import Scenario
 from server.aggregate import State, fedavg, rejection_reason
 from server.messaging import Messenger
 
-__all__ = ["Federation", "NodeStatus", "Update", "wait_for_nodes"]
+__all__ = ["Federation", "NodeStatus", "Update", "arrays", "settled_nodes", "wait_for_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,23 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
         if time.monotonic() > deadline:
             raise FedUnlearnError(f"only {len(nodes)} of {expected} nodes connected within {timeout:.0f} s")
         time.sleep(0.5)
+
+
+def settled_nodes(grid: Grid, quiet: float = 2.0, timeout: float = 60.0) -> list[int]:
+    """Node ids once at least one node is connected and none joined for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    nodes: list[int] = []
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        current = sorted(grid.get_node_ids())
+        if current != nodes:
+            nodes, stable_since = current, time.monotonic()
+        elif nodes and time.monotonic() - stable_since >= quiet:
+            return nodes
+        time.sleep(0.2)
+    if not nodes:
+        raise FedUnlearnError(f"no node connected within {timeout:.0f} s")
+    return nodes
 
 
 def arrays(state: State) -> ArrayRecord:

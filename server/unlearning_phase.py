@@ -22,7 +22,7 @@ from common.audit.gate import GateResult, PooledAudit, leakage_gate
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
 from server.aggregate import State, two_group_update
-from server.evaluation import TestEvaluator
+from server.evaluation import CentralEvaluator
 from server.rounds import Federation, NodeStatus, arrays
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
@@ -62,7 +62,7 @@ class PhaseRecord:
         return self.gate is not None and self.gate.passed
 
 
-def _figures(fed: Federation, evaluator: TestEvaluator, state: State, requesters: Mapping[int, list[str]],
+def _figures(fed: Federation, evaluator: CentralEvaluator, state: State, requesters: Mapping[int, list[str]],
              classes: tuple[int, ...], *, rounds: int, seconds: float, bytes_: int, label: str) -> ModelFigures:
     pooled = fed.audit(state, requesters, label)
     return ModelFigures(rounds=rounds, seconds=seconds, bytes=bytes_, ta=evaluator.ta(state, classes),
@@ -93,7 +93,7 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     return two_group_update(state, ours, others)
 
 
-def _gate(fed: Federation, evaluator: TestEvaluator, pooled: PooledAudit | None, state: State,
+def _gate(fed: Federation, evaluator: CentralEvaluator, pooled: PooledAudit | None, state: State,
           original_ta: float, classes: tuple[int, ...]) -> GateResult | None:
     if pooled is None:
         return None
@@ -101,7 +101,7 @@ def _gate(fed: Federation, evaluator: TestEvaluator, pooled: PooledAudit | None,
 
 
 def run_unlearning_phase(
-    fed: Federation, evaluator: TestEvaluator, spec: ModelSpec, original: State,
+    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], *, after_round: int,
     on_round: Callable[[int, GateResult | None], None] | None = None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
@@ -148,7 +148,7 @@ def run_unlearning_phase(
     return record, state
 
 
-def _baselines(fed: Federation, evaluator: TestEvaluator, spec: ModelSpec, record: PhaseRecord,
+def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, record: PhaseRecord,
                requesters: dict[int, list[str]], nodes: list[int], after_round: int) -> None:
     classes = record.forgotten_classes
     original = record.states["original"]

@@ -12,7 +12,8 @@ import typer
 from rich.console import Console
 
 from common.errors import FedUnlearnError
-from simulations import bench_cli, registry_cli
+from client import cli as client_cli
+from simulations import bench_cli, registry_cli, simulate_cli
 
 __all__ = ["app", "main"]
 
@@ -24,6 +25,10 @@ app = typer.Typer(
 )
 app.command("bench")(bench_cli.bench)
 app.command("list")(registry_cli.list_registries)
+app.command("simulate")(simulate_cli.simulate_command)
+app.add_typer(client_cli.node_app, name="node")
+app.command("forget")(client_cli.forget)
+app.command("requests")(client_cli.requests)
 
 
 def main() -> None:

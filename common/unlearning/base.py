@@ -112,18 +112,24 @@ MethodFn = Callable[[Classifier, UnlearningTask, Any], Outcome]
 
 @dataclass(frozen=True)
 class MethodEntry:
+    """needs_retain: False for methods that can work from forget + non-member data alone
+    (a client leaving the federation holds no retain data of its own)."""
+
     params_type: type
     run: MethodFn
+    needs_retain: bool = True
 
 
 METHODS: Registry[MethodEntry] = Registry("unlearning method")
 
 
-def register_method(name: str, params_type: type) -> Callable[[MethodFn], MethodFn]:
+def register_method(
+    name: str, params_type: type, *, needs_retain: bool = True
+) -> Callable[[MethodFn], MethodFn]:
     """``@register_method("finetune", FinetuneParams)`` on ``fn(model, task, params)``."""
 
     def add(fn: MethodFn) -> MethodFn:
-        METHODS.add(name, MethodEntry(params_type, fn))
+        METHODS.add(name, MethodEntry(params_type, fn, needs_retain))
         return fn
 
     return add
@@ -190,8 +196,11 @@ def run_method(name: str, task: UnlearningTask, params: Any | None = None) -> Un
         raise ConfigError(f"{name} expects {entry.params_type.__name__}, got {type(params).__name__}")
     if len(task.forget) == 0:
         raise ConfigError("the forget set is empty: nothing to unlearn")
-    if len(task.retain) == 0:
-        raise ConfigError("the forget set covers the whole training set: nothing would remain")
+    if len(task.retain) == 0 and entry.needs_retain:
+        raise ConfigError(
+            f"{name} needs retain data, but the forget set covers all of it (a leaving client); "
+            f"methods that work without: {', '.join(n for n in METHODS.names() if not METHODS.get(n).needs_retain)}"
+        )
     model = copy.deepcopy(task.original).to(task.device)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):

@@ -120,7 +120,6 @@ def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
     device = next(model.parameters()).device
     forget_logits = predict_logits(model, sets.forget.x, device=device)
     reference_logits = predict_logits(model, sets.reference.x, device=device)
-    retain_logits = predict_logits(model, sets.retain.x, device=device)
     utility_logits = predict_logits(model, sets.utility.x, device=device)
     forget_stat = membership_statistic(forget_logits, sets.forget.y).double().numpy()
     reference_stat = membership_statistic(reference_logits, sets.reference.y).double().numpy()
@@ -128,10 +127,17 @@ def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
         step=step,
         forget_accuracy=top1_accuracy(forget_logits, sets.forget.y),
         reference_accuracy=top1_accuracy(reference_logits, sets.reference.y),
-        retain_accuracy=top1_accuracy(retain_logits, sets.retain.y),
+        retain_accuracy=_accuracy_or_nan(model, sets.retain, device),
         utility_accuracy=top1_accuracy(utility_logits, sets.utility.y),
         forget_auc=float(roc_auc(np.nan_to_num(forget_stat), np.nan_to_num(reference_stat))),
     )
+
+
+def _accuracy_or_nan(model: Classifier, data: LabeledData, device: torch.device) -> float:
+    """Top-1 accuracy, or NaN for an empty set (a leaving client keeps no retain data)."""
+    if len(data) == 0:
+        return math.nan
+    return top1_accuracy(predict_logits(model, data.x, device=device), data.y)
 
 
 PROGRESS = 0.95  # a check that closes less than 5% of the distance counts as a stall
@@ -170,11 +176,13 @@ class StoppingRule:
 
     def accuracy_drop(self, point: TracePoint) -> float:
         """The larger loss of retain or hold-out accuracy since the start, in allowed drops."""
-        ratios = []
+        ratios = [-math.inf]
         for before, after, n in (
             (self.start.retain_accuracy, point.retain_accuracy, len(self.sets.retain)),
             (self.start.utility_accuracy, point.utility_accuracy, len(self.sets.utility)),
         ):
+            if n == 0:
+                continue
             allowed = max(self.params.max_accuracy_drop, Z * _accuracy_noise(before, n, n))
             ratios.append((before - after) / allowed)
         return max(ratios)
@@ -201,18 +209,18 @@ def _remi_loss(
     model: Classifier, approximator: LeakageApproximator,
     batches: tuple[tuple[torch.Tensor, torch.Tensor], ...], params: RemiParams, device: torch.device,
 ) -> torch.Tensor:
-    """One forward pass over retain + forget + reference; the three loss terms share it."""
+    """One forward pass over (retain +) forget + reference; the loss terms share it.
+
+    ``batches`` is (forget, reference) or (retain, forget, reference): a client that
+    leaves the federation has no retain data, and its utility comes from the others.
+    """
     xs, ys = zip(*((x.to(device), y.to(device)) for x, y in batches), strict=True)
     sizes = [len(y) for y in ys]
     outputs = forward_outputs(model, torch.cat(xs), torch.cat(ys))
-    retain, forget, reference = (
-        Outputs(e, z, y)
-        for e, z, y in zip(
-            outputs.embeddings.split(sizes), outputs.logits.split(sizes), ys, strict=True
-        )
-    )
-    reference = reference.detach()
-    loss = F.cross_entropy(retain.logits, retain.labels)
+    parts = [Outputs(e, z, y) for e, z, y in zip(outputs.embeddings.split(sizes), outputs.logits.split(sizes), ys,
+                                                 strict=True)]
+    forget, reference = parts[-2], parts[-1].detach()
+    loss = F.cross_entropy(parts[0].logits, parts[0].labels) if len(parts) == 3 else forget.logits.sum() * 0.0
     if params.lambda_mia > 0:
         loss = loss + params.lambda_mia * approximator.leakage(forget, reference)
     if params.lambda_kl > 0:
@@ -306,10 +314,10 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
         return Outcome(model, 0, "already indistinguishable", tuple(trace))
     for step in range(1, params.max_steps + 1):
         if (step - 1) % (params.check_every * params.refit_every) == 0 and params.lambda_mia > 0:
-            approximator.fit(net, sets.retain, work.reference)
+            approximator.fit(net, sets.retain if len(sets.retain) else sets.forget, work.reference)
         net.train()
         batches = (
-            work.retain.sample_batch(params.batch_size, generator),
+            *((work.retain.sample_batch(params.batch_size, generator),) if len(work.retain) else ()),
             work.forget.sample_batch(params.forget_batch_size, generator),
             work.reference.sample_batch(params.forget_batch_size, generator),
         )
@@ -327,7 +335,7 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
     return Outcome(model, params.max_steps, f"budget; best at step {progress.best.step}", tuple(trace))
 
 
-@register_method("remi", RemiParams)
+@register_method("remi", RemiParams, needs_retain=False)
 def remi(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome:
     """Run the combined loss until the local audit says forget ~ reference, or the budget ends."""
     stem = [p for p in model.stem.parameters() if p.requires_grad]

@@ -1,0 +1,44 @@
+"""``fedunlearn simulate``: a scenario on Flower's Simulation Runtime, with progress and a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from common.scenario import load_scenario
+from server.federation import Event
+from simulations.simulate import default_run_dir, simulate
+
+__all__ = ["simulate_command"]
+
+
+def simulate_command(
+    scenario_path: Path = typer.Argument(..., metavar="SCENARIO", help="Scenario TOML (see simulations/)."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<scenario>-<time>)."),
+    clients: int | None = typer.Option(None, help="Override [federation].clients."),
+    rounds: int | None = typer.Option(None, help="Override [federation].rounds."),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | mps (overrides the scenario)."),
+    gpu_fraction: float = typer.Option(0.25, help="GPU share per virtual client when the device is CUDA."),
+) -> None:
+    """Run SCENARIO end to end and write report.json, report.md, plots, node directories and model.pt."""
+    scenario = load_scenario(scenario_path).with_overrides(clients=clients, rounds=rounds, device=device)
+    run_dir = out or default_run_dir(scenario)
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"{scenario.name}: training", total=scenario.federation.rounds)
+
+        def on_event(event: Event) -> None:
+            if event.kind == "round":
+                progress.update(task, completed=event.round, description=f"{scenario.name}: {event.detail}")
+                if not console.is_terminal:  # logs and CI: one line per round instead of a live bar
+                    progress.console.print(f"round {event.round}: {event.detail}")
+            else:
+                progress.console.print(f"round {event.round}: {event.detail}")
+
+        simulate(scenario, run_dir, gpu_fraction=gpu_fraction, on_event=on_event)
+    console.print((run_dir / "report.md").read_text(), markup=False)
+    console.print(f"run directory: {run_dir}")

@@ -1,0 +1,136 @@
+"""Checking client updates and combining them: FedAvg and the two-group unlearning update."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from server.aggregate import fedavg, rejection_reason, two_group_update
+
+
+def _state(weight: float, bias: float, steps: int = 0) -> dict[str, torch.Tensor]:
+    return {
+        "layer.weight": torch.full((2, 3), weight),
+        "layer.bias": torch.full((2,), bias),
+        "bn.num_batches_tracked": torch.tensor(steps, dtype=torch.int64),
+    }
+
+
+def _random_state(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"w": torch.randn(4, 5, generator=g), "b": torch.randn(5, generator=g),
+            "count": torch.tensor(seed, dtype=torch.int64)}
+
+
+# --- fedavg ----------------------------------------------------------------------------------------------
+
+
+def test_fedavg_weights_by_examples() -> None:
+    merged = fedavg([(_state(1.0, 10.0), 10), (_state(4.0, 40.0), 30), (_state(-2.0, 0.0), 60)])
+    expected_w = (1.0 * 10 + 4.0 * 30 - 2.0 * 60) / 100
+    assert torch.allclose(merged["layer.weight"], torch.full((2, 3), expected_w))
+    assert torch.allclose(merged["layer.bias"], torch.full((2,), (100 + 1200) / 100))
+    assert merged["layer.weight"].dtype == torch.float32
+
+
+def test_fedavg_equal_weights_is_the_mean_and_one_update_is_itself() -> None:
+    states = [_random_state(s) for s in range(3)]
+    merged = fedavg([(s, 7) for s in states])
+    assert torch.allclose(merged["w"], torch.stack([s["w"] for s in states]).mean(0), atol=1e-6)
+    alone = fedavg([(states[1], 3)])
+    assert torch.equal(alone["w"], states[1]["w"]) and torch.equal(alone["b"], states[1]["b"])
+
+
+def test_fedavg_copies_integer_buffers_from_the_first_update() -> None:
+    first = _state(0.0, 0.0, steps=5)
+    merged = fedavg([(first, 1), (_state(1.0, 1.0, steps=99), 1)])
+    assert merged["bn.num_batches_tracked"].dtype == torch.int64
+    assert int(merged["bn.num_batches_tracked"]) == 5
+    first["bn.num_batches_tracked"] += 1  # a copy, not the caller's tensor
+    assert int(merged["bn.num_batches_tracked"]) == 5
+
+
+def test_fedavg_does_not_touch_its_inputs() -> None:
+    a, b = _random_state(0), _random_state(1)
+    copies = [{k: v.clone() for k, v in s.items()} for s in (a, b)]
+    fedavg([(a, 1), (b, 2)])
+    for state, copy in zip((a, b), copies, strict=True):
+        assert all(torch.equal(state[k], copy[k]) for k in state)
+
+
+@pytest.mark.parametrize("updates", [[], [(_state(1.0, 1.0), 0)], [(_state(1.0, 1.0), 2), (_state(1.0, 1.0), -2)]])
+def test_fedavg_refuses_nothing_to_average(updates: list[tuple[dict[str, torch.Tensor], float]]) -> None:
+    with pytest.raises(ValueError, match="fedavg needs"):
+        fedavg(updates)
+
+
+# --- rejection_reason ------------------------------------------------------------------------------------
+
+
+REFERENCE = _state(0.0, 0.0)
+
+
+def test_a_valid_update_has_no_rejection_reason() -> None:
+    assert rejection_reason(_state(3.0, -1.0, steps=7), REFERENCE) is None
+
+
+def test_missing_and_extra_keys_are_rejected() -> None:
+    missing = {k: v for k, v in _state(1.0, 1.0).items() if k != "layer.bias"}
+    reason = rejection_reason(missing, REFERENCE)
+    assert reason is not None and "missing ['layer.bias']" in reason and "unexpected []" in reason
+    extra = {**_state(1.0, 1.0), "head.weight": torch.zeros(1)}
+    reason = rejection_reason(extra, REFERENCE)
+    assert reason is not None and "unexpected ['head.weight']" in reason and "missing []" in reason
+
+
+def test_a_wrong_shape_is_rejected() -> None:
+    update = {**_state(1.0, 1.0), "layer.weight": torch.zeros(3, 2)}
+    assert rejection_reason(update, REFERENCE) == "array layer.weight has shape (3, 2), expected (2, 3)"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_values_are_rejected(bad: float) -> None:
+    update = _state(1.0, 1.0)
+    update["layer.weight"][1, 2] = bad
+    assert rejection_reason(update, REFERENCE) == "array layer.weight holds NaN or Inf"
+
+
+# --- two_group_update ------------------------------------------------------------------------------------
+
+
+def test_two_group_update_applies_both_group_means() -> None:
+    current = _random_state(10)
+    requesters = [(_random_state(11), 20), (_random_state(12), 60)]
+    others = [(_random_state(13), 100), (_random_state(14), 300), (_random_state(15), 100)]
+    merged = two_group_update(current, requesters, others)
+
+    def mean_delta(group: list[tuple[dict[str, torch.Tensor], float]], key: str) -> torch.Tensor:
+        total = sum(w for _, w in group)
+        return sum(((s[key] - current[key]) * (w / total) for s, w in group), torch.zeros_like(current[key]))
+
+    for key in ("w", "b"):
+        expected = current[key] + mean_delta(requesters, key) + mean_delta(others, key)
+        assert torch.allclose(merged[key], expected, atol=1e-5), key
+    # each group moves the model by its own mean: not scaled by its share of all examples
+    only_requesters = two_group_update(current, requesters, [])
+    assert torch.allclose(only_requesters["w"], current["w"] + mean_delta(requesters, "w"), atol=1e-5)
+    assert torch.equal(merged["count"], current["count"])
+
+
+def test_an_empty_group_contributes_nothing() -> None:
+    current = _random_state(0)
+    others = [(_random_state(1), 5), (_random_state(2), 15)]
+    merged, plain = two_group_update(current, [], others), fedavg(others)
+    assert torch.allclose(merged["w"], plain["w"], atol=1e-6) and torch.allclose(merged["b"], plain["b"], atol=1e-6)
+    assert torch.equal(merged["count"], current["count"])  # integer buffers stay the current model's
+    unchanged = two_group_update(current, [], [])
+    assert all(torch.equal(unchanged[k], current[k]) for k in current)
+    unchanged["w"] += 1  # a copy
+    assert not torch.equal(unchanged["w"], current["w"])
+
+
+def test_a_group_that_returns_the_current_model_changes_nothing() -> None:
+    current = _random_state(3)
+    others = [(_random_state(4), 10)]
+    merged = two_group_update(current, [({k: v.clone() for k, v in current.items()}, 7)], others)
+    assert torch.allclose(merged["w"], fedavg(others)["w"], atol=1e-6)

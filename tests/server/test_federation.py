@@ -1,0 +1,226 @@
+"""The whole server loop against real ClientApps in this process (no Ray): happy path, privacy, faults."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+from client.app import create_client_app
+from common import protocol as P
+from common.data.datasets import load_dataset
+from common.data.tensors import DatasetBundle, LabeledData
+from common.models import ModelSpec
+from common.nodes import NodeDirectory, RequestStatus
+from common.scenario import Scenario, parse_scenario
+from common.world import SimulatedWorld
+from server.app import run
+from server.evaluation import CentralEvaluator
+from server.federation import RunRecord, run_federation
+from server.messaging import Messenger
+from server.rounds import Federation
+from tests.server.in_process import Fault, InProcessGrid
+
+ID_OFFSET = 7_000_000  # sample ids no count, round or size could ever equal
+
+
+def _scenario(*, with_requests: bool = True, **federation: Any) -> Scenario:
+    requests = [{"round": 2, "partition": 0, "forget": "random:0.1"},
+                {"round": 2, "partition": 1, "forget": "random:0.1"}]
+    return parse_scenario({
+        "scenario": {"name": "tiny", "seed": 0},
+        "data": {"dataset": "digits", "partitioner": "iid"},
+        "federation": {"clients": 3, "rounds": 4, "local_epochs": 1, "batch_size": 32, "device": "cpu",
+                       **federation},
+        "unlearning": {"max_rounds": 2, "params": {"max_steps": 40}},
+        "baselines": {"federated_finetune_rounds": 1},
+        "requests": requests if with_requests else [],
+    })
+
+
+def _grid(world: SimulatedWorld, faults: dict[int, Fault] | None = None) -> InProcessGrid:
+    paths = world.materialise()
+    return InProcessGrid(create_client_app(), {100 + i: p for i, p in enumerate(paths)}, faults or {})
+
+
+def _run(world: SimulatedWorld, grid: InProcessGrid) -> RunRecord:
+    bundle = world.bundle
+    spec = ModelSpec("cnn", 1, 8, bundle.num_classes)
+    fed = Federation(Messenger(grid, timeout=60), world.scenario, grid.get_node_ids())  # type: ignore[arg-type]
+    return run_federation(fed, CentralEvaluator(spec, bundle.test, torch.device("cpu")), spec, world=world)
+
+
+@pytest.fixture(scope="module")
+def happy(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, SimulatedWorld]:
+    root = tmp_path_factory.mktemp("happy")
+    world = SimulatedWorld(_scenario(), root / "nodes")
+    grid = _grid(world)
+    run(grid, world.scenario, {}, root / "run", world=world)  # type: ignore[arg-type]
+    return json.loads((root / "run" / "report.json").read_text()), root, world
+
+
+def test_report_has_the_issue_schema(happy: tuple[dict[str, Any], Path, SimulatedWorld]) -> None:
+    report, root, _ = happy
+    for key in ("scenario", "dataset", "model", "clients", "seed", "training", "requests", "unlearning",
+                "baselines", "artifacts", "evaluation"):
+        assert key in report
+    assert set(report["training"]) >= {"rounds", "seconds", "ta"}
+    assert set(report["unlearning"]) >= {"method", "rounds", "seconds", "bytes", "ta", "ua", "gate"}
+    assert set(report["unlearning"]["gate"]) >= {"passed", "forget_auc", "tolerance", "ci"}
+    for name in ("federated_retrain", "federated_finetune", "original"):
+        assert set(report["baselines"][name]) >= {"seconds", "bytes", "ta", "ua", "forget_auc"}
+    assert report["baselines"]["federated_retrain"]["rounds"] == 2  # as many rounds as the original had
+    for path in (report["artifacts"]["model"], *report["artifacts"]["plots"].values()):
+        assert (root / "run" / path).is_file()
+
+
+def test_requests_are_committed_purged_and_receipted(happy: tuple[dict[str, Any], Path, SimulatedWorld]) -> None:
+    report, _, world = happy
+    assert report["unlearning"]["gate"]["passed"]
+    assert {r["status"] for r in report["requests"]} == {"committed"}
+    assert len(report["requests"]) == len(world.filed) == 2
+    for filed in world.filed:
+        node = world.node(filed.partition)
+        assert node.ledger.get(filed.request_id).status is RequestStatus.COMMITTED
+        assert not set(filed.forget_ids) & set(node.train().ids.tolist())
+        receipt = json.loads(node.receipt_path(filed.request_id).read_text())
+        assert receipt["model_hash_after"] == report["unlearning"]["model_hash"]
+        assert receipt["num_samples"] == len(filed.forget_ids)
+    assert report["evaluation"]["forget_ids"] == sorted(i for f in world.filed for i in f.forget_ids)
+
+
+def _shifted(bundle: DatasetBundle) -> DatasetBundle:
+    def shift(data: LabeledData) -> LabeledData:
+        return LabeledData(data.x, data.y, data.ids + ID_OFFSET)
+
+    return replace(bundle, train=shift(bundle.train), test=shift(bundle.test))
+
+
+def _numbers_and_texts(content: RecordDict) -> tuple[list[float], list[str]]:
+    numbers: list[float] = []
+    texts: list[str] = []
+    for record in (*content.config_records.values(), *content.metric_records.values()):
+        for key, value in record.items():
+            texts.append(key)
+            for item in value if isinstance(value, list) else [value]:
+                (texts if isinstance(item, str | bytes) else numbers).append(item)  # type: ignore[arg-type]
+    return numbers, [t.decode() if isinstance(t, bytes) else t for t in texts]
+
+
+def test_no_sample_id_reaches_the_server(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes", bundle=_shifted(load_dataset("digits")))
+    grid = _grid(world)
+    _run(world, grid)
+    ids = {int(i) for i in world.bundle.train.ids}
+    assert grid.received and world.filed
+    for reply in grid.received:
+        numbers, texts = _numbers_and_texts(reply.content)
+        assert not {n for n in numbers if float(n).is_integer() and int(n) in ids}, reply.metadata.message_type
+        assert not any(str(i) in text for text in texts for i in ids if len(text) >= 7)
+
+
+def _failing(kind: str) -> Fault:
+    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
+        if message.metadata.message_type == kind:
+            return Message(Error(code=2, reason="ClientApp crashed"), reply_to=message)
+        return honest()
+
+    return fault
+
+
+def test_a_requester_crashing_during_unlearning_keeps_its_request_pending(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    grid = _grid(world, {100: _failing(P.MSG_UNLEARN)})  # partition 0 always crashes while unlearning
+    record = _run(world, grid)
+    crashed, fine = world.filed[0], world.filed[1]
+    assert world.node(0).ledger.get(crashed.request_id).status is RequestStatus.PENDING
+    assert set(crashed.forget_ids) <= set(world.node(0).train().ids.tolist())  # nothing purged
+    assert world.node(1).ledger.get(fine.request_id).status is RequestStatus.COMMITTED
+    assert any("node 100" in f and "crashed" in f for f in record.failures)
+    assert len(record.accuracy) == world.scenario.federation.rounds  # the run went on to the end
+
+
+def _replacing_arrays(kind: str, corrupt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> Fault:
+    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
+        reply = honest()
+        if message.metadata.message_type != kind or reply.has_error():
+            return reply
+        state = corrupt(reply.content.array_records[P.ARRAYS].to_torch_state_dict())
+        content = RecordDict({P.ARRAYS: ArrayRecord(torch_state_dict=state),
+                              P.METRICS: reply.content.metric_records[P.METRICS]})
+        return Message(content, reply_to=message)
+
+    return fault
+
+
+def _nan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    first = next(iter(state))
+    return {**state, first: torch.full_like(state[first], float("nan"))}
+
+
+def _reshaped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    first = next(iter(state))
+    return {**state, first: torch.zeros(3, 3)}
+
+
+@pytest.mark.parametrize(("corrupt", "why"), [(_nan, "NaN or Inf"), (_reshaped, "has shape")])
+def test_bad_updates_are_rejected_and_reported(tmp_path: Path, corrupt: Callable[..., Any], why: str) -> None:
+    scenario = _scenario(with_requests=False, rounds=2)
+    world = SimulatedWorld(scenario, tmp_path / "nodes")
+    grid = _grid(world, {101: _replacing_arrays(P.MSG_TRAIN, corrupt)})
+    record = _run(world, grid)
+    assert sum("node 101" in f and why in f for f in record.failures) == 2  # once per round
+    assert all(bool(torch.isfinite(v).all()) for v in record.final_state.values() if v.is_floating_point())
+
+
+def test_a_silent_node_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
+    scenario = _scenario(with_requests=False, rounds=2)
+    world = SimulatedWorld(scenario, tmp_path / "nodes")
+    grid = _grid(world, {102: lambda message, honest: None})
+    record = _run(world, grid)
+    assert any("node 102" in f and "no reply" in f for f in record.failures)
+    assert len(record.accuracy) == 2
+
+
+def _leaky_audit(message: Message, honest: Callable[[], Message]) -> Message | None:
+    reply = honest()
+    if message.metadata.message_type != P.MSG_AUDIT:
+        return reply
+    metrics = dict(reply.content.metric_records[P.METRICS])
+    for key in list(metrics):
+        if key.startswith(P.AUC_VAR_PREFIX):
+            metrics[key] = 1e-6
+        elif key.startswith(P.AUC_PREFIX):
+            metrics[key] = 0.9
+    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)  # type: ignore[arg-type]
+
+
+def test_a_failing_gate_publishes_and_commits_nothing(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    grid = _grid(world, {100: _leaky_audit, 101: _leaky_audit})
+    record = _run(world, grid)
+    phase = record.phases[0]
+    assert not phase.passed and phase.model_hash is None and not phase.committed
+    assert "attack AUC" in " ".join(phase.gate.reasons if phase.gate else ())
+    for filed in world.filed:
+        node = world.node(filed.partition)
+        assert node.ledger.get(filed.request_id).status is RequestStatus.PENDING
+        assert set(filed.forget_ids) <= set(node.train().ids.tolist())
+
+
+def test_unknown_request_ids_from_the_server_change_nothing(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    paths = world.materialise()
+    grid = InProcessGrid(create_client_app(), {100: paths[0]})
+    message = Message(RecordDict({P.CONFIG: ConfigRecord({
+        P.REQUEST_IDS: ["req-nope"], P.MODEL_HASH_BEFORE: "a", P.MODEL_HASH_AFTER: "b"})}),
+        dst_node_id=100, message_type=P.MSG_COMMIT)
+    [reply] = grid.send_and_receive([message])
+    assert reply.has_error() and "req-nope" in reply.error.reason
+    assert NodeDirectory.open(paths[0]).ledger.list() == []
