@@ -82,7 +82,7 @@ class SimulatedWorld:
             return [int(scheduled.partition)]
         target = parse_forget_spec(scheduled.forget).class_id
         return [p for p in range(self.scenario.federation.clients)
-                ]
+                if target in self.node(p).retain().y.tolist()]
 
     def _file(self, partition: int, scheduled: ScheduledRequest) -> FiledRequest:
         node = self.node(partition)
