@@ -257,7 +257,7 @@ def test_client_refuses_ambiguous_targets_locally(client: RequestClient, node: N
 
 def test_a_damaged_node_is_failed_precondition(client: RequestClient, node: NodeDirectory) -> None:
     (node.path / "node.json").unlink()
-    with pytest.raises(RemoteRequestError, match=r"node\.json is missing") as err:
+    with pytest.raises(RemoteRequestError, match=r"node\.json") as err:
         client.submit(everything=True, reason="r")
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
