@@ -1,0 +1,96 @@
+"""``flwr run .`` from the repository root runs the app from pyproject's [tool.flwr.app] to completion.
+
+``flwr run`` exits 0 even when a run fails, so the test polls the run's final
+status through ``flwr list --format json`` and reads the report it wrote.
+The managed local SuperLink that ``flwr run`` starts is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCENARIO = """
+[scenario]
+name = "flwr-run-check"
+seed = 0
+[data]
+dataset = "digits"
+partitioner = "iid"
+[federation]
+clients = 3
+rounds = 3
+local_epochs = 1
+device = "cpu"
+[unlearning]
+max_rounds = 2
+[baselines]
+federated_finetune_rounds = 1
+[[requests]]
+round = 1
+partition = 0
+forget = "random:0.1"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _flwr(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["flwr", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _run_status(run_id: int, env: dict[str, str]) -> str:
+    listing = _flwr(["list", "--run-id", str(run_id), "--format", "json"], env)
+    runs = json.loads(listing.stdout).get("runs", [])
+    return str(runs[0].get("status", "")) if runs else ""
+
+
+def _stop_local_superlink(flwr_home: Path) -> None:
+    found = subprocess.run(["pgrep", "-f", f"flower-superlink.*{flwr_home}"], capture_output=True, text=True)
+    for pid in found.stdout.split():
+        os.kill(int(pid), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_flwr_run_from_the_repository_root(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(SCENARIO)
+    flwr_home = tmp_path / "flwr-home"
+    env = {**os.environ, "FLWR_HOME": str(flwr_home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_TELEMETRY_ENABLED": "0",
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
+           "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port())}
+    run_dir = tmp_path / "run"
+    config = f"scenario='{scenario}' run-dir='{run_dir}' nodes-root='{tmp_path / 'nodes'}'"
+    try:
+        started = _flwr(["run", ".", "--run-config", config, "--federation-config",
+                         "num-supernodes=3 client-resources-num-cpus=1", "--format", "json"], env)
+        assert started.returncode == 0, started.stdout + started.stderr
+        run_id = int(json.loads(started.stdout)["run-id"])
+        deadline, status = time.monotonic() + 300, ""
+        while time.monotonic() < deadline:
+            status = _run_status(run_id, env)
+            if status.startswith("finished"):
+                break
+            time.sleep(2)
+        assert status == "finished:completed", f"run {run_id} ended as {status!r}"
+    finally:
+        _stop_local_superlink(flwr_home)
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "completed"
+    assert report["clients"] == 3  # the federation's num-supernodes, as the run config asks (clients = 0)
+    assert report["unlearning"]["gate"]["passed"]
+    assert [r["status"] for r in report["requests"]] == ["committed"]
