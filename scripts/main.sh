@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up and run the main job on the embedded default dataset (digits).
+# Set everything up and run the main job on the embedded default dataset (digits): a five-client
+# federation on Flower's Simulation Runtime where two clients file forget requests mid-training.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-fedunlearn bench --dataset digits --model cnn --forget class:3 \
-    --methods retrain,remi,finetune,neggrad_plus,random_label,fisher,salun \
-    --seeds 3 --device auto --out runs/bench-digits "$@"
+fedunlearn simulate simulations/digits-sample.toml --out runs/digits-sample "$@"

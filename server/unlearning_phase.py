@@ -139,12 +139,13 @@ def run_unlearning_phase(
         forget_auc=None if record.gate is None else record.gate.forget_auc,
     )
     record.states = {"unlearned": state, "original": dict(original)}
-    if not record.passed:
+    gate = record.gate
+    if gate is None or not gate.passed:
         log.warning("the leakage gate did not pass; nothing is published or committed")
         return record, state
     record.model_hash = state_sha256(state)
     _baselines(fed, evaluator, spec, record, requesters, trainers + list(requesters), after_round)
-    _commit(fed, record, requesters)
+    _commit(fed, record, gate, record.model_hash, requesters)
     return record, state
 
 
@@ -173,14 +174,14 @@ def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, re
                                           seconds=seconds, bytes_=spent, label=name)
 
 
-def _commit(fed: Federation, record: PhaseRecord, requesters: dict[int, list[str]]) -> None:
-    gate = record.gate
-    assert gate is not None and record.model_hash is not None  # only called after a pass
+def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: str,
+            requesters: dict[int, list[str]]) -> None:
+    """query.commit to the requesters: ledger, receipt and purge happen on each node."""
     summary = json.dumps({k: v for k, v in asdict(gate).items() if k != "reasons"})
     plan = {
         node: (P.MSG_COMMIT, RecordDict({P.CONFIG: ConfigRecord({
             P.REQUEST_IDS: ids, P.MODEL_HASH_BEFORE: record.model_hash_before,
-            P.MODEL_HASH_AFTER: record.model_hash, P.AUDIT_SUMMARY: summary,
+            P.MODEL_HASH_AFTER: model_hash, P.AUDIT_SUMMARY: summary,
         })}))
         for node, ids in requesters.items()
     }

@@ -11,8 +11,8 @@ import sys
 import typer
 from rich.console import Console
 
-from common.errors import FedUnlearnError
 from client import cli as client_cli
+from common.errors import FedUnlearnError
 from simulations import bench_cli, registry_cli, simulate_cli
 
 __all__ = ["app", "main"]
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command("bench")(bench_cli.bench)
 app.command("list")(registry_cli.list_registries)
 app.command("simulate")(simulate_cli.simulate_command)
+app.command("scale")(simulate_cli.scale_command)
 app.add_typer(client_cli.node_app, name="node")
 app.command("forget")(client_cli.forget)
 app.command("requests")(client_cli.requests)

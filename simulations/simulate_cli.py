@@ -8,11 +8,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.errors import ConfigError
 from common.scenario import load_scenario
 from server.federation import Event
 from simulations.simulate import default_run_dir, simulate
 
-__all__ = ["simulate_command"]
+__all__ = ["scale_command", "simulate_command"]
 
 
 def simulate_command(
@@ -42,3 +43,21 @@ def simulate_command(
         simulate(scenario, run_dir, gpu_fraction=gpu_fraction, on_event=on_event)
     console.print((run_dir / "report.md").read_text(), markup=False)
     console.print(f"run directory: {run_dir}")
+
+
+def scale_command(
+    scenario_path: Path = typer.Argument(..., metavar="SCENARIO", help="Scenario TOML to scale."),
+    clients: str = typer.Option("10,50,100", help="Comma-separated client counts."),
+    rounds: int = typer.Option(3, help="Rounds per run (the scenario's requests must fall before the last)."),
+    out: Path = typer.Option(Path("runs/scaling"), help="Where runs, logs and scaling.json/md go."),
+) -> None:
+    """Wall time and peak memory (whole process tree) of SCENARIO at several client counts."""
+    from simulations.scaling import measure_scaling
+
+    try:
+        counts = [int(c) for c in clients.split(",") if c.strip()]
+    except ValueError:
+        raise ConfigError(f"--clients takes comma-separated integers, got {clients!r}") from None
+    load_scenario(scenario_path).with_overrides(clients=max(counts), rounds=rounds)  # fail fast on bad input
+    measure_scaling(scenario_path, counts, rounds=rounds, out=out)
+    Console().print((out / "scaling.md").read_text(), markup=False)
