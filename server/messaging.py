@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,16 @@ def content_bytes(content: RecordDict) -> int:
     arrays = sum(record.count_bytes() for record in content.array_records.values())
     others = [*content.config_records.values(), *content.metric_records.values()]
     return arrays + sum(len(json.dumps(dict(record), default=str)) for record in others)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _gist(reason: str, limit: int = 300) -> str:
+    """The informative last line of a (possibly multi-line, Ray-wrapped) error reason."""
+    lines = [line.strip() for line in _ANSI.sub("", reason).splitlines() if line.strip().strip("'>")]
+    gist = lines[-1] if lines else reason
+    return gist.removeprefix("Exception ClientAppException occurred. ").strip("'>")[:limit]
 
 
 @dataclass
@@ -63,7 +74,7 @@ class Messenger:
         for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                replies.failures[node] = f"error reply ({reply.error.code}): {reply.error.reason}"
+                replies.failures[node] = f"error reply ({reply.error.code}): {_gist(reply.error.reason)}"
                 continue
             self._count(0, content_bytes(reply.content))
             replies.answers[node] = reply.content

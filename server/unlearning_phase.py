@@ -144,7 +144,8 @@ def run_unlearning_phase(
         log.warning("the leakage gate did not pass; nothing is published or committed")
         return record, state
     record.model_hash = state_sha256(state)
-    _baselines(fed, evaluator, spec, record, requesters, trainers + list(requesters), after_round)
+    with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
+    _baselines(fed, evaluator, spec, record, requesters, with_data, after_round)
     _commit(fed, record, gate, record.model_hash, requesters)
     return record, state
 
