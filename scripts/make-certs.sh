@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Make a private CA and one server certificate for the SuperLink (and the
+# SuperNodes' request endpoints) with openssl.
+#
+#   scripts/make-certs.sh [--out DIR] [--force] [EXTRA_NAME ...]
+#
+# Writes into DIR (default: deploy/certs, git-ignored):
+#   ca.crt ca.key          the CA: give ca.crt to every client (SuperNode --root-certificates,
+#                          `flwr` connection root-certificates, request clients)
+#   server.crt server.key  the server certificate, signed by the CA; SANs: localhost,
+#                          127.0.0.1, ::1, superlink, supernode-1..3, requests-1..3 (the
+#                          compose service names), plus every EXTRA_NAME
+#                          (a DNS name, or an IPv4/IPv6 address)
+#
+# Refuses to overwrite existing files unless --force is given (a new CA would
+# lock out every client that trusts the old one).
+set -euo pipefail
+
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="$ROOT/deploy/certs"
+FORCE=0
+EXTRA=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) [ $# -ge 2 ] || { echo "error: --out needs a directory" >&2; exit 2; }; OUT="$2"; shift 2 ;;
+        --out=*) OUT="${1#--out=}"; shift ;;
+        --force) FORCE=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        -*) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
+        *) EXTRA+=("$1"); shift ;;
+    esac
+done
+
+command -v openssl >/dev/null || { echo "error: openssl is not installed" >&2; exit 1; }
+
+FILES=(ca.crt ca.key server.crt server.key)
+if [ "$FORCE" != 1 ]; then
+    for f in "${FILES[@]}"; do
+        if [ -e "$OUT/$f" ]; then
+            echo "error: $OUT/$f exists; not overwriting (use --force to make new certificates)" >&2
+            exit 1
+        fi
+    done
+fi
+mkdir -p "$OUT"
+
+# Subject alternative names: the fixed ones, then the extra names (IP or DNS).
+SAN="DNS:localhost,IP:127.0.0.1,IP:::1,DNS:superlink"
+for i in 1 2 3; do SAN="$SAN,DNS:supernode-$i,DNS:requests-$i"; done
+for name in ${EXTRA[@]+"${EXTRA[@]}"}; do
+    if [[ "$name" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ || "$name" == *:* ]]; then
+        SAN="$SAN,IP:$name"
+    elif [[ "$name" =~ ^[A-Za-z0-9*]([A-Za-z0-9.*-]*[A-Za-z0-9])?$ ]]; then
+        SAN="$SAN,DNS:$name"
+    else
+        echo "error: '$name' is neither a DNS name nor an IP address" >&2
+        exit 2
+    fi
+done
+
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+cat > "$TMP/ca.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+O = fedunlearn
+CN = fedunlearn deployment CA
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF
+cat > "$TMP/server.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+subjectAltName = $SAN
+EOF
+
+# Write into the temporary directory first, then move all four files into place.
+openssl genrsa -out "$TMP/ca.key" 4096 2>/dev/null
+openssl req -new -x509 -sha256 -days 3650 -key "$TMP/ca.key" -config "$TMP/ca.cnf" -out "$TMP/ca.crt"
+openssl genrsa -out "$TMP/server.key" 4096 2>/dev/null
+openssl req -new -sha256 -key "$TMP/server.key" -subj "/O=fedunlearn/CN=superlink" -out "$TMP/server.csr"
+openssl x509 -req -sha256 -days 825 -in "$TMP/server.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
+    -CAcreateserial -extfile "$TMP/server.ext" -out "$TMP/server.crt" 2>/dev/null
+openssl verify -CAfile "$TMP/ca.crt" "$TMP/server.crt" >/dev/null
+
+chmod 600 "$TMP/ca.key"
+# The server key is read by the container user (not root) through a bind mount.
+chmod 644 "$TMP/server.key" "$TMP/server.crt" "$TMP/ca.crt"
+for f in "${FILES[@]}"; do
+    mv -f "$TMP/$f" "$OUT/$f"
+done
+echo "wrote $OUT/{ca.crt,ca.key,server.crt,server.key}"
+echo "server certificate SANs: $SAN"
