@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from client import cli as client_cli
 from common.errors import FedUnlearnError
@@ -37,7 +38,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except FedUnlearnError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escape: messages name TOML tables like [federation], which rich would take for markup
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:
         sys.exit(130)

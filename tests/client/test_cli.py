@@ -1,0 +1,134 @@
+"""Client-side commands through ``main()``: node init, forget, requests; bad input exits 2, writes nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.nodes import NodeDirectory
+from simulations.cli import main
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["fedunlearn", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def node_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Path:
+    path = tmp_path / "node"
+    code, out, err = _main(monkeypatch, capsys, "node", "init", "--dataset", "digits", "--partition", "1/4",
+                           "--node-dir", str(path))
+    assert code == 0, err
+    assert "node 1/4 of digits" in out
+    return path
+
+
+def _ledger(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], node_dir: Path) -> list[dict]:
+    code, out, err = _main(monkeypatch, capsys, "requests", "--node-dir", str(node_dir), "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert isinstance(rows, list)
+    return rows
+
+
+def test_forget_prints_the_request_id_and_requests_lists_it(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = NodeDirectory.open(node_dir).train().ids[:3].tolist()
+    code, out, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir),
+                           "--ids", ",".join(map(str, ids)), "--reason", "DSAR 1")
+    assert code == 0, err
+    [row] = _ledger(monkeypatch, capsys, node_dir)
+    assert row["request_id"] == out.strip()
+    assert (row["kind"], row["num_samples"], row["status"]) == ("ids", 3, "pending")
+    assert "sample_ids" not in row
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ids", "999999"], "not training samples of this node"),
+        (["--ids", "1,x"], "comma-separated integers"),
+        (["--class", "42"], "class must be in 0..9"),
+        (["--ids", "1", "--all"], "exactly one"),
+        ([], "exactly one"),
+    ],
+)
+def test_bad_requests_exit_2_and_record_nothing(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],
+    message: str,
+) -> None:
+    code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), *args, "--reason", "r")
+    assert code == 2
+    assert message in " ".join(err.split())
+    assert "Traceback" not in err
+    assert _ledger(monkeypatch, capsys, node_dir) == []
+
+
+def test_a_duplicate_request_is_refused(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--all", "--reason", "leaving")[0] == 0
+    code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--all", "--reason", "again")
+    assert code == 2 and "already under a request" in " ".join(err.split())
+    assert len(_ledger(monkeypatch, capsys, node_dir)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--partition", "4/4"], "partition must be in 0..3"),
+        (["--partition", "two"], "I/N"),
+        (["--partition", "0/4", "--partitioner", "zipf"], "zipf"),
+        (["--partition", "0/4", "--dataset", "imagenet"], "imagenet"),
+    ],
+)
+def test_node_init_rejects_bad_input_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],
+    message: str,
+) -> None:
+    path = tmp_path / "node"
+    base = ["node", "init", "--node-dir", str(path)]
+    if "--dataset" not in args:
+        base += ["--dataset", "digits"]
+    code, _, err = _main(monkeypatch, capsys, *base, *args)
+    assert code == 2 and message in " ".join(err.split())
+    assert not (path / "node.json").exists()
+
+
+def test_node_init_refuses_to_overwrite_a_node(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = (node_dir / "node.json").read_text()
+    code, _, err = _main(monkeypatch, capsys, "node", "init", "--dataset", "digits", "--partition", "0/4",
+                         "--node-dir", str(node_dir))
+    assert code == 2 and "already holds a node" in err
+    assert (node_dir / "node.json").read_text() == before
+
+
+def test_node_serve_refuses_to_run_without_tls_or_token(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("FEDUNLEARN_REQUEST_TOKEN", raising=False)
+    code, _, err = _main(monkeypatch, capsys, "node", "serve", "--node-dir", str(node_dir), "--port", "0")
+    assert code == 2 and "--insecure" in " ".join(err.split())
+
+
+def test_simulate_rejects_a_malformed_scenario(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text('[scenario]\nname = "x"\n[federation]\nrounds = 0\n')
+    code, _, err = _main(monkeypatch, capsys, "simulate", str(scenario), "--out", str(tmp_path / "run"))
+    assert code == 2 and "[federation].rounds must be >= 1" in err
+    assert not (tmp_path / "run").exists()
