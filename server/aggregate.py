@@ -1,12 +1,13 @@
 """Checking client updates and combining them into the next global model.
 
 Training rounds use FedAvg (weights = retain examples). An unlearning round
-combines two groups: the requesting clients' updates, which their local stopping
-rule sized to reach indistinguishability, and the other clients' retain-data
-updates. Plain FedAvg would scale a requester's update by its share of all
-examples (1/5 with five equal clients), so the forget set would only move a
-fifth of the way per round; instead each group is averaged on its own
-(weighted by its examples) and both group updates are applied to the global model.
+combines two groups: the requesting clients' updates, each of which its local
+stopping rule sized to make *its own* forget set indistinguishable, and the
+other clients' retain-data updates. Plain FedAvg would scale a requester's
+update by its share of all examples (1/5 with five equal clients), so a forget
+set would only move a fifth of the way per round. Instead every requester's
+update is applied in full (they correct disjoint forget sets, so they add up),
+plus the example-weighted mean update of the others, which keeps utility.
 """
 
 from __future__ import annotations
@@ -52,15 +53,13 @@ def fedavg(updates: Sequence[tuple[State, float]]) -> dict[str, torch.Tensor]:
 
 
 def two_group_update(
-    current: State, requesters: Sequence[tuple[State, float]], others: Sequence[tuple[State, float]]
+    current: State, requesters: Sequence[State], others: Sequence[tuple[State, float]]
 ) -> dict[str, torch.Tensor]:
-    """current + mean update of the requesters + mean update of the others (each group example-weighted)."""
+    """current + the sum of the requesters' updates + the example-weighted mean update of the others."""
     merged = {key: value.clone() for key, value in current.items()}
-    for group in (requesters, others):
-        if not group:
-            continue
-        mean = fedavg(group)
+    means = [fedavg(others)] if others else []
+    for update in [*requesters, *means]:
         for key, value in merged.items():
             if value.is_floating_point():
-                merged[key] = value + (mean[key] - current[key])
+                merged[key] = value + (update[key] - current[key])
     return merged

@@ -88,7 +88,7 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     updates = fed.collect_updates(replies.answers, state, f"unlearning round {round_}")
     for node in {u.node_id for u in updates} ^ set(replies.answers):
         requesters.pop(node, None)
-    ours = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
+    ours = [u.state for u in updates if u.node_id in requesters]
     others = [(u.state, u.weight) for u in updates if u.node_id not in requesters and u.weight > 0]
     return two_group_update(state, ours, others)
 

@@ -72,6 +72,10 @@ class RemiParams:
     accuracy_band: float = 1.0
     max_accuracy_drop: float = 1.0
     retain_pool: int = 20000
+    # tolerances are at least noise_z standard errors of the local audit's own noise. In a
+    # federation the server's gate pools several clients' audits and sees smaller effects than
+    # one client can, so federated scenarios stop locally at a tighter noise_z.
+    noise_z: float = 2.0
 
     def __post_init__(self) -> None:
         if self.approximator not in LEAKAGE:
@@ -90,6 +94,8 @@ class RemiParams:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.auc_tolerance < 0.5:
             raise ConfigError(f"auc_tolerance must be in (0, 0.5), got {self.auc_tolerance}")
+        if not (self.noise_z >= 0 and math.isfinite(self.noise_z)):
+            raise ConfigError(f"noise_z must be >= 0, got {self.noise_z}")
         for name in ("accuracy_band", "max_accuracy_drop"):
             if not 0 < getattr(self, name) < 100:
                 raise ConfigError(f"{name} must be in (0, 100) points, got {getattr(self, name)}")
@@ -142,7 +148,6 @@ def _accuracy_or_nan(model: Classifier, data: LabeledData, device: torch.device)
 
 PROGRESS = 0.95  # a check that closes less than 5% of the distance counts as a stall
 MAX_LR_GROWTH = 16.0
-Z = 2.0  # tolerances are at least two standard errors of the audit's own noise
 
 
 def _accuracy_noise(percent: float, *sizes: int) -> float:
@@ -168,11 +173,11 @@ class StoppingRule:
     def auc_tolerance(self) -> float:
         n_f, n_o = len(self.sets.forget), len(self.sets.reference)
         null_se = math.sqrt((n_f + n_o + 1) / (12.0 * n_f * n_o))  # Mann-Whitney AUC under H0
-        return max(self.params.auc_tolerance, Z * null_se)
+        return max(self.params.auc_tolerance, self.params.noise_z * null_se)
 
     def accuracy_band(self, point: TracePoint) -> float:
         noise = _accuracy_noise(point.reference_accuracy, len(self.sets.forget), len(self.sets.reference))
-        return max(self.params.accuracy_band, Z * noise)
+        return max(self.params.accuracy_band, self.params.noise_z * noise)
 
     def accuracy_drop(self, point: TracePoint) -> float:
         """The larger loss of retain or hold-out accuracy since the start, in allowed drops."""
@@ -183,7 +188,7 @@ class StoppingRule:
         ):
             if n == 0:
                 continue
-            allowed = max(self.params.max_accuracy_drop, Z * _accuracy_noise(before, n, n))
+            allowed = max(self.params.max_accuracy_drop, self.params.noise_z * _accuracy_noise(before, n, n))
             ratios.append((before - after) / allowed)
         return max(ratios)
 

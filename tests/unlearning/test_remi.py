@@ -91,6 +91,12 @@ def test_stopping_tolerances_follow_the_audit_noise() -> None:
     assert small.auc_tolerance > large.auc_tolerance >= params.auc_tolerance
     # the configured tolerance is a floor
     assert rule(10**6, 10**6).auc_tolerance == params.auc_tolerance
+    # noise_z scales the noise floor (a federation's clients stop tighter than the default 2 SE)
+    sets = AuditSets(*(LabeledData(torch.zeros(n, 1), torch.zeros(n, dtype=torch.long), torch.arange(n))
+                       for n in (60, 400, 1000, 1000)))
+    tight = StoppingRule(RemiParams(noise_z=0.5), point, sets)
+    assert tight.accuracy_band(point) == pytest.approx(max(params.accuracy_band, small.accuracy_band(point) / 4))
+    assert tight.auc_tolerance == pytest.approx(max(params.auc_tolerance, (small.auc_tolerance) / 4))
 
 
 def test_already_indistinguishable_samples_are_not_pushed_past_the_reference(
@@ -154,6 +160,7 @@ def test_every_approximator_runs(approximator: str, class_task: UnlearningTask) 
         ({"lambda_mia": "nan"}, "lambda_mia"),
         ({"auc_tolerance": 0.7}, "auc_tolerance"),
         ({"auc_tolerance": 0}, "auc_tolerance"),
+        ({"noise_z": -1}, "noise_z"),
         ({"max_steps": 0}, "max_steps"),
         ({"check_every": "0"}, "check_every"),
         ({"lr": 0}, "lr"),
