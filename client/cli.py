@@ -20,7 +20,7 @@ from common.data.datasets import load_dataset
 from common.errors import ConfigError, RequestError
 from common.nodes import NodeDirectory, NodeLayout, materialise_node
 
-__all__ = ["forget", "node_app", "requests"]
+__all__ = ["forget", "node_app", "reject", "requests"]
 
 node_app = typer.Typer(help="Create and serve node directories (one per client).", no_args_is_help=True)
 console = Console()
@@ -96,6 +96,19 @@ def requests(
         table.add_row(*(str(row[c]) for c in ("request_id", "kind", "num_samples", "status", "reason",
                                              "updated_at")))
     console.print(table)
+
+
+def reject(
+    node_dir: Path = typer.Option(..., help="The node directory."),
+    request_id: str = typer.Option(..., help="The pending request to reject."),
+    reason: str = typer.Option(..., help="Why (e.g. a legal hold); kept in the ledger."),
+) -> None:
+    """Reject a pending request: its samples return to training and nothing is purged."""
+    node = NodeDirectory.open(node_dir)
+    if not reason.strip():
+        raise RequestError("a rejection needs a reason")
+    node.ledger.reject(request_id, reason.strip())
+    typer.echo(f"{request_id} rejected")
 
 
 @node_app.command("serve")

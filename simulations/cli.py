@@ -31,6 +31,7 @@ app.command("scale")(simulate_cli.scale_command)
 app.add_typer(client_cli.node_app, name="node")
 app.command("forget")(client_cli.forget)
 app.command("requests")(client_cli.requests)
+app.command("reject")(client_cli.reject)
 
 
 def main() -> None:

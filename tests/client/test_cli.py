@@ -132,3 +132,21 @@ def test_simulate_rejects_a_malformed_scenario(
     code, _, err = _main(monkeypatch, capsys, "simulate", str(scenario), "--out", str(tmp_path / "run"))
     assert code == 2 and "[federation].rounds must be >= 1" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_reject_releases_the_samples_and_cannot_be_repeated(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = NodeDirectory.open(node_dir)
+    ids = node.train().ids[:2].tolist()
+    request_id = node.submit(ids=ids, reason="r").request_id
+    assert len(node.retain()) == len(node.train()) - 2
+    code, out, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
+                           "--reason", "legal hold")
+    assert code == 0, err
+    [row] = _ledger(monkeypatch, capsys, node_dir)
+    assert (row["status"], row["rejection"]) == ("rejected", "legal hold")
+    assert len(NodeDirectory.open(node_dir).retain()) == len(node.train())  # back in training
+    code, _, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
+                         "--reason", "again")
+    assert code == 2 and "not pending" in err
