@@ -7,10 +7,11 @@ class k is right to fail on it), matching the centralized benchmark.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from common.checkpoint import state_sha256
 from common.data.tensors import LabeledData
 from common.models import ModelSpec, build_model
 from common.training import accuracy
@@ -21,11 +22,21 @@ __all__ = ["CentralEvaluator"]
 
 @dataclass(frozen=True)
 class CentralEvaluator:
+    """Test accuracy of a state, remembered by its weights' hash: the unlearning phase asks
+    again about models it has already scored (the original, the gate's candidate)."""
+
     spec: ModelSpec
     test: LabeledData
     device: torch.device
+    _seen: dict[tuple[str, tuple[int, ...]], float] = field(default_factory=dict, repr=False)
 
     def ta(self, state: State, forgotten_classes: Sequence[int] = ()) -> float:
+        key = (state_sha256(state), tuple(sorted(forgotten_classes)))
+        if key not in self._seen:
+            self._seen[key] = self._score(state, key[1])
+        return self._seen[key]
+
+    def _score(self, state: State, forgotten_classes: tuple[int, ...]) -> float:
         data = self.test
         if forgotten_classes:
             data = data.subset(~torch.isin(data.y, torch.tensor(list(forgotten_classes), dtype=torch.int64)))

@@ -41,6 +41,8 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         **(_figures(phase.figures) or {}),
         "gate": None if gate is None else {**asdict(gate), "ci": list(gate.ci), "reasons": list(gate.reasons)},
         "forget_auc_per_round": [g.forget_auc for g in phase.gate_history],
+        "gate_per_round": [{"passed": g.passed, "forget_auc": g.forget_auc, "reasons": list(g.reasons)}
+                           for g in phase.gate_history],
         "model_hash_before": phase.model_hash_before,
         "model_hash": phase.model_hash,
         "forgotten_classes": list(phase.forgotten_classes),
