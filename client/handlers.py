@@ -124,8 +124,10 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
     node = session.node
     requests = _pending(node, session.request_ids)
     _, classes = _granularity(requests)
-    result = local_leakage_audit(session.model(message), node.forget_set(requests),
-                                 _nonmembers(node.holdout(), classes), device=session.device)
+    forget, nonmembers = node.forget_set(requests), _nonmembers(node.holdout(), classes)
+    if len(nonmembers) == 0:  # e.g. one sample of the class and none held out: nothing to compare
+        return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
+    result = local_leakage_audit(session.model(message), forget, nonmembers, device=session.device)
     metrics: dict[str, float | int] = {
         P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,
         P.FORGET_ACCURACY: result.forget_accuracy, P.HOLDOUT_ACCURACY: result.holdout_accuracy,

@@ -5,9 +5,12 @@ combines two groups: the requesting clients' updates, each of which its local
 stopping rule sized to make *its own* forget set indistinguishable, and the
 other clients' retain-data updates. Plain FedAvg would scale a requester's
 update by its share of all examples (1/5 with five equal clients), so a forget
-set would only move a fifth of the way per round. Instead every requester's
-update is applied in full (they correct disjoint forget sets, so they add up),
-plus the example-weighted mean update of the others, which keeps utility.
+set would only move a fifth of the way per round. Instead each group is
+averaged on its own (requesters weighted by forget-set size, the others by
+examples) and both group means are applied in full. Summing the requesters'
+updates instead was tried and rejected: each carries its own non-IID drift
+(ReMI's retain term sees only local data), and four class requesters summed
+cost 33 points of test accuracy on digits-class.
 """
 
 from __future__ import annotations
@@ -53,13 +56,15 @@ def fedavg(updates: Sequence[tuple[State, float]]) -> dict[str, torch.Tensor]:
 
 
 def two_group_update(
-    current: State, requesters: Sequence[State], others: Sequence[tuple[State, float]]
+    current: State, requesters: Sequence[tuple[State, float]], others: Sequence[tuple[State, float]]
 ) -> dict[str, torch.Tensor]:
-    """current + the sum of the requesters' updates + the example-weighted mean update of the others."""
+    """current + the weighted mean update of the requesters + the weighted mean update of the others."""
     merged = {key: value.clone() for key, value in current.items()}
-    means = [fedavg(others)] if others else []
-    for update in [*requesters, *means]:
+    for group in (requesters, others):
+        if not group:
+            continue
+        mean = fedavg(group)
         for key, value in merged.items():
             if value.is_floating_point():
-                merged[key] = value + (update[key] - current[key])
+                merged[key] = value + (mean[key] - current[key])
     return merged

@@ -156,7 +156,13 @@ class Federation:
         }
         replies = self.messenger.ask(plan, f"audit-{label}")
         self.note(f"audit {label}", replies.failures)
-        audits = [_local_audit(content.metric_records[P.METRICS]) for content in replies.answers.values()]
+        audits = []
+        for node, content in replies.answers.items():
+            metrics = content.metric_records[P.METRICS]
+            if int(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:  # type: ignore[call-overload]
+                self.failures.append(f"audit {label}: node {node} holds no non-members to compare; not pooled")
+                continue
+            audits.append(_local_audit(metrics))
         return pool_audits(audits) if audits else None
 
 

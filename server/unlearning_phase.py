@@ -88,7 +88,7 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     updates = fed.collect_updates(replies.answers, state, f"unlearning round {round_}")
     for node in {u.node_id for u in updates} ^ set(replies.answers):
         requesters.pop(node, None)
-    ours = [u.state for u in updates if u.node_id in requesters]
+    ours = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
     others = [(u.state, u.weight) for u in updates if u.node_id not in requesters and u.weight > 0]
     return two_group_update(state, ours, others)
 
@@ -105,7 +105,8 @@ def run_unlearning_phase(
     statuses: Mapping[int, NodeStatus], *, after_round: int,
     on_round: Callable[[int, GateResult | None], None] | None = None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
-    """Run the phase; returns its record and the model training continues from."""
+    """Run the phase; returns its record and the model training continues from (the unlearned
+    model if the gate passed, else the original: a failed candidate may have lost utility)."""
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
     classes = tuple(sorted({c for s in statuses.values() for c in s.pending_classes}))
     trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
@@ -142,7 +143,7 @@ def run_unlearning_phase(
     gate = record.gate
     if gate is None or not gate.passed:
         log.warning("the leakage gate did not pass; nothing is published or committed")
-        return record, state
+        return record, dict(original)  # training goes on from the last published model
     record.model_hash = state_sha256(state)
     with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
     _baselines(fed, evaluator, spec, record, requesters, with_data, after_round)

@@ -98,9 +98,9 @@ def test_non_finite_values_are_rejected(bad: float) -> None:
 # --- two_group_update ------------------------------------------------------------------------------------
 
 
-def test_two_group_update_sums_requesters_and_averages_the_others() -> None:
+def test_two_group_update_applies_both_group_means() -> None:
     current = _random_state(10)
-    requesters = [_random_state(11), _random_state(12)]
+    requesters = [(_random_state(11), 20), (_random_state(12), 60)]
     others = [(_random_state(13), 100), (_random_state(14), 300), (_random_state(15), 100)]
     merged = two_group_update(current, requesters, others)
 
@@ -109,11 +109,11 @@ def test_two_group_update_sums_requesters_and_averages_the_others() -> None:
         return sum(((s[key] - current[key]) * (w / total) for s, w in group), torch.zeros_like(current[key]))
 
     for key in ("w", "b"):
-        summed = sum((r[key] - current[key] for r in requesters), torch.zeros_like(current[key]))
-        assert torch.allclose(merged[key], current[key] + summed + mean_delta(others, key), atol=1e-5), key
-    # a requester's update is applied in full: not scaled by its share of all examples
-    only_one = two_group_update(current, requesters[:1], [])
-    assert torch.allclose(only_one["w"], requesters[0]["w"], atol=1e-5)
+        expected = current[key] + mean_delta(requesters, key) + mean_delta(others, key)
+        assert torch.allclose(merged[key], expected, atol=1e-5), key
+    # each group moves the model by its own mean: not scaled by its share of all examples
+    only_requesters = two_group_update(current, requesters, [])
+    assert torch.allclose(only_requesters["w"], current["w"] + mean_delta(requesters, "w"), atol=1e-5)
     assert torch.equal(merged["count"], current["count"])
 
 
@@ -132,5 +132,5 @@ def test_an_empty_group_contributes_nothing() -> None:
 def test_a_group_that_returns_the_current_model_changes_nothing() -> None:
     current = _random_state(3)
     others = [(_random_state(4), 10)]
-    merged = two_group_update(current, [{k: v.clone() for k, v in current.items()}], others)
+    merged = two_group_update(current, [({k: v.clone() for k, v in current.items()}, 7)], others)
     assert torch.allclose(merged["w"], fedavg(others)["w"], atol=1e-6)
