@@ -141,7 +141,7 @@ def test_reject_releases_the_samples_and_cannot_be_repeated(
     ids = node.train().ids[:2].tolist()
     request_id = node.submit(ids=ids, reason="r").request_id
     assert len(node.retain()) == len(node.train()) - 2
-    code, out, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
+    code, _, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
                            "--reason", "legal hold")
     assert code == 0, err
     [row] = _ledger(monkeypatch, capsys, node_dir)
