@@ -28,15 +28,17 @@ dataset = "digits"
 partitioner = "iid"
 [federation]
 clients = 3
-rounds = 3
+rounds = 4
 local_epochs = 1
 device = "cpu"
 [unlearning]
 max_rounds = 2
+[unlearning.params]
+max_steps = 40
 [baselines]
 federated_finetune_rounds = 1
 [[requests]]
-round = 1
+round = 2
 partition = 0
 forget = "random:0.1"
 """

@@ -20,24 +20,26 @@ name = "ray-check"
 seed = 1
 [data]
 dataset = "digits"
-partitioner = "dirichlet:0.5"
+partitioner = "iid"
 [federation]
 clients = 3
-rounds = 3
-local_epochs = 2
+rounds = 4
+local_epochs = 1
 device = "cpu"
 [unlearning]
 max_rounds = 2
+[unlearning.params]
+max_steps = 40
 [baselines]
 federated_finetune_rounds = 1
 [[requests]]
-round = 1
+round = 2
 partition = 2
 forget = "random:0.1"
 [[requests]]
-round = 1
-partition = "all"
-forget = "class:4"
+round = 2
+partition = 0
+forget = "random:0.1"
 """
 
 
@@ -54,9 +56,8 @@ def test_simulate_runs_a_scenario_on_ray(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "completed" and report["clients"] == 3
     assert report["unlearning"]["gate"]["passed"]
-    assert len(report["training"]["ta_per_round"]) == 3
-    kinds = sorted(r["kind"] for r in report["requests"])
-    assert "ids" in kinds and "class" in kinds  # sample and class requests in one phase
+    assert len(report["training"]["ta_per_round"]) == 4
+    assert sorted(r["partition"] for r in report["requests"]) == [0, 2]
     assert {r["status"] for r in report["requests"]} == {"committed"}
     forgotten = set(report["evaluation"]["forget_ids"])
     for partition in range(3):
