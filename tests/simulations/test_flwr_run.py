@@ -17,31 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.simulations.tiny import ROOT, tiny_scenario
 
-SCENARIO = """
-[scenario]
-name = "flwr-run-check"
-seed = 0
-[data]
-dataset = "digits"
-partitioner = "iid"
-[federation]
-clients = 3
-rounds = 4
-local_epochs = 1
-device = "cpu"
-[unlearning]
-max_rounds = 2
-[unlearning.params]
-max_steps = 40
-[baselines]
-federated_finetune_rounds = 1
-[[requests]]
-round = 2
-partition = 0
-forget = "random:0.1"
-"""
+SCENARIO = tiny_scenario("flwr-run-check", (0,))
 
 
 def _free_port() -> int:

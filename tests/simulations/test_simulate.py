@@ -11,36 +11,9 @@ from pathlib import Path
 import pytest
 
 from common.nodes import NodeDirectory, RequestStatus
+from tests.simulations.tiny import ROOT, tiny_scenario
 
-ROOT = Path(__file__).resolve().parents[2]
-
-SCENARIO = """
-[scenario]
-name = "ray-check"
-seed = 1
-[data]
-dataset = "digits"
-partitioner = "iid"
-[federation]
-clients = 3
-rounds = 4
-local_epochs = 1
-device = "cpu"
-[unlearning]
-max_rounds = 2
-[unlearning.params]
-max_steps = 40
-[baselines]
-federated_finetune_rounds = 1
-[[requests]]
-round = 2
-partition = 2
-forget = "random:0.1"
-[[requests]]
-round = 2
-partition = 0
-forget = "random:0.1"
-"""
+SCENARIO = tiny_scenario("ray-check", (2, 0))
 
 
 @pytest.mark.slow
