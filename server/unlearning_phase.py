@@ -90,7 +90,9 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
         requesters.pop(node, None)
     ours = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
     others = [(u.state, u.weight) for u in updates if u.node_id not in requesters and u.weight > 0]
-    return two_group_update(state, ours, others)
+    retain_total = sum(u.weight for u in updates)  # requesters report their retain size as num-examples
+    share = sum(w for _, w in others) / retain_total if retain_total > 0 else 1.0
+    return two_group_update(state, ours, others, share)
 
 
 def _gate(fed: Federation, evaluator: CentralEvaluator, pooled: PooledAudit | None, state: State,

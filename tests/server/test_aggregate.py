@@ -111,7 +111,11 @@ def test_two_group_update_applies_both_group_means() -> None:
     for key in ("w", "b"):
         expected = current[key] + mean_delta(requesters, key) + mean_delta(others, key)
         assert torch.allclose(merged[key], expected, atol=1e-5), key
-    # each group moves the model by its own mean: not scaled by its share of all examples
+    # the others' mean is scaled by their share of all retain examples (FedAvg's weight for them)
+    shared = two_group_update(current, requesters, others, 0.25)
+    expected_w = current["w"] + mean_delta(requesters, "w") + 0.25 * mean_delta(others, "w")
+    assert torch.allclose(shared["w"], expected_w, atol=1e-5)
+    # the requesters' mean is applied in full: not scaled by their share of all examples
     only_requesters = two_group_update(current, requesters, [])
     assert torch.allclose(only_requesters["w"], current["w"] + mean_delta(requesters, "w"), atol=1e-5)
     assert torch.equal(merged["count"], current["count"])
