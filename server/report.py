@@ -50,6 +50,16 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
     }
 
 
+def _unlearning(phases: list[PhaseRecord]) -> dict[str, Any]:
+    """The last phase, charged with the rounds, seconds and bytes of every attempt before it:
+    a phase whose gate failed was part of the price of the one that passed."""
+    summary = _phase(phases[-1])
+    spent = [p.figures for p in phases if p.figures is not None]
+    summary.update(attempts=len(phases), rounds=sum(f.rounds for f in spent),
+                   seconds=sum(f.seconds for f in spent), bytes=sum(f.bytes for f in spent))
+    return summary
+
+
 def _requests(record: RunRecord) -> list[dict[str, Any]]:
     """Every request the server handled, with its final status as the server knows it."""
     rows: dict[str, dict[str, Any]] = {}
@@ -72,7 +82,7 @@ def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifac
                      "bytes": record.training_bytes, "ta": record.final_ta,
                      "ta_per_round": [ta for _, ta in record.accuracy]},
         "requests": _requests(record),
-        "unlearning": None if phase is None else _phase(phase),
+        "unlearning": None if phase is None else _unlearning(record.phases),
         "baselines": {name: _figures(phase.baselines.get(name)) if phase else None for name in BASELINES},
         "phases": [_phase(p) for p in record.phases],
         "failures": list(record.failures),
