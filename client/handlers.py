@@ -17,7 +17,6 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from client.session import NodeSession, model_arrays
 from common import protocol as P
 from common.audit.gate import local_leakage_audit
-from common.data.tensors import LabeledData
 from common.errors import RequestError
 from common.models import ModelSpec
 from common.nodes import ForgetRequest, NodeDirectory, RequestStatus
@@ -74,13 +73,6 @@ def _granularity(requests: list[ForgetRequest]) -> tuple[Granularity, tuple[int,
     return "sample", ()
 
 
-def _nonmembers(holdout: LabeledData, classes: tuple[int, ...]) -> LabeledData:
-    """The audit's non-members: hold-out samples of the forgotten classes (all of it for samples)."""
-    if not classes:
-        return holdout
-    return holdout.subset(torch.isin(holdout.y, torch.tensor(classes, dtype=torch.int64)))
-
-
 def unlearn(session: NodeSession, message: Message) -> RecordDict:
     node = session.node
     requests = _pending(node, session.request_ids)
@@ -123,10 +115,12 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
     """Membership audit of the model on this node's pending forget set vs its own non-members."""
     node = session.node
     requests = _pending(node, session.request_ids)
-    _, classes = _granularity(requests)
-    forget, nonmembers = node.forget_set(requests), _nonmembers(node.holdout(), classes)
-    if len(nonmembers) == 0:  # e.g. one sample of the class and none held out: nothing to compare
-        return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
+    granularity, classes = _granularity(requests)
+    forget = node.forget_set(requests)
+    # the same target ReMI unlearns towards: for a class, other classes' hold-out scored against it
+    # (how a model that never learned the class sees it); the class's own hold-out would let a
+    # model that still knows the class pass
+    nonmembers = build_reference(node.holdout(), granularity, classes, seed=session.seed)
     result = local_leakage_audit(session.model(message), forget, nonmembers, device=session.device)
     metrics: dict[str, float | int] = {
         P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,
