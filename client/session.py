@@ -49,7 +49,8 @@ class NodeSession:
 
     @classmethod
     def start(cls, message: Message, context: Context, overrides: Mapping[str, Any]) -> NodeSession:
-        torch.set_num_threads(1 if _simulated(context) else torch.get_num_threads())
+        if _simulated(context):  # virtual clients share the machine's cores, one each
+            torch.set_num_threads(1)
         config = message.content.config_records.get(P.CONFIG, ConfigRecord())
         return cls(NodeDirectory.open(node_dir_for(context, overrides)), config)
 

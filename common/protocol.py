@@ -30,7 +30,6 @@ NODE_DIR = "node-dir"
 RUN_SCENARIO = "scenario"
 RUN_DIR = "run-dir"
 RUN_NODES_ROOT = "nodes-root"
-RUN_OVERRIDES = "overrides"
 
 # config keys (server -> client)
 ROUND = "round"
@@ -58,7 +57,6 @@ COMMITTED = "committed"  # list of request ids committed by query.commit
 
 # metric keys (client -> server)
 NUM_EXAMPLES = "num-examples"  # FedAvg weight
-TRAIN_LOSS = "train-loss"
 SECONDS = "seconds"
 STEPS = "steps"
 FORGET_SIZE = "forget-size"
