@@ -16,7 +16,7 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from client.session import NodeSession, model_arrays
 from common import protocol as P
-from common.audit.gate import local_leakage_audit
+from common.audit.gate import audit_sets, local_leakage_audit
 from common.errors import RequestError
 from common.models import ModelSpec
 from common.nodes import ForgetRequest, NodeDirectory, RequestStatus
@@ -112,16 +112,17 @@ def evaluate(session: NodeSession, message: Message) -> RecordDict:
 
 
 def audit(session: NodeSession, message: Message) -> RecordDict:
-    """Membership audit of the model on this node's pending forget set vs its own non-members."""
+    """Membership audit of the model on this node's pending forget set against what a model
+    retrained without it would show (``common.audit.gate.audit_sets``)."""
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
     forget = node.forget_set(requests)
-    # the same target ReMI unlearns towards: for a class, other classes' hold-out scored against it
-    # (how a model that never learned the class sees it); the class's own hold-out would let a
-    # model that still knows the class pass
-    nonmembers = build_reference(node.holdout(), granularity, classes, seed=session.seed)
-    result = local_leakage_audit(session.model(message), forget, nonmembers, device=session.device)
+    sets = audit_sets(node.holdout(), granularity, classes, seed=session.seed)
+    if len(sets.nonmembers) == 0:  # e.g. a node holding a class only in its training part
+        return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
+    result = local_leakage_audit(session.model(message), forget, sets.nonmembers, device=session.device,
+                                 accuracy_reference=sets.accuracy_reference)
     metrics: dict[str, float | int] = {
         P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,
         P.FORGET_ACCURACY: result.forget_accuracy, P.HOLDOUT_ACCURACY: result.holdout_accuracy,

@@ -13,6 +13,7 @@ from scipy.stats import norm
 from common.audit.attacks import ATTACKS
 from common.audit.gate import (
     GateConfig,
+    audit_sets,
     LocalAudit,
     PooledAudit,
     leakage_gate,
@@ -73,10 +74,62 @@ def test_an_audit_of_one_distribution_against_itself_is_chance(
         assert abs(auc - 0.5) < 3 * math.sqrt(halves.variances[name]), name
 
 
+# --- class forgetting: the comparison a retrained model passes -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def class_three() -> tuple[LabeledData, LabeledData, LabeledData]:
+    """Digits train (members), the 3s among them (the forget set), and a hold-out of unseen digits."""
+    digits = load_dataset("digits")
+    members = digits.train.subset(torch.arange(600))
+    return members, members.subset(members.y == 3), digits.test.subset(torch.arange(300))
+
+
+def _fitted(data: LabeledData) -> Classifier:
+    model = build_model(ModelSpec("mlp", 1, 8, 10), seed=0)
+    train(model, data, TrainConfig(epochs=30, batch_size=32, lr=3e-3), device=CPU,
+          generator=torch.Generator().manual_seed(0))
+    return model
+
+
+def test_class_audit_sets_compare_with_the_class_and_with_never_learned(
+    class_three: tuple[LabeledData, LabeledData, LabeledData],
+) -> None:
+    _, _, holdout = class_three
+    sets = audit_sets(holdout, "class", (3,), seed=0)
+    assert len(sets.nonmembers) == int((holdout.y == 3).sum()) > 0
+    assert bool((sets.nonmembers.y == 3).all())
+    # other digits, scored against the label 3 they never carry
+    assert len(sets.accuracy_reference) == len(holdout) - len(sets.nonmembers)
+    assert bool((sets.accuracy_reference.y == 3).all())
+    assert not bool(torch.isin(sets.accuracy_reference.ids, sets.nonmembers.ids).any())
+    sample = audit_sets(holdout, "sample")
+    assert sample.nonmembers is holdout and sample.accuracy_reference is holdout
+
+
+def test_a_model_retrained_without_the_class_passes_the_class_gate_and_the_original_fails(
+    class_three: tuple[LabeledData, LabeledData, LabeledData],
+) -> None:
+    members, forget, holdout = class_three
+    sets = audit_sets(holdout, "class", (3,), seed=0)
+    retrained, original = _fitted(members.subset(members.y != 3)), _fitted(members)
+    verdicts = {}
+    for name, model in (("retrained", retrained), ("original", original)):
+        audit = local_leakage_audit(model, forget, sets.nonmembers, device=CPU,
+                                    accuracy_reference=sets.accuracy_reference)
+        verdicts[name] = leakage_gate(pool_audits([audit]), 0.0, GateConfig())
+    assert verdicts["retrained"].passed, verdicts["retrained"].reasons
+    assert verdicts["retrained"].forget_accuracy == 0.0
+    assert not verdicts["original"].passed
+    assert any("forget accuracy" in reason for reason in verdicts["original"].reasons)
+
+
 def test_an_audit_needs_both_groups(memorised: tuple[Classifier, LabeledData, LabeledData]) -> None:
-    model, members, _ = memorised
+    model, members, nonmembers = memorised
     with pytest.raises(DataError, match="forget samples and non-members"):
         local_leakage_audit(model, members, members.subset(torch.arange(0)), device=CPU)
+    with pytest.raises(DataError, match="compare forget accuracy with"):
+        local_leakage_audit(model, members, nonmembers, device=CPU, accuracy_reference=members.subset(torch.arange(0)))
 
 
 # --- pooling ---------------------------------------------------------------------------------------------
