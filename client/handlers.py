@@ -17,8 +17,9 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from client.session import NodeSession, model_arrays
 from common import protocol as P
 from common.audit.gate import audit_sets, local_leakage_audit
+from common.data.tensors import LabeledData
 from common.errors import RequestError
-from common.models import ModelSpec
+from common.models import Classifier, ModelSpec
 from common.nodes import ForgetRequest, NodeDirectory, RequestStatus
 from common.training import predict_logits, top1_accuracy, train
 from common.unlearning import UnlearningTask, parse_params, run_method
@@ -43,12 +44,18 @@ def status(session: NodeSession) -> RecordDict:
     })})
 
 
+def _trained(session: NodeSession, message: Message, retain: LabeledData) -> Classifier:
+    model = session.model(message)
+    train(model, retain, session.recipe(), device=session.device,
+          generator=torch.Generator().manual_seed(session.seed))
+    return model
+
+
 def train_round(session: NodeSession, message: Message) -> RecordDict:
     """Local epochs on retain data only: samples under any request are already excluded."""
-    model, retain = session.model(message), session.node.retain()
+    retain = session.node.retain()
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(session.seed)
-    train(model, retain, session.recipe(), device=session.device, generator=generator)
+    model = _trained(session, message, retain)
     return RecordDict({
         P.ARRAYS: model_arrays(model),
         P.METRICS: MetricRecord({P.NUM_EXAMPLES: len(retain), P.SECONDS: time.perf_counter() - started}),
@@ -74,6 +81,8 @@ def _granularity(requests: list[ForgetRequest]) -> tuple[Granularity, tuple[int,
 
 
 def unlearn(session: NodeSession, message: Message) -> RecordDict:
+    """The method on the pending forget set, and (with retain data) an ordinary training of the
+    same model: the server applies the unlearning step on top of everyone's FedAvg training."""
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
@@ -91,13 +100,16 @@ def unlearn(session: NodeSession, message: Message) -> RecordDict:
     method = str(session.config.get(P.METHOD, "remi"))
     params = parse_params(method, json.loads(str(session.config.get(P.METHOD_PARAMS, "{}"))))
     result = run_method(method, task, params)
-    return RecordDict({
+    reply = RecordDict({
         P.ARRAYS: model_arrays(result.model),
         P.METRICS: MetricRecord({
             P.NUM_EXAMPLES: len(task.retain), P.FORGET_SIZE: len(task.forget),
             P.STEPS: int(result.steps), P.SECONDS: float(result.seconds),
         }),
     })
+    if len(task.retain) > 0:  # the node's part of the round's FedAvg training, like every other node's
+        reply[P.TRAIN_ARRAYS] = model_arrays(_trained(session, message, task.retain))
+    return reply
 
 
 def evaluate(session: NodeSession, message: Message) -> RecordDict:

@@ -21,6 +21,7 @@ MSG_COMMIT = f"query.{ACTION_COMMIT}"
 
 # record names inside a message's RecordDict
 ARRAYS = "arrays"  # ArrayRecord: the model's state dict
+TRAIN_ARRAYS = "arrays.train"  # ArrayRecord: a requester's retain-data training of the same model (train.unlearn)
 CONFIG = "config"  # ConfigRecord: instructions from the server
 METRICS = "metrics"  # MetricRecord: numbers back to the server
 STATUS = "status"  # ConfigRecord: a node's answer to query.status

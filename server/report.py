@@ -47,6 +47,7 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         "model_hash": phase.model_hash,
         "forgotten_classes": list(phase.forgotten_classes),
         "committed": phase.committed,
+        "client_work": phase.client_work,
     }
 
 
@@ -98,13 +99,16 @@ def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifac
     return report
 
 
-def _save_models(run_dir: Path, spec: ModelSpec, record: RunRecord) -> dict[str, Any]:
+def _save_models(run_dir: Path, spec: ModelSpec, record: RunRecord, bundle: DatasetBundle) -> dict[str, Any]:
+    """model.pt and models/*.pt, each carrying what an export needs to feed it (dataset, classes, preprocessing)."""
+    data = {"dataset": bundle.name, "class_names": list(bundle.class_names),
+            "preprocessing": asdict(bundle.preprocessing)}
     saved: dict[str, Any] = {"model": "model.pt"}
-    sha = save_checkpoint(run_dir / "model.pt", record.final_state, spec, {"role": "final global model"})
+    sha = save_checkpoint(run_dir / "model.pt", record.final_state, spec, {"role": "final global model", **data})
     saved["model_sha256"] = sha
     if record.phases:
         for name, state in record.phases[-1].states.items():
-            save_checkpoint(run_dir / "models" / f"{name}.pt", state, spec, {"role": name})
+            save_checkpoint(run_dir / "models" / f"{name}.pt", state, spec, {"role": name, **data})
             saved.setdefault("models", {})[name] = f"models/{name}.pt"
     return saved
 
@@ -112,7 +116,7 @@ def _save_models(run_dir: Path, spec: ModelSpec, record: RunRecord) -> dict[str,
 def write_run(run_dir: Path, scenario: Scenario, spec: ModelSpec, record: RunRecord, *,
               world: SimulatedWorld | None, bundle: DatasetBundle) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    artifacts = _save_models(run_dir, spec, record)
+    artifacts = _save_models(run_dir, spec, record, bundle)
     artifacts["plots"] = plot_run(run_dir, record, world=world, spec=spec)
     artifacts["report_md"] = "report.md"
     if world is not None:

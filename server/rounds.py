@@ -45,10 +45,14 @@ class NodeStatus:
 
 @dataclass(frozen=True)
 class Update:
+    """A node's reply: ``state`` is its model; an unlearning node also sends ``trained``, its ordinary
+    retain-data training of the same global model (None otherwise)."""
+
     node_id: int
     state: dict[str, torch.Tensor]
     weight: float
     metrics: dict[str, float]
+    trained: dict[str, torch.Tensor] | None = None
 
 
 def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
@@ -90,6 +94,7 @@ class Federation:
     scenario: Scenario
     nodes: list[int]
     failures: list[str] = field(default_factory=list)  # everything that went wrong, for the report
+    partitions: dict[int, int] = field(default_factory=dict)  # node id -> partition, from the last status
 
     def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
         fed = self.scenario.federation
@@ -116,23 +121,28 @@ class Federation:
                 pending_counts=tuple(int(c) for c in record[P.PENDING_COUNTS]),
                 pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
             )
+            self.partitions[node] = statuses[node].partition
         return statuses
 
     def collect_updates(self, answers: Mapping[int, RecordDict], current: State, what: str) -> list[Update]:
         """Valid updates only; a reply with wrong shapes or NaN/Inf is rejected and reported."""
         updates = []
-        for node, content in answers.items():
+        # in partition order, so that the float sums of an aggregate do not depend on who answered first
+        for node, content in sorted(answers.items(), key=lambda item: (self.partitions.get(item[0], -1), item[0])):
             try:
-                state = content.array_records[P.ARRAYS].to_torch_state_dict()
+                states = {name: record.to_torch_state_dict() for name, record in content.array_records.items()
+                          if name in (P.ARRAYS, P.TRAIN_ARRAYS)}
+                state = states[P.ARRAYS]
                 metrics = {k: float(v) for k, v in content.metric_records[P.METRICS].items()}  # type: ignore[arg-type]
             except (KeyError, TypeError, ValueError) as err:
                 self.note(what, {node: f"malformed reply ({err})"})
                 continue
-            reason = rejection_reason(state, current)
+            reason = next((f"{name}: {why}" for name, candidate in states.items()
+                           if (why := rejection_reason(candidate, current)) is not None), None)
             if reason is not None:
                 self.note(what, {node: f"update rejected: {reason}"})
                 continue
-            updates.append(Update(node, state, metrics.get(P.NUM_EXAMPLES, 0.0), metrics))
+            updates.append(Update(node, state, metrics.get(P.NUM_EXAMPLES, 0.0), metrics, states.get(P.TRAIN_ARRAYS)))
         return updates
 
     def train_round(self, state: State, round_: int, nodes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:

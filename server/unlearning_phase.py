@@ -21,7 +21,7 @@ from common import protocol as P
 from common.audit.gate import GateResult, PooledAudit, leakage_gate
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
-from server.aggregate import State, two_group_update
+from server.aggregate import State, train_and_forget_update
 from server.evaluation import CentralEvaluator
 from server.rounds import Federation, NodeStatus, arrays
 
@@ -55,6 +55,7 @@ class PhaseRecord:
     model_hash: str | None = None  # set only when the gate passed (the model is published)
     baselines: dict[str, ModelFigures] = field(default_factory=dict)
     committed: list[str] = field(default_factory=list)
+    client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -71,8 +72,9 @@ def _figures(fed: Federation, evaluator: CentralEvaluator, state: State, request
 
 
 def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
-                      round_: int) -> dict[str, torch.Tensor]:
-    """Requesters unlearn while the other nodes train on retain data; two-group aggregation."""
+                      round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
+    """Requesters unlearn (and train) while the other nodes train on retain data (server/aggregate.py).
+    Each requester's steps and seconds go into ``record.client_work``."""
     unl = fed.scenario.unlearning
     plan: dict[int, tuple[str, RecordDict]] = {}
     for node, ids in requesters.items():
@@ -88,11 +90,13 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     updates = fed.collect_updates(replies.answers, state, f"unlearning round {round_}")
     for node in {u.node_id for u in updates} ^ set(replies.answers):
         requesters.pop(node, None)
-    ours = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
-    others = [(u.state, u.weight) for u in updates if u.node_id not in requesters and u.weight > 0]
-    retain_total = sum(u.weight for u in updates)  # requesters report their retain size as num-examples
-    share = sum(w for _, w in others) / retain_total if retain_total > 0 else 1.0
-    return two_group_update(state, ours, others, share)
+    unlearned = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
+    record.client_work.extend(
+        {"round": round_ % 1000, "partition": fed.partitions.get(u.node_id, -1), "forget_size": u.metrics[P.FORGET_SIZE],
+         "steps": u.metrics.get(P.STEPS, 0.0), "seconds": u.metrics.get(P.SECONDS, 0.0)}
+        for u in updates if u.node_id in requesters)
+    trained = [(u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
+    return train_and_forget_update(state, [(s, w) for s, w in trained if s is not None and w > 0], unlearned)
 
 
 def _gate(fed: Federation, evaluator: CentralEvaluator, pooled: PooledAudit | None, state: State,
@@ -123,7 +127,7 @@ def run_unlearning_phase(
     started = time.perf_counter()
     with fed.messenger.metered() as traffic:
         for round_ in range(1, fed.scenario.unlearning.max_rounds + 1):
-            state = _unlearning_round(fed, state, requesters, trainers, after_round * 1000 + round_)
+            state = _unlearning_round(fed, state, requesters, trainers, after_round * 1000 + round_, record)
             if not requesters:
                 break
             gate = _gate(fed, evaluator, fed.audit(state, requesters, f"unlearn-{round_}"), state, original_ta,

@@ -76,6 +76,9 @@ class RemiParams:
     # federation the server's gate pools several clients' audits and sees smaller effects than
     # one client can, so federated scenarios stop locally at a tighter noise_z.
     noise_z: float = 2.0
+    # stop after this many audits without a new best point (0: run to max_steps). Small forget sets
+    # sit in their own noise; past a few stalled checks more steps only cost time.
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.approximator not in LEAKAGE:
@@ -94,6 +97,8 @@ class RemiParams:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.auc_tolerance < 0.5:
             raise ConfigError(f"auc_tolerance must be in (0, 0.5), got {self.auc_tolerance}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0 audits, got {self.patience}")
         if not (self.noise_z >= 0 and math.isfinite(self.noise_z)):
             raise ConfigError(f"noise_z must be >= 0, got {self.noise_z}")
         for name in ("accuracy_band", "max_accuracy_drop"):
@@ -290,10 +295,12 @@ class _Progress:
     rule: StoppingRule
     best: TracePoint
     best_state: dict[str, torch.Tensor]
+    checks_since_best: int = 0
 
     def review(self, model: Classifier, optimizer: torch.optim.Optimizer, point: TracePoint,
                previous: TracePoint, params: RemiParams) -> None:
         rule = self.rule
+        self.checks_since_best += 1
         if rule.overshot(point) or rule.accuracy_drop(point) > 2:
             # went too far or clearly hurt the task: back to the best point, smaller steps
             model.load_state_dict(self.best_state)
@@ -303,6 +310,10 @@ class _Progress:
             _scale_lr(optimizer, 1.5, cap=params.lr * MAX_LR_GROWTH)  # stalled: larger steps
         if rule.distance(point) < rule.distance(self.best):
             self.best, self.best_state = point, copy.deepcopy(model.state_dict())
+            self.checks_since_best = 0
+
+    def stalled(self, patience: int) -> bool:
+        return patience > 0 and self.checks_since_best >= patience
 
 
 def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome:
@@ -336,6 +347,9 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
             if progress.rule.distance(trace[-1]) <= 1:
                 return Outcome(model, step, "indistinguishable", tuple(trace))
             progress.review(model, optimizer, trace[-1], trace[-2], params)
+            if progress.stalled(params.patience):
+                model.load_state_dict(progress.best_state)
+                return Outcome(model, step, f"stalled; best at step {progress.best.step}", tuple(trace))
     model.load_state_dict(progress.best_state)
     return Outcome(model, params.max_steps, f"budget; best at step {progress.best.step}", tuple(trace))
 

@@ -1,11 +1,11 @@
-"""Checking client updates and combining them: FedAvg and the two-group unlearning update."""
+"""Checking client updates and combining them: FedAvg and the unlearning round's train-and-forget update."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from server.aggregate import fedavg, rejection_reason, two_group_update
+from server.aggregate import fedavg, rejection_reason, train_and_forget_update
 
 
 def _state(weight: float, bias: float, steps: int = 0) -> dict[str, torch.Tensor]:
@@ -95,46 +95,45 @@ def test_non_finite_values_are_rejected(bad: float) -> None:
     assert rejection_reason(update, REFERENCE) == "array layer.weight holds NaN or Inf"
 
 
-# --- two_group_update ------------------------------------------------------------------------------------
+# --- train_and_forget_update -----------------------------------------------------------------------------
 
 
-def test_two_group_update_applies_both_group_means() -> None:
+def _mean_delta(group: list[tuple[dict[str, torch.Tensor], float]], current: dict[str, torch.Tensor],
+                key: str) -> torch.Tensor:
+    total = sum(w for _, w in group)
+    return sum(((s[key] - current[key]) * (w / total) for s, w in group), torch.zeros_like(current[key]))
+
+
+def test_the_unlearning_step_is_added_in_full_on_top_of_fedavg_training() -> None:
     current = _random_state(10)
-    requesters = [(_random_state(11), 20), (_random_state(12), 60)]
-    others = [(_random_state(13), 100), (_random_state(14), 300), (_random_state(15), 100)]
-    merged = two_group_update(current, requesters, others)
-
-    def mean_delta(group: list[tuple[dict[str, torch.Tensor], float]], key: str) -> torch.Tensor:
-        total = sum(w for _, w in group)
-        return sum(((s[key] - current[key]) * (w / total) for s, w in group), torch.zeros_like(current[key]))
-
+    trained = [(_random_state(13), 100), (_random_state(14), 300), (_random_state(15), 100)]
+    unlearned = [(_random_state(11), 20), (_random_state(12), 60)]
+    merged = train_and_forget_update(current, trained, unlearned)
     for key in ("w", "b"):
-        expected = current[key] + mean_delta(requesters, key) + mean_delta(others, key)
+        # FedAvg of the training (example-weighted), then the forget-size-weighted mean unlearning step,
+        # not scaled down by the requesters' share of the examples
+        expected = fedavg(trained)[key] + _mean_delta(unlearned, current, key)
         assert torch.allclose(merged[key], expected, atol=1e-5), key
-    # the others' mean is scaled by their share of all retain examples (FedAvg's weight for them)
-    shared = two_group_update(current, requesters, others, 0.25)
-    expected_w = current["w"] + mean_delta(requesters, "w") + 0.25 * mean_delta(others, "w")
-    assert torch.allclose(shared["w"], expected_w, atol=1e-5)
-    # the requesters' mean is applied in full: not scaled by their share of all examples
-    only_requesters = two_group_update(current, requesters, [])
-    assert torch.allclose(only_requesters["w"], current["w"] + mean_delta(requesters, "w"), atol=1e-5)
-    assert torch.equal(merged["count"], current["count"])
+    assert torch.equal(merged["count"], trained[0][0]["count"])
 
 
-def test_an_empty_group_contributes_nothing() -> None:
+def test_without_unlearning_it_is_fedavg_and_without_training_the_step_lands_on_the_current_model() -> None:
     current = _random_state(0)
-    others = [(_random_state(1), 5), (_random_state(2), 15)]
-    merged, plain = two_group_update(current, [], others), fedavg(others)
-    assert torch.allclose(merged["w"], plain["w"], atol=1e-6) and torch.allclose(merged["b"], plain["b"], atol=1e-6)
-    assert torch.equal(merged["count"], current["count"])  # integer buffers stay the current model's
-    unchanged = two_group_update(current, [], [])
+    trained = [(_random_state(1), 5), (_random_state(2), 15)]
+    plain = train_and_forget_update(current, trained, [])
+    assert all(torch.allclose(plain[k].float(), fedavg(trained)[k].float(), atol=1e-6) for k in current)
+    unlearned = [(_random_state(3), 4)]
+    leaving = train_and_forget_update(current, [], unlearned)  # a leaving client alone: no retain data anywhere
+    assert torch.allclose(leaving["w"], unlearned[0][0]["w"], atol=1e-6)
+    assert torch.equal(leaving["count"], current["count"])  # integer buffers stay the current model's
+    unchanged = train_and_forget_update(current, [], [])
     assert all(torch.equal(unchanged[k], current[k]) for k in current)
     unchanged["w"] += 1  # a copy
     assert not torch.equal(unchanged["w"], current["w"])
 
 
-def test_a_group_that_returns_the_current_model_changes_nothing() -> None:
+def test_an_unlearning_update_that_returns_the_current_model_changes_nothing() -> None:
     current = _random_state(3)
-    others = [(_random_state(4), 10)]
-    merged = two_group_update(current, [({k: v.clone() for k, v in current.items()}, 7)], others)
-    assert torch.allclose(merged["w"], fedavg(others)["w"], atol=1e-6)
+    trained = [(_random_state(4), 10)]
+    merged = train_and_forget_update(current, trained, [({k: v.clone() for k, v in current.items()}, 7)])
+    assert torch.allclose(merged["w"], fedavg(trained)["w"], atol=1e-6)

@@ -146,14 +146,15 @@ def test_a_requester_crashing_during_unlearning_keeps_its_request_pending(tmp_pa
     assert len(record.accuracy) == world.scenario.federation.rounds  # the run went on to the end
 
 
-def _replacing_arrays(kind: str, corrupt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> Fault:
+def _replacing_arrays(kind: str, corrupt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+                      record: str = P.ARRAYS) -> Fault:
     def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
         reply = honest()
         if message.metadata.message_type != kind or reply.has_error():
             return reply
-        state = corrupt(reply.content.array_records[P.ARRAYS].to_torch_state_dict())
-        content = RecordDict({P.ARRAYS: ArrayRecord(torch_state_dict=state),
-                              P.METRICS: reply.content.metric_records[P.METRICS]})
+        content = RecordDict({name: value for name, value in reply.content.array_records.items()})
+        content[record] = ArrayRecord(torch_state_dict=corrupt(content[record].to_torch_state_dict()))
+        content[P.METRICS] = reply.content.metric_records[P.METRICS]
         return Message(content, reply_to=message)
 
     return fault
@@ -176,6 +177,16 @@ def test_bad_updates_are_rejected_and_reported(tmp_path: Path, corrupt: Callable
     grid = _grid(world, {101: _replacing_arrays(P.MSG_TRAIN, corrupt)})
     record = _run(world, grid)
     assert sum("node 101" in f and why in f for f in record.failures) == 2  # once per round
+    assert all(bool(torch.isfinite(v).all()) for v in record.final_state.values() if v.is_floating_point())
+
+
+def test_a_requester_whose_training_half_is_corrupt_is_rejected_and_its_request_stays_pending(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    grid = _grid(world, {100: _replacing_arrays(P.MSG_UNLEARN, _nan, P.TRAIN_ARRAYS)})
+    record = _run(world, grid)
+    assert any("node 100" in f and P.TRAIN_ARRAYS in f and "NaN or Inf" in f for f in record.failures)
+    assert world.node(0).ledger.get(world.filed[0].request_id).status is RequestStatus.PENDING
+    assert world.node(1).ledger.get(world.filed[1].request_id).status is RequestStatus.COMMITTED
     assert all(bool(torch.isfinite(v).all()) for v in record.final_state.values() if v.is_floating_point())
 
 

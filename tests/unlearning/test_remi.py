@@ -124,6 +124,21 @@ def test_trace_and_stop_reason_describe_the_run(which: str, request: pytest.Fixt
     assert result.params == dataclasses.asdict(parse_params("remi", {}))
 
 
+def test_patience_stops_a_run_that_no_longer_improves(class_task: UnlearningTask) -> None:
+    """A target tighter than anything reachable: without patience ReMI spends its whole budget;
+    with it, it returns the best point after a few audits without a new best."""
+    unreachable = {"noise_z": 0.0, "auc_tolerance": 0.001, "accuracy_band": 0.01, "max_steps": 200,
+                   "check_every": 10}
+    budget = run_method("remi", class_task, parse_params("remi", unreachable))
+    patient = run_method("remi", class_task, parse_params("remi", {**unreachable, "patience": 2}))
+    assert budget.steps == 200 and budget.stop_reason.startswith("budget")
+    assert patient.stop_reason.startswith("stalled") and patient.steps < 200
+    best_step = int(patient.stop_reason.rsplit(" ", 1)[-1])
+    assert patient.steps - best_step >= 2 * 10  # it waited two audits past its best point
+    best = next(point for point in patient.trace if point.step == best_step)
+    assert _audit(patient.model, class_task).forget_accuracy == pytest.approx(best.forget_accuracy, abs=1.0)
+
+
 def test_same_seed_same_model(
     memorised_sample_task: UnlearningTask, remi_on_samples: UnlearningResult
 ) -> None:
@@ -161,6 +176,7 @@ def test_every_approximator_runs(approximator: str, class_task: UnlearningTask) 
         ({"auc_tolerance": 0.7}, "auc_tolerance"),
         ({"auc_tolerance": 0}, "auc_tolerance"),
         ({"noise_z": -1}, "noise_z"),
+        ({"patience": -1}, "patience"),
         ({"max_steps": 0}, "max_steps"),
         ({"check_every": "0"}, "check_every"),
         ({"lr": 0}, "lr"),
