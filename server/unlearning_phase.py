@@ -92,8 +92,9 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
         requesters.pop(node, None)
     unlearned = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
     record.client_work.extend(
-        {"round": round_ % 1000, "partition": fed.partitions.get(u.node_id, -1), "forget_size": u.metrics[P.FORGET_SIZE],
-         "steps": u.metrics.get(P.STEPS, 0.0), "seconds": u.metrics.get(P.SECONDS, 0.0)}
+        {"round": round_ % 1000, "partition": fed.partitions.get(u.node_id, -1),
+         "forget_size": u.metrics[P.FORGET_SIZE], "steps": u.metrics.get(P.STEPS, 0.0),
+         "seconds": u.metrics.get(P.SECONDS, 0.0)}
         for u in updates if u.node_id in requesters)
     trained = [(u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
     return train_and_forget_update(state, [(s, w) for s, w in trained if s is not None and w > 0], unlearned)

@@ -13,9 +13,9 @@ from scipy.stats import norm
 from common.audit.attacks import ATTACKS
 from common.audit.gate import (
     GateConfig,
-    audit_sets,
     LocalAudit,
     PooledAudit,
+    audit_sets,
     leakage_gate,
     local_leakage_audit,
     pool_audits,
