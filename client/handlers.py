@@ -16,8 +16,9 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from client.session import NodeSession, model_arrays
 from common import protocol as P
-from common.audit.gate import audit_sets, local_leakage_audit
+from common.audit.gate import Logits, audit_sets, local_leakage_audit, torch_logits
 from common.data.tensors import LabeledData
+from common.edge.scoring import onnx_logits
 from common.errors import RequestError
 from common.models import Classifier, ModelSpec
 from common.nodes import ForgetRequest, NodeDirectory, RequestStatus
@@ -123,9 +124,19 @@ def evaluate(session: NodeSession, message: Message) -> RecordDict:
     })})
 
 
+def _audited_model(session: NodeSession, message: Message) -> Logits:
+    """The global model's arrays, or an exported ONNX artifact run by ONNX Runtime, as the server sent it."""
+    artifact = session.config.get(P.ARTIFACT)
+    if artifact is None:
+        return torch_logits(session.model(message), device=session.device)
+    if not isinstance(artifact, bytes):
+        raise RequestError(f"the server's {P.ARTIFACT} is not ONNX model bytes")
+    return onnx_logits(artifact, expected_sha256=str(session.config.get(P.ARTIFACT_SHA256, "")))
+
+
 def audit(session: NodeSession, message: Message) -> RecordDict:
-    """Membership audit of the model on this node's pending forget set against what a model
-    retrained without it would show (``common.audit.gate.audit_sets``)."""
+    """Membership audit of the model (torch arrays or an ONNX artifact) on this node's pending forget
+    set against what a model retrained without it would show (``common.audit.gate.audit_sets``)."""
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
@@ -133,7 +144,7 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
     sets = audit_sets(node.holdout(), granularity, classes, seed=session.seed)
     if len(sets.nonmembers) == 0:  # e.g. a node holding a class only in its training part
         return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
-    result = local_leakage_audit(session.model(message), forget, sets.nonmembers, device=session.device,
+    result = local_leakage_audit(_audited_model(session, message), forget, sets.nonmembers,
                                  accuracy_reference=sets.accuracy_reference)
     metrics: dict[str, float | int] = {
         P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,

@@ -131,6 +131,12 @@ def _mobilenet_v3_small(spec: ModelSpec) -> Classifier:
     net.features[0][0] = nn.Conv2d(
         spec.in_channels, old.out_channels, 3, stride=stride, padding=1, bias=False
     )
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            # torchvision's 0.01 suits ImageNet-length training; after a few short local epochs the
+            # running statistics would still be mostly their initial values, and eval mode (the audit,
+            # the export) would see a near-constant classifier
+            module.momentum = 0.1
     hidden = net.classifier[:-1]  # Linear, Hardswish, Dropout
     head = net.classifier[-1]
     stem = net.features[:-4]

@@ -39,6 +39,8 @@ MODEL = "model"  # model architecture name (common.models.MODELS)
 RECIPE = "recipe"  # JSON object: the TrainConfig of local training (epochs = local epochs)
 METHOD = "method"
 METHOD_PARAMS = "method-params"  # JSON object of hyper-parameter overrides
+ARTIFACT = "artifact"  # bytes: an exported ONNX model to audit instead of the arrays (evaluate.audit)
+ARTIFACT_SHA256 = "artifact-sha256"  # its sha256, checked by the node before ONNX Runtime loads it
 REQUEST_IDS = "request-ids"
 MODEL_HASH_BEFORE = "model-hash-before"
 MODEL_HASH_AFTER = "model-hash-after"

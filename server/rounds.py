@@ -8,10 +8,11 @@ unlearning and the baselines are loops over them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -159,16 +160,24 @@ class Federation:
 
     def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> PooledAudit | None:
         """Pooled membership audit of ``state`` by the requesting nodes (None if none answered)."""
-        plan = {
-            node: (P.MSG_AUDIT, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(
-                0, **{P.REQUEST_IDS: list(ids)})}))
-            for node, ids in requesters.items()
-        }
+        return self._audit(lambda ids: RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(
+            0, **{P.REQUEST_IDS: ids})}), requesters, label)
+
+    def audit_artifact(self, model_bytes: bytes, requesters: Mapping[int, Sequence[str]],
+                       label: str) -> PooledAudit | None:
+        """The same audit of an exported ONNX model: each node runs it with ONNX Runtime."""
+        digest = hashlib.sha256(model_bytes).hexdigest()
+        return self._audit(lambda ids: RecordDict({P.CONFIG: self.instructions(
+            0, **{P.REQUEST_IDS: ids, P.ARTIFACT: model_bytes, P.ARTIFACT_SHA256: digest})}), requesters, label)
+
+    def _audit(self, content: Callable[[list[str]], RecordDict], requesters: Mapping[int, Sequence[str]],
+               label: str) -> PooledAudit | None:
+        plan = {node: (P.MSG_AUDIT, content(list(ids))) for node, ids in requesters.items()}
         replies = self.messenger.ask(plan, f"audit-{label}")
         self.note(f"audit {label}", replies.failures)
         audits = []
-        for node, content in replies.answers.items():
-            metrics = content.metric_records[P.METRICS]
+        for node, reply in replies.answers.items():
+            metrics = reply.metric_records[P.METRICS]
             if int(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:  # type: ignore[call-overload]
                 self.failures.append(f"audit {label}: node {node} holds no non-members to compare; not pooled")
                 continue

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from client import cli as client_cli
 from common.errors import FedUnlearnError
-from simulations import bench_cli, registry_cli, simulate_cli
+from simulations import bench_cli, edge_cli, export_cli, registry_cli, simulate_cli
 
 __all__ = ["app", "main"]
 
@@ -28,6 +28,9 @@ app.command("bench")(bench_cli.bench)
 app.command("list")(registry_cli.list_registries)
 app.command("simulate")(simulate_cli.simulate_command)
 app.command("scale")(simulate_cli.scale_command)
+app.command("export")(export_cli.export_command)
+app.command("predict")(edge_cli.predict_command)
+app.command("bench-edge")(edge_cli.bench_edge_command)
 app.add_typer(client_cli.node_app, name="node")
 app.command("forget")(client_cli.forget)
 app.command("requests")(client_cli.requests)

@@ -26,7 +26,7 @@ pooled confidence interval: the gate refuses only what the evidence shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +35,7 @@ from scipy.stats import norm
 
 from common.audit.attacks import ATTACKS, attack_scores
 from common.audit.roc import auc_variance, roc_auc
-from common.audit.signals import compute_signals
+from common.audit.signals import signals_from_logits
 from common.data.tensors import LabeledData
 from common.errors import ConfigError, DataError
 from common.models import Classifier
@@ -43,8 +43,8 @@ from common.training import predict_logits, top1_accuracy
 from common.unlearning.base import Granularity
 from common.unlearning.reference import build_reference
 
-__all__ = ["AuditSets", "GateConfig", "GateResult", "LocalAudit", "PooledAudit", "audit_sets", "leakage_gate",
-           "local_leakage_audit", "pool_audits"]
+__all__ = ["AuditSets", "GateConfig", "GateResult", "LocalAudit", "Logits", "PooledAudit", "audit_sets",
+           "leakage_gate", "local_leakage_audit", "pool_audits", "torch_logits"]
 
 PRIMARY = "loss"
 
@@ -83,8 +83,16 @@ def audit_sets(holdout: LabeledData, granularity: Granularity, forgotten_classes
     return AuditSets(same_class, build_reference(holdout, granularity, forgotten_classes, seed=seed))
 
 
+Logits = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) model inputs -> (N, K) logits
+
+
+def torch_logits(model: Classifier, *, device: torch.device) -> Logits:
+    """A torch model as the audit sees it: inputs in, logits out (an ONNX Runtime session can be the same)."""
+    return lambda x: predict_logits(model, x, device=device)
+
+
 def local_leakage_audit(
-    model: Classifier, forget: LabeledData, nonmembers: LabeledData, *, device: torch.device,
+    logits_of: Logits, forget: LabeledData, nonmembers: LabeledData, *,
     accuracy_reference: LabeledData | None = None,
 ) -> LocalAudit:
     """Every audit attack, forget samples (members) vs this client's non-members; forget accuracy
@@ -94,15 +102,17 @@ def local_leakage_audit(
     reference = nonmembers if accuracy_reference is None else accuracy_reference
     if len(reference) == 0:
         raise DataError("an audit needs samples to compare forget accuracy with, got none")
-    members, others = (compute_signals(model, d, device=device) for d in (forget, nonmembers))
+    forget_logits, other_logits = logits_of(forget.x), logits_of(nonmembers.x)
+    members, others = signals_from_logits(forget_logits, forget.y), signals_from_logits(other_logits, nonmembers.y)
     aucs, variances = {}, {}
     for name in ATTACKS.names():
         m, o = attack_scores(name, members), attack_scores(name, others)
         aucs[name], variances[name] = roc_auc(m, o), auc_variance(m, o)
+    reference_logits = other_logits if reference is nonmembers else logits_of(reference.x)
     return LocalAudit(
         forget_size=len(forget), holdout_size=len(nonmembers),
-        forget_accuracy=top1_accuracy(predict_logits(model, forget.x, device=device), forget.y),
-        holdout_accuracy=top1_accuracy(predict_logits(model, reference.x, device=device), reference.y),
+        forget_accuracy=top1_accuracy(torch.as_tensor(forget_logits), forget.y),
+        holdout_accuracy=top1_accuracy(torch.as_tensor(reference_logits), reference.y),
         aucs=aucs, variances=variances,
     )
 

@@ -19,6 +19,7 @@ from common.audit.gate import (
     leakage_gate,
     local_leakage_audit,
     pool_audits,
+    torch_logits,
 )
 from common.audit.roc import auc_confidence_interval, auc_variance, roc_auc
 from common.data.datasets import load_dataset
@@ -49,7 +50,7 @@ def memorised() -> tuple[Classifier, LabeledData, LabeledData]:
 
 def test_members_of_a_memorised_model_are_told_apart(memorised: tuple[Classifier, LabeledData, LabeledData]) -> None:
     model, members, nonmembers = memorised
-    audit = local_leakage_audit(model, members, nonmembers, device=CPU)
+    audit = local_leakage_audit(torch_logits(model, device=CPU), members, nonmembers)
     assert set(audit.aucs) == set(audit.variances) == set(ATTACKS.names())
     assert (audit.forget_size, audit.holdout_size) == (150, 150)
     assert audit.forget_accuracy == 100.0
@@ -64,12 +65,12 @@ def test_an_audit_of_one_distribution_against_itself_is_chance(
     memorised: tuple[Classifier, LabeledData, LabeledData],
 ) -> None:
     model, _, nonmembers = memorised
-    same = local_leakage_audit(model, nonmembers, nonmembers, device=CPU)
+    same = local_leakage_audit(torch_logits(model, device=CPU), nonmembers, nonmembers)
     assert all(auc == pytest.approx(0.5) for auc in same.aucs.values())
     assert same.forget_accuracy == same.holdout_accuracy
     # two disjoint halves of unseen data: both non-members, so the attack is at chance within its noise
     first, second = nonmembers.subset(torch.arange(75)), nonmembers.subset(torch.arange(75, 150))
-    halves = local_leakage_audit(model, first, second, device=CPU)
+    halves = local_leakage_audit(torch_logits(model, device=CPU), first, second)
     for name, auc in halves.aucs.items():
         assert abs(auc - 0.5) < 3 * math.sqrt(halves.variances[name]), name
 
@@ -115,7 +116,7 @@ def test_a_model_retrained_without_the_class_passes_the_class_gate_and_the_origi
     retrained, original = _fitted(members.subset(members.y != 3)), _fitted(members)
     verdicts = {}
     for name, model in (("retrained", retrained), ("original", original)):
-        audit = local_leakage_audit(model, forget, sets.nonmembers, device=CPU,
+        audit = local_leakage_audit(torch_logits(model, device=CPU), forget, sets.nonmembers,
                                     accuracy_reference=sets.accuracy_reference)
         verdicts[name] = leakage_gate(pool_audits([audit]), 0.0, GateConfig())
     assert verdicts["retrained"].passed, verdicts["retrained"].reasons
@@ -127,9 +128,10 @@ def test_a_model_retrained_without_the_class_passes_the_class_gate_and_the_origi
 def test_an_audit_needs_both_groups(memorised: tuple[Classifier, LabeledData, LabeledData]) -> None:
     model, members, nonmembers = memorised
     with pytest.raises(DataError, match="forget samples and non-members"):
-        local_leakage_audit(model, members, members.subset(torch.arange(0)), device=CPU)
+        local_leakage_audit(torch_logits(model, device=CPU), members, members.subset(torch.arange(0)))
     with pytest.raises(DataError, match="compare forget accuracy with"):
-        local_leakage_audit(model, members, nonmembers, device=CPU, accuracy_reference=members.subset(torch.arange(0)))
+        local_leakage_audit(torch_logits(model, device=CPU), members, nonmembers,
+                            accuracy_reference=members.subset(torch.arange(0)))
 
 
 # --- pooling ---------------------------------------------------------------------------------------------

@@ -1,0 +1,351 @@
+"""``fedunlearn export``: a run's model (or any model.pt) -> model.onnx, model.int8.onnx, manifest.json.
+
+The dataset the model was trained on supplies real inputs: test samples for
+the parity checks, training samples to calibrate static int8. It is named by
+``--dataset``, else by the checkpoint's metadata, else by the run's
+scenario.json. Without one, only a checkpoint that records its preprocessing
+can be exported, checked on random inputs in the raw value range (the
+manifest says so) and quantised dynamically.
+
+Everything is built and checked in a staging folder first; the files replace
+the old ones only when all of them passed, the manifest last, so a failed
+export leaves the previous one as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from common.checkpoint import load_checkpoint
+from common.data.datasets import load_dataset
+from common.data.tensors import DatasetBundle
+from common.edge.export import ExportInfo, export_onnx, staging_dir
+from common.edge.manifest import (
+    MANIFEST_NAME,
+    RawPreprocessing,
+    new_manifest,
+    read_manifest,
+    set_artifact,
+    set_audit,
+    validate_manifest,
+    write_manifest,
+)
+from common.edge.quantize import QuantizeInfo, quantize_int8
+from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
+from common.models import ModelSpec
+from common.nodes.storage import sha256_file
+
+__all__ = ["ExportPlan", "ExportResult", "export_command", "run_export"]
+
+FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
+PARITY_SAMPLES = 256  # fp32 parity: ORT and torch agree to ~1e-6, a few hundred inputs show any bug
+EVAL_SAMPLES = 2000  # int8: enough test samples that a 1-point accuracy drop is visible above the noise
+MIN_INT8_AGREEMENT = 0.99  # the int8 bar: top-1 agreement with fp32, and at most this test-accuracy drop (points)
+MAX_INT8_DROP = 1.0
+Int8Mode = Literal["static", "dynamic", "none"]
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What to export and how, resolved from the command line."""
+
+    source: Path
+    int8: Int8Mode = "static"
+    calibration: int = 512
+    out: Path | None = None
+    dataset: str | None = None
+    data_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went, its manifest (as written) and every warning raised on the way."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """Preprocessed (N, C, H, W) float32 inputs for the checks, and where they came from."""
+
+    parity: torch.Tensor
+    evaluation: np.ndarray
+    labels: np.ndarray | None
+    calibration: np.ndarray | None
+    kind: Literal["test-set", "random"]
+
+
+@dataclass
+class _Source:
+    checkpoint: Path
+    out: Path
+    scenario: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _read_optional_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        loaded = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err})") from err
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _resolve_source(plan: ExportPlan) -> _Source:
+    """RUN_DIR -> RUN_DIR/model.pt (+ scenario.json, report.json); MODEL.pt -> itself (+ a scenario.json beside it)."""
+    source = plan.source
+    if source.is_dir():
+        checkpoint = source / "model.pt"
+        if not checkpoint.is_file():
+            raise ModelError(f"{source} has no model.pt; pass a run directory or a .pt file")
+        folder = source
+    elif source.is_file():
+        checkpoint, folder = source, source.parent
+    else:
+        raise ModelError(f"{source} does not exist; pass a run directory (with model.pt) or a .pt file")
+    scenario = _read_optional_json(folder / "scenario.json")
+    # report.json's requests describe the run's final model only: use them when this is that very file.
+    report = _read_optional_json(folder / "report.json") if checkpoint.name == "model.pt" else {}
+    return _Source(checkpoint, plan.out or folder / "export", scenario, report)
+
+
+def _load_bundle(plan: ExportPlan, meta: Mapping[str, Any], src: _Source, spec: ModelSpec) -> DatasetBundle | None:
+    data = src.scenario.get("data", {}) if isinstance(src.scenario.get("data"), dict) else {}
+    name = plan.dataset or meta.get("dataset") or data.get("dataset")
+    if not name:
+        return None
+    root = plan.data_root or data.get("data_dir")
+    bundle = load_dataset(str(name), root=root, download=False, seed=int(src.scenario.get("seed", 0)))
+    expected = (spec.in_channels, spec.image_size, spec.image_size)
+    if bundle.input_shape != expected or bundle.num_classes != spec.num_classes:
+        raise ConfigError(f"dataset {name!r} has {bundle.input_shape} inputs and {bundle.num_classes} classes but "
+                          f"the {spec.name} model expects {expected} and {spec.num_classes}; pass the right --dataset")
+    return bundle
+
+
+def _preprocessing(meta: Mapping[str, Any], bundle: DatasetBundle | None) -> RawPreprocessing:
+    """The checkpoint's own record wins; raw values are assumed to span [0, scale] (pixels, digits' 0..16)."""
+    recorded = meta.get("preprocessing")
+    if recorded is None:
+        if bundle is None:
+            raise ConfigError("cannot tell how this model's inputs were preprocessed: the checkpoint does not say "
+                              "and no dataset is known; pass --dataset NAME (the dataset it was trained on)")
+        p = bundle.preprocessing
+        return RawPreprocessing(p.scale, p.mean, p.std, 0.0, p.scale)
+    try:
+        scale = float(recorded["scale"])
+        prep = RawPreprocessing(scale, tuple(map(float, recorded["mean"])), tuple(map(float, recorded["std"])),
+                                float(recorded.get("raw_min", 0.0)), float(recorded.get("raw_max", scale)))
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ModelError(f"checkpoint metadata 'preprocessing' is malformed ({err}): {recorded!r}") from err
+    if bundle is not None:
+        known = bundle.preprocessing
+        if (prep.scale, prep.mean, prep.std) != (known.scale, known.mean, known.std):
+            raise DataError(f"checkpoint preprocessing {recorded!r} differs from dataset {bundle.name!r}'s "
+                            f"{known}; export with the dataset the model was trained on")
+    return prep
+
+
+def _inputs(plan: ExportPlan, bundle: DatasetBundle | None, prep: RawPreprocessing, spec: ModelSpec) -> _Inputs:
+    generator = torch.Generator().manual_seed(0)
+    if bundle is None:
+        # Honest but weak: uniform raw values in the declared range, preprocessed like real ones.
+        raw = prep.raw_min + (prep.raw_max - prep.raw_min) * torch.rand(
+            PARITY_SAMPLES, spec.in_channels, spec.image_size, spec.image_size, generator=generator)
+        mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
+        std = torch.tensor(prep.std).view(1, -1, 1, 1)
+        x = ((raw / prep.scale - mean) / std).float()
+        return _Inputs(x, x.numpy(), None, None, "random")
+    test = bundle.test.subset(torch.randperm(len(bundle.test), generator=generator)[:EVAL_SAMPLES])
+    calibration = None
+    if plan.int8 == "static":
+        picked = torch.randperm(len(bundle.train), generator=generator)[: plan.calibration]
+        calibration = bundle.train.x[picked].numpy()
+    return _Inputs(test.x[:PARITY_SAMPLES], test.x.numpy(), test.y.numpy(), calibration, "test-set")
+
+
+def _fp32_entry(info: ExportInfo, parent: str, kind: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "sha256": info.sha256, "bytes": info.bytes, "precision": "fp32", "parent_sha256": parent,
+        "exporter": info.exporter, "opset": info.opset,
+        "parity": {"max_abs_diff": info.max_abs_diff, "max_abs_logit": info.max_abs_logit,
+                   "samples": info.samples, "inputs": kind, "batch_sizes": list(info.batch_sizes)},
+    }
+    if info.warnings:
+        entry["warnings"] = list(info.warnings)
+    return entry
+
+
+def _int8_entry(info: QuantizeInfo, kind: str, notes: list[str]) -> dict[str, Any]:
+    a = info.agreement
+    entry: dict[str, Any] = {
+        "sha256": info.sha256, "bytes": info.bytes, "precision": info.precision, "parent_sha256": info.parent_sha256,
+        "calibration_samples": info.calibration_samples,
+        "parity": {"top1_agreement": a.top1_agreement, "max_abs_diff": a.max_abs_diff, "samples": a.samples,
+                   "inputs": kind, "fp32_accuracy": a.fp32_accuracy, "int8_accuracy": a.int8_accuracy},
+    }
+    if notes:
+        entry["warnings"] = list(notes)
+    return entry
+
+
+def _carry_audit(old_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Audit figures of an earlier export survive a re-export of the very same bytes / weights."""
+    try:
+        old = read_manifest(old_dir / MANIFEST_NAME)
+    except FedUnlearnError:
+        return manifest
+    if old["audit"] and old["parent_model_sha256"] == manifest["parent_model_sha256"]:
+        manifest = set_audit(manifest, old["audit"])
+    for name, entry in manifest["artifacts"].items():
+        previous = old["artifacts"].get(name, {})
+        if "audit" in previous and previous.get("sha256") == entry["sha256"]:
+            manifest = set_audit(manifest, previous["audit"], artifact=name)
+    return manifest
+
+
+def _describe(src: _Source, meta: Mapping[str, Any], spec: ModelSpec, bundle: DatasetBundle | None,
+              prep: RawPreprocessing, warn: Callable[[str], None]) -> dict[str, Any]:
+    """The manifest before any artifact: what the model is, how to feed it, which requests it honours."""
+    class_names = meta.get("class_names") or (bundle.class_names if bundle else [str(k) for k in
+                                                                                  range(spec.num_classes)])
+    requests = src.report.get("requests", [])
+    if requests and src.report.get("artifacts", {}).get("model_sha256") != sha256_file(src.checkpoint):
+        warn("report.json's requests describe another model.pt (hash differs); leaving them out of the manifest")
+        requests = []
+    return new_manifest(
+        architecture=spec.name, num_classes=spec.num_classes, class_names=class_names,
+        input_shape=(spec.in_channels, spec.image_size, spec.image_size), preprocessing=prep,
+        parent_model_sha256=meta["model_sha256"],
+        source_checkpoint=os.path.relpath(src.checkpoint.resolve(), src.out.resolve()), requests=requests)
+
+
+def _int8_verdict(info: QuantizeInfo) -> str | None:
+    """A warning when the int8 model misses the bar it is meant to meet (it is still written)."""
+    a = info.agreement
+    drop = None if a.fp32_accuracy is None or a.int8_accuracy is None else a.fp32_accuracy - a.int8_accuracy
+    if a.top1_agreement >= MIN_INT8_AGREEMENT and (drop is None or drop <= MAX_INT8_DROP):
+        return None
+    figures = f"top-1 agreement {100 * a.top1_agreement:.1f}%" + ("" if drop is None else f", accuracy drop {drop:.2f}")
+    return (f"the int8 model misses the target ({figures}; want >= {100 * MIN_INT8_AGREEMENT:.0f}% and a drop <= "
+            f"{MAX_INT8_DROP:g} point): prefer model.onnx on devices that can afford it")
+
+
+def _commit(stage: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Move the checked files in, the manifest last; an old int8 file this manifest does not list goes."""
+    validate_manifest(manifest)
+    for name in (FP32_NAME, INT8_NAME):
+        if (stage / name).is_file():
+            os.replace(stage / name, out / name)
+        elif (out / name).is_file():
+            (out / name).unlink()  # --int8 none: an old int8 file would not match this manifest
+    write_manifest(out, manifest)
+
+
+def run_export(plan: ExportPlan) -> ExportResult:
+    """Export, quantise, write the manifest. Warnings are raised (warnings.warn) and returned."""
+    if plan.int8 not in ("static", "dynamic", "none"):
+        raise ConfigError(f"--int8 must be static, dynamic or none, got {plan.int8!r}")
+    if plan.int8 == "static" and plan.calibration < 1:
+        raise ConfigError(f"--calibration must be >= 1 for static int8, got {plan.calibration}")
+    notes: list[str] = []
+    int8_notes: list[str] = []  # also recorded in the int8 artifact's entry
+
+    def warn(message: str, *, int8: bool = False) -> None:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        notes.append(message)
+        if int8:
+            int8_notes.append(message)
+
+    src = _resolve_source(plan)
+    model, meta = load_checkpoint(src.checkpoint)
+    spec: ModelSpec = meta["spec"]
+    bundle = _load_bundle(plan, meta, src, spec)
+    prep = _preprocessing(meta, bundle)
+    mode = plan.int8
+    if bundle is None:
+        warn("no dataset known: parity is checked on random inputs in the raw value range, not real data")
+        if mode == "static":
+            mode = "dynamic"
+            warn("static int8 needs calibration data; quantised dynamically instead (pass --dataset for static)",
+                 int8=True)
+    inputs = _inputs(plan, bundle, prep, spec)
+    manifest = _describe(src, meta, spec, bundle, prep, warn)
+    fresh = not src.out.exists()
+    try:
+        with staging_dir(src.out / FP32_NAME) as stage:
+            fp32 = export_onnx(model, spec, stage / FP32_NAME, example=inputs.parity)
+            notes.extend(fp32.warnings)  # export_onnx has warned already
+            manifest = set_artifact(manifest, FP32_NAME, _fp32_entry(fp32, meta["model_sha256"], inputs.kind))
+            if mode != "none":
+                int8 = quantize_int8(stage / FP32_NAME, stage / INT8_NAME, mode=mode, calibration=inputs.calibration,
+                                     evaluation=inputs.evaluation, labels=inputs.labels)
+                verdict = _int8_verdict(int8)
+                if verdict is not None:
+                    warn(verdict, int8=True)
+                manifest = set_artifact(manifest, INT8_NAME, _int8_entry(int8, inputs.kind, int8_notes))
+            _commit(stage, src.out, _carry_audit(src.out, manifest))
+    except BaseException:
+        if fresh and src.out.is_dir() and not any(src.out.iterdir()):
+            src.out.rmdir()  # a failed first export leaves no empty folder behind
+        raise
+    return ExportResult(src.out, read_manifest(src.out), tuple(notes))
+
+
+def _summary(manifest: Mapping[str, Any], out: Path) -> Table:
+    table = Table(title=f"{manifest['architecture']} -> {out}")
+    for column in ("artifact", "precision", "KiB", "sha256", "parity"):
+        table.add_column(column, justify="right" if column == "KiB" else "left")
+    for name, entry in manifest["artifacts"].items():
+        parity = entry["parity"]
+        text = f"max|diff| {parity['max_abs_diff']:.2g}"
+        if "top1_agreement" in parity:
+            text = f"top-1 agree {100 * parity['top1_agreement']:.1f}%, {text}"
+            if parity.get("int8_accuracy") is not None:
+                text += f", acc {parity['fp32_accuracy']:.2f} -> {parity['int8_accuracy']:.2f}"
+        text += f" ({parity['samples']} {parity['inputs']})"
+        table.add_row(name, entry["precision"], f"{entry['bytes'] / 1024:.0f}", entry["sha256"][:12], text)
+    return table
+
+
+def export_command(
+    source: Path = typer.Argument(..., help="RUN_DIR (holding model.pt and scenario.json) or a MODEL.pt file."),
+    int8: str = typer.Option("static", help="static (calibrated on real data) | dynamic | none"),
+    calibration: int = typer.Option(512, help="Training samples that calibrate static int8."),
+    out: Path | None = typer.Option(None, help="Output folder (default: RUN_DIR/export, or export/ beside the .pt)."),
+    dataset: str | None = typer.Option(None, help="Dataset the model was trained on (default: checkpoint/scenario)."),
+    data_root: Path | None = typer.Option(None, help="Directory holding the dataset files."),
+    as_json: bool = typer.Option(False, "--json", help="Print manifest.json instead of a table."),
+) -> None:
+    """Export a model to ONNX (fp32 + int8) for edge devices, with a hash-checked manifest."""
+    console = Console(stderr=True)
+    plan = ExportPlan(source=source, int8=int8, calibration=calibration, out=out,  # type: ignore[arg-type]
+                      dataset=dataset, data_root=data_root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # printed once below
+        result = run_export(plan)
+    for message in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps(result.manifest, indent=2, sort_keys=True))
+    else:
+        Console().print(_summary(result.manifest, result.folder))
+        written = [name for name in (FP32_NAME, INT8_NAME) if name in result.manifest["artifacts"]]
+        Console().print(f"wrote {', '.join(written)} and {MANIFEST_NAME} in {result.folder}")

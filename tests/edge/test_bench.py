@@ -1,0 +1,97 @@
+"""bench-edge: one small run through the command, and the checks that stop a misleading comparison."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from common.checkpoint import save_checkpoint
+from common.edge.bench import run_edge_bench
+from common.errors import ConfigError, ModelError
+from common.models import build_model
+from simulations.edge_cli import bench_edge_command
+from tests.edge.test_runtime import SPEC, make_export, write_manifest
+
+LATENCY_KEYS = {"median_ms", "p90_ms"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_export(tmp_path_factory.mktemp("bench-edge"), int8=True)
+
+
+@pytest.fixture(scope="module")
+def report(built: Path) -> dict[str, Any]:
+    app = typer.Typer()
+    app.command()(bench_edge_command)
+    result = CliRunner().invoke(app, [str(built / "model.onnx"), "--repeats", "3"])
+    assert result.exit_code == 0, result.output
+    assert "ort_int8" in result.output and "bench-edge.json" in result.output
+    return json.loads((built / "bench-edge.json").read_text())
+
+
+def test_json_has_every_engine_with_positive_latencies(report: dict[str, Any]) -> None:
+    assert report["format"] == "fedunlearn-bench-edge/1"
+    assert set(report["engines"]) == {"torch", "ort_fp32", "ort_int8"}
+    for name, engine in report["engines"].items():
+        for batch in ("b1", "b32"):
+            assert set(engine[batch]) == LATENCY_KEYS, name
+            assert 0 < engine[batch]["median_ms"] <= engine[batch]["p90_ms"], name
+        assert engine["throughput_b32"] > 0 and engine["bytes"] > 0
+    assert report["engines"]["ort_fp32"]["max_abs_diff"] < 1e-4
+    assert report["engines"]["ort_fp32"]["top1_agreement"] == 1.0
+    assert report["engines"]["ort_int8"]["top1_agreement"] >= 0.5
+
+
+def test_json_records_ratios_sizes_threads_cpu_and_versions(report: dict[str, Any]) -> None:
+    ratios = report["ratios"]
+    assert set(ratios) == {"ort_fp32_vs_torch_b1", "int8_vs_fp32_b1"} and all(v > 0 for v in ratios.values())
+    engines = report["engines"]
+    assert ratios["int8_vs_fp32_b1"] == pytest.approx(
+        engines["ort_int8"]["b1"]["median_ms"] / engines["ort_fp32"]["b1"]["median_ms"])
+    assert report["sizes"]["int8_bytes"] < report["sizes"]["fp32_bytes"]
+    assert report["threads"]["torch_intra_op"] == 1 and report["threads"]["ort_intra_op"] == 1
+    assert report["cpu"]["model"] and report["cpu"]["logical_cores"] >= 1
+    assert {"python", "numpy", "torch", "onnxruntime", "onnx", "fedunlearn"} <= set(report["versions"])
+    assert report["repeats"] == 3 and report["input_shape"] == [None, 1, 8, 8]
+
+
+def test_torch_thread_count_is_restored(built: Path) -> None:
+    torch.set_num_threads(2)
+    try:
+        run_edge_bench(built / "model.onnx", repeats=1, warmup=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_a_checkpoint_with_other_weights_is_refused(built: Path, tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "other.pt", build_model(SPEC, seed=1).state_dict(), SPEC)
+    with pytest.raises(ModelError, match="pass the matching checkpoint with --torch-model"):
+        run_edge_bench(built / "model.onnx", repeats=1, torch_model=tmp_path / "other.pt")
+
+
+def test_without_a_checkpoint_torch_is_left_out(built: Path, tmp_path: Path) -> None:
+    export = Path(shutil.copytree(built, tmp_path / "export"))
+    (export / "model.int8.onnx").unlink()
+    write_manifest(export, source_checkpoint=None)
+    result = run_edge_bench(export / "model.onnx", repeats=1, warmup=0)
+    assert result.engines["torch"] is None and result.engines["ort_int8"] is None
+    assert result.ratios == {"ort_fp32_vs_torch_b1": None, "int8_vs_fp32_b1": None}
+    write_manifest(export, source_checkpoint="gone.pt")
+    with pytest.raises(ModelError, match=r"gone\.pt does not exist; pass the checkpoint with --torch-model"):
+        run_edge_bench(export / "model.onnx", repeats=1)
+
+
+def test_bad_settings_are_refused(built: Path) -> None:
+    with pytest.raises(ConfigError, match="repeats must be >= 1"):
+        run_edge_bench(built / "model.onnx", repeats=0)
+    with pytest.raises(ConfigError, match="bench-edge takes the fp32 model"):
+        run_edge_bench(built / "model.int8.onnx", repeats=1)

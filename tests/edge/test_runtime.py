@@ -1,0 +1,337 @@
+"""The on-device runtime: parity with torch, the torch-free proof, and a clear refusal for every bad input.
+
+The export fixture is built here by hand (dynamo export + a manifest written per
+docs/edge-contract.md), so these tests do not lean on the export side's code.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from common.checkpoint import save_checkpoint, state_sha256
+from common.data.tensors import Preprocessing
+from common.edge import runtime
+from common.edge.runtime import EdgeError, EdgeInputError, EdgeModel, EdgeModelError, read_manifest
+from common.errors import DataError, ModelError
+from common.models import ModelSpec, build_model
+
+SPEC = ModelSpec("cnn", 1, 8, 10)
+DIGITS = {"scale": 16.0, "mean": [0.3053], "std": [0.376], "raw_min": 0.0, "raw_max": 16.0}
+RUNTIME_FILE = Path(runtime.__file__)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_manifest(export: Path, **overrides: Any) -> dict[str, Any]:
+    """manifest.json for the files in ``export``, hashes taken from the files as they are now."""
+    current = json.loads((export / "manifest.json").read_text()) if (export / "manifest.json").exists() else {}
+    parent = overrides.pop("parent_model_sha256", current.get("parent_model_sha256", ""))
+    artifacts: dict[str, Any] = {}
+    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8-dynamic")):
+        if (export / name).exists():
+            artifacts[name] = {"sha256": _sha(export / name), "bytes": (export / name).stat().st_size,
+                               "precision": precision, "opset": 18, "exporter": "dynamo",
+                               "parent_sha256": parent if precision == "fp32" else _sha(export / "model.onnx")}
+    manifest = {
+        "format": "fedunlearn-manifest/1", "created": "2026-01-01T00:00:00Z", "architecture": SPEC.name,
+        "num_classes": 10, "class_names": [f"digit-{k}" for k in range(10)],
+        "input": {"name": "input", "shape": [None, 1, 8, 8], "dtype": "float32"},
+        "output": {"name": "logits", "shape": [None, 10], "dtype": "float32"},
+        "preprocessing": dict(DIGITS), "parent_model_sha256": parent, "source_checkpoint": "../model.pt",
+        "requests": [], "audit": {}, "versions": {}, "artifacts": artifacts,
+    }
+    manifest.update(overrides)
+    (export / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def make_export(root: Path, *, int8: bool = False, seed: int = 0) -> Path:
+    """root/model.pt (checkpoint) and root/export/{model.onnx, [model.int8.onnx], manifest.json}."""
+    model = build_model(SPEC, seed=seed).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(20)  # peaked outputs: the top class is never a float-noise tie
+    save_checkpoint(root / "model.pt", model.state_dict(), SPEC)
+    export = root / "export"
+    export.mkdir(parents=True)
+    torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), export / "model.onnx", dynamo=True,
+                      input_names=["input"], output_names=["logits"], external_data=False,
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(export / "model.onnx", export / "model.int8.onnx", weight_type=QuantType.QInt8)
+    write_manifest(export, parent_model_sha256=state_sha256(model.state_dict()))
+    return export
+
+
+def torch_probabilities(root: Path, raw: np.ndarray, prep: dict[str, Any] = DIGITS) -> np.ndarray:
+    from common.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(root / "model.pt")
+    x = Preprocessing(prep["scale"], tuple(prep["mean"]), tuple(prep["std"])).apply(torch.from_numpy(raw))
+    with torch.no_grad():
+        return torch.softmax(model.eval()(x), dim=1).numpy()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_export(tmp_path_factory.mktemp("edge"))
+
+
+@pytest.fixture
+def export(built: Path, tmp_path: Path) -> Path:
+    """A private copy of the export (and its checkpoint) that a test may damage."""
+    shutil.copy(built.parent / "model.pt", tmp_path / "model.pt")
+    return Path(shutil.copytree(built, tmp_path / "export"))
+
+
+@pytest.fixture
+def raw() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 17, size=(6, 1, 8, 8)).astype(np.float32)
+
+
+def test_predict_matches_torch_softmax(built: Path, raw: np.ndarray) -> None:
+    classes, probabilities = EdgeModel.open(built / "model.onnx").predict(raw)
+    expected = torch_probabilities(built.parent, raw)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_array_equal(classes, expected.argmax(1))
+    assert probabilities.shape == (6, 10) and np.allclose(probabilities.sum(1), 1)
+
+
+def test_preprocess_is_the_training_transform(built: Path, raw: np.ndarray) -> None:
+    manifest = read_manifest(built / "model.onnx")
+    expected = Preprocessing(16.0, (0.3053,), (0.376,)).apply(torch.from_numpy(raw)).numpy()
+    np.testing.assert_array_equal(runtime.preprocess(raw, manifest), expected)
+
+
+def test_softmax_is_stable_for_huge_logits() -> None:
+    p = runtime.softmax(np.array([[1000.0, -1000.0, 999.0], [-5e4, -5e4, -5e4]]))
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+    np.testing.assert_allclose(p[1], 1 / 3)
+
+
+def test_files_npy_batch_single_and_png(built: Path, raw: np.ndarray, tmp_path: Path) -> None:
+    np.save(tmp_path / "batch.npy", raw[:3, 0])  # (N, H, W): a stack of grey images
+    np.save(tmp_path / "one.npy", raw[3, 0].astype(np.uint8))  # (H, W) uint8
+    pixels = np.random.default_rng(1).integers(0, 256, size=(8, 8), dtype=np.uint8)
+    Image.fromarray(pixels, mode="L").save(tmp_path / "digit.png")
+    inputs = [tmp_path / "batch.npy", tmp_path / "one.npy", tmp_path / "digit.png"]
+    predictions = EdgeModel.open(built / "model.onnx").predict_files(inputs, top=3)
+    assert [p.source for p in predictions] == [f"{inputs[0]}[{i}]" for i in range(3)] + [str(p) for p in inputs[1:]]
+    # image pixels 0..255 are mapped onto the manifest's raw range [0, 16]
+    expected = torch_probabilities(built.parent, np.concatenate(
+        [raw[:4], (pixels.astype(np.float32) * 16 / 255)[None, None]]))
+    for prediction, row in zip(predictions, expected, strict=True):
+        assert prediction.index == row.argmax() and prediction.class_name == f"digit-{row.argmax()}"
+        assert prediction.probability == pytest.approx(row.max(), abs=1e-5)
+        assert [name for name, _ in prediction.top] == [f"digit-{k}" for k in np.argsort(-row)[:3]]
+
+
+def test_images_are_taken_as_is_when_the_range_is_8_bit(export: Path, tmp_path: Path) -> None:
+    prep = {"scale": 255.0, "mean": [0.1307], "std": [0.3081], "raw_min": 0.0, "raw_max": 255.0}
+    write_manifest(export, preprocessing=prep)
+    colour = np.random.default_rng(2).integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    Image.fromarray(colour, mode="RGB").save(tmp_path / "colour.png")  # converted to one grey channel
+    (prediction,) = EdgeModel.open(export / "model.onnx").predict_files([tmp_path / "colour.png"])
+    grey = np.asarray(Image.fromarray(colour).convert("L"), dtype=np.float32)[None, None]
+    assert prediction.probability == pytest.approx(torch_probabilities(export.parent, grey, prep).max(), abs=1e-5)
+
+
+def test_script_main_prints_lines_and_json(built: Path, raw: np.ndarray, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "x.npy", raw[0])
+    assert runtime.main([str(built / "model.onnx"), str(tmp_path / "x.npy")]) == 0
+    line = capsys.readouterr().out.strip()
+    best = torch_probabilities(built.parent, raw[:1])[0].argmax()
+    assert line.startswith(f"{tmp_path / 'x.npy'}\tdigit-{best}\t") and "top-3: " in line
+    assert runtime.main([str(built / "model.onnx"), str(tmp_path / "x.npy"), "--json", "--top", "2"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["predictions"]
+    assert entry["class"] == f"digit-{best}" and len(entry["top"]) == 2
+    assert runtime.main([str(built / "model.onnx"), str(tmp_path / "missing.npy")]) == 2
+    assert "missing.npy does not exist" in capsys.readouterr().err
+
+
+def test_predict_command_prints_what_the_script_prints(built: Path, raw: np.ndarray, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from simulations.edge_cli import predict_command
+
+    app = typer.Typer()
+    app.command()(predict_command)
+    np.save(tmp_path / "x.npy", raw[:2])
+    result = CliRunner().invoke(app, [str(built / "model.onnx"), str(tmp_path / "x.npy")])
+    assert result.exit_code == 0, result.output
+    runtime.main([str(built / "model.onnx"), str(tmp_path / "x.npy")])
+    assert result.output == capsys.readouterr().out
+    bad_input = CliRunner().invoke(app, [str(built / "model.onnx"), str(tmp_path / "nope.npy")])
+    assert isinstance(bad_input.exception, DataError) and "does not exist" in str(bad_input.exception)
+    bad_model = CliRunner().invoke(app, [str(tmp_path / "model.onnx"), str(tmp_path / "x.npy")])
+    assert isinstance(bad_model.exception, ModelError)
+
+
+BLOCKER = """
+import importlib.abc, runpy, sys
+BLOCKED = {"torch", "torchvision", "flwr", "common"}
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ImportError(f"blocked on the device: {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+sys.argv = ["runtime.py", *sys.argv[1:]]
+try:
+    runpy.run_path("runtime.py", run_name="__main__")
+finally:
+    leaked = sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)
+    print("leaked:", leaked, file=sys.stderr)
+"""
+
+
+def test_runtime_runs_alone_without_torch_or_the_project(built: Path, raw: np.ndarray, tmp_path: Path) -> None:
+    device = tmp_path / "device"
+    device.mkdir()
+    shutil.copy(RUNTIME_FILE, device / "runtime.py")
+    np.save(tmp_path / "x.npy", raw[:2])
+    done = subprocess.run([sys.executable, "-I", "-c", BLOCKER, str(built / "model.onnx"), str(tmp_path / "x.npy")],
+                          cwd=device, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "leaked: []" in done.stderr
+    expected = torch_probabilities(built.parent, raw[:2]).argmax(1)
+    classes = [line.split("\t")[1] for line in done.stdout.strip().splitlines()]
+    assert classes == [f"digit-{k}" for k in expected]
+
+
+def test_runtime_imports_only_stdlib_numpy_and_onnxruntime() -> None:
+    tree = ast.parse(RUNTIME_FILE.read_text())
+    top = {alias.name.partition(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    top |= {node.module.partition(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert top - set(sys.stdlib_module_names) == {"numpy", "onnxruntime"}
+
+
+# --- the model and its manifest: every way to be refused --------------------------------------------------------
+
+
+def _rehash(export: Path) -> None:
+    write_manifest(export)
+
+
+def _truncate(export: Path) -> None:
+    data = (export / "model.onnx").read_bytes()
+    (export / "model.onnx").write_bytes(data[: len(data) // 2])
+    _rehash(export)  # the hash now matches: what fails is the corruption itself
+
+
+def _garble(export: Path) -> None:
+    size = (export / "model.onnx").stat().st_size
+    (export / "model.onnx").write_bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    _rehash(export)
+
+
+def _flip_a_byte(export: Path) -> None:
+    data = bytearray((export / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (export / "model.onnx").write_bytes(bytes(data))
+
+
+def _unlist(export: Path) -> None:
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["artifacts"] = {"other.onnx": manifest["artifacts"]["model.onnx"]}
+    (export / "manifest.json").write_text(json.dumps(manifest))
+
+
+BAD_MODELS = {
+    "missing model": (lambda e: (e / "model.onnx").unlink(), r"model file .*model\.onnx does not exist"),
+    "missing manifest": (lambda e: (e / "manifest.json").unlink(), r"manifest\.json is missing"),
+    "manifest not JSON": (lambda e: (e / "manifest.json").write_text("{"), r"not valid JSON"),
+    "wrong format": (lambda e: write_manifest(e, format="other/2"), r"format must be 'fedunlearn-manifest/1'"),
+    "no preprocessing": (lambda e: write_manifest(e, preprocessing=None), r"key 'preprocessing' must be a dict"),
+    "bad std": (lambda e: write_manifest(e, preprocessing={**DIGITS, "std": [0.0]}), r"std > 0"),
+    "not listed": (_unlist, r"model\.onnx is not listed in .*manifest\.json \(artifacts: other\.onnx\)"),
+    "hash mismatch": (_flip_a_byte, r"does not match its manifest: sha256 is [0-9a-f]{64}, manifest says"),
+    "truncated": (_truncate, r"model\.onnx is not a loadable ONNX model .*truncated or corrupt"),
+    "garbage bytes": (_garble, r"model\.onnx is not a loadable ONNX model"),
+    "wrong input name": (lambda e: write_manifest(e, input={"name": "pixels", "shape": [None, 1, 8, 8]}),
+                         r"describes input 'pixels'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MODELS)
+def test_a_model_that_cannot_be_trusted_is_refused(export: Path, case: str) -> None:
+    damage, message = BAD_MODELS[case]
+    damage(export)
+    with pytest.raises(EdgeModelError, match=message):
+        EdgeModel.open(export / "model.onnx")
+
+
+def test_hash_is_checked_before_onnx_runtime_sees_the_file(export: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _flip_a_byte(export)
+    monkeypatch.setattr(runtime.ort, "InferenceSession", lambda *a, **k: pytest.fail("session created"))
+    with pytest.raises(EdgeModelError, match="does not match its manifest"):
+        EdgeModel.open(export / "model.onnx")
+
+
+# --- inputs: every way to be refused ------------------------------------------------------------------------------
+
+
+def _save(array: Any) -> Any:
+    return lambda path: np.save(path.with_suffix(".npy"), array)
+
+
+def _png(width: int, height: int) -> Any:
+    return lambda path: Image.fromarray(np.zeros((height, width), np.uint8)).save(path.with_suffix(".png"))
+
+
+GOOD = np.full((8, 8), 3.0)
+BAD_INPUTS = {
+    "wrong shape": (_save(np.zeros((1, 1, 9, 8))), ".npy", r"shape \(1, 1, 9, 8\) does not fit .*\(N, 1, 8, 8\)"),
+    "stack of wrong size": (_save(np.zeros((5, 8, 9))), ".npy", r"shape \(5, 8, 9\) does not fit .*\(N, H, W\)"),
+    "empty batch": (_save(np.zeros((0, 1, 8, 8))), ".npy", r"N >= 1"),
+    "complex": (_save(GOOD.astype(np.complex64)), ".npy", r"dtype complex64 is not a real number type"),
+    "bool": (_save(GOOD > 0), ".npy", r"dtype bool is not a real number type"),
+    "strings": (_save(np.full((8, 8), "7")), ".npy", r"dtype <U1 is not a real number type"),
+    "object": (_save(np.array([[1, "a"]], dtype=object)), ".npy", r"not a plain numeric \.npy array"),
+    "NaN": (_save(np.where(np.eye(8) > 0, np.nan, GOOD)), ".npy", r"8 value\(s\) are NaN or infinite"),
+    "inf": (_save(np.where(np.eye(8) > 0, np.inf, GOOD)), ".npy", r"NaN or infinite"),
+    "too bright": (_save(np.full((8, 8), 300)), ".npy", r"values span \[300, 300\] .* raw values in \[0, 16\]"),
+    "negative": (_save(np.where(np.eye(8) > 0, -1.0, GOOD)), ".npy", r"values span \[-1, 3\] .* \[0, 16\]"),
+    "wrong image size": (_png(10, 12), ".png", r"image is 10x12 \(WxH\) but the model takes 8x8; resize it first"),
+    "not an image": (lambda p: p.with_suffix(".png").write_bytes(b"not a png"), ".png", r"not a readable image"),
+    "damaged npy": (lambda p: p.with_suffix(".npy").write_bytes(b"\x93NUMPY garbage"), ".npy", r"\.npy"),
+    "unknown type": (lambda p: p.with_suffix(".txt").write_text("1 2 3"), ".txt", r"unsupported input type '\.txt'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_a_bad_input_is_refused_with_its_problem(built: Path, tmp_path: Path, case: str) -> None:
+    write, suffix, message = BAD_INPUTS[case]
+    write(tmp_path / "input")
+    with pytest.raises(EdgeInputError, match=message):
+        EdgeModel.open(built / "model.onnx").predict_files([tmp_path / f"input{suffix}"])
+
+
+def test_predict_on_arrays_checks_the_same_way(built: Path) -> None:
+    model = EdgeModel.open(built / "model.onnx")
+    with pytest.raises(EdgeInputError, match=r"values span \[-1, 16\]"):
+        model.predict(np.concatenate([GOOD.ravel()[:62], [-1, 16]]).reshape(8, 8))
+    with pytest.raises(EdgeError, match="preprocessed batch has shape"):
+        model.logits(np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(EdgeError, match="threads must be >= 1"):
+        EdgeModel.open(built / "model.onnx", threads=0)
