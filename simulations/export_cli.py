@@ -20,9 +20,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 import typer
 from rich.console import Console
@@ -32,30 +31,30 @@ from rich.table import Table
 from common.checkpoint import load_checkpoint
 from common.data.datasets import load_dataset
 from common.data.tensors import DatasetBundle
-from common.edge.export import ExportInfo, export_onnx, staging_dir
+from common.edge.export import staging_dir
 from common.edge.manifest import (
     MANIFEST_NAME,
     RawPreprocessing,
     new_manifest,
     read_manifest,
-    set_artifact,
     set_audit,
-    validate_manifest,
-    write_manifest,
 )
-from common.edge.quantize import QuantizeInfo, quantize_int8
+from common.edge.package import (
+    EVAL_SAMPLES,
+    FP32_NAME,
+    INT8_NAME,
+    PARITY_SAMPLES,
+    Int8Mode,
+    PackageInputs,
+    build_artifacts,
+    publish,
+)
 from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
 from common.models import ModelSpec
 from common.nodes.storage import sha256_file
 
 __all__ = ["ExportPlan", "ExportResult", "export_command", "run_export"]
 
-FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
-PARITY_SAMPLES = 256  # fp32 parity: ORT and torch agree to ~1e-6, a few hundred inputs show any bug
-EVAL_SAMPLES = 2000  # int8: enough test samples that a 1-point accuracy drop is visible above the noise
-MIN_INT8_AGREEMENT = 0.99  # the int8 bar: top-1 agreement with fp32, and at most this test-accuracy drop (points)
-MAX_INT8_DROP = 1.0
-Int8Mode = Literal["static", "dynamic", "none"]
 
 
 @dataclass(frozen=True)
@@ -77,17 +76,6 @@ class ExportResult:
     folder: Path
     manifest: dict[str, Any]
     warnings: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """Preprocessed (N, C, H, W) float32 inputs for the checks, and where they came from."""
-
-    parity: torch.Tensor
-    evaluation: np.ndarray
-    labels: np.ndarray | None
-    calibration: np.ndarray | None
-    kind: Literal["test-set", "random"]
 
 
 @dataclass
@@ -163,7 +151,7 @@ def _preprocessing(meta: Mapping[str, Any], bundle: DatasetBundle | None) -> Raw
     return prep
 
 
-def _inputs(plan: ExportPlan, bundle: DatasetBundle | None, prep: RawPreprocessing, spec: ModelSpec) -> _Inputs:
+def _inputs(plan: ExportPlan, bundle: DatasetBundle | None, prep: RawPreprocessing, spec: ModelSpec) -> PackageInputs:
     generator = torch.Generator().manual_seed(0)
     if bundle is None:
         # Honest but weak: uniform raw values in the declared range, preprocessed like real ones.
@@ -172,38 +160,13 @@ def _inputs(plan: ExportPlan, bundle: DatasetBundle | None, prep: RawPreprocessi
         mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
         std = torch.tensor(prep.std).view(1, -1, 1, 1)
         x = ((raw / prep.scale - mean) / std).float()
-        return _Inputs(x, x.numpy(), None, None, "random")
+        return PackageInputs(x, x.numpy(), None, None, "random")
     test = bundle.test.subset(torch.randperm(len(bundle.test), generator=generator)[:EVAL_SAMPLES])
     calibration = None
     if plan.int8 == "static":
         picked = torch.randperm(len(bundle.train), generator=generator)[: plan.calibration]
         calibration = bundle.train.x[picked].numpy()
-    return _Inputs(test.x[:PARITY_SAMPLES], test.x.numpy(), test.y.numpy(), calibration, "test-set")
-
-
-def _fp32_entry(info: ExportInfo, parent: str, kind: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "sha256": info.sha256, "bytes": info.bytes, "precision": "fp32", "parent_sha256": parent,
-        "exporter": info.exporter, "opset": info.opset,
-        "parity": {"max_abs_diff": info.max_abs_diff, "max_abs_logit": info.max_abs_logit,
-                   "samples": info.samples, "inputs": kind, "batch_sizes": list(info.batch_sizes)},
-    }
-    if info.warnings:
-        entry["warnings"] = list(info.warnings)
-    return entry
-
-
-def _int8_entry(info: QuantizeInfo, kind: str, notes: list[str]) -> dict[str, Any]:
-    a = info.agreement
-    entry: dict[str, Any] = {
-        "sha256": info.sha256, "bytes": info.bytes, "precision": info.precision, "parent_sha256": info.parent_sha256,
-        "calibration_samples": info.calibration_samples,
-        "parity": {"top1_agreement": a.top1_agreement, "max_abs_diff": a.max_abs_diff, "samples": a.samples,
-                   "inputs": kind, "fp32_accuracy": a.fp32_accuracy, "int8_accuracy": a.int8_accuracy},
-    }
-    if notes:
-        entry["warnings"] = list(notes)
-    return entry
+    return PackageInputs(test.x[:PARITY_SAMPLES], test.x.numpy(), test.y.numpy(), calibration, "test-set")
 
 
 def _carry_audit(old_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -235,28 +198,6 @@ def _describe(src: _Source, meta: Mapping[str, Any], spec: ModelSpec, bundle: Da
         input_shape=(spec.in_channels, spec.image_size, spec.image_size), preprocessing=prep,
         parent_model_sha256=meta["model_sha256"],
         source_checkpoint=os.path.relpath(src.checkpoint.resolve(), src.out.resolve()), requests=requests)
-
-
-def _int8_verdict(info: QuantizeInfo) -> str | None:
-    """A warning when the int8 model misses the bar it is meant to meet (it is still written)."""
-    a = info.agreement
-    drop = None if a.fp32_accuracy is None or a.int8_accuracy is None else a.fp32_accuracy - a.int8_accuracy
-    if a.top1_agreement >= MIN_INT8_AGREEMENT and (drop is None or drop <= MAX_INT8_DROP):
-        return None
-    figures = f"top-1 agreement {100 * a.top1_agreement:.1f}%" + ("" if drop is None else f", accuracy drop {drop:.2f}")
-    return (f"the int8 model misses the target ({figures}; want >= {100 * MIN_INT8_AGREEMENT:.0f}% and a drop <= "
-            f"{MAX_INT8_DROP:g} point): prefer model.onnx on devices that can afford it")
-
-
-def _commit(stage: Path, out: Path, manifest: dict[str, Any]) -> None:
-    """Move the checked files in, the manifest last; an old int8 file this manifest does not list goes."""
-    validate_manifest(manifest)
-    for name in (FP32_NAME, INT8_NAME):
-        if (stage / name).is_file():
-            os.replace(stage / name, out / name)
-        elif (out / name).is_file():
-            (out / name).unlink()  # --int8 none: an old int8 file would not match this manifest
-    write_manifest(out, manifest)
 
 
 def run_export(plan: ExportPlan) -> ExportResult:
@@ -291,17 +232,12 @@ def run_export(plan: ExportPlan) -> ExportResult:
     fresh = not src.out.exists()
     try:
         with staging_dir(src.out / FP32_NAME) as stage:
-            fp32 = export_onnx(model, spec, stage / FP32_NAME, example=inputs.parity)
-            notes.extend(fp32.warnings)  # export_onnx has warned already
-            manifest = set_artifact(manifest, FP32_NAME, _fp32_entry(fp32, meta["model_sha256"], inputs.kind))
-            if mode != "none":
-                int8 = quantize_int8(stage / FP32_NAME, stage / INT8_NAME, mode=mode, calibration=inputs.calibration,
-                                     evaluation=inputs.evaluation, labels=inputs.labels)
-                verdict = _int8_verdict(int8)
-                if verdict is not None:
-                    warn(verdict, int8=True)
-                manifest = set_artifact(manifest, INT8_NAME, _int8_entry(int8, inputs.kind, int8_notes))
-            _commit(stage, src.out, _carry_audit(src.out, manifest))
+            manifest, verdict = build_artifacts(model, spec, stage, manifest, parent_sha256=meta["model_sha256"],
+                                                inputs=inputs, int8=mode, int8_notes=int8_notes)
+            notes.extend(manifest["artifacts"][FP32_NAME].get("warnings", []))  # export_onnx has warned already
+            if verdict is not None:
+                warn(verdict)
+            publish(stage, src.out, _carry_audit(src.out, manifest))
     except BaseException:
         if fresh and src.out.is_dir() and not any(src.out.iterdir()):
             src.out.rmdir()  # a failed first export leaves no empty folder behind

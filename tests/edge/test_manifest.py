@@ -13,7 +13,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import simulations.export_cli as cli
+import common.edge.package as package
 from common.checkpoint import save_checkpoint, state_sha256
 from common.data.tensors import DatasetBundle
 from common.edge.manifest import (
@@ -213,7 +213,7 @@ def test_a_failed_int8_step_leaves_the_previous_export(monkeypatch: pytest.Monke
     def failing(*args: Any, **kwargs: Any) -> Any:
         raise ModelError("int8 quantisation failed (simulated)")
 
-    monkeypatch.setattr(cli, "quantize_int8", failing)
+    monkeypatch.setattr(package, "quantize_int8", failing)
     with pytest.raises(ModelError, match="simulated"):
         run_export(ExportPlan(source=exported, out=out))
     assert _unchanged(out, files)  # the new model.onnx was staged, never moved in
@@ -224,7 +224,7 @@ def test_a_failed_first_export_leaves_no_folder(monkeypatch: pytest.MonkeyPatch,
     def failing(*args: Any, **kwargs: Any) -> Any:
         raise ModelError("export failed (simulated)")
 
-    monkeypatch.setattr(cli, "export_onnx", failing)
+    monkeypatch.setattr(package, "export_onnx", failing)
     with pytest.raises(ModelError, match="simulated"):
         run_export(ExportPlan(source=exported, out=tmp_path / "fresh"))
     assert not (tmp_path / "fresh").exists()
@@ -271,7 +271,7 @@ def test_the_torchscript_fallback_is_recorded_in_the_manifest(monkeypatch: pytes
         return real_export(*args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", dynamo_breaks)
-    monkeypatch.setattr(cli, "MIN_INT8_AGREEMENT", 1.01)  # an unreachable bar: the int8 verdict must be recorded
+    monkeypatch.setattr(package, "MIN_INT8_AGREEMENT", 1.01)  # an unreachable bar: the int8 verdict must be recorded
     with pytest.warns(RuntimeWarning) as caught:
         result = run_export(ExportPlan(source=run_dir, int8="dynamic"))
     manifest = result.manifest
