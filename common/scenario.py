@@ -22,7 +22,7 @@ from common.models import MODELS
 from common.training import TrainConfig
 from common.unlearning import METHODS, parse_params
 
-__all__ = ["BaselinePlan", "DataPlan", "FederationPlan", "Scenario", "ScheduledRequest", "UnlearningPlan",
+__all__ = ["BaselinePlan", "DataPlan", "ExportPlan", "FederationPlan", "Scenario", "ScheduledRequest", "UnlearningPlan",
            "load_scenario", "parse_scenario"]
 
 T = TypeVar("T")
@@ -70,6 +70,16 @@ class BaselinePlan:
 
 
 @dataclass(frozen=True)
+class ExportPlan:
+    """Edge export at the end of a run (after the gate): int8 "static" | "dynamic" | "none"; calibration:
+    how many of the server's test images calibrate static int8 (at most half the split; the other half
+    measures the artifacts' accuracy)."""
+
+    int8: str = "static"
+    calibration: int = 512
+
+
+@dataclass(frozen=True)
 class ScheduledRequest:
     """A request the simulation files on a node after training round ``round``.
 
@@ -92,6 +102,7 @@ class Scenario:
     unlearning: UnlearningPlan
     gate: GateConfig
     baselines: BaselinePlan
+    export: ExportPlan = field(default_factory=ExportPlan)
     requests: tuple[ScheduledRequest, ...] = ()
 
     def with_overrides(self, *, clients: int | None = None, rounds: int | None = None,
@@ -105,7 +116,7 @@ class Scenario:
 
 
 _SECTIONS: dict[str, type] = {"data": DataPlan, "federation": FederationPlan, "unlearning": UnlearningPlan,
-                              "gate": GateConfig, "baselines": BaselinePlan}
+                              "gate": GateConfig, "baselines": BaselinePlan, "export": ExportPlan}
 
 
 def _build(cls: type, table: Any, path: str) -> Any:
@@ -177,6 +188,10 @@ def _validated(scenario: Scenario) -> Scenario:
         raise ConfigError("[unlearning].max_rounds and max_attempts must be >= 1")
     if scenario.baselines.federated_finetune_rounds < 0:
         raise ConfigError("[baselines].federated_finetune_rounds must be >= 0")
+    if scenario.export.int8 not in ("static", "dynamic", "none"):
+        raise ConfigError(f"[export].int8 must be \"static\", \"dynamic\" or \"none\", got {scenario.export.int8!r}")
+    if scenario.export.calibration < 1:
+        raise ConfigError(f"[export].calibration must be >= 1 images, got {scenario.export.calibration}")
     for i, request in enumerate(scenario.requests):
         _check_request(request, fed, f"requests[{i}]")
     return scenario

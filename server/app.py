@@ -25,6 +25,7 @@ from common.errors import ConfigError, FedUnlearnError
 from common.models import ModelSpec
 from common.scenario import Scenario, load_scenario
 from common.world import SimulatedWorld
+from server.edge_phase import EdgeContext
 from server.evaluation import CentralEvaluator
 from server.federation import Event, RunRecord, run_federation
 from server.messaging import Messenger
@@ -101,8 +102,9 @@ def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path
     evaluator = CentralEvaluator(spec, bundle.test, resolve_device(scenario.federation.device))
     messenger = Messenger(grid, timeout=scenario.federation.round_timeout)
     nodes = wait_for_nodes(grid, scenario.federation.clients, scenario.federation.round_timeout)
+    edge = EdgeContext(run_dir / "export", bundle, scenario.export)
     record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec, world=world,
-                            on_event=on_event)
+                            on_event=on_event, edge=edge)
     write_run(run_dir, scenario, spec, record, world=world, bundle=bundle)
     return record
 

@@ -20,6 +20,7 @@ from common.audit.gate import GateResult
 from common.errors import FedUnlearnError
 from common.models import ModelSpec, build_model
 from common.world import SimulatedWorld
+from server.edge_phase import EdgeContext, EdgeRecord
 from server.evaluation import CentralEvaluator
 from server.rounds import Federation, NodeStatus
 from server.unlearning_phase import PhaseRecord, run_unlearning_phase
@@ -47,6 +48,7 @@ class RunRecord:
     phases: list[PhaseRecord] = field(default_factory=list)
     final_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     final_ta: float = 0.0
+    final_export: EdgeRecord | None = None  # set when no phase published an export: the final model's
     failures: list[str] = field(default_factory=list)
 
 
@@ -72,7 +74,7 @@ def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: 
 
 def run_federation(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, world: SimulatedWorld | None = None,
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[Event], None] | None = None, edge: EdgeContext | None = None,
 ) -> RunRecord:
     scenario = fed.scenario
     notify = on_event or (lambda _e: None)
@@ -88,7 +90,7 @@ def run_federation(
             attempts.update(r for s in statuses.values() for r in s.pending)
             phase, state = run_unlearning_phase(
                 fed, evaluator, spec, state, statuses, after_round=round_ - 1,
-                on_round=lambda k, gate, r=round_: notify(Event("phase-round", r, _gate_text(k, gate))))
+                on_round=lambda k, gate, r=round_: notify(Event("phase-round", r, _gate_text(k, gate))), edge=edge)
             record.phases.append(phase)
             notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))
             began = time.perf_counter()

@@ -20,6 +20,7 @@ from common.models import ModelSpec
 from common.nodes.storage import atomic_write_json
 from common.scenario import Scenario
 from common.world import SimulatedWorld
+from server.edge_phase import EdgeContext, export_unaudited
 from server.federation import RunRecord
 from server.plots import plot_run
 from server.unlearning_phase import ModelFigures, PhaseRecord
@@ -61,6 +62,33 @@ def _unlearning(phases: list[PhaseRecord]) -> dict[str, Any]:
     return summary
 
 
+def _export(record: RunRecord) -> dict[str, Any] | None:
+    """The published edge export: the last passing phase's audited artifacts, else the final model's."""
+    phase = next((p for p in reversed(record.phases) if p.export is not None), None)
+    edge = phase.export if phase is not None else record.final_export
+    if edge is None:
+        return None
+    model = "unlearned" if phase is not None else "final"
+    fp32, int8 = edge.figures(model, "fp32"), edge.figures(model, "int8")
+    summary: dict[str, Any] = {
+        "model": model, "folder": "export", "published": edge.published, "reasons": edge.reasons,
+        "parity_max_abs_diff": edge.parity_max_abs_diff, "int8_top1_agreement": edge.int8_top1_agreement,
+        "torch_ta": edge.torch_ta.get(model), "fp32_ta": fp32 and fp32.ta, "int8_ta": int8 and int8.ta,
+        "fp32_forget_auc": fp32 and fp32.forget_auc, "int8_forget_auc": int8 and int8.forget_auc,
+        "artifacts": [{"model": a.model, "file": a.file, "precision": a.precision, "sha256": a.sha256,
+                       "bytes": a.bytes, "ta": a.ta, "forget_auc": a.forget_auc,
+                       "gate_passed": None if a.gate is None else a.gate.passed} for a in edge.artifacts],
+    }
+    if phase is not None:  # forget AUC of each model as torch, fp32 ONNX and int8 ONNX: does quantization leak?
+        torch_auc = {"unlearned": phase.gate.forget_auc if phase.gate else None,
+                     **{n: f.forget_auc for n, f in phase.baselines.items()}}
+        summary["leakage"] = {
+            name: {"torch": torch_auc.get(name), **{p: (f := edge.figures(name, p)) and f.forget_auc
+                                                   for p in ("fp32", "int8")}}
+            for name in dict.fromkeys(a.model for a in edge.artifacts)}
+    return summary
+
+
 def _requests(record: RunRecord) -> list[dict[str, Any]]:
     """Every request the server handled, with its final status as the server knows it."""
     rows: dict[str, dict[str, Any]] = {}
@@ -86,6 +114,7 @@ def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifac
         "unlearning": None if phase is None else _unlearning(record.phases),
         "baselines": {name: _figures(phase.baselines.get(name)) if phase else None for name in BASELINES},
         "phases": [_phase(p) for p in record.phases],
+        "export": _export(record),
         "failures": list(record.failures),
         "artifacts": artifacts,
     }
@@ -117,6 +146,10 @@ def write_run(run_dir: Path, scenario: Scenario, spec: ModelSpec, record: RunRec
               world: SimulatedWorld | None, bundle: DatasetBundle) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts = _save_models(run_dir, spec, record, bundle)
+    if not any(p.export is not None for p in record.phases):  # an artifact that failed its gate stays unpublished
+        context = EdgeContext(run_dir / "export", bundle, scenario.export)
+        record.final_export = export_unaudited(context, spec, record.final_state, scenario.seed)
+    artifacts["export"] = "export"
     artifacts["plots"] = plot_run(run_dir, record, world=world, spec=spec)
     artifacts["report_md"] = "report.md"
     if world is not None:
@@ -140,6 +173,20 @@ def _cell(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _export_markdown(export: dict[str, Any] | None) -> list[str]:
+    if not export:
+        return []
+    lines = ["", f"Edge export ({export['model']} model, published: {', '.join(export['published']) or 'nothing'}): "
+             f"fp32 parity {_cell(export['parity_max_abs_diff'], 7)}, int8 top-1 agreement "
+             f"{_cell(export['int8_top1_agreement'], 4)}, ta torch {_cell(export['torch_ta'])} / fp32 "
+             f"{_cell(export['fp32_ta'])} / int8 {_cell(export['int8_ta'])}", ""]
+    if export.get("leakage"):
+        lines += ["| forget AUC | torch | fp32 ONNX | int8 ONNX |", "|---|---|---|---|"]
+        lines += [f"| {name} | {_cell(row['torch'], 3)} | {_cell(row['fp32'], 3)} | {_cell(row['int8'], 3)} |"
+                  for name, row in export["leakage"].items()]
+    return lines + [f"- {reason}" for reason in export["reasons"]]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['scenario']}: {report['dataset']} / {report['model']}, {report['clients']} clients, "
              f"seed {report['seed']}", "",
@@ -148,7 +195,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     unl = report["unlearning"]
     if unl is None:
         lines.append("No forget request reached the server.")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + _export_markdown(report.get("export"))) + "\n"
     gate = unl["gate"] or {}
     lines += [f"Unlearning ({unl['method']}): gate {'PASSED' if gate.get('passed') else 'FAILED'}; "
               f"forget AUC {_cell(gate.get('forget_auc'), 3)} (CI {_cell((gate.get('ci') or [None])[0], 3)}-"
@@ -159,6 +206,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if row:
             lines.append(f"| {name} | {row['rounds']} | {row['seconds']:.1f} | {row['bytes'] / 1e6:.2f} | "
                          f"{_cell(row['ta'])} | {_cell(row['ua'])} | {_cell(row['forget_auc'], 3)} |")
+    lines += _export_markdown(report.get("export"))
     lines += ["", "Requests:", ""] + [
         f"- {r['request_id']} (partition {r['partition']}, {r['kind']}, {r['num_samples']} samples): {r['status']}"
         for r in report["requests"]]

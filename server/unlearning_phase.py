@@ -22,6 +22,7 @@ from common.audit.gate import GateResult, PooledAudit, leakage_gate
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
 from server.aggregate import State, train_and_forget_update
+from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from server.evaluation import CentralEvaluator
 from server.rounds import Federation, NodeStatus, arrays
 
@@ -55,6 +56,7 @@ class PhaseRecord:
     model_hash: str | None = None  # set only when the gate passed (the model is published)
     baselines: dict[str, ModelFigures] = field(default_factory=dict)
     committed: list[str] = field(default_factory=list)
+    export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
     client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
@@ -110,10 +112,11 @@ def _gate(fed: Federation, evaluator: CentralEvaluator, pooled: PooledAudit | No
 def run_unlearning_phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], *, after_round: int,
-    on_round: Callable[[int, GateResult | None], None] | None = None,
+    on_round: Callable[[int, GateResult | None], None] | None = None, edge: EdgeContext | None = None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     """Run the phase; returns its record and the model training continues from (the unlearned
-    model if the gate passed, else the original: a failed candidate may have lost utility)."""
+    model if the gate passed, else the original: a failed candidate may have lost utility).
+    With ``edge``, the passing model is exported and its artifacts audited before the commit."""
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
     classes = tuple(sorted({c for s in statuses.values() for c in s.pending_classes}))
     trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
@@ -154,7 +157,15 @@ def run_unlearning_phase(
     record.model_hash = state_sha256(state)
     with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
     _baselines(fed, evaluator, spec, record, requesters, with_data, after_round)
-    _commit(fed, record, gate, record.model_hash, requesters)
+    if edge is None:
+        _commit(fed, record, gate, record.model_hash, requesters)
+        return record, state
+    # the artifacts are audited on the forget sets, so before the commit purges them
+    with stage_exports(fed, edge, spec, record.states, requesters, record.requests,
+                       record.forgotten_classes) as staged:
+        record.export = staged.record
+        _commit(fed, record, gate, record.model_hash, requesters)
+        staged.publish(record.committed)
     return record, state
 
 

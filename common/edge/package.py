@@ -99,6 +99,7 @@ def _int8_verdict(info: QuantizeInfo) -> str | None:
 def publish(stage: Path, out: Path, manifest: dict[str, Any]) -> None:
     """Move the checked files in, the manifest last; an old int8 file this manifest does not list goes."""
     validate_manifest(manifest)
+    out.mkdir(parents=True, exist_ok=True)
     for name in (FP32_NAME, INT8_NAME):
         if (stage / name).is_file():
             os.replace(stage / name, out / name)

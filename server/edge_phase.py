@@ -1,0 +1,247 @@
+"""Export for the edge inside an unlearning phase: forgetting must survive ONNX export and int8.
+
+After the gate passes on the torch model, the server exports the unlearned
+model (and, for comparison, the original and the federated-retrain models) to
+fp32 ONNX and int8, and the requesting clients audit every artifact themselves
+with ONNX Runtime on their pending forget sets (the server sends the bytes in
+``evaluate.audit``). This must happen before ``query.commit``: the commit
+purges the very samples the audit needs. Each unlearned artifact then faces
+the same leakage gate as the torch model (test accuracy measured with ONNX
+Runtime on test images the int8 calibration did not see); one that fails is
+not published, and the reasons go into the report. What passes is published
+into the run's ``export/`` folder after the commit, with a manifest that
+names the committed requests.
+
+Calibration data is the server's own test split (half of it at most), never
+client data: the server holds nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.audit.gate import GateResult, Logits, leakage_gate, torch_logits
+from common.checkpoint import state_sha256
+from common.data.tensors import DatasetBundle, LabeledData
+from common.edge.export import staging_dir
+from common.edge.manifest import RawPreprocessing, new_manifest, set_audit
+from common.edge.package import EVAL_SAMPLES, PARITY_SAMPLES, Int8Mode, PackageInputs, build_artifacts, publish
+from common.edge.scoring import onnx_logits
+from common.errors import FedUnlearnError
+from common.models import ModelSpec, build_model
+from common.scenario import ExportPlan
+from common.training import top1_accuracy
+from server.aggregate import State
+from server.rounds import Federation
+
+__all__ = ["ArtifactFigures", "EdgeContext", "EdgeRecord", "StagedExport", "export_unaudited", "stage_exports"]
+
+log = logging.getLogger(__name__)
+
+EXPORTED_MODELS = ("unlearned", "original", "federated_retrain")  # the leakage table's rows
+
+
+@dataclass(frozen=True)
+class EdgeContext:
+    """Where a run publishes its export and what it exports with."""
+
+    out_dir: Path
+    bundle: DatasetBundle
+    plan: ExportPlan
+
+
+@dataclass(frozen=True)
+class ArtifactFigures:
+    """One artifact as the federation audited it; ta on the test images calibration did not see."""
+
+    model: str  # "unlearned", "original", "federated_retrain"
+    file: str
+    precision: str
+    sha256: str
+    bytes: int
+    ta: float
+    forget_auc: float | None
+    gate: GateResult | None  # unlearned artifacts only
+
+
+@dataclass
+class EdgeRecord:
+    """The export step of one phase, for the report (``export`` section) and the manifest."""
+
+    artifacts: list[ArtifactFigures] = field(default_factory=list)
+    parity_max_abs_diff: float | None = None
+    int8_top1_agreement: float | None = None
+    torch_ta: dict[str, float] = field(default_factory=dict)  # model -> torch ta on the same test images
+    published: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def figures(self, model: str, precision: str) -> ArtifactFigures | None:
+        return next((a for a in self.artifacts if a.model == model and a.precision.startswith(precision)), None)
+
+
+@dataclass
+class StagedExport:
+    """Audited unlearned artifacts waiting in a staging folder for the commit."""
+
+    context: EdgeContext
+    stage: Path
+    manifest: dict[str, Any]
+    record: EdgeRecord
+
+    def publish(self, committed: Sequence[str]) -> None:
+        """Move the artifacts that passed into ``out_dir``, the manifest naming the committed requests."""
+        if not self.manifest.get("artifacts"):
+            return
+        requests = [dict(r, status="committed" if r["request_id"] in committed else "pending")
+                    for r in self.manifest["requests"]]
+        publish(self.stage, self.context.out_dir, {**self.manifest, "requests": requests})
+        self.record.published = sorted(self.manifest["artifacts"])
+
+
+def _split(test: LabeledData, calibration: int, seed: int) -> tuple[LabeledData, LabeledData]:
+    """(calibration images, evaluation images): disjoint, calibration at most half the split."""
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
+    count = min(calibration, len(test) // 2)
+    return test.subset(order[:count]), test.subset(order[count:][:EVAL_SAMPLES])
+
+
+def _inputs(context: EdgeContext, seed: int) -> tuple[PackageInputs, LabeledData]:
+    calibration, evaluation = _split(context.bundle.test, context.plan.calibration, seed)
+    return PackageInputs(parity=evaluation.x[:PARITY_SAMPLES], evaluation=evaluation.x.numpy(),
+                         labels=evaluation.y.numpy(), calibration=calibration.x.numpy(), kind="test-set"), evaluation
+
+
+def export_unaudited(context: EdgeContext, spec: ModelSpec, state: State, seed: int) -> EdgeRecord:
+    """The run's final model when no unlearning phase published one (no request, or none passed):
+    nothing to audit it on, and its manifest honours no request."""
+    inputs, evaluation = _inputs(context, seed)
+    record = EdgeRecord()
+    with staging_dir(context.out_dir) as root:
+        manifest, verdict = build_artifacts(
+            _model(spec, state), spec, root, _manifest(context, spec, state, (), "../model.pt"),
+            parent_sha256=state_sha256(state), inputs=inputs, int8=_mode(context.plan.int8))
+        _note_parity(manifest, record)
+        record.reasons.extend([] if verdict is None else [f"final model: {verdict}"])
+        for file, entry in manifest["artifacts"].items():
+            ta = top1_accuracy(onnx_logits((root / file).read_bytes())(evaluation.x), evaluation.y)
+            record.artifacts.append(ArtifactFigures("final", file, entry["precision"], entry["sha256"],
+                                                    entry["bytes"], ta, None, None))
+        record.torch_ta["final"] = top1_accuracy(_torch_logits(spec, state)(evaluation.x), evaluation.y)
+        publish(root, context.out_dir, manifest)
+        record.published = sorted(manifest["artifacts"])
+    return record
+
+
+def _kept(data: LabeledData, forgotten_classes: tuple[int, ...]) -> LabeledData:
+    if not forgotten_classes:
+        return data
+    return data.subset(~torch.isin(data.y, torch.tensor(forgotten_classes, dtype=torch.int64)))
+
+
+def _manifest(context: EdgeContext, spec: ModelSpec, state: State, requests: Sequence[Mapping[str, Any]],
+              checkpoint: str = "../models/unlearned.pt") -> dict[str, Any]:
+    prep = context.bundle.preprocessing
+    return new_manifest(
+        architecture=spec.name, num_classes=spec.num_classes, class_names=context.bundle.class_names,
+        input_shape=(spec.in_channels, spec.image_size, spec.image_size),
+        preprocessing=RawPreprocessing(prep.scale, prep.mean, prep.std, 0.0, prep.scale),
+        parent_model_sha256=state_sha256(state), source_checkpoint=checkpoint, requests=requests)
+
+
+@contextmanager
+def stage_exports(fed: Federation, context: EdgeContext, spec: ModelSpec, states: Mapping[str, State],
+                  requesters: Mapping[int, Sequence[str]], requests: Sequence[Mapping[str, Any]],
+                  forgotten_classes: tuple[int, ...]) -> Iterator[StagedExport]:
+    """Export and audit every model of the leakage table; yields the unlearned artifacts, staged and
+    gated, for ``publish`` after the commit. The staging folder is removed on exit."""
+    with staging_dir(context.out_dir) as root:
+        inputs, evaluation = _inputs(context, fed.scenario.seed)
+        scored = _kept(evaluation, forgotten_classes)
+        record = EdgeRecord()
+        staged = StagedExport(context, root / "unlearned", {}, record)
+        original_ta = top1_accuracy(_torch_logits(spec, states["original"])(scored.x), scored.y)
+        for name in EXPORTED_MODELS:
+            if name not in states:
+                continue
+            stage = root / name
+            stage.mkdir()
+            manifest = _manifest(context, spec, states[name], requests)
+            try:
+                manifest, verdict = build_artifacts(
+                    _model(spec, states[name]), spec, stage, manifest, parent_sha256=state_sha256(states[name]),
+                    inputs=inputs, int8=_mode(context.plan.int8))
+            except FedUnlearnError as err:
+                record.reasons.append(f"{name}: export failed ({err})")
+                continue
+            if verdict is not None:
+                record.reasons.append(f"{name}: {verdict}")
+            record.torch_ta[name] = top1_accuracy(_torch_logits(spec, states[name])(scored.x), scored.y)
+            if name == "unlearned":
+                _note_parity(manifest, record)
+            manifest = _audit_artifacts(fed, stage, manifest, name, requesters, scored, original_ta, record)
+            if name == "unlearned":
+                staged.manifest = manifest
+        yield staged
+
+
+def _audit_artifacts(fed: Federation, stage: Path, manifest: dict[str, Any], name: str,
+                     requesters: Mapping[int, Sequence[str]], scored: LabeledData, original_ta: float,
+                     record: EdgeRecord) -> dict[str, Any]:
+    """Each artifact audited by the requesters; an unlearned one that fails the gate leaves the manifest."""
+    for file, entry in list(manifest["artifacts"].items()):
+        data = (stage / file).read_bytes()
+        pooled = fed.audit_artifact(data, requesters, f"{name}-{entry['precision']}")
+        ta = top1_accuracy(onnx_logits(data, expected_sha256=entry["sha256"])(scored.x), scored.y)
+        gate = None
+        if name == "unlearned":
+            gate = None if pooled is None else leakage_gate(pooled, original_ta - ta, fed.scenario.gate)
+            if gate is None or not gate.passed:
+                why = "no audit came back" if gate is None else "; ".join(gate.reasons)
+                record.reasons.append(f"{file} ({entry['precision']}) is not published: {why}")
+                del manifest["artifacts"][file]
+                os.unlink(stage / file)
+            else:
+                manifest = set_audit(manifest, _audit_summary(gate, ta), artifact=file)
+        record.artifacts.append(ArtifactFigures(
+            model=name, file=file, precision=entry["precision"], sha256=entry["sha256"], bytes=entry["bytes"],
+            ta=ta, forget_auc=None if pooled is None else pooled.aucs["loss"], gate=gate))
+    return manifest
+
+
+def _audit_summary(gate: GateResult, ta: float) -> dict[str, Any]:
+    return {"passed": gate.passed, "forget_auc": gate.forget_auc, "ci": list(gate.ci), "tolerance": gate.tolerance,
+            "forget_accuracy": gate.forget_accuracy, "reference_accuracy": gate.holdout_accuracy,
+            "test_drop": gate.test_drop, "ta": ta, "audited_by": "requesting clients, ONNX Runtime"}
+
+
+def _note_parity(manifest: Mapping[str, Any], record: EdgeRecord) -> None:
+    for entry in manifest["artifacts"].values():
+        parity = entry["parity"]
+        if entry["precision"] == "fp32":
+            record.parity_max_abs_diff = float(parity["max_abs_diff"])
+        else:
+            record.int8_top1_agreement = float(parity["top1_agreement"])
+
+
+def _mode(int8: str) -> Int8Mode:
+    if int8 not in ("static", "dynamic", "none"):
+        raise FedUnlearnError(f"[export].int8 must be static, dynamic or none, got {int8!r}")
+    return int8  # type: ignore[return-value]
+
+
+def _model(spec: ModelSpec, state: State) -> torch.nn.Module:
+    model = build_model(spec, seed=0)
+    model.load_state_dict(dict(state))
+    return model.eval()
+
+
+def _torch_logits(spec: ModelSpec, state: State) -> Logits:
+    return torch_logits(_model(spec, state), device=torch.device("cpu"))
