@@ -10,13 +10,10 @@ dicts; every function here returns a new dict and leaves its argument as it was.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import DataError, ModelError
+from common.files import atomic_write_bytes, sha256_file
 
 __all__ = [
     "FORMAT",
     "MANIFEST_NAME",
     "RawPreprocessing",
-    "file_sha256",
-    "manifest_path_for",
+        "manifest_path_for",
     "new_manifest",
     "read_manifest",
     "request_summary",
@@ -70,14 +67,6 @@ class RawPreprocessing:
     def to_dict(self) -> dict[str, Any]:
         return {"scale": float(self.scale), "mean": [float(m) for m in self.mean],
                 "std": [float(s) for s in self.std], "raw_min": float(self.raw_min), "raw_max": float(self.raw_max)}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str | None]:
@@ -169,18 +158,7 @@ def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> Path:
     path = Path(directory) / MANIFEST_NAME
     validate_manifest(manifest, f"manifest {path}")
     payload = (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a manifest ships to devices with its model
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, payload, mode=0o644)  # it ships to devices beside its model
     return path
 
 
@@ -243,7 +221,7 @@ def verify_artifact(artifact: Path, manifest: Mapping[str, Any] | None = None) -
                          f"{sorted(listed.get('artifacts', {}))}); refusing to load it")
     if not artifact.is_file():
         raise ModelError(f"model file {artifact} does not exist")
-    digest = file_sha256(artifact)
+    digest = sha256_file(artifact)
     if digest != entry["sha256"]:
         raise ModelError(f"{artifact} does not match its manifest (sha256 {digest[:12]}..., manifest says "
                          f"{str(entry['sha256'])[:12]}...); it is corrupt or was replaced: export again")

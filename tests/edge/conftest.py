@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -56,3 +57,16 @@ def make_run_dir(path: Path, model: Classifier, spec: ModelSpec) -> Path:
 @pytest.fixture
 def run_dir(tmp_path: Path, digits_cnn: Classifier, digits_spec: ModelSpec) -> Path:
     return make_run_dir(tmp_path / "run", digits_cnn, digits_spec)
+
+
+@pytest.fixture
+def dynamo_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.onnx.export raises whenever the dynamo exporter is asked for; TorchScript still works."""
+    real_export = torch.onnx.export
+
+    def export(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("dynamo"):
+            raise RuntimeError("simulated dynamo failure")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", export)

@@ -71,17 +71,9 @@ def test_export_does_not_touch_the_callers_model(digits_cnn: Classifier, digits_
         digits_cnn.eval()
 
 
+@pytest.mark.usefixtures("dynamo_breaks")
 def test_a_dynamo_failure_falls_back_to_torchscript_with_a_warning(
-        monkeypatch: pytest.MonkeyPatch, digits_cnn: Classifier, digits_spec: ModelSpec, digits: DatasetBundle,
-        tmp_path: Path) -> None:
-    real_export = torch.onnx.export
-
-    def dynamo_breaks(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("dynamo"):
-            raise RuntimeError("simulated dynamo failure")
-        return real_export(*args, **kwargs)
-
-    monkeypatch.setattr(torch.onnx, "export", dynamo_breaks)
+        digits_cnn: Classifier, digits_spec: ModelSpec, digits: DatasetBundle, tmp_path: Path) -> None:
     with pytest.warns(RuntimeWarning, match="fell back to the TorchScript exporter"):
         info = export_onnx(digits_cnn, digits_spec, tmp_path / "model.onnx", example=digits.test.x[:16])
     assert info.exporter == "torchscript"

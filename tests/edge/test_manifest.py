@@ -262,15 +262,8 @@ def test_without_data_parity_uses_random_inputs_and_int8_goes_dynamic(tmp_path: 
     assert manifest["requests"] == [] and manifest["source_checkpoint"] == "../bare.pt"
 
 
+@pytest.mark.usefixtures("dynamo_breaks")
 def test_the_torchscript_fallback_is_recorded_in_the_manifest(monkeypatch: pytest.MonkeyPatch, run_dir: Path) -> None:
-    real_export = torch.onnx.export
-
-    def dynamo_breaks(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("dynamo"):
-            raise RuntimeError("simulated dynamo failure")
-        return real_export(*args, **kwargs)
-
-    monkeypatch.setattr(torch.onnx, "export", dynamo_breaks)
     monkeypatch.setattr(package, "MIN_INT8_AGREEMENT", 1.01)  # an unreachable bar: the int8 verdict must be recorded
     with pytest.warns(RuntimeWarning) as caught:
         result = run_export(ExportPlan(source=run_dir, int8="dynamic"))
