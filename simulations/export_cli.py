@@ -169,6 +169,19 @@ def _inputs(plan: ExportPlan, bundle: DatasetBundle | None, prep: RawPreprocessi
     return PackageInputs(test.x[:PARITY_SAMPLES], test.x.numpy(), test.y.numpy(), calibration, "test-set")
 
 
+def _keep_audited_exports(out: Path, model_sha256: str) -> None:
+    """Refuse to replace an export the federation's clients audited (a run's export/ holds the unlearned
+    model's) with one of another model: that audit cannot be redone once the forget sets are purged."""
+    try:
+        old = read_manifest(out / MANIFEST_NAME)
+    except FedUnlearnError:
+        return
+    audited = any("audit" in entry for entry in old["artifacts"].values())
+    if audited and old["parent_model_sha256"] != model_sha256:
+        raise ConfigError(f"{out} holds audited artifacts of another model (parent {old['parent_model_sha256'][:12]}); "
+                          "they cannot be re-audited once the forget sets are purged: pass --out DIR")
+
+
 def _carry_audit(old_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Audit figures of an earlier export survive a re-export of the very same bytes / weights."""
     try:
@@ -217,6 +230,7 @@ def run_export(plan: ExportPlan) -> ExportResult:
 
     src = _resolve_source(plan)
     model, meta = load_checkpoint(src.checkpoint)
+    _keep_audited_exports(src.out, meta["model_sha256"])
     spec: ModelSpec = meta["spec"]
     bundle = _load_bundle(plan, meta, src, spec)
     prep = _preprocessing(meta, bundle)

@@ -315,3 +315,16 @@ def test_manifest_building_blocks_refuse_what_does_not_fit() -> None:
     assert set_artifact(audited, "model.onnx", entry)["artifacts"]["model.onnx"]["audit"] == {"forget_auc": 0.5}
     changed = set_artifact(audited, "model.onnx", {**entry, "sha256": "2" * 64})
     assert "audit" not in changed["artifacts"]["model.onnx"]  # other bytes: the old audit does not apply
+
+
+def test_an_audited_export_of_another_model_is_not_replaced(run_dir: Path) -> None:
+    first = run_export(ExportPlan(source=run_dir, int8="none"))
+    manifest = set_audit(first.manifest, {"passed": True}, artifact="model.onnx")
+    manifest["parent_model_sha256"] = "0" * 64  # as if the federation had exported (and audited) another model
+    write_manifest(first.folder, manifest)
+    before = (first.folder / "model.onnx").read_bytes()
+    with pytest.raises(ConfigError, match="audited artifacts of another model"):
+        run_export(ExportPlan(source=run_dir, int8="none"))
+    assert (first.folder / "model.onnx").read_bytes() == before
+    elsewhere = run_export(ExportPlan(source=run_dir, int8="none", out=run_dir / "final-export"))
+    assert (elsewhere.folder / "model.onnx").is_file()
