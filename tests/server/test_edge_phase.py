@@ -82,6 +82,10 @@ def test_the_published_manifest_verifies_and_names_the_committed_requests(export
     assert [(r["request_id"], r["status"]) for r in manifest["requests"]] == [
         (r["request_id"], "committed") for r in report["requests"]]
     assert all(set(r) == {"request_id", "kind", "num_samples", "status"} for r in manifest["requests"])
+    # the fp32 file computes what the torch model computes: it is judged on the drop the torch model was
+    # (what export loses comes on top, measured on the test images calibration did not see)
+    assert manifest["artifacts"]["model.onnx"]["audit"]["test_drop"] == pytest.approx(
+        report["unlearning"]["gate"]["test_drop"], abs=1e-6)
     for name, entry in manifest["artifacts"].items():
         assert entry["audit"]["passed"] and entry["audit"]["audited_by"].startswith("requesting clients")
         model = EdgeModel.open(run_dir / "export" / name)  # checks the sha256 against the manifest
