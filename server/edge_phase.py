@@ -35,8 +35,16 @@ from common.audit.gate import GateResult, Logits, leakage_gate, torch_logits
 from common.checkpoint import state_sha256
 from common.data.tensors import DatasetBundle, LabeledData
 from common.edge.export import staging_dir
-from common.edge.manifest import RawPreprocessing, new_manifest, set_audit
-from common.edge.package import EVAL_SAMPLES, PARITY_SAMPLES, Int8Mode, PackageInputs, build_artifacts, publish
+from common.edge.manifest import set_audit
+from common.edge.package import (
+    EVAL_SAMPLES,
+    PARITY_SAMPLES,
+    Int8Mode,
+    PackageInputs,
+    build_artifacts,
+    dataset_manifest,
+    publish,
+)
 from common.edge.scoring import onnx_logits
 from common.errors import FedUnlearnError
 from common.models import ModelSpec, build_model
@@ -151,12 +159,7 @@ def _kept(data: LabeledData, forgotten_classes: tuple[int, ...]) -> LabeledData:
 
 def _manifest(context: EdgeContext, spec: ModelSpec, state: State, requests: Sequence[Mapping[str, Any]],
               checkpoint: str = "../models/unlearned.pt") -> dict[str, Any]:
-    prep = context.bundle.preprocessing
-    return new_manifest(
-        architecture=spec.name, num_classes=spec.num_classes, class_names=context.bundle.class_names,
-        input_shape=(spec.in_channels, spec.image_size, spec.image_size),
-        preprocessing=RawPreprocessing(prep.scale, prep.mean, prep.std, 0.0, prep.scale),
-        parent_model_sha256=state_sha256(state), source_checkpoint=checkpoint, requests=requests)
+    return dataset_manifest(spec, context.bundle, state, source_checkpoint=checkpoint, requests=requests)
 
 
 @contextmanager

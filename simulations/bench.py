@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from common.audit.report import AuditReport, audit_model, avg_gap
+from common.audit.gate import Logits, torch_logits
+from common.audit.report import AuditReport, audit_from_signals, avg_gap
+from common.audit.signals import Signals, signals_from_logits
 from common.data.datasets import DATASETS, load_dataset, train_holdout_split
 from common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
 from common.data.tensors import DatasetBundle, LabeledData
@@ -27,7 +29,7 @@ from common.training import TrainConfig, seed_everything, train
 from common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
 from common.unlearning.reference import build_reference, build_utility
 
-__all__ = ["BenchConfig", "MethodRun", "SeedRun", "run_bench"]
+__all__ = ["BenchConfig", "MethodRun", "SeedData", "SeedRun", "run_bench"]
 
 GOLD = "retrain"
 
@@ -48,6 +50,9 @@ class BenchConfig:
     method_params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     data_root: Path | None = None
     download: bool = False
+    edge: bool = False  # also export original/retrain/remi to ONNX fp32 + int8 and audit those (bench_edge)
+    edge_int8: Literal["static", "dynamic"] = "static"
+    edge_repeats: int = 30  # timed calls per engine and batch size in the edge latency benchmark
 
     @property
     def all_methods(self) -> tuple[str, ...]:
@@ -68,14 +73,43 @@ class BenchConfig:
         if unknown:
             raise ConfigError(f"hyper-parameters given for methods not run: {', '.join(sorted(unknown))}")
         params = {name: parse_params(name, self.method_params.get(name, {})) for name in self.all_methods}
+        if self.edge_int8 not in ("static", "dynamic"):
+            raise ConfigError(f"--edge-int8 must be static or dynamic, got {self.edge_int8!r}")
+        if self.edge_repeats < 1:
+            raise ConfigError(f"--edge-repeats must be >= 1, got {self.edge_repeats}")
         resolve_device(self.device)
         return parse_forget_spec(self.forget), params
 
 
 @dataclass(frozen=True)
-class MethodRun:
-    """One method (or the original) on one seed: its audit and its cost."""
+class SeedData:
+    """One seed's sets: what every audit of that seed sees, whatever produces the logits."""
 
+    bundle: DatasetBundle
+    spec: ModelSpec
+    retain: LabeledData
+    forget: LabeledData
+    forgotten_classes: tuple[int, ...]
+    seed: int
+
+    def audit(self, logits_of: Logits) -> AuditReport:
+        """The bench's audit of a model given as inputs -> logits: ``torch_logits`` or an ONNX Runtime session."""
+
+        def signals(data: LabeledData) -> Signals:
+            if len(data) == 0:
+                raise ConfigError("cannot compute membership signals of an empty set of samples")
+            return signals_from_logits(logits_of(data.x), data.y)
+
+        return audit_from_signals(retain=signals(self.retain), forget=signals(self.forget),
+                                  test=signals(self.bundle.test), forgotten_classes=self.forgotten_classes,
+                                  seed=self.seed)
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One method (or the original) on one seed: the model, its audit and its cost."""
+
+    model: Classifier
     report: AuditReport
     seconds: float
     result: UnlearningResult | None
@@ -86,6 +120,7 @@ class SeedRun:
     seed: int
     sizes: Mapping[str, int]
     runs: Mapping[str, MethodRun]
+    data: SeedData
 
     def gap(self, method: str) -> float:
         return avg_gap(self.runs[method].report, self.runs[GOLD].report)
@@ -125,12 +160,12 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
     retain = train_data.where_ids(forget_ids, keep=False)
     c, h, _ = bundle.input_shape
     spec = ModelSpec(config.model, c, h, bundle.num_classes)
+    data = SeedData(bundle, spec, retain, forget_data, forget.forgotten_classes, seed)
     progress(f"seed {seed}: training original")
     original, original_seconds = _train_original(spec, train_data, config.recipe, device, seed)
 
-    def audit(model: Classifier) -> AuditReport:
-        return audit_model(model, retain=retain, forget=forget_data, test=bundle.test, device=device,
-                           forgotten_classes=forget.forgotten_classes, seed=seed)
+    def audited(model: Classifier, seconds: float, result: UnlearningResult | None) -> MethodRun:
+        return MethodRun(model, data.audit(torch_logits(model, device=device)), seconds, result)
 
     task = UnlearningTask(
         original=original, spec=spec, retain=retain, forget=forget_data,
@@ -138,14 +173,14 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
         recipe=config.recipe, granularity=forget.granularity, device=device, seed=seed,
         utility=build_utility(holdout, forget.granularity, forget.forgotten_classes),
     )
-    runs = {"original": MethodRun(audit(original), original_seconds, None)}
+    runs = {"original": audited(original, original_seconds, None)}
     for name in config.all_methods:
         progress(f"seed {seed}: {name}")
         result = run_method(name, task, params[name])
-        runs[name] = MethodRun(audit(result.model), result.seconds, result)
+        runs[name] = audited(result.model, result.seconds, result)
     sizes = {"train": len(train_data), "retain": len(retain), "forget": len(forget_data),
              "holdout": len(holdout), "test": len(bundle.test)}
-    return SeedRun(seed, sizes, runs)
+    return SeedRun(seed, sizes, runs, data)
 
 
 def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> list[SeedRun]:

@@ -14,6 +14,7 @@ from common.device import resolve_device
 from common.errors import ConfigError
 from common.training import TrainConfig
 from simulations.bench import BenchConfig, run_bench
+from simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
 from simulations.bench_report import write_report
 
 __all__ = ["bench", "parse_method_params"]
@@ -64,6 +65,10 @@ def bench(
     ),
     data_dir: Path | None = typer.Option(None, help="Directory holding the dataset files."),
     download: bool = typer.Option(False, help="Allow torchvision to download missing datasets."),
+    edge: bool = typer.Option(False, help="Also export original/retrain/remi to ONNX fp32 + int8, audit and time "
+                                           "them (OUT/edge/, edge.json, edge.md, a section in bench.md)."),
+    edge_int8: str = typer.Option("static", help="int8 quantisation of --edge: static | dynamic"),
+    edge_repeats: int = typer.Option(30, help="Timed calls per engine and batch size in the --edge latencies."),
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
@@ -73,10 +78,11 @@ def bench(
         seeds=seeds, device=device, train_size=train_size, holdout_size=holdout_size,
         recipe=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer),  # type: ignore[arg-type]
         method_params=parse_method_params(param), data_root=data_dir, download=download,
+        edge=edge, edge_int8=edge_int8, edge_repeats=edge_repeats,  # type: ignore[arg-type]
     )
     config.validate()
     console = Console(stderr=True)
-    steps = seeds * (len(config.all_methods) + 1)
+    steps = seeds * (len(config.all_methods) + 1 + (len(edge_models(config)) if edge else 0))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("starting", total=steps)
@@ -86,9 +92,14 @@ def bench(
             progress.advance(task)
 
         runs = run_bench(config, advance)
-    payload = write_report(config, str(resolve_device(device)), runs, out)
+        sections = []
+        if edge:
+            edge_payload = write_edge_report(config, run_edge(config, runs, out, advance), out)
+            sections.append(edge_markdown(edge_payload))
+    payload = write_report(config, str(resolve_device(device)), runs, out, sections=sections)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
     else:
         Console().print(_summary_table(payload))
-        Console().print(f"wrote {out / 'bench.json'}, bench.md, roc.png, metrics.png")
+        extra = ", edge.json, edge.md, edge/" if edge else ""
+        Console().print(f"wrote {out / 'bench.json'}, bench.md, roc.png, metrics.png{extra}")

@@ -7,7 +7,7 @@ DESIGN metric names, so tables from different runs line up.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 from common.audit.report import GAP_METRICS
 from simulations.bench import GOLD, BenchConfig, SeedRun
 
-__all__ = ["METRICS", "summarize", "write_report"]
+__all__ = ["METRICS", "mean_std", "summarize", "write_report"]
 
 METRICS = (*GAP_METRICS, "mia_auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "seconds", "avg_gap")
 
@@ -34,16 +34,24 @@ def _method_values(run: SeedRun, method: str) -> dict[str, float]:
     return values
 
 
+def mean_std(per_seed: Sequence[Mapping[str, float]], metrics: Sequence[str], *,
+             digits: int | None = 4) -> dict[str, float]:
+    """{metric: mean, metric_std: std} over seeds (population std: 0 for one seed); ``digits=None`` keeps
+    every digit (parity figures of 1e-6 would round to 0)."""
+    entry: dict[str, float] = {}
+    for metric in metrics:
+        values = np.array([v[metric] for v in per_seed], dtype=float)
+        mean, std = float(values.mean()), float(values.std())
+        entry[metric] = mean if digits is None else round(mean, digits)
+        entry[f"{metric}_std"] = std if digits is None else round(std, digits)
+    return entry
+
+
 def summarize(runs: Sequence[SeedRun]) -> dict[str, dict[str, Any]]:
     """methods.<name> -> {metric: mean, metric_std: std, ...} over seeds."""
     summary: dict[str, dict[str, Any]] = {}
     for method in runs[0].runs:
-        per_seed = [_method_values(run, method) for run in runs]
-        entry: dict[str, Any] = {}
-        for metric in METRICS:
-            values = np.array([v[metric] for v in per_seed], dtype=float)
-            entry[metric] = round(float(values.mean()), 4)
-            entry[f"{metric}_std"] = round(float(values.std()), 4)
+        entry: dict[str, Any] = mean_std([_method_values(run, method) for run in runs], METRICS)
         entry["attacks"] = {a.name: round(a.auc, 4) for a in runs[0].runs[method].report.attacks}
         result = runs[0].runs[method].result
         if result is not None:
@@ -113,8 +121,9 @@ def _plot_metrics(methods: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out: Path) -> dict[str, Any]:
-    """Write bench.json, bench.md, roc.png, metrics.png and config.json into ``out``."""
+def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out: Path, *,
+                 sections: Sequence[str] = ()) -> dict[str, Any]:
+    """Write bench.json, bench.md (``sections``, markdown, appended), roc.png, metrics.png and config.json."""
     out.mkdir(parents=True, exist_ok=True)
     methods = summarize(runs)
     payload = {
@@ -129,7 +138,7 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
         "config": _config_dict(config),
     }
     (out / "bench.json").write_text(json.dumps(payload, indent=2))
-    (out / "bench.md").write_text(_markdown(payload))
+    (out / "bench.md").write_text("\n".join([_markdown(payload), *sections]))
     (out / "config.json").write_text(json.dumps(payload["config"], indent=2))
     _plot_roc(runs[0], out / "roc.png")
     _plot_metrics(methods, out / "metrics.png")

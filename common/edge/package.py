@@ -9,7 +9,7 @@ folder, the manifest last, so a reader never sees a manifest without its files.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,13 +17,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from common.checkpoint import state_sha256
+from common.data.tensors import DatasetBundle
 from common.edge.export import ExportInfo, export_onnx
-from common.edge.manifest import set_artifact, validate_manifest, write_manifest
+from common.edge.manifest import RawPreprocessing, new_manifest, set_artifact, validate_manifest, write_manifest
 from common.edge.quantize import QuantizeInfo, quantize_int8
 from common.models import ModelSpec
 
 __all__ = ["EVAL_SAMPLES", "FP32_NAME", "INT8_NAME", "MAX_INT8_DROP", "MIN_INT8_AGREEMENT", "PARITY_SAMPLES",
-           "Int8Mode", "PackageInputs", "build_artifacts", "publish"]
+           "Int8Mode", "PackageInputs", "build_artifacts", "dataset_manifest", "publish"]
 
 FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
 PARITY_SAMPLES = 256  # fp32 parity: ORT and torch agree to ~1e-6, a few hundred inputs show any bug
@@ -42,6 +44,17 @@ class PackageInputs:
     labels: np.ndarray | None
     calibration: np.ndarray | None
     kind: Literal["test-set", "random"]
+
+
+def dataset_manifest(spec: ModelSpec, bundle: DatasetBundle, state: Mapping[str, torch.Tensor], *,
+                     source_checkpoint: str | None, requests: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """A manifest (no artifacts yet) for weights ``state`` trained on ``bundle``: raw values span [0, scale]."""
+    prep = bundle.preprocessing
+    return new_manifest(
+        architecture=spec.name, num_classes=spec.num_classes, class_names=bundle.class_names,
+        input_shape=(spec.in_channels, spec.image_size, spec.image_size),
+        preprocessing=RawPreprocessing(prep.scale, prep.mean, prep.std, 0.0, prep.scale),
+        parent_model_sha256=state_sha256(state), source_checkpoint=source_checkpoint, requests=requests)
 
 
 def build_artifacts(model: torch.nn.Module, spec: ModelSpec, stage: Path, manifest: dict[str, Any], *,
