@@ -165,9 +165,10 @@ def _manifest(context: EdgeContext, spec: ModelSpec, state: State, requests: Seq
 @contextmanager
 def stage_exports(fed: Federation, context: EdgeContext, spec: ModelSpec, states: Mapping[str, State],
                   requesters: Mapping[int, Sequence[str]], requests: Sequence[Mapping[str, Any]],
-                  forgotten_classes: tuple[int, ...], torch_test_drop: float) -> Iterator[StagedExport]:
+                  forgotten_classes: tuple[int, ...], torch_gate: GateResult) -> Iterator[StagedExport]:
     """Export and audit every model of the leakage table; yields the unlearned artifacts, staged and
-    gated, for ``publish`` after the commit. The staging folder is removed on exit."""
+    gated, for ``publish`` after the commit (the manifest's top-level audit is the torch model's gate).
+    The staging folder is removed on exit."""
     with staging_dir(context.out_dir) as root:
         inputs, evaluation = _inputs(context, fed.scenario.seed)
         scored = _kept(evaluation, forgotten_classes)
@@ -192,9 +193,10 @@ def stage_exports(fed: Federation, context: EdgeContext, spec: ModelSpec, states
             if name == "unlearned":
                 _note_parity(manifest, record)
             manifest = _audit_artifacts(fed, stage, manifest, name, requesters, scored,
-                                        torch_test_drop + record.torch_ta[name], record)
+                                        torch_gate.test_drop + record.torch_ta[name], record)
             if name == "unlearned":
-                staged.manifest = manifest
+                staged.manifest = set_audit(manifest, {**_audit_summary(torch_gate, None),
+                                                       "audited_by": "requesting clients, torch"})
         yield staged
 
 
@@ -223,7 +225,7 @@ def _audit_artifacts(fed: Federation, stage: Path, manifest: dict[str, Any], nam
     return manifest
 
 
-def _audit_summary(gate: GateResult, ta: float) -> dict[str, Any]:
+def _audit_summary(gate: GateResult, ta: float | None) -> dict[str, Any]:
     return {"passed": gate.passed, "forget_auc": gate.forget_auc, "ci": list(gate.ci), "tolerance": gate.tolerance,
             "forget_accuracy": gate.forget_accuracy, "reference_accuracy": gate.holdout_accuracy,
             "test_drop": gate.test_drop, "ta": ta, "audited_by": "requesting clients, ONNX Runtime"}

@@ -162,7 +162,7 @@ def run_unlearning_phase(
         return record, state
     # the artifacts are audited on the forget sets, so before the commit purges them
     with stage_exports(fed, edge, spec, record.states, requesters, record.requests,
-                       record.forgotten_classes, gate.test_drop) as staged:
+                       record.forgotten_classes, gate) as staged:
         record.export = staged.record
         _commit(fed, record, gate, record.model_hash, requesters)
         staged.publish(record.committed)

@@ -79,6 +79,7 @@ def test_the_published_manifest_verifies_and_names_the_committed_requests(export
     report, run_dir, world, _ = exported
     manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
     assert manifest["parent_model_sha256"] == report["unlearning"]["model_hash"]
+    assert manifest["audit"]["passed"] and manifest["audit"]["forget_auc"] == report["unlearning"]["gate"]["forget_auc"]
     assert [(r["request_id"], r["status"]) for r in manifest["requests"]] == [
         (r["request_id"], "committed") for r in report["requests"]]
     assert all(set(r) == {"request_id", "kind", "num_samples", "status"} for r in manifest["requests"])
