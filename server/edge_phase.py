@@ -11,9 +11,8 @@ model's (already gated) plus what export loses against it, measured with ONNX
 Runtime on test images the int8 calibration did not see (measuring the whole
 drop on that smaller set alone would fail an fp32 file identical to the torch
 model on noise). One that fails is not published; the reasons go into the
-report. What passes is published
-into the run's ``export/`` folder after the commit, with a manifest that
-names the committed requests.
+report. What passes is published into the run's ``export/`` folder after the
+commit, with a manifest that names the committed requests.
 
 Calibration data is the server's own test split (half of it at most), never
 client data: the server holds nothing else.
@@ -21,7 +20,6 @@ client data: the server holds nothing else.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -54,8 +52,6 @@ from server.aggregate import State
 from server.rounds import Federation
 
 __all__ = ["ArtifactFigures", "EdgeContext", "EdgeRecord", "StagedExport", "export_unaudited", "stage_exports"]
-
-log = logging.getLogger(__name__)
 
 EXPORTED_MODELS = ("unlearned", "original", "federated_retrain")  # the leakage table's rows
 
