@@ -16,7 +16,8 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from client.session import NodeSession, model_arrays
 from common import protocol as P
-from common.audit.gate import Logits, audit_sets, local_leakage_audit, torch_logits
+from common.audit.gate import audit_sets, local_leakage_audit
+from common.audit.signals import Logits, torch_logits
 from common.data.tensors import LabeledData
 from common.edge.scoring import onnx_logits
 from common.errors import RequestError

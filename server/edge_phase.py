@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from common.audit.gate import GateResult, Logits, leakage_gate, torch_logits
+from common.audit.gate import GateResult, leakage_gate
+from common.audit.signals import Logits, torch_logits
 from common.checkpoint import state_sha256
 from common.data.tensors import DatasetBundle, LabeledData
 from common.edge.export import staging_dir

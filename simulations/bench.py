@@ -16,9 +16,8 @@ from typing import Any, Literal
 
 import torch
 
-from common.audit.gate import Logits, torch_logits
-from common.audit.report import AuditReport, audit_from_signals, avg_gap
-from common.audit.signals import Signals, signals_from_logits
+from common.audit.report import AuditReport, audit_model, avg_gap
+from common.audit.signals import Logits, torch_logits
 from common.data.datasets import DATASETS, load_dataset, train_holdout_split
 from common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
 from common.data.tensors import DatasetBundle, LabeledData
@@ -94,15 +93,8 @@ class SeedData:
 
     def audit(self, logits_of: Logits) -> AuditReport:
         """The bench's audit of a model given as inputs -> logits: ``torch_logits`` or an ONNX Runtime session."""
-
-        def signals(data: LabeledData) -> Signals:
-            if len(data) == 0:
-                raise ConfigError("cannot compute membership signals of an empty set of samples")
-            return signals_from_logits(logits_of(data.x), data.y)
-
-        return audit_from_signals(retain=signals(self.retain), forget=signals(self.forget),
-                                  test=signals(self.bundle.test), forgotten_classes=self.forgotten_classes,
-                                  seed=self.seed)
+        return audit_model(logits_of, retain=self.retain, forget=self.forget, test=self.bundle.test,
+                           forgotten_classes=self.forgotten_classes, seed=self.seed)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ forget accuracy is compared with how often the model answers the class for
 other classes' samples ("never learned it": about 0%). Comparing the AUCs with
 that never-learned set instead asks more than retraining gives: on digits a
 model retrained without class 3 still tells 3s from relabelled other digits
-with AUC 0.91, so nothing could pass. The server pools them weighted by forget-set size (variances of
+with AUC 0.91, so nothing could pass.
+
+The server pools the audits weighted by forget-set size (variances of
 independent audits add, with the squared weights) and passes the model when,
 for every audit attack, the forget set cannot be told from non-members beyond
 a tolerance, forget accuracy sits within a band of hold-out accuracy, and test
@@ -26,7 +28,7 @@ pooled confidence interval: the gate refuses only what the evidence shows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,11 +37,10 @@ from scipy.stats import norm
 
 from common.audit.attacks import ATTACKS, attack_scores
 from common.audit.roc import auc_variance, roc_auc
-from common.audit.signals import signals_from_logits
+from common.audit.signals import Logits, signals_from_logits, torch_logits
 from common.data.tensors import LabeledData
 from common.errors import ConfigError, DataError
-from common.models import Classifier
-from common.training import predict_logits, top1_accuracy
+from common.training import top1_accuracy
 from common.unlearning.base import Granularity
 from common.unlearning.reference import build_reference
 
@@ -81,14 +82,6 @@ def audit_sets(holdout: LabeledData, granularity: Granularity, forgotten_classes
         return AuditSets(holdout, holdout)
     same_class = holdout.subset(torch.isin(holdout.y, torch.tensor(forgotten_classes, dtype=torch.int64)))
     return AuditSets(same_class, build_reference(holdout, granularity, forgotten_classes, seed=seed))
-
-
-Logits = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) model inputs -> (N, K) logits
-
-
-def torch_logits(model: Classifier, *, device: torch.device) -> Logits:
-    """A torch model as the audit sees it: inputs in, logits out (an ONNX Runtime session can be the same)."""
-    return lambda x: predict_logits(model, x, device=device)
 
 
 def local_leakage_audit(

@@ -18,13 +18,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from common.audit.attacks import AttackResult, attack_scores, run_attacks
 from common.audit.efficacy import mia_efficacy
 from common.audit.roc import roc_curve
-from common.audit.signals import Signals, compute_signals
+from common.audit.signals import Logits, Signals, logits_signals
 from common.data.tensors import LabeledData
 from common.errors import ConfigError
 
@@ -126,20 +124,20 @@ def audit_from_signals(
 
 
 def audit_model(
-    model: nn.Module,
+    logits_of: Logits,
     *,
     retain: LabeledData,
     forget: LabeledData,
     test: LabeledData,
-    device: torch.device,
     forgotten_classes: tuple[int, ...] = (),
     seed: int = 0,
 ) -> AuditReport:
-    """One torch pass per set, then ``audit_from_signals``."""
+    """One pass per set of the model given as inputs -> logits (``torch_logits`` or an ONNX Runtime
+    session), then ``audit_from_signals``."""
     return audit_from_signals(
-        retain=compute_signals(model, retain, device=device),
-        forget=compute_signals(model, forget, device=device),
-        test=compute_signals(model, test, device=device),
+        retain=logits_signals(logits_of, retain),
+        forget=logits_signals(logits_of, forget),
+        test=logits_signals(logits_of, test),
         forgotten_classes=forgotten_classes,
         seed=seed,
     )

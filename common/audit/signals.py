@@ -10,6 +10,7 @@ become 0 or their logit-confidences infinite.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,7 +23,7 @@ from common.data.tensors import LabeledData
 from common.errors import ConfigError, NonFiniteError
 from common.training import predict_logits
 
-__all__ = ["Signals", "compute_signals", "signals_from_logits"]
+__all__ = ["Logits", "Signals", "compute_signals", "logits_signals", "signals_from_logits", "torch_logits"]
 
 
 def _logsumexp_excluding(logits: np.ndarray, column: np.ndarray) -> np.ndarray:
@@ -180,8 +181,22 @@ def signals_from_logits(
     return Signals(_to_numpy(logits), _to_numpy(labels))
 
 
-def compute_signals(model: nn.Module, data: LabeledData, *, device: torch.device) -> Signals:
-    """One eval-mode torch pass over ``data``; the model is left as it was found."""
+Logits = Callable[[torch.Tensor], torch.Tensor]  # (N, C, H, W) model inputs -> (N, K) logits
+
+
+def torch_logits(model: nn.Module, *, device: torch.device) -> Logits:
+    """A torch model as an audit sees it: inputs in, logits out (eval mode; an ONNX Runtime session can
+    be the same, see ``common.edge.scoring``)."""
+    return lambda x: predict_logits(model, x, device=device)
+
+
+def logits_signals(logits_of: Logits, data: LabeledData) -> Signals:
+    """One pass of any backend over ``data``."""
     if len(data) == 0:
         raise ConfigError("cannot compute membership signals of an empty set of samples")
-    return signals_from_logits(predict_logits(model, data.x, device=device), data.y)
+    return signals_from_logits(logits_of(data.x), data.y)
+
+
+def compute_signals(model: nn.Module, data: LabeledData, *, device: torch.device) -> Signals:
+    """One eval-mode torch pass over ``data``; the model is left as it was found."""
+    return logits_signals(torch_logits(model, device=device), data)

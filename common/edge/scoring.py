@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from common.audit.gate import Logits
+from common.audit.signals import Logits
 from common.errors import ModelError
 
 __all__ = ["onnx_logits"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from common.audit.attacks import ATTACKS
 from common.audit.report import GAP_METRICS, AuditReport, audit_from_signals, audit_model, avg_gap
-from common.audit.signals import Signals, signals_from_logits
+from common.audit.signals import Signals, signals_from_logits, torch_logits
 from common.data.tensors import LabeledData
 from common.errors import ConfigError
 
@@ -77,7 +77,7 @@ def test_audit_model_matches_the_signals_of_one_pass() -> None:
         return LabeledData(x, torch.randint(0, 3, (n,), generator=generator), torch.arange(n))
 
     retain, forget, test = data(30), data(10), data(20)
-    report = audit_model(model, retain=retain, forget=forget, test=test, device=torch.device("cpu"))
+    report = audit_model(torch_logits(model, device=torch.device("cpu")), retain=retain, forget=forget, test=test)
     with torch.no_grad():
         expected = audit_from_signals(
             retain=signals_from_logits(model(retain.x), retain.y),
