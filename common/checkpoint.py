@@ -10,16 +10,18 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.data.tensors import DatasetBundle
 from common.errors import ModelError
 from common.models import Classifier, ModelSpec, build_model
 from common.nodes.storage import atomic_write_bytes, sha256_file
 
-__all__ = ["load_checkpoint", "save_checkpoint", "state_sha256"]
+__all__ = ["dataset_meta", "load_checkpoint", "save_checkpoint", "state_sha256"]
 
 
 def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -30,6 +32,12 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
         digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
         digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
     return digest.hexdigest()
+
+
+def dataset_meta(bundle: DatasetBundle) -> dict[str, Any]:
+    """Checkpoint metadata that lets ``fedunlearn export`` feed the model: dataset, classes, preprocessing."""
+    return {"dataset": bundle.name, "class_names": list(bundle.class_names),
+            "preprocessing": asdict(bundle.preprocessing)}
 
 
 def save_checkpoint(path: Path, state: Mapping[str, torch.Tensor], spec: ModelSpec,

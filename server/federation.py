@@ -20,7 +20,7 @@ from common.audit.gate import GateResult
 from common.errors import FedUnlearnError
 from common.models import ModelSpec, build_model
 from common.world import SimulatedWorld
-from server.edge_phase import EdgeContext, EdgeRecord
+from server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
 from server.evaluation import CentralEvaluator
 from server.rounds import Federation, NodeStatus
 from server.unlearning_phase import PhaseRecord, run_unlearning_phase
@@ -105,6 +105,10 @@ def run_federation(
         if world is not None:
             world.file_due(round_)
     record.final_state, record.final_ta = state, record.accuracy[-1][1]
+    if edge is not None and not any(p.export is not None for p in record.phases):
+        # no phase exported (no request, or none passed): the final model, with nothing to audit it on;
+        # a phase whose artifacts failed their gate leaves nothing published, on purpose
+        record.final_export = export_unaudited(edge, spec, state, scenario.seed)
     record.failures = list(fed.failures)
     return record
 

@@ -14,13 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.checkpoint import save_checkpoint
+from common.checkpoint import dataset_meta, save_checkpoint
 from common.data.tensors import DatasetBundle
 from common.models import ModelSpec
 from common.nodes.storage import atomic_write_json
 from common.scenario import Scenario
 from common.world import SimulatedWorld
-from server.edge_phase import EdgeContext, export_unaudited
 from server.federation import RunRecord
 from server.plots import plot_run
 from server.unlearning_phase import ModelFigures, PhaseRecord
@@ -130,8 +129,7 @@ def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifac
 
 def _save_models(run_dir: Path, spec: ModelSpec, record: RunRecord, bundle: DatasetBundle) -> dict[str, Any]:
     """model.pt and models/*.pt, each carrying what an export needs to feed it (dataset, classes, preprocessing)."""
-    data = {"dataset": bundle.name, "class_names": list(bundle.class_names),
-            "preprocessing": asdict(bundle.preprocessing)}
+    data = dataset_meta(bundle)
     saved: dict[str, Any] = {"model": "model.pt"}
     sha = save_checkpoint(run_dir / "model.pt", record.final_state, spec, {"role": "final global model", **data})
     saved["model_sha256"] = sha
@@ -146,9 +144,6 @@ def write_run(run_dir: Path, scenario: Scenario, spec: ModelSpec, record: RunRec
               world: SimulatedWorld | None, bundle: DatasetBundle) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     artifacts = _save_models(run_dir, spec, record, bundle)
-    if not any(p.export is not None for p in record.phases):  # an artifact that failed its gate stays unpublished
-        context = EdgeContext(run_dir / "export", bundle, scenario.export)
-        record.final_export = export_unaudited(context, spec, record.final_state, scenario.seed)
     artifacts["export"] = "export"
     artifacts["plots"] = plot_run(run_dir, record, world=world, spec=spec)
     artifacts["report_md"] = "report.md"

@@ -75,16 +75,18 @@ def _figures(fed: Federation, evaluator: CentralEvaluator, state: State, request
 
 def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
                       round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
-    """Requesters unlearn (and train) while the other nodes train on retain data (server/aggregate.py).
-    Each requester's steps and seconds go into ``record.client_work``."""
+    """Unlearning round ``round_`` of the phase: requesters unlearn (and train) while the other nodes
+    train on retain data (server/aggregate.py). Each requester's steps and seconds go into
+    ``record.client_work``."""
     unl = fed.scenario.unlearning
+    seed_round = record.after_round * 1000 + round_  # local seeds differ from every training round's
     plan: dict[int, tuple[str, RecordDict]] = {}
     for node, ids in requesters.items():
-        config = fed.instructions(round_, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(dict(unl.params)),
+        config = fed.instructions(seed_round, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(dict(unl.params)),
                                              P.REQUEST_IDS: ids})
         plan[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: config}))
     for node in trainers:
-        plan[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: fed.instructions(round_)}))
+        plan[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: fed.instructions(seed_round)}))
     replies = fed.messenger.ask(plan, f"unlearn-{round_}")
     fed.note(f"unlearning round {round_}", replies.failures)
     for node in replies.failures:
@@ -92,12 +94,12 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     updates = fed.collect_updates(replies.answers, state, f"unlearning round {round_}")
     for node in {u.node_id for u in updates} ^ set(replies.answers):
         requesters.pop(node, None)
-    unlearned = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in updates if u.node_id in requesters]
+    ours = [u for u in updates if u.node_id in requesters]
     record.client_work.extend(
-        {"round": round_ % 1000, "partition": fed.partitions.get(u.node_id, -1),
-         "forget_size": u.metrics[P.FORGET_SIZE], "steps": u.metrics.get(P.STEPS, 0.0),
-         "seconds": u.metrics.get(P.SECONDS, 0.0)}
-        for u in updates if u.node_id in requesters)
+        {"round": round_, "partition": fed.partitions.get(u.node_id, -1),
+         "forget_size": u.metrics.get(P.FORGET_SIZE, 0.0), "steps": u.metrics.get(P.STEPS, 0.0),
+         "seconds": u.metrics.get(P.SECONDS, 0.0)} for u in ours)
+    unlearned = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in ours]
     trained = [(u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
     return train_and_forget_update(state, [(s, w) for s, w in trained if s is not None and w > 0], unlearned)
 
@@ -131,7 +133,7 @@ def run_unlearning_phase(
     started = time.perf_counter()
     with fed.messenger.metered() as traffic:
         for round_ in range(1, fed.scenario.unlearning.max_rounds + 1):
-            state = _unlearning_round(fed, state, requesters, trainers, after_round * 1000 + round_, record)
+            state = _unlearning_round(fed, state, requesters, trainers, round_, record)
             if not requesters:
                 break
             gate = _gate(fed, evaluator, fed.audit(state, requesters, f"unlearn-{round_}"), state, original_ta,

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from common.audit.report import AuditReport
-from common.checkpoint import save_checkpoint
+from common.checkpoint import dataset_meta, save_checkpoint
 from common.edge.bench import BATCH_SIZES, EdgeBench, run_edge_bench, write_edge_bench
 from common.edge.export import PARITY_ATOL, staging_dir
 from common.edge.package import (
@@ -140,10 +140,8 @@ def export_model(data: SeedData, model: Classifier, folder: Path, inputs: Packag
     classes, preprocessing), and the manifest names it as its source.
     """
     bundle, spec, state = data.bundle, data.spec, model.state_dict()
-    prep = bundle.preprocessing
     folder.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(folder / CHECKPOINT, state, spec, {"dataset": bundle.name, "class_names": list(bundle.class_names),
-                                                       "preprocessing": asdict(prep), "seed": data.seed})
+    save_checkpoint(folder / CHECKPOINT, state, spec, {**dataset_meta(bundle), "seed": data.seed})
     manifest = dataset_manifest(spec, bundle, state, source_checkpoint=CHECKPOINT)
     with staging_dir(folder / FP32_NAME) as stage:
         manifest, verdict = build_artifacts(model, spec, stage, manifest, parent_sha256=manifest["parent_model_sha256"],

@@ -50,8 +50,8 @@ from common.edge.package import (
     publish,
 )
 from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
+from common.files import sha256_file
 from common.models import ModelSpec
-from common.nodes.storage import sha256_file
 
 __all__ = ["ExportPlan", "ExportResult", "export_command", "run_export"]
 

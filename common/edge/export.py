@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from common.errors import ModelError
+from common.files import sha256_file
 from common.models import ModelSpec
-from common.nodes.storage import sha256_file
 
 __all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "ExportInfo", "ExporterName", "export_onnx", "staging_dir"]
 

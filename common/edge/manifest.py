@@ -1,10 +1,10 @@
 """manifest.json: one per export folder, describing every artifact in it (docs/edge-contract.md).
 
-This module imports neither torch nor onnx, so the on-device runtime can read
-a manifest and check an artifact's sha256 with nothing but the standard
-library. That is also why it has its own atomic JSON write (the one in
-``common.nodes.storage`` lives beside torch code). Manifests are plain JSON
-dicts; every function here returns a new dict and leaves its argument as it was.
+This is the writing side (export, federation, bench). Devices read manifests
+with ``common.edge.runtime``, which must stay one copyable file, so the format
+and file names are defined there and taken from it here. Manifests are plain
+JSON dicts; every function here returns a new dict and leaves its argument as
+it was.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.edge.runtime import MANIFEST_FORMAT, MANIFEST_NAME
 from common.errors import DataError, ModelError
 from common.files import atomic_write_bytes, sha256_file
 
@@ -38,8 +39,7 @@ __all__ = [
     "write_manifest",
 ]
 
-FORMAT = "fedunlearn-manifest/1"
-MANIFEST_NAME = "manifest.json"
+FORMAT = MANIFEST_FORMAT  # the device runtime's, which must stay a single copyable file
 _VERSIONED = ("fedunlearn", "torch", "onnx", "onnxruntime")
 _REQUEST_KINDS = {"ids": "sample", "sample": "sample", "class": "class", "all": "all"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -31,7 +31,7 @@ from onnxruntime.quantization import (
 
 from common.edge.export import INPUT_NAME, OUTPUT_NAME, staging_dir
 from common.errors import ConfigError, ModelError
-from common.nodes.storage import sha256_file
+from common.files import sha256_file
 
 __all__ = ["Agreement", "QuantMode", "QuantizeInfo", "StaticSettings", "int8_agreement", "quantize_int8"]
 
