@@ -13,12 +13,16 @@ ledger first (request + receipt in one transaction), then receipt file, then
 purge of the raw samples; ``open`` finishes any purge a crash interrupted, so
 committed samples never stay on disk and no request is ever shown committed
 before its transaction landed.
+
+The directory holds personal data, so it is 0700 and its files 0600 whatever the
+umask; ``open`` tightens a node made before that rule (0755/0644) the same way.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +37,16 @@ from common.data.splits import stratified_pick
 from common.data.tensors import DatasetBundle, LabeledData
 from common.errors import ConfigError, DataError, RequestError
 from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
-from common.nodes.storage import atomic_write_json, read_json, read_samples, write_samples
+from common.nodes.storage import (
+    PRIVATE_DIR_MODE,
+    PRIVATE_FILE_MODE,
+    atomic_write_json,
+    private_dir,
+    read_json,
+    read_samples,
+    write_samples,
+)
+from common.nodes.text import checked_reason
 
 __all__ = ["NodeDirectory", "NodeLayout", "materialise_node"]
 
@@ -92,6 +105,8 @@ def materialise_node(path: Path, bundle: DatasetBundle, layout: NodeLayout) -> N
     if (path / "node.json").exists() or (path / "ledger.sqlite").exists():
         raise ConfigError(f"{path} already holds a node; pick an empty directory")
     train, holdout = _node_part(bundle, layout)
+    private_dir(path)
+    private_dir(path / "receipts")
     data_dir = path / "data"
     files = {"train": write_samples(data_dir, "train", train), "holdout": write_samples(data_dir, "holdout", holdout)}
     Ledger(path / "ledger.sqlite")
@@ -126,6 +141,7 @@ class NodeDirectory:
             raise DataError(f"{path / 'node.json'} has an unknown format; re-create the node with this version")
         node = cls(path, meta)
         with node._exclusive():
+            node._make_private()
             node._refresh()
             node._finish_purges()
             node._drop_orphans()
@@ -135,12 +151,33 @@ class NodeDirectory:
     def _exclusive(self, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
         """Writers (purge, repair) hold the node's flock exclusively; readers share it, so a
         reader never sees a data file disappear between reading node.json and the file."""
-        with (self.path / ".lock").open("a") as handle:
-            fcntl.flock(handle, mode)
+        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_WRONLY | os.O_APPEND, PRIVATE_FILE_MODE)
+        try:
+            fcntl.flock(fd, mode)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _make_private(self) -> None:
+        """Tighten a node written with the umask's modes: 0700 folders, 0600 files (symlinks left alone)."""
+        if not self.path.stat().st_mode & 0o077:
+            return
+        try:
+            for folder in (self.path, self.path / "data", self.path / "receipts"):
+                if not folder.is_dir():
+                    continue
+                folder.chmod(PRIVATE_DIR_MODE)
+                for file in folder.iterdir():
+                    if file.is_file() and not file.is_symlink():
+                        file.chmod(PRIVATE_FILE_MODE)
+        except PermissionError as err:  # another user's node, opened to read: say so, do not fail
+            log.warning("%s is readable by other users and cannot be made private here (%s); "
+                        "its owner should run: chmod -R go= %s", self.path, err, self.path)
+            return
+        log.warning("%s was readable by other users; made its folders 0700 and its files 0600", self.path)
 
     def _refresh(self) -> None:
         """Re-read node.json: another process may have purged since this object was made."""
@@ -178,6 +215,7 @@ class NodeDirectory:
         """File a request for explicit ids, a whole class, or all of this node's data (leaving)."""
         if sum((ids is not None, target_class is not None, everything)) != 1:
             raise RequestError("give exactly one of: sample ids, a class, or everything")
+        reason = checked_reason(reason)  # before reading the samples: a bad reason is refused at once
         train = self.train()
         held = self.ledger.held_ids()
         kind: RequestKind
@@ -245,6 +283,7 @@ class NodeDirectory:
         committed = self.ledger.list(RequestStatus.COMMITTED)
         for request in committed:
             if not self.receipt_path(request.request_id).exists():
+                private_dir(self.path / "receipts")
                 atomic_write_json(self.receipt_path(request.request_id), request.receipt)
         gone = torch.tensor(sorted({i for r in committed for i in r.sample_ids}), dtype=torch.int64)
         train = read_samples(self.path / "data", self.meta["files"]["train"])

@@ -6,12 +6,16 @@ survives any crash. Statuses only move ``pending -> committed`` or
 ``pending -> rejected``; the receipt of a commit is stored in the same
 transaction that marks it committed, so a request is never committed without
 its receipt, and never shown committed before that transaction lands.
+
+The file is created 0600: SQLite gives its ``-wal`` and ``-shm`` files the
+database's own mode, so the whole ledger stays private to the node's user.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from common.errors import DataError, RequestError
+from common.nodes.text import checked_reason, clip
 
 __all__ = ["ForgetRequest", "Ledger", "RequestKind", "RequestStatus"]
 
@@ -95,14 +100,17 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))  # before SQLite would make it 0644
             with self._connect() as db:
                 db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as err:
+        except (OSError, sqlite3.DatabaseError) as err:
             raise DataError(f"{self.path} is not a usable ledger ({err}); restore it from a backup") from err
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        # a row written by another tool with invalid UTF-8 must not make every listing fail
+        db.text_factory = lambda raw: raw.decode("utf-8", "replace")
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -126,12 +134,11 @@ class Ledger:
     def submit(
         self, kind: RequestKind, sample_ids: Iterable[int], *, reason: str, target_class: int | None = None
     ) -> ForgetRequest:
-        """Record a pending request; refuses an empty one or one overlapping a live request."""
+        """Record a pending request; refuses an empty one, a bad reason, or one overlapping a live request."""
         ids = sorted({int(i) for i in sample_ids})
         if not ids:
             raise RequestError("a forget request needs at least one sample; nothing was recorded")
-        if not reason.strip():
-            raise RequestError("a forget request needs a reason (e.g. 'GDPR art. 17 request #123')")
+        reason = checked_reason(reason)
         request_id = f"req-{uuid.uuid4().hex[:16]}"
         now = _now()
         with self._transaction() as db:
@@ -144,7 +151,7 @@ class Ledger:
                 )
             db.execute(
                 "INSERT INTO requests VALUES (?, ?, ?, ?, 'pending', NULL, NULL, ?, ?)",
-                (request_id, kind, target_class, reason.strip(), now, now),
+                (request_id, kind, target_class, reason, now, now),
             )
             db.executemany(
                 "INSERT INTO request_samples VALUES (?, ?)", ((request_id, i) for i in ids)
@@ -168,17 +175,36 @@ class Ledger:
         with self._connect() as db:
             row = db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
             if row is None:
-                raise RequestError(f"no request {request_id!r} on this node; `fedunlearn requests` lists them")
+                raise RequestError(f"no request {clip(request_id)} on this node; `fedunlearn requests` lists them")
             return self._request(db, row)
 
-    def list(self, status: RequestStatus | None = None) -> builtins.list[ForgetRequest]:
-        """Requests in submission order, optionally of one status."""
+    def list(
+        self, status: RequestStatus | None = None, *, after: str | None = None, limit: int | None = None,
+    ) -> builtins.list[ForgetRequest]:
+        """Requests in submission order, optionally of one status; a page of them with ``after``/``limit``.
+
+        ``after`` is the id of the last request of the previous page: the page starts behind it in
+        (created_at, request_id) order, so requests filed meanwhile neither repeat nor get skipped.
+        """
+        where: builtins.list[str] = []
+        args: builtins.list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status.value)
         with self._connect() as db:
-            query = "SELECT * FROM requests"
-            args: tuple[Any, ...] = ()
-            if status is not None:
-                query, args = query + " WHERE status = ?", (status.value,)
-            rows = db.execute(query + " ORDER BY created_at, request_id", args).fetchall()
+            if after is not None:
+                if db.execute("SELECT 1 FROM requests WHERE request_id = ?", (after,)).fetchone() is None:
+                    raise RequestError(f"page token {clip(after)} names no request of this node; "
+                                       "list again from the first page")
+                where.append("(created_at, request_id) > "
+                             "(SELECT created_at, request_id FROM requests WHERE request_id = ?)")
+                args.append(after)
+            query = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "")
+            query += " ORDER BY created_at, request_id"
+            if limit is not None:
+                query += " LIMIT ?"
+                args.append(limit)
+            rows = db.execute(query, args).fetchall()
             return [self._request(db, row) for row in rows]
 
     def pending(self) -> builtins.list[ForgetRequest]:
@@ -205,6 +231,7 @@ class Ledger:
                 )
 
     def reject(self, request_id: str, reason: str) -> None:
+        reason = checked_reason(reason, "a rejection")
         with self._transaction() as db:
             self._require_pending(db, request_id)
             db.execute(
@@ -216,7 +243,7 @@ class Ledger:
     def _require_pending(db: sqlite3.Connection, request_id: str) -> None:
         row = db.execute("SELECT status FROM requests WHERE request_id = ?", (request_id,)).fetchone()
         if row is None:
-            raise RequestError(f"no request {request_id!r} on this node")
+            raise RequestError(f"no request {clip(request_id)} on this node")
         if row[0] != RequestStatus.PENDING:
             raise RequestError(f"request {request_id} is {row[0]}, not pending; it cannot change again")
 

@@ -4,12 +4,17 @@ A data file is written under a name that contains its own sha256 and only then
 referenced from ``node.json`` (replaced atomically), so a crash leaves either
 the old or the new file referenced, never a half-written one; files nobody
 references any more are removed on the next open.
+
+Everything here is personal data: folders are made 0700 and files 0600 whatever
+the umask, and each file is fsync'd, renamed into place, and its folder fsync'd,
+so a crash right after ``write_samples`` returns cannot lose the rename.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,18 @@ from common.data.tensors import LabeledData
 from common.errors import DataError
 from common.files import atomic_write_bytes, sha256_file
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "read_json", "read_samples", "sha256_file", "write_samples"]
+__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "atomic_write_bytes", "atomic_write_json", "private_dir",
+           "read_json", "read_samples", "sha256_file", "write_samples"]
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600  # atomic_write_bytes' default
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created if needed (its parents as ``mkdir -p`` would) and set to 0700, even if it existed."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    path.chmod(PRIVATE_DIR_MODE)
+    return path
 
 
 def atomic_write_json(path: Path, value: Any) -> None:
@@ -36,15 +52,16 @@ def read_json(path: Path) -> Any:
 
 
 def write_samples(directory: Path, stem: str, data: LabeledData) -> dict[str, str]:
-    """Save samples as ``<stem>-<sha12>.pt``; returns the reference to store in node.json."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{stem}.pending"
-    torch.save({"x": data.x.contiguous(), "y": data.y, "ids": data.ids}, tmp)
-    digest = sha256_file(tmp)
-    final = directory / f"{stem}-{digest[:12]}.pt"
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
+    """Save samples as ``<stem>-<sha12>.pt`` (0600, in a 0700 folder); returns the reference for node.json.
+
+    Serialised in memory first: the file's name holds its hash, which must be known before it is written.
+    """
+    buffer = io.BytesIO()
+    torch.save({"x": data.x.contiguous(), "y": data.y, "ids": data.ids}, buffer)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest()
+    final = private_dir(directory) / f"{stem}-{digest[:12]}.pt"
+    atomic_write_bytes(final, payload, mode=PRIVATE_FILE_MODE)
     return {"path": final.name, "sha256": digest}
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -284,3 +286,49 @@ def test_an_unreadable_node_json_is_a_data_error(node: NodeDirectory) -> None:
     (node.path / "node.json").write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
         NodeDirectory.open(node.path)
+
+
+# --- untrusted reasons and private files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reason", "message"), [
+    ("x" * 1001, "1001 characters, more than 1000"),
+    ("erase me \udcff", "not valid UTF-8"),  # an undecodable byte in argv
+    (" \t", "needs a reason"),
+])
+def test_submit_refuses_a_bad_reason_and_records_nothing(node: NodeDirectory, reason: str, message: str) -> None:
+    with pytest.raises(RequestError, match=message):
+        node.submit(everything=True, reason=reason)
+    assert node.ledger.list() == []
+    assert node.submit(everything=True, reason="y" * 1000).reason == "y" * 1000  # the bound itself is fine
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+def test_a_node_is_private_whatever_the_umask(tmp_path: Path, digits: DatasetBundle) -> None:
+    previous = os.umask(0o022)
+    try:
+        node = materialise_node(tmp_path / "node", digits, _layout(3))
+        with sqlite3.connect(node.ledger.path) as reader:  # an open reader keeps -wal and -shm on disk
+            reader.execute("SELECT COUNT(*) FROM requests").fetchone()
+            request = node.submit(ids=node.train().ids[:2].tolist(), reason=REASON)
+            node.commit([request.request_id], {"model_sha256": "0" * 64})
+            modes = _modes(node.path)
+    finally:
+        os.umask(previous)
+    assert {"ledger.sqlite-wal", "ledger.sqlite-shm", f"receipts/{request.request_id}.json"} <= set(modes)
+    assert any(name.startswith("data/train-") for name in modes) and any("holdout-" in name for name in modes)
+    folders = {".", "data", "receipts"}
+    assert {name: mode for name, mode in modes.items() if name in folders} == dict.fromkeys(folders, 0o700)
+    assert {name: mode for name, mode in modes.items() if name not in folders} == {
+        name: 0o600 for name in modes if name not in folders}
+
+
+def test_open_makes_a_world_readable_node_private(node: NodeDirectory) -> None:
+    for path in [node.path, *node.path.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # as a node made before the fix was left
+    NodeDirectory.open(node.path)
+    assert {mode for name, mode in _modes(node.path).items() if (node.path / name).is_dir()} == {0o700}
+    assert {mode for name, mode in _modes(node.path).items() if (node.path / name).is_file()} == {0o600}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,59 @@ def test_a_corrupt_ledger_file_is_a_data_error(tmp_path: Path, content: bytes) -
     path.write_bytes(content)
     with pytest.raises(DataError, match="not a usable ledger"):
         Ledger(path)
+
+
+# --- pages and untrusted text ------------------------------------------------------------------------------
+
+
+def test_list_pages_follow_submission_order(ledger: Ledger) -> None:
+    filed = [ledger.submit("ids", [i], reason=REASON).request_id for i in range(7)]
+    ledger.reject(filed[1], "legal hold")
+    first = ledger.list(limit=3)
+    second = ledger.list(after=first[-1].request_id, limit=3)
+    rest = ledger.list(after=second[-1].request_id, limit=3)
+    assert [r.request_id for r in first + second + rest] == filed
+    assert len(rest) == 1 and ledger.list(after=filed[-1]) == []
+    pending = ledger.list(RequestStatus.PENDING, after=filed[0], limit=2)
+    assert [r.request_id for r in pending] == [filed[2], filed[3]]
+
+
+def test_an_unknown_page_token_is_refused_and_clipped(ledger: Ledger) -> None:
+    ledger.submit("ids", [1], reason=REASON)
+    with pytest.raises(RequestError, match="names no request of this node") as err:
+        ledger.list(after="req-" + "f" * 100_000, limit=10)
+    assert len(str(err.value)) < 300
+
+
+def test_errors_repeat_at_most_a_clipped_request_id(ledger: Ledger) -> None:
+    long_id = "req-" + "x" * 1_000_000
+    for call in (lambda: ledger.get(long_id), lambda: ledger.reject(long_id, "r"),
+                 lambda: ledger.commit({long_id: {}})):
+        with pytest.raises(RequestError, match="no request 'req-xxx") as err:
+            call()
+        assert len(str(err.value)) < 300 and "1000006 characters" in str(err.value)
+
+
+def test_a_rejection_reason_is_bounded_like_a_request_reason(ledger: Ledger) -> None:
+    request = ledger.submit("ids", [1], reason=REASON)
+    for bad, message in (("r" * 1001, "more than 1000"), ("\udcff", "not valid UTF-8"), ("", "needs a reason")):
+        with pytest.raises(RequestError, match=message):
+            ledger.reject(request.request_id, bad)
+    assert ledger.get(request.request_id).status is RequestStatus.PENDING
+
+
+def test_a_row_with_invalid_utf8_still_lists(ledger: Ledger) -> None:
+    request = ledger.submit("ids", [1], reason=REASON)
+    with sqlite3.connect(ledger.path) as db:  # another tool wrote raw bytes into the TEXT column
+        db.execute("UPDATE requests SET reason = CAST(x'6f6bff' AS TEXT) WHERE request_id = ?",
+                   (request.request_id,))
+    assert [r.reason for r in ledger.list()] == ["ok\ufffd"]
+
+
+def test_the_ledger_file_is_created_private(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        Ledger(tmp_path / "fresh.sqlite").submit("ids", [1], reason=REASON)
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "fresh.sqlite").stat().st_mode & 0o777 == 0o600
