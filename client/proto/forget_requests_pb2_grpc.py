@@ -71,7 +71,10 @@ class ForgetRequestsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Every request in submission order, optionally of one status.
+        """Requests in submission order, optionally of one status, one page at a time:
+        call again with next_page_token until it comes back empty. INVALID_ARGUMENT
+        for an unknown status, a negative page_size or a page_token this node did
+        not give out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
+import logging
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +17,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from client import request_service
 from client.proto import forget_requests_pb2 as pb
 from client.proto import forget_requests_pb2_grpc as pb_grpc
 from client.request_service import (
+    MAX_PAGE_SIZE,
     RemoteRequestError,
     RequestClient,
     UnauthenticatedError,
@@ -125,7 +130,7 @@ def test_replies_cannot_carry_sample_ids(client: RequestClient, node: NodeDirect
     fields = pb.RequestSummary.DESCRIPTOR.fields
     assert {f.name for f in fields} == SUMMARY_FIELDS
     assert not any(f.is_repeated for f in fields)
-    assert [f.name for f in pb.ListResponse.DESCRIPTOR.fields] == ["requests"]
+    assert [f.name for f in pb.ListResponse.DESCRIPTOR.fields] == ["requests", "next_page_token"]
     ids = node.train().ids[:4].tolist()
     filed = client.submit(ids=ids, reason="x")
     with grpc.insecure_channel(served) as channel:
@@ -234,19 +239,82 @@ def test_start_checks_its_inputs(node: NodeDirectory, tmp_path: Path, tls_files:
     with pytest.raises(ConfigError, match="--insecure turns TLS off"):
         start_request_server(node.path, port=0, insecure=True, tls_cert=tls_files[0], tls_key=tls_files[1])
     with pytest.raises(DataError, match="not a node directory"):
-        start_request_server(tmp_path / "empty", port=0, host="127.0.0.1", insecure=True)
+        start_request_server(tmp_path / "empty", port=0, host="127.0.0.1", token=TOKEN, insecure=True)
     with pytest.raises(ConfigError, match="cannot read the TLS"):
         start_request_server(node.path, port=0, host="127.0.0.1", token=TOKEN,
                              tls_cert=tmp_path / "nope.pem", tls_key=tls_files[1])
 
 
-def test_insecure_without_token_serves_anyone(node: NodeDirectory) -> None:
-    server, port = start_request_server(node.path, port=0, host="127.0.0.1", token=None, insecure=True)
+def _other_key(path: Path) -> Path:
+    path.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["garbage certificate", "garbage key", "key of another certificate"])
+def test_a_bad_pem_file_is_reported_as_such(node: NodeDirectory, tmp_path: Path, tls_files: tuple[Path, Path],
+                                            damage: str) -> None:
+    cert, key = tls_files
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    cert, key = {"garbage certificate": (garbage, key), "garbage key": (cert, garbage),
+                 "key of another certificate": (cert, _other_key(tmp_path / "other.key"))}[damage]
+    with pytest.raises(ConfigError, match="not a usable TLS certificate and private key") as err:
+        start_request_server(node.path, port=0, token=TOKEN, tls_cert=cert, tls_key=key)
+    assert "is the port taken" not in str(err.value)
+
+
+def test_insecure_still_needs_a_token(node: NodeDirectory) -> None:
+    with pytest.raises(ConfigError, match=r"needs a bearer token .*--allow-unauthenticated"):
+        start_request_server(node.path, port=0, token=None, insecure=True)
+    with pytest.raises(ConfigError, match="--allow-unauthenticated accepts calls without a token, yet a token"):
+        start_request_server(node.path, port=0, token=TOKEN, insecure=True, allow_unauthenticated=True)
+
+
+def test_allow_unauthenticated_serves_anyone_and_says_so(node: NodeDirectory,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="client.request_service"):
+        server, port = start_request_server(node.path, port=0, insecure=True, allow_unauthenticated=True)
     try:
         with RequestClient(f"127.0.0.1:{port}", timeout=10) as anyone:
             assert anyone.submit(target_class=int(node.train().y[0]), reason="r")["kind"] == "class"
     finally:
         server.stop(None)
+    assert any("anyone who reaches 127.0.0.1" in r.getMessage() for r in caplog.records)
+
+
+def _listening(port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Local addresses with a socket listening on ``port``, from Linux's /proc/net/tcp and tcp6."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            pytest.skip("needs Linux's /proc/net/tcp")
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+                found.add(ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip)
+    return found
+
+
+def test_the_server_listens_on_loopback_unless_told_otherwise(node: NodeDirectory) -> None:
+    server, port = start_request_server(node.path, port=0, token=TOKEN, insecure=True)
+    try:
+        assert _listening(port) == {ipaddress.ip_address("127.0.0.1")}  # not 0.0.0.0 or ::
+        with RequestClient(f"127.0.0.1:{port}", token=TOKEN, timeout=10) as local:
+            assert local.list() == []
+    finally:
+        server.stop(None)
+
+
+def test_a_plaintext_server_on_a_public_interface_warns(node: NodeDirectory,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="client.request_service"):
+        server, _ = start_request_server(node.path, port=0, host="0.0.0.0", token=TOKEN, insecure=True)
+    server.stop(None)
+    assert any("cross the network unencrypted" in r.getMessage() for r in caplog.records)
 
 
 def test_client_refuses_ambiguous_targets_locally(client: RequestClient, node: NodeDirectory) -> None:
@@ -267,3 +335,100 @@ def test_a_taken_port_is_refused(served: str, node: NodeDirectory) -> None:
     port = int(served.rsplit(":", 1)[1])
     with pytest.raises(ConfigError, match="is the port taken"):
         start_request_server(node.path, port=port, host="127.0.0.1", token=TOKEN, insecure=True)
+
+
+# --- bounds: reasons, pages, echoed input ---------------------------------------------------------------
+
+
+def _file_directly(node: NodeDirectory, count: int, reason: str) -> list[str]:
+    """``count`` pending requests written straight into the ledger in one transaction (fast, and the way
+    rows filed before the reason bound existed look)."""
+    rows = [(f"req-{i:016x}", 10**6 + i) for i in range(count)]  # listing never looks at the samples
+    with sqlite3.connect(node.ledger.path) as db:
+        db.executemany("INSERT INTO requests VALUES (?, 'ids', NULL, ?, 'pending', NULL, NULL, ?, ?)",
+                       [(rid, reason, f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}", "t")
+                        for i, (rid, _) in enumerate(rows)])
+        db.executemany("INSERT INTO request_samples VALUES (?, ?)", rows)
+    return [rid for rid, _ in rows]
+
+
+def test_an_oversized_reason_is_refused(client: RequestClient, node: NodeDirectory) -> None:
+    with pytest.raises(RemoteRequestError, match="more than 1000") as err:
+        client.submit(everything=True, reason="x" * 2_000_000)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and len(str(err.value)) < 300
+    assert _recorded(node) == []
+
+
+def test_list_keeps_working_after_many_large_reasons(client: RequestClient, node: NodeDirectory) -> None:
+    """1200 reasons of 1000 four-byte characters: 4.8 MB, more than one gRPC message may carry."""
+    filed = _file_directly(node, 1200, "\U0001d4e7" * 1000)
+    assert [r["request_id"] for r in client.list()] == filed
+    assert [r["request_id"] for r in client.list("pending", page_size=7)] == filed
+
+
+def test_list_pages(served: str, node: NodeDirectory) -> None:
+    filed = _file_directly(node, 5, "r")
+    with grpc.insecure_channel(served) as channel:
+        stub = pb_grpc.ForgetRequestsStub(channel)
+        first = stub.List(pb.ListRequest(page_size=2), metadata=AUTH)
+        second = stub.List(pb.ListRequest(page_size=2, page_token=first.next_page_token), metadata=AUTH)
+        last = stub.List(pb.ListRequest(page_size=2, page_token=second.next_page_token), metadata=AUTH)
+        huge = stub.List(pb.ListRequest(page_size=10**9), metadata=AUTH)
+        for bad, message in ((pb.ListRequest(page_size=-1), "page_size must be >= 0"),
+                             (pb.ListRequest(page_token="req-" + "0" * 100_000), "names no request"),
+                             (pb.ListRequest(status="x" * 100_000), "status must be one of")):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.List(bad, metadata=AUTH)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in err.value.details()
+            assert len(err.value.details()) < 300
+    assert [r.request_id for page in (first, second, last) for r in page.requests] == filed
+    assert last.next_page_token == "" and len(huge.requests) == 5 and huge.next_page_token == ""
+    assert MAX_PAGE_SIZE * 10_000 < request_service.PAGE_BYTES * 4  # a full page of worst-case rows fits 4 MiB
+
+
+def test_a_page_ends_early_at_its_byte_budget(client: RequestClient, served: str, node: NodeDirectory,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    filed = _file_directly(node, 6, "é" * 1000)
+    monkeypatch.setattr(request_service, "PAGE_BYTES", 5000)  # about two summaries of 2 kB
+    with grpc.insecure_channel(served) as channel:
+        page = pb_grpc.ForgetRequestsStub(channel).List(pb.ListRequest(page_size=100), metadata=AUTH)
+    assert len(page.requests) == 2 and page.next_page_token == filed[1]
+    assert [r["request_id"] for r in client.list()] == filed
+
+
+def test_a_huge_unknown_id_is_still_not_found(client: RequestClient) -> None:
+    with pytest.raises(RemoteRequestError, match="no request 'req-xxx") as err:
+        client.status("req-" + "x" * 1_000_000)
+    assert err.value.code == grpc.StatusCode.NOT_FOUND and len(str(err.value)) < 300
+
+
+# --- reads, locks, logs --------------------------------------------------------------------------------------
+
+
+def test_reads_neither_wait_for_the_node_lock_nor_load_samples(
+    client: RequestClient, served: str, node: NodeDirectory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    filed = client.submit(ids=node.train().ids[:2].tolist(), reason="r")
+    monkeypatch.setattr("common.nodes.directory.read_samples",
+                        lambda *a, **k: pytest.fail("a read loaded the samples"))
+    with (node.path / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a trainer purging right now
+        with RequestClient(served, token=TOKEN, timeout=3) as quick:
+            assert quick.status(filed["request_id"])["status"] == "pending"
+            assert [r["request_id"] for r in quick.list()] == [filed["request_id"]]
+
+
+def test_calls_are_logged_with_the_caller_never_the_token(
+    served: str, node: NodeDirectory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="client.request_service"):
+        with RequestClient(served, token=TOKEN, timeout=10) as c:
+            filed = c.submit(ids=node.train().ids[:3].tolist(), reason="private reason")
+            c.list()
+        with RequestClient(served, token="wrong-token", timeout=10) as bad, pytest.raises(UnauthenticatedError):
+            bad.list()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(f"filed {filed['request_id']} (ids, 3 samples)" in line and "127.0.0.1" in line for line in lines)
+    assert any("List from ipv4:127.0.0.1" in line for line in lines)
+    assert any("UNAUTHENTICATED" in line and "127.0.0.1" in line for line in lines)
+    assert not any(secret in line for line in lines for secret in (TOKEN, "wrong-token", "private reason"))
