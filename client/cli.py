@@ -1,29 +1,38 @@
 """Client-side commands: make a node directory, file and list forget requests, serve the gRPC door.
 
 Thin typer shells over ``common.nodes`` and ``client.request_service``; errors
-are project errors, shown once by ``simulations.cli.main``.
+are project errors, shown once by ``simulations.cli.main``. Ledger text (reasons,
+rejections) comes from whoever filed a request, so it is shown as plain text with
+its control characters escaped, never as rich markup or raw terminal bytes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from common.data.datasets import load_dataset
 from common.errors import ConfigError, RequestError
 from common.nodes import NodeDirectory, NodeLayout, materialise_node
+from common.nodes.text import clip, printable
 
 __all__ = ["forget", "node_app", "reject", "requests"]
 
 node_app = typer.Typer(help="Create and serve node directories (one per client).", no_args_is_help=True)
-console = Console()
+console = Console(markup=False, highlight=False)  # paths and ledger text are data, never markup
+COLUMNS = ("request_id", "kind", "num_samples", "status", "reason", "updated_at")
 
 
 def _parse_partition(text: str) -> tuple[int, int]:
@@ -62,7 +71,7 @@ def _parse_ids(text: str) -> list[int]:
     try:
         return [int(token) for token in text.split(",") if token.strip()]
     except ValueError:
-        raise RequestError(f"--ids takes comma-separated integers (e.g. 3,17,99), got {text!r}") from None
+        raise RequestError(f"--ids takes comma-separated integers (e.g. 3,17,99), got {clip(text)}") from None
 
 
 def forget(
@@ -89,12 +98,11 @@ def requests(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"forget requests of {node_dir}")
-    for column in ("request_id", "kind", "num_samples", "status", "reason", "updated_at"):
-        table.add_column(column)
+    table = Table(title=Text(f"forget requests of {printable(str(node_dir))}"))
+    for column in COLUMNS:
+        table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(str(row[c]) for c in ("request_id", "kind", "num_samples", "status", "reason",
-                                             "updated_at")))
+        table.add_row(*(Text(printable(str(row[c]))) for c in COLUMNS))
     console.print(table)
 
 
@@ -105,31 +113,52 @@ def reject(
 ) -> None:
     """Reject a pending request: its samples return to training and nothing is purged."""
     node = NodeDirectory.open(node_dir)
-    if not reason.strip():
-        raise RequestError("a rejection needs a reason")
-    node.ledger.reject(request_id, reason.strip())
+    node.ledger.reject(request_id, reason)
     typer.echo(f"{request_id} rejected")
+
+
+@contextmanager
+def _logged_to_stderr(*names: str) -> Iterator[None]:
+    """INFO records of ``names`` on stderr while serving: the record of who called, and every warning."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 @node_app.command("serve")
 def serve(
     node_dir: Path = typer.Option(..., help="The node directory."),
     port: int = typer.Option(50151, help="Port of the ForgetRequests gRPC service."),
-    host: str = typer.Option("0.0.0.0", help="Interface to bind."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 (or ::) to accept other machines."),
     token: str | None = typer.Option(None, envvar="FEDUNLEARN_REQUEST_TOKEN",
                                      help="Bearer token callers must send (or $FEDUNLEARN_REQUEST_TOKEN)."),
     tls_cert: Path | None = typer.Option(None, help="Server certificate (PEM)."),
     tls_key: Path | None = typer.Option(None, help="Server private key (PEM)."),
     insecure: bool = typer.Option(False, help="Serve without TLS (local testing only)."),
+    allow_unauthenticated: bool = typer.Option(
+        False, help="Accept calls without a bearer token: anyone who reaches the port can file requests."),
 ) -> None:
-    """Serve Submit / Status / List for this node until interrupted."""
+    """Serve Submit / Status / List for this node until interrupted; each call is logged to stderr."""
     from client.request_service import start_request_server
 
-    server, bound = start_request_server(node_dir, port=port, host=host, token=token, tls_cert=tls_cert,
-                                         tls_key=tls_key, insecure=insecure)
-    console.print(f"serving forget requests for {node_dir} on {host}:{bound} (pid {os.getpid()})")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.stop(grace=2).wait()
+    with _logged_to_stderr("client.request_service", "common.nodes"):
+        server, bound = start_request_server(node_dir, port=port, host=host, token=token, tls_cert=tls_cert,
+                                             tls_key=tls_key, insecure=insecure,
+                                             allow_unauthenticated=allow_unauthenticated)
+        console.print(f"serving forget requests for {node_dir} on {host}:{bound} (pid {os.getpid()})",
+                      soft_wrap=True)
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        server.stop(grace=2).wait()

@@ -35,7 +35,7 @@ def checked_reason(text: str, owner: str = "a forget request") -> str:
         raise RequestError(f"the reason given for {owner} is not valid UTF-8 text; nothing was recorded") from None
     stripped = text.strip()
     if not stripped:
-        raise RequestError(f"{owner} needs a reason (e.g. 'GDPR art. 17 request #123'); nothing was recorded")
+        raise RequestError(f"{owner} needs a reason, e.g. a ticket reference; nothing was recorded")
     if len(stripped) > MAX_REASON_CHARS:
         raise RequestError(f"the reason given for {owner} has {len(stripped)} characters, more than "
                            f"{MAX_REASON_CHARS}; give a short reference (a ticket id) instead; nothing was recorded")

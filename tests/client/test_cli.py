@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,62 @@ def test_reject_releases_the_samples_and_cannot_be_repeated(
     code, _, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
                          "--reason", "again")
     assert code == 2 and "not pending" in err
+
+
+# --- untrusted text and serve's defaults ------------------------------------------------------------------
+
+
+def test_requests_shows_reasons_as_plain_text(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # one line per row, so each reason is found whole
+    reasons = ["[/x] closes nothing", "\x1b[31mred\x1b[0m", "[link=http://evil.example]click[/link]"]
+    ids = NodeDirectory.open(node_dir).train().ids.tolist()
+    for i, reason in enumerate(reasons):
+        code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--ids", str(ids[i]),
+                             "--reason", reason)
+        assert code == 0, err
+    for _ in range(2):  # a bad reason once broke every later listing
+        code, out, err = _main(monkeypatch, capsys, "requests", "--node-dir", str(node_dir))
+        assert code == 0 and "Traceback" not in err, err
+        assert "[/x] closes nothing" in out and "[link=http://evil.example]click[/link]" in out
+        assert "\\x1b[31mred\\x1b[0m" in out and "\x1b" not in out
+
+
+@pytest.mark.parametrize(("reason", "message"), [
+    ("x" * 1001, "1001 characters, more than 1000"),
+    ("erase \udcff", "not valid UTF-8"),  # how Python hands over an undecodable argv byte
+])
+def test_forget_refuses_a_bad_reason_cleanly(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], reason: str,
+    message: str,
+) -> None:
+    code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--all", "--reason", reason)
+    assert code == 2 and message in " ".join(err.split()) and "Traceback" not in err
+    assert _ledger(monkeypatch, capsys, node_dir) == []
+
+
+def test_node_serve_needs_a_token_even_in_plaintext(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("FEDUNLEARN_REQUEST_TOKEN", raising=False)
+    code, _, err = _main(monkeypatch, capsys, "node", "serve", "--node-dir", str(node_dir), "--port", "0",
+                         "--insecure")
+    assert code == 2 and "--allow-unauthenticated" in " ".join(err.split())
+
+
+class _StopAtOnce(threading.Event):
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def test_node_serve_binds_loopback_and_warns_without_a_token(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("FEDUNLEARN_REQUEST_TOKEN", raising=False)
+    monkeypatch.setattr("client.cli.threading.Event", _StopAtOnce)
+    code, out, err = _main(monkeypatch, capsys, "node", "serve", "--node-dir", str(node_dir), "--port", "0",
+                           "--insecure", "--allow-unauthenticated")
+    assert code == 0, err
+    assert "on 127.0.0.1:" in out
+    assert "WARNING" in err and "anyone who reaches 127.0.0.1" in err
