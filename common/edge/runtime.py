@@ -9,7 +9,15 @@ can be copied next to an export and run as a script::
 It trusts nothing it reads: the manifest beside the model (docs/edge-contract.md)
 must describe the model file, whose sha256 is checked before ONNX Runtime sees a
 byte of it, and every input is checked for shape, dtype, finiteness and range in
-raw loader units before it is normalised exactly as in training.
+raw loader units before it is normalised exactly as in training. A path the
+manifest names is only followed inside the export folder (``export_file``).
+
+Input size is bounded before anything is allocated: a .npy header's shape and
+dtype are checked against the model and the file's real size before its data is
+read, and the data is then memory-mapped, never loaded whole; an image's claimed
+size is checked before Pillow decodes a pixel; at most MAX_SAMPLES inputs are
+taken per call, and they reach ONNX Runtime CHUNK samples at a time, so memory
+stays flat however large the batch.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import hashlib
 import json
 import math
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +39,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 __all__ = [
+    "CHUNK",
     "MANIFEST_FORMAT",
+    "MAX_IMAGE_PIXELS",
+    "MAX_SAMPLES",
     "EdgeError",
     "EdgeInputError",
     "EdgeModel",
@@ -37,6 +50,7 @@ __all__ = [
     "LoadedInputs",
     "Manifest",
     "Prediction",
+    "export_file",
     "format_predictions",
     "load_inputs",
     "main",
@@ -49,6 +63,10 @@ __all__ = [
 MANIFEST_FORMAT = "fedunlearn-manifest/1"
 MANIFEST_NAME = "manifest.json"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".pnm", ".bmp"})
+MAX_SAMPLES = 1 << 20  # inputs per call: bounds the predictions kept, about 0.5 KB each
+MAX_IMAGE_PIXELS = 1 << 24  # what an image header may claim; Pillow refuses larger ones before decoding
+CHUNK = 256  # samples per ONNX Runtime call: its activation memory does not grow with the batch
+_CHECK_VALUES = 1 << 22  # values converted to float64 at a time while checking a batch
 FloatArray = npt.NDArray[np.floating[Any]]
 
 
@@ -84,13 +102,13 @@ class Manifest:
 
 @dataclass(frozen=True)
 class LoadedInputs:
-    """A validated batch in raw loader units, ``raw``: (N, C, H, W), and a label per sample."""
+    """Validated batches in raw loader units, each (N_i, C, H, W) (memory-mapped for a .npy), and their files."""
 
-    raw: FloatArray
-    labels: tuple[str, ...]
+    batches: tuple[npt.NDArray[Any], ...]
+    sources: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: up to MAX_SAMPLES of these are kept
 class Prediction:
     """One sample's answer: the best class and the ``top`` (class name, probability) pairs, best first."""
 
@@ -158,6 +176,20 @@ def read_manifest(model_path: Path) -> Manifest:
     )
 
 
+def export_file(manifest: Manifest, name: str, what: str) -> Path:
+    """``name``, a path the manifest gives (``what`` says which), resolved inside the manifest's folder.
+
+    A manifest arrives with an export from elsewhere: a name that is absolute, climbs out with
+    ``..`` or leads out through a symlink is refused, so it cannot point a tool at any other file.
+    """
+    folder = manifest.path.parent.resolve()
+    resolved = (folder / name).resolve()
+    if Path(name).is_absolute() or resolved == folder or not resolved.is_relative_to(folder):
+        raise EdgeModelError(f"{manifest.path}: {what} {name!r} is not a file inside the export folder {folder}; "
+                             "a manifest may only name files beside it")
+    return resolved
+
+
 def _verified_bytes(model_path: Path, manifest: Manifest) -> bytes:
     """The model file's bytes, only if the manifest lists it with this sha256 (hashing what will be loaded)."""
     entry = manifest.artifacts.get(model_path.name)
@@ -182,6 +214,55 @@ def preprocess(raw: FloatArray, manifest: Manifest) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
+def _check_dtype(dtype: np.dtype[Any], source: str) -> None:
+    if dtype.kind not in "iuf":
+        raise EdgeInputError(f"{source}: dtype {dtype} is not a real number type; give integer or float "
+                             "pixel values (bool, complex, string and object arrays are refused)")
+
+
+def _batch_shape(shape: tuple[int, ...], manifest: Manifest, source: str) -> tuple[int, int, int, int]:
+    """The (N, C, H, W) an input of ``shape`` is read as; (H, W) and (N, H, W) are grey images.
+
+    Works on the shape alone, so a .npy header is judged before its data is touched.
+    """
+    c, h, w = manifest.input_chw
+    batch: tuple[int, ...]
+    if len(shape) == 2 and c == 1:
+        batch = (1, 1, *shape)
+    elif len(shape) == 3 and c == 1 and shape[0] != 1:
+        batch = (shape[0], 1, *shape[1:])  # a stack of grey images, (N, H, W)
+    elif len(shape) == 3:
+        batch = (1, *shape)
+    else:
+        batch = shape
+    accepted = f"(H, W) = ({h}, {w}), (N, H, W), " if c == 1 else ""
+    if len(batch) != 4 or batch[1:] != (c, h, w) or batch[0] == 0:
+        raise EdgeInputError(f"{source}: shape {shape} does not fit the model; expected "
+                             f"{accepted}(C, H, W) = ({c}, {h}, {w}) or (N, {c}, {h}, {w}) with N >= 1")
+    if batch[0] > MAX_SAMPLES:
+        raise EdgeInputError(f"{source}: {batch[0]} samples, more than the {MAX_SAMPLES} the runtime takes in "
+                             "one call; split the input over several calls")
+    return batch[0], c, h, w
+
+
+def _check_values(batch: npt.NDArray[Any], manifest: Manifest, source: str) -> None:
+    """Every value of an (N, C, H, W) batch finite and in [raw_min, raw_max], checked a slice at a time,
+    so a memory-mapped file is never copied whole."""
+    step = max(1, _CHECK_VALUES // math.prod(manifest.input_chw))
+    bad, low, high = 0, math.inf, -math.inf
+    for start in range(0, len(batch), step):
+        values = np.asarray(batch[start:start + step], dtype=np.float64)
+        finite = np.isfinite(values)
+        bad += int(finite.size - np.count_nonzero(finite))
+        if not bad:
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+    if bad:
+        raise EdgeInputError(f"{source}: {bad} value(s) are NaN or infinite; inputs must be finite")
+    if low < manifest.raw_min or high > manifest.raw_max:
+        raise EdgeInputError(f"{source}: values span [{low:g}, {high:g}] but the model takes raw values in "
+                             f"[{manifest.raw_min:g}, {manifest.raw_max:g}] (loader units, before normalisation)")
+
+
 def validate_raw(array: Any, manifest: Manifest, source: str = "input") -> FloatArray:
     """Check a raw array and return it as (N, C, H, W) float64.
 
@@ -189,30 +270,10 @@ def validate_raw(array: Any, manifest: Manifest, source: str = "input") -> Float
     real, finite numbers in [raw_min, raw_max] (raw loader units, before normalisation).
     """
     array = np.asarray(array)
-    if array.dtype.kind not in "iuf":
-        raise EdgeInputError(f"{source}: dtype {array.dtype} is not a real number type; give integer or float "
-                             "pixel values (bool, complex, string and object arrays are refused)")
-    c, h, w = manifest.input_chw
-    given = array.shape
-    if array.ndim == 2 and c == 1:
-        array = array[None, None]
-    elif array.ndim == 3 and c == 1 and array.shape[0] != 1:
-        array = array[:, None]  # a stack of grey images, (N, H, W)
-    elif array.ndim == 3:
-        array = array[None]
-    accepted = f"(H, W) = ({h}, {w}), (N, H, W), " if c == 1 else ""
-    if array.ndim != 4 or array.shape[1:] != (c, h, w) or array.shape[0] == 0:
-        raise EdgeInputError(f"{source}: shape {given} does not fit the model; expected "
-                             f"{accepted}(C, H, W) = ({c}, {h}, {w}) or (N, {c}, {h}, {w}) with N >= 1")
-    values = array.astype(np.float64)
-    if not np.isfinite(values).all():
-        bad = int(np.size(values) - np.isfinite(values).sum())
-        raise EdgeInputError(f"{source}: {bad} value(s) are NaN or infinite; inputs must be finite")
-    low, high = float(values.min()), float(values.max())
-    if low < manifest.raw_min or high > manifest.raw_max:
-        raise EdgeInputError(f"{source}: values span [{low:g}, {high:g}] but the model takes raw values in "
-                             f"[{manifest.raw_min:g}, {manifest.raw_max:g}] (loader units, before normalisation)")
-    return values
+    _check_dtype(array.dtype, source)
+    batch = array.reshape(_batch_shape(array.shape, manifest, source))
+    _check_values(batch, manifest, source)
+    return batch.astype(np.float64)
 
 
 def _read_image(path: Path, manifest: Manifest) -> FloatArray:
@@ -227,7 +288,10 @@ def _read_image(path: Path, manifest: Manifest) -> FloatArray:
         raise EdgeInputError(f"{path}: the model takes {c} channels; image files only feed 1- or 3-channel "
                              "models, give a .npy array instead")
     try:
-        with Image.open(path) as image:
+        with _pixel_limit(Image), Image.open(path) as image:
+            if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:  # opening read the header only
+                raise EdgeInputError(f"{path}: image claims {image.size[0]}x{image.size[1]} pixels, more than "
+                                     f"{MAX_IMAGE_PIXELS}; the model takes {w}x{h}")
             if image.mode in ("I", "F") or image.mode.startswith("I;"):
                 raise EdgeInputError(f"{path}: {image.mode!r} images (16-bit or float) are not supported; "
                                      "save an 8-bit image or give a .npy array in raw units")
@@ -235,41 +299,91 @@ def _read_image(path: Path, manifest: Manifest) -> FloatArray:
                 raise EdgeInputError(f"{path}: image is {image.size[0]}x{image.size[1]} (WxH) but the model "
                                      f"takes {w}x{h}; resize it first (the runtime never resizes)")
             pixels = np.asarray(image.convert("L" if c == 1 else "RGB"), dtype=np.float64)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise EdgeInputError(f"{path}: image claims more pixels than {MAX_IMAGE_PIXELS} ({err}); "
+                             f"the model takes {w}x{h}") from err
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise EdgeInputError(f"{path}: not a readable image ({err})") from err
     chw = pixels[None] if c == 1 else pixels.transpose(2, 0, 1)
     return (manifest.raw_min + chw / 255.0 * (manifest.raw_max - manifest.raw_min))[None]
 
 
-def _read_array(path: Path) -> Any:
+@contextmanager
+def _pixel_limit(image_module: Any) -> Iterator[None]:
+    """Pillow's decompression-bomb check at MAX_IMAGE_PIXELS, as an error, for one image.
+
+    Pillow only warns between its limit and twice that; both become errors here, and its
+    process-wide limit is restored afterwards so nothing else in the process is affected.
+    """
+    previous = image_module.MAX_IMAGE_PIXELS
+    image_module.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as err:  # object arrays, or a damaged header
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", image_module.DecompressionBombWarning)
+            yield
+    finally:
+        image_module.MAX_IMAGE_PIXELS = previous
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, dtype, data offset) from a .npy header, reading nothing past it."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise EdgeInputError(f"{path}: .npy format version {version} is not supported; "
+                                     "save the array with numpy.save (format 1.0)")
+            return shape, dtype, handle.tell()
+    except ValueError as err:  # a damaged or oversized header
         raise EdgeInputError(f"{path}: not a plain numeric .npy array ({err})") from err
     except (OSError, EOFError) as err:
         raise EdgeInputError(f"{path}: cannot read the .npy file ({err})") from err
 
 
+def _read_array(path: Path, manifest: Manifest) -> npt.NDArray[Any]:
+    """A .npy file as a memory-mapped (N, C, H, W) array, after its header was checked against the
+    model and against the file's size, so a header claiming 10^12 samples costs nothing."""
+    shape, dtype, offset = _npy_header(path)
+    _check_dtype(dtype, str(path))
+    batch = _batch_shape(shape, manifest, str(path))
+    needed, held = math.prod(shape) * dtype.itemsize, path.stat().st_size - offset
+    if held < needed:
+        raise EdgeInputError(f"{path}: its header describes {shape} {dtype} ({needed} bytes) but the file holds "
+                             f"{held} bytes of data; it is truncated or its header is wrong")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).reshape(batch)
+    except (ValueError, OSError) as err:
+        raise EdgeInputError(f"{path}: cannot read the .npy file ({err})") from err
+
+
 def load_inputs(paths: Sequence[Path], manifest: Manifest) -> LoadedInputs:
-    """Read ``.npy`` arrays (raw loader units) and 8-bit images into one validated raw batch."""
+    """Read ``.npy`` arrays (raw loader units, memory-mapped) and 8-bit images, each checked whole."""
     if not paths:
         raise EdgeInputError("no input files given")
-    batches: list[FloatArray] = []
-    labels: list[str] = []
+    batches: list[npt.NDArray[Any]] = []
+    total = 0
     for path in map(Path, paths):
         if not path.is_file():
             raise EdgeInputError(f"input file {path} does not exist")
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            batch = validate_raw(_read_array(path), manifest, str(path))
+            batch = _read_array(path, manifest)
         elif suffix in IMAGE_SUFFIXES:
-            batch = validate_raw(_read_image(path, manifest), manifest, str(path))
+            batch = _read_image(path, manifest)
         else:
             raise EdgeInputError(f"{path}: unsupported input type {suffix or '(none)'!r}; give .npy arrays "
                                  f"or images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        total += len(batch)
+        if total > MAX_SAMPLES:
+            raise EdgeInputError(f"the inputs hold more than {MAX_SAMPLES} samples, the most the runtime takes in "
+                                 f"one call (reached at {path}); split them over several calls")
+        _check_values(batch, manifest, str(path))
         batches.append(batch)
-        labels.extend([str(path)] if len(batch) == 1 else [f"{path}[{i}]" for i in range(len(batch))])
-    return LoadedInputs(raw=np.concatenate(batches), labels=tuple(labels))
+    return LoadedInputs(batches=tuple(batches), sources=tuple(str(p) for p in paths))
 
 
 def softmax(logits: FloatArray) -> npt.NDArray[np.float64]:
@@ -326,35 +440,50 @@ class EdgeModel:
         return self.manifest.class_names
 
     def logits(self, preprocessed: FloatArray) -> npt.NDArray[np.float32]:
-        """(N, C, H, W) model-ready float32 inputs -> (N, K) logits."""
-        x = np.ascontiguousarray(preprocessed, dtype=np.float32)
+        """(N, C, H, W) model-ready float32 inputs -> (N, K) logits, CHUNK samples per ONNX Runtime call."""
+        x = np.asarray(preprocessed)
         if x.ndim != 4 or x.shape[1:] != self.manifest.input_chw:
             raise EdgeInputError(f"preprocessed batch has shape {x.shape}, expected (N, *{self.manifest.input_chw})")
-        (out,) = self.session.run([self.manifest.output_name], {self.manifest.input_name: x})
-        if out.shape != (len(x), len(self.class_names)):
-            raise EdgeModelError(f"{self.path} returned shape {out.shape}, expected ({len(x)}, "
-                                 f"{len(self.class_names)}); the model does not match its manifest")
-        return np.asarray(out, dtype=np.float32)
+        out = np.empty((len(x), len(self.class_names)), dtype=np.float32)
+        for start in range(0, len(x), CHUNK):
+            part = np.ascontiguousarray(x[start:start + CHUNK], dtype=np.float32)
+            try:
+                (logits,) = self.session.run([self.manifest.output_name], {self.manifest.input_name: part})
+            except Exception as err:  # ORT raises its own pybind types
+                raise EdgeModelError(f"{self.path}: ONNX Runtime failed on a batch of {len(part)} "
+                                     f"({type(err).__name__}: {err})") from err
+            if logits.shape != (len(part), len(self.class_names)):
+                raise EdgeModelError(f"{self.path} returned shape {logits.shape}, expected ({len(part)}, "
+                                     f"{len(self.class_names)}); the model does not match its manifest")
+            out[start:start + len(part)] = logits
+        return out
+
+    def _probabilities(self, batch: npt.NDArray[Any]) -> Iterator[npt.NDArray[np.float64]]:
+        """(N, C, H, W) checked raw values -> (<= CHUNK, K) probabilities per step; nothing whole is copied."""
+        for start in range(0, len(batch), CHUNK):
+            raw = np.asarray(batch[start:start + CHUNK], dtype=np.float64)
+            yield softmax(self.logits(preprocess(raw, self.manifest)))
 
     def predict(self, raw_batch: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Raw loader units ((H, W), (C, H, W) or (N, C, H, W)) -> classes (N,) and probabilities (N, K)."""
         raw = validate_raw(raw_batch, self.manifest)
-        probabilities = softmax(self.logits(preprocess(raw, self.manifest)))
+        probabilities = np.concatenate(list(self._probabilities(raw)))
         return probabilities.argmax(axis=1).astype(np.int64), probabilities
 
     def predict_files(self, paths: Sequence[Path], *, top: int = 3) -> list[Prediction]:
-        """Load, check and classify input files; one Prediction per sample."""
+        """Load, check and classify input files; one Prediction per sample, ``path[i]`` for a batch's i-th."""
         if top < 1:
             raise EdgeInputError(f"top must be >= 1, got {top}")
         loaded = load_inputs(paths, self.manifest)
-        _, probabilities = self.predict(loaded.raw)
         names = self.class_names
         predictions = []
-        for label, row in zip(loaded.labels, probabilities, strict=True):
-            order = np.argsort(-row, kind="stable")[:top]
-            best = int(order[0])
-            predictions.append(Prediction(label, best, names[best], float(row[best]),
-                                          tuple((names[int(k)], float(row[k])) for k in order)))
+        for batch, source in zip(loaded.batches, loaded.sources, strict=True):
+            rows = (row for probabilities in self._probabilities(batch) for row in probabilities)
+            for i, row in enumerate(rows):
+                order = np.argsort(-row, kind="stable")[:top]
+                best = int(order[0])
+                predictions.append(Prediction(source if len(batch) == 1 else f"{source}[{i}]", best, names[best],
+                                              float(row[best]), tuple((names[int(k)], float(row[k])) for k in order)))
         return predictions
 
 

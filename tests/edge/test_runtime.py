@@ -9,9 +9,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +302,24 @@ def _png(width: int, height: int) -> Any:
     return lambda path: Image.fromarray(np.zeros((height, width), np.uint8)).save(path.with_suffix(".png"))
 
 
+def _png_header(width: int, height: int) -> Any:
+    """A few dozen bytes of PNG that claim ``width`` x ``height`` grey pixels (no pixel data follows)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return lambda path: path.with_suffix(".png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))
+
+
+def _npy_header(shape: tuple[int, ...], data: bytes = b"\0" * 64) -> Any:
+    """A .npy whose header claims ``shape`` float64, followed by only ``data``."""
+    def write(path: Path) -> None:
+        with path.with_suffix(".npy").open("wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            handle.write(data)
+    return write
+
+
 GOOD = np.full((8, 8), 3.0)
 BAD_INPUTS = {
     "wrong shape": (_save(np.zeros((1, 1, 9, 8))), ".npy", r"shape \(1, 1, 9, 8\) does not fit .*\(N, 1, 8, 8\)"),
@@ -307,7 +328,7 @@ BAD_INPUTS = {
     "complex": (_save(GOOD.astype(np.complex64)), ".npy", r"dtype complex64 is not a real number type"),
     "bool": (_save(GOOD > 0), ".npy", r"dtype bool is not a real number type"),
     "strings": (_save(np.full((8, 8), "7")), ".npy", r"dtype <U1 is not a real number type"),
-    "object": (_save(np.array([[1, "a"]], dtype=object)), ".npy", r"not a plain numeric \.npy array"),
+    "object": (_save(np.array([[1, "a"]], dtype=object)), ".npy", r"dtype object is not a real number type"),
     "NaN": (_save(np.where(np.eye(8) > 0, np.nan, GOOD)), ".npy", r"8 value\(s\) are NaN or infinite"),
     "inf": (_save(np.where(np.eye(8) > 0, np.inf, GOOD)), ".npy", r"NaN or infinite"),
     "too bright": (_save(np.full((8, 8), 300)), ".npy", r"values span \[300, 300\] .* raw values in \[0, 16\]"),
@@ -316,6 +337,13 @@ BAD_INPUTS = {
     "not an image": (lambda p: p.with_suffix(".png").write_bytes(b"not a png"), ".png", r"not a readable image"),
     "damaged npy": (lambda p: p.with_suffix(".npy").write_bytes(b"\x93NUMPY garbage"), ".npy", r"\.npy"),
     "unknown type": (lambda p: p.with_suffix(".txt").write_text("1 2 3"), ".txt", r"unsupported input type '\.txt'"),
+    "header claims 10^12 samples": (_npy_header((10**12, 8, 8)), ".npy",
+                                    r"1000000000000 samples, more than the 1048576 the runtime takes"),
+    "header claims more than the file": (_npy_header((1000, 8, 8)), ".npy",
+                                         r"describes \(1000, 8, 8\) float64 \(512000 bytes\) but the file holds 64"),
+    "png claims 30000x30000": (_png_header(30000, 30000), ".png", r"image claims more pixels than 16777216"),
+    "png claims 5000x4000": (_png_header(5000, 4000), ".png", r"image claims more pixels than 16777216"),
+    "png claims 3000x3000": (_png_header(3000, 3000), ".png", r"image is 3000x3000 \(WxH\) but the model takes 8x8"),
 }
 
 
@@ -335,3 +363,75 @@ def test_predict_on_arrays_checks_the_same_way(built: Path) -> None:
         model.logits(np.zeros((2, 8, 8), np.float32))
     with pytest.raises(EdgeError, match="threads must be >= 1"):
         EdgeModel.open(built / "model.onnx", threads=0)
+
+
+# --- bounded memory: memory-mapped files, chunked ONNX Runtime calls, a cap per call ---------------------------
+
+
+def test_a_large_batch_is_memory_mapped_and_run_in_chunks(built: Path, tmp_path: Path) -> None:
+    raw = np.random.default_rng(3).integers(0, 17, size=(2 * runtime.CHUNK + 7, 8, 8)).astype(np.float64)
+    np.save(tmp_path / "big.npy", raw)
+    model = EdgeModel.open(built / "model.onnx")
+    loaded = runtime.load_inputs([tmp_path / "big.npy"], model.manifest)
+    assert isinstance(loaded.batches[0], np.memmap) and loaded.batches[0].shape == (len(raw), 1, 8, 8)
+    sizes: list[int] = []
+    real_run = model.session.run
+
+    class Session:  # InferenceSession's run is read-only: wrap the session instead
+        def run(self, outputs: Any, feed: dict[str, np.ndarray]) -> Any:
+            sizes.extend(len(x) for x in feed.values())
+            return real_run(outputs, feed)
+
+    model.session = Session()  # type: ignore[assignment]
+    predictions = model.predict_files([tmp_path / "big.npy"], top=1)
+    assert sizes == [runtime.CHUNK, runtime.CHUNK, 7]
+    expected = torch_probabilities(built.parent, raw[:, None].astype(np.float32)).argmax(1)
+    assert [p.index for p in predictions] == expected.tolist()
+    assert predictions[-1].source == f"{tmp_path / 'big.npy'}[{len(raw) - 1}]"
+
+
+def test_the_sample_cap_counts_every_file(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "MAX_SAMPLES", 5)
+    np.save(tmp_path / "a.npy", np.zeros((3, 8, 8)))
+    np.save(tmp_path / "b.npy", np.zeros((3, 8, 8)))
+    with pytest.raises(EdgeInputError, match=r"more than 5 samples.*\(reached at .*b\.npy\)"):
+        EdgeModel.open(built / "model.onnx").predict_files([tmp_path / "a.npy", tmp_path / "b.npy"])
+
+
+def test_pillows_own_limit_is_left_as_it_was(built: Path, tmp_path: Path) -> None:
+    before = Image.MAX_IMAGE_PIXELS
+    _png_header(30000, 30000)(tmp_path / "bomb")
+    with pytest.raises(EdgeInputError):
+        EdgeModel.open(built / "model.onnx").predict_files([tmp_path / "bomb.png"])
+    assert before == Image.MAX_IMAGE_PIXELS
+
+
+@pytest.mark.parametrize("case", ["header claims 10^12 samples", "png claims 30000x30000"])
+def test_oversized_inputs_exit_2_from_the_script_and_the_cli(built: Path, tmp_path: Path, case: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    from simulations.edge_cli import predict_command
+
+    write, suffix, message = BAD_INPUTS[case]
+    write(tmp_path / "input")
+    argv = [str(built / "model.onnx"), str(tmp_path / f"input{suffix}")]
+    assert runtime.main(argv) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    app = typer.Typer()
+    app.command()(predict_command)
+    result = CliRunner().invoke(app, argv)
+    assert isinstance(result.exception, DataError) and re.search(message, str(result.exception))
+
+
+# --- paths a manifest names ---------------------------------------------------------------------------------------
+
+
+def test_export_file_stays_inside_the_export_folder(export: Path, tmp_path: Path) -> None:
+    manifest = read_manifest(export / "model.onnx")
+    assert runtime.export_file(manifest, "model.onnx", "artifact") == (export / "model.onnx").resolve()
+    assert runtime.export_file(manifest, "sub/../model.pt", "source_checkpoint") == (export / "model.pt").resolve()
+    (export / "escape.pt").symlink_to(tmp_path / "model.pt")
+    for name in ("/etc/passwd", "../model.pt", "..", ".", "escape.pt", str(export / "model.onnx")):
+        with pytest.raises(EdgeModelError, match=r"is not a file inside the export folder"):
+            runtime.export_file(manifest, name, "source_checkpoint")
