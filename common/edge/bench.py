@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.edge.runtime import EdgeModel, Manifest, preprocess
+from common.edge.runtime import EdgeModel, EdgeModelError, Manifest, export_file, preprocess
 from common.errors import ConfigError, ModelError
 from common.nodes.storage import atomic_write_json
 
@@ -133,7 +133,10 @@ def _checkpoint_path(manifest: Manifest, torch_model: Path | None) -> Path | Non
     source = manifest.raw.get("source_checkpoint")
     if source is None:
         return None
-    path = manifest.path.parent / str(source)
+    try:
+        path = export_file(manifest, str(source), "source_checkpoint")
+    except EdgeModelError as err:  # e.g. a federation run's ../model.pt: the user may vouch for it
+        raise ModelError(f"{err}; to compare against that checkpoint anyway, pass it with --torch-model") from err
     if not path.is_file():
         raise ModelError(f"{manifest.path} names source_checkpoint {source!r}, but {path} does not exist; "
                          "pass the checkpoint with --torch-model")
@@ -146,7 +149,7 @@ def _int8_file(model_path: Path, manifest: Manifest) -> Path | None:
         raise ConfigError(f"bench-edge takes the fp32 model, but {model_path.name} has precision "
                           f"{entry.get('precision')!r} in {manifest.path}; give model.onnx")
     names = sorted(n for n, e in manifest.artifacts.items() if str(e.get("precision", "")).startswith("int8"))
-    return model_path.parent / names[0] if names else None
+    return export_file(manifest, names[0], "int8 artifact") if names else None
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from common.checkpoint import save_checkpoint
 from common.edge.bench import run_edge_bench
+from common.edge.runtime import EdgeModelError
 from common.errors import ConfigError, ModelError
 from common.models import build_model
 from simulations.edge_cli import bench_edge_command
@@ -31,7 +32,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def report(built: Path) -> dict[str, Any]:
     app = typer.Typer()
     app.command()(bench_edge_command)
-    result = CliRunner().invoke(app, [str(built / "model.onnx"), "--repeats", "3"])
+    result = CliRunner().invoke(app, [str(built / "model.onnx"), "--repeats", "3",
+                                      "--torch-model", str(built.parent / "model.pt")])
     assert result.exit_code == 0, result.output
     assert "ort_int8" in result.output and "bench-edge.json" in result.output
     return json.loads((built / "bench-edge.json").read_text())
@@ -66,7 +68,7 @@ def test_json_records_ratios_sizes_threads_cpu_and_versions(report: dict[str, An
 def test_torch_thread_count_is_restored(built: Path) -> None:
     torch.set_num_threads(2)
     try:
-        run_edge_bench(built / "model.onnx", repeats=1, warmup=0)
+        run_edge_bench(built / "model.onnx", repeats=1, warmup=0, torch_model=built.parent / "model.pt")
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
@@ -95,3 +97,28 @@ def test_bad_settings_are_refused(built: Path) -> None:
         run_edge_bench(built / "model.onnx", repeats=0)
     with pytest.raises(ConfigError, match="bench-edge takes the fp32 model"):
         run_edge_bench(built / "model.int8.onnx", repeats=1)
+
+
+def test_manifest_paths_are_only_followed_inside_the_export_folder(built: Path, tmp_path: Path) -> None:
+    export = Path(shutil.copytree(built, tmp_path / "export"))
+    with pytest.raises(ModelError, match=r"source_checkpoint '\.\./model\.pt' is not a file inside the export "
+                                         r"folder.*pass it with --torch-model"):
+        run_edge_bench(export / "model.onnx", repeats=1)  # the federation layout: the user must vouch for it
+    write_manifest(export, source_checkpoint="/etc/passwd")
+    with pytest.raises(ModelError, match=r"source_checkpoint '/etc/passwd' is not a file inside"):
+        run_edge_bench(export / "model.onnx", repeats=1)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["source_checkpoint"] = None
+    manifest["artifacts"][str(built / "model.int8.onnx")] = manifest["artifacts"].pop("model.int8.onnx")
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EdgeModelError, match=r"int8 artifact '/.*model\.int8\.onnx' is not a file inside"):
+        run_edge_bench(export / "model.onnx", repeats=1)
+
+
+def test_bench_edge_exits_2_on_a_manifest_path_outside_the_folder(built: Path, tmp_path: Path) -> None:
+    export = Path(shutil.copytree(built, tmp_path / "export"))
+    write_manifest(export, source_checkpoint="../../../../etc/passwd")
+    app = typer.Typer()
+    app.command()(bench_edge_command)
+    result = CliRunner().invoke(app, [str(export / "model.onnx"), "--repeats", "1"])
+    assert isinstance(result.exception, ModelError) and "not a file inside the export folder" in str(result.exception)
