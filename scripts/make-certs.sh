@@ -2,9 +2,9 @@
 # Make a private CA and one server certificate for the SuperLink (and the
 # SuperNodes' request endpoints) with openssl.
 #
-#   scripts/make-certs.sh [--out DIR] [--force] [EXTRA_NAME ...]
+#   scripts/make-certs.sh [--out DIR] [--force] [--key-owner UID[:GID]] [EXTRA_NAME ...]
 #
-# Writes into DIR (default: deploy/certs, git-ignored):
+# Writes into DIR (default: deploy/certs, git-ignored; created 0700):
 #   ca.crt ca.key          the CA: give ca.crt to every client (SuperNode --root-certificates,
 #                          `flwr` connection root-certificates, request clients)
 #   server.crt server.key  the server certificate, signed by the CA; SANs: localhost,
@@ -12,28 +12,39 @@
 #                          compose service names), plus every EXTRA_NAME
 #                          (a DNS name, or an IPv4/IPv6 address)
 #
-# Refuses to overwrite existing files unless --force is given (a new CA would
-# lock out every client that trusts the old one).
+# Keys are 0600, certificates 0644, whatever the umask. --key-owner hands server.key
+# to another user (needs root), e.g. 49999, the Flower images' `app` user, for the
+# compose file's bind mounts. Refuses to overwrite existing files unless --force is
+# given (a new CA would lock out every client that trusts the old one).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="$ROOT/deploy/certs"
 FORCE=0
+KEY_OWNER=""
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) [ $# -ge 2 ] || { echo "error: --out needs a directory" >&2; exit 2; }; OUT="$2"; shift 2 ;;
         --out=*) OUT="${1#--out=}"; shift ;;
         --force) FORCE=1; shift ;;
+        --key-owner) [ $# -ge 2 ] || { echo "error: --key-owner needs UID[:GID]" >&2; exit 2; }
+                     KEY_OWNER="$2"; shift 2 ;;
+        --key-owner=*) KEY_OWNER="${1#--key-owner=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
         *) EXTRA+=("$1"); shift ;;
     esac
 done
 
+if [ -n "$KEY_OWNER" ] && ! [[ "$KEY_OWNER" =~ ^[0-9]+(:[0-9]+)?$ ]]; then
+    echo "error: --key-owner takes a numeric UID or UID:GID, got '$KEY_OWNER'" >&2
+    exit 2
+fi
 command -v openssl >/dev/null || { echo "error: openssl is not installed" >&2; exit 1; }
+umask 077  # everything this script creates starts private; certificates are opened up below
 
 FILES=(ca.crt ca.key server.crt server.key)
 if [ "$FORCE" != 1 ]; then
@@ -94,9 +105,12 @@ openssl x509 -req -sha256 -days 825 -in "$TMP/server.csr" -CA "$TMP/ca.crt" -CAk
     -CAcreateserial -extfile "$TMP/server.ext" -out "$TMP/server.crt" 2>/dev/null
 openssl verify -CAfile "$TMP/ca.crt" "$TMP/server.crt" >/dev/null
 
-chmod 600 "$TMP/ca.key"
-# The server key is read by the container user (not root) through a bind mount.
-chmod 644 "$TMP/server.key" "$TMP/server.crt" "$TMP/ca.crt"
+chmod 600 "$TMP/ca.key" "$TMP/server.key"
+chmod 644 "$TMP/server.crt" "$TMP/ca.crt"
+if [ -n "$KEY_OWNER" ]; then
+    chown "$KEY_OWNER" "$TMP/server.key" \
+        || { echo "error: cannot give server.key to $KEY_OWNER (run as root, e.g. with sudo)" >&2; exit 1; }
+fi
 for f in "${FILES[@]}"; do
     mv -f "$TMP/$f" "$OUT/$f"
 done
