@@ -57,7 +57,8 @@ def bench_edge_command(
     out: Path | None = typer.Option(None, help="Where to write the JSON (default: bench-edge.json beside MODEL)."),
     repeats: int = typer.Option(50, help="Timed calls per engine and batch size, after warm-up."),
     torch_model: Path | None = typer.Option(
-        None, help="Torch checkpoint to compare (default: the manifest's source_checkpoint)."
+        None, help="Torch checkpoint to compare (default: the manifest's source_checkpoint, if it lies "
+                   "inside the export folder; a run's export names ../model.pt, so pass that here)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON instead of a table."),
 ) -> None:
