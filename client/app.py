@@ -38,6 +38,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     client_app.train(P.ACTION_UNLEARN)(reply(handlers.unlearn))
     client_app.evaluate()(reply(handlers.evaluate))
     client_app.evaluate(P.ACTION_AUDIT)(reply(handlers.audit))
+    client_app.evaluate(P.ACTION_CALIBRATE)(reply(handlers.calibrate))
     client_app.query(P.ACTION_COMMIT)(reply(lambda s, _m: handlers.commit(s)))
     return client_app
 

@@ -14,11 +14,14 @@ import torch
 import torch.nn.functional as F
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
+from client.calibration import CalibrationTable, drop_samples
 from client.session import NodeSession, model_arrays
 from common import protocol as P
-from common.audit.gate import audit_sets, local_leakage_audit
+from common.audit.local import comparison_sets, local_leakage_audit
 from common.audit.signals import Logits, torch_logits
-from common.data.tensors import LabeledData
+from common.checkpoint import states_sha256
+from common.data.splits import holdout_roles
+from common.data.tensors import LabeledData, concat
 from common.edge.scoring import onnx_logits
 from common.errors import RequestError
 from common.models import Classifier, ModelSpec
@@ -28,7 +31,7 @@ from common.unlearning import UnlearningTask, parse_params, run_method
 from common.unlearning.base import Granularity
 from common.unlearning.reference import build_reference, build_utility
 
-__all__ = ["audit", "commit", "evaluate", "status", "train_round", "unlearn"]
+__all__ = ["audit", "calibrate", "commit", "evaluate", "status", "train_round", "unlearn"]
 
 
 def status(session: NodeSession) -> RecordDict:
@@ -88,7 +91,7 @@ def unlearn(session: NodeSession, message: Message) -> RecordDict:
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
-    holdout = node.holdout()
+    holdout = holdout_roles(node.holdout()).method  # the sealed half is the gate's alone
     model = session.model(message)
     shape = node.meta["input_shape"]
     task = UnlearningTask(
@@ -135,25 +138,47 @@ def _audited_model(session: NodeSession, message: Message) -> Logits:
     return onnx_logits(artifact, expected_sha256=str(session.config.get(P.ARTIFACT_SHA256, "")))
 
 
+def calibrate(session: NodeSession, message: Message) -> RecordDict:
+    """Keep the server's reference models' statistics on every local sample (``client.calibration``)."""
+    names = sorted((n for n in message.content.array_records if n.startswith(P.REFERENCE_PREFIX)),
+                   key=lambda n: int(n[len(P.REFERENCE_PREFIX):]))
+    if not names:
+        raise RequestError("the server sent no reference models to calibrate with")
+    references = [session.model(message, arrays=name) for name in names]
+    digest = states_sha256([m.state_dict() for m in references])
+    node = session.node
+    table = CalibrationTable.compute(references, concat(node.train(), node.holdout()), device=session.device)
+    table.save(node.path, digest)
+    return RecordDict({P.STATUS: ConfigRecord({P.CALIBRATION: digest}),
+                       P.METRICS: MetricRecord({P.NUM_CALIBRATED: len(table.ids)})})
+
+
 def audit(session: NodeSession, message: Message) -> RecordDict:
     """Membership audit of the model (torch arrays or an ONNX artifact) on this node's pending forget
-    set against what a model retrained without it would show (``common.audit.gate.audit_sets``)."""
+    set against its sealed hold-out, as a model retrained without it would see them
+    (``common.audit.local.comparison_sets``); with reference-model attacks when the server names a
+    calibration."""
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
     forget = node.forget_set(requests)
-    sets = audit_sets(node.holdout(), granularity, classes, seed=session.seed)
+    sets = comparison_sets(holdout_roles(node.holdout()).audit, granularity, classes, seed=session.seed)
     if len(sets.nonmembers) == 0:  # e.g. a node holding a class only in its training part
         return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
+    digest = session.config.get(P.CALIBRATION)
+    calibration = None
+    if digest is not None:
+        table = CalibrationTable.load(node.path, str(digest))
+        calibration = (table.calibration(forget), table.calibration(sets.nonmembers))
     result = local_leakage_audit(_audited_model(session, message), forget, sets.nonmembers,
-                                 accuracy_reference=sets.accuracy_reference)
+                                 accuracy_reference=sets.accuracy_reference, calibration=calibration)
     metrics: dict[str, float | int] = {
         P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,
         P.FORGET_ACCURACY: result.forget_accuracy, P.HOLDOUT_ACCURACY: result.holdout_accuracy,
     }
-    for name, auc in result.aucs.items():
-        metrics[P.AUC_PREFIX + name] = auc
-        metrics[P.AUC_VAR_PREFIX + name] = min(result.variances[name], 1.0)  # inf is not a metric
+    for name, figures in result.attacks.items():
+        metrics[P.AUC_PREFIX + name] = figures.auc
+        metrics[P.TPR_PREFIX + name] = figures.tpr_at_1pct_fpr
     return RecordDict({P.METRICS: MetricRecord(metrics)})
 
 
@@ -166,4 +191,5 @@ def commit(session: NodeSession) -> RecordDict:
         "audit": json.loads(str(session.config.get(P.AUDIT_SUMMARY, "{}"))),
     }
     session.node.commit([r.request_id for r in requests], receipt)
+    drop_samples(session.node.path, {i for r in requests for i in r.sample_ids})
     return RecordDict({P.STATUS: ConfigRecord({P.COMMITTED: [r.request_id for r in requests]})})

@@ -69,17 +69,18 @@ class NodeSession:
     def recipe(self) -> TrainConfig:
         return TrainConfig(**json.loads(str(self.config[P.RECIPE])))
 
-    def model(self, message: Message) -> Classifier:
-        """The server's global model, rebuilt from its architecture name and this node's data shape."""
+    def model(self, message: Message, *, arrays: str = P.ARRAYS) -> Classifier:
+        """The server's model in record ``arrays`` (the global model unless told otherwise), rebuilt from
+        its architecture name and this node's data shape."""
         shape = self.node.meta["input_shape"]
         spec = ModelSpec(str(self.config[P.MODEL]), in_channels=int(shape[0]), image_size=int(shape[1]),
                          num_classes=self.node.num_classes)
         model = build_model(spec, seed=0)
-        arrays = message.content.array_records.get(P.ARRAYS)
-        if arrays is None:
-            raise ModelError("the server sent no model arrays")
+        record = message.content.array_records.get(arrays)
+        if record is None:
+            raise ModelError(f"the server sent no model arrays ({arrays})")
         try:
-            model.load_state_dict(arrays.to_torch_state_dict())
+            model.load_state_dict(record.to_torch_state_dict())
         except RuntimeError as err:
             raise ModelError(f"the server's arrays do not fit a {spec.name} model: {err}") from err
         return model.to(self.device)

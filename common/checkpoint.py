@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from common.errors import ModelError
 from common.models import Classifier, ModelSpec, build_model
 from common.nodes.storage import atomic_write_bytes, sha256_file
 
-__all__ = ["dataset_meta", "load_checkpoint", "save_checkpoint", "state_sha256"]
+__all__ = ["dataset_meta", "load_checkpoint", "save_checkpoint", "state_sha256", "states_sha256"]
 
 
 def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -31,6 +31,14 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
         digest.update(key.encode())
         digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
         digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def states_sha256(states: Sequence[Mapping[str, torch.Tensor]]) -> str:
+    """One name for an ordered set of models (the audit's references): server and nodes compute it alike."""
+    digest = hashlib.sha256()
+    for state in states:
+        digest.update(state_sha256(state).encode())
     return digest.hexdigest()
 
 

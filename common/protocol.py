@@ -12,10 +12,12 @@ ACTION_UNLEARN = "unlearn"
 ACTION_AUDIT = "audit"
 ACTION_STATUS = "status"
 ACTION_COMMIT = "commit"
+ACTION_CALIBRATE = "calibrate"
 MSG_TRAIN = "train"
 MSG_UNLEARN = f"train.{ACTION_UNLEARN}"
 MSG_EVALUATE = "evaluate"
 MSG_AUDIT = f"evaluate.{ACTION_AUDIT}"
+MSG_CALIBRATE = f"evaluate.{ACTION_CALIBRATE}"  # reference models in; their statistics on local data kept
 MSG_STATUS = f"query.{ACTION_STATUS}"
 MSG_COMMIT = f"query.{ACTION_COMMIT}"
 
@@ -25,6 +27,7 @@ TRAIN_ARRAYS = "arrays.train"  # ArrayRecord: a requester's retain-data training
 CONFIG = "config"  # ConfigRecord: instructions from the server
 METRICS = "metrics"  # MetricRecord: numbers back to the server
 STATUS = "status"  # ConfigRecord: a node's answer to query.status
+REFERENCE_PREFIX = "reference-"  # + index: ArrayRecords of the audit's reference models (evaluate.calibrate)
 
 # node config key (SuperNode --node-config) and run config keys ([tool.flwr.app.config])
 NODE_DIR = "node-dir"
@@ -45,6 +48,7 @@ REQUEST_IDS = "request-ids"
 MODEL_HASH_BEFORE = "model-hash-before"
 MODEL_HASH_AFTER = "model-hash-after"
 AUDIT_SUMMARY = "audit-summary"  # JSON object: the gate's figures, copied into receipts
+CALIBRATION = "calibration"  # digest of the reference models whose statistics the audit uses (both ways)
 DEVICE = "device"
 
 # status keys (client -> server)
@@ -67,5 +71,6 @@ HOLDOUT_SIZE = "holdout-size"
 FORGET_ACCURACY = "forget-accuracy"
 HOLDOUT_ACCURACY = "holdout-accuracy"
 HOLDOUT_LOSS = "holdout-loss"
+NUM_CALIBRATED = "num-calibrated"  # samples whose reference statistics a node keeps
 AUC_PREFIX = "auc-"  # + attack name
-AUC_VAR_PREFIX = "auc-var-"  # + attack name
+TPR_PREFIX = "tpr1-"  # + attack name: TPR at 1% FPR, percent

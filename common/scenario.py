@@ -22,8 +22,8 @@ from common.models import MODELS
 from common.training import TrainConfig
 from common.unlearning import METHODS, parse_params
 
-__all__ = ["BaselinePlan", "DataPlan", "ExportPlan", "FederationPlan", "Scenario", "ScheduledRequest", "UnlearningPlan",
-           "load_scenario", "parse_scenario"]
+__all__ = ["AuditPlan", "BaselinePlan", "DataPlan", "ExportPlan", "FederationPlan", "Scenario", "ScheduledRequest",
+           "UnlearningPlan", "load_scenario", "parse_scenario"]
 
 T = TypeVar("T")
 
@@ -80,6 +80,27 @@ class ExportPlan:
 
 
 @dataclass(frozen=True)
+class AuditPlan:
+    """The gate's reference models (LiRA, RMIA): ``reference_models`` of the federation's architecture,
+    trained once by the server on data no client holds, each on ``reference_size`` samples (default: as
+    many as the federation trains on) for ``reference_epochs`` epochs (default: the federation's rounds x
+    local epochs, at most 20) with the federation's local recipe."""
+
+    reference_models: int = 8
+    reference_epochs: int | None = None
+    reference_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reference_models < 2:
+            raise ConfigError(f"reference_models must be >= 2 (LiRA estimates their spread), "
+                              f"got {self.reference_models}")
+        for name in ("reference_epochs", "reference_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or unset, got {value}")
+
+
+@dataclass(frozen=True)
 class ScheduledRequest:
     """A request the simulation files on a node after training round ``round``.
 
@@ -103,6 +124,7 @@ class Scenario:
     gate: GateConfig
     baselines: BaselinePlan
     export: ExportPlan = field(default_factory=ExportPlan)
+    audit: AuditPlan = field(default_factory=AuditPlan)
     requests: tuple[ScheduledRequest, ...] = ()
 
     def with_overrides(self, *, clients: int | None = None, rounds: int | None = None,
@@ -116,7 +138,8 @@ class Scenario:
 
 
 _SECTIONS: dict[str, type] = {"data": DataPlan, "federation": FederationPlan, "unlearning": UnlearningPlan,
-                              "gate": GateConfig, "baselines": BaselinePlan, "export": ExportPlan}
+                              "gate": GateConfig, "baselines": BaselinePlan, "export": ExportPlan,
+                              "audit": AuditPlan}
 
 
 def _build(cls: type, table: Any, path: str) -> Any:
@@ -149,7 +172,8 @@ def _fits(value: Any, annotation: str) -> bool:
     checks = {"int": isinstance(value, int) and not isinstance(value, bool),
               "float": isinstance(value, int | float) and not isinstance(value, bool),
               "str": isinstance(value, str), "bool": isinstance(value, bool),
-              "Mapping": isinstance(value, dict)}
+              "Mapping": isinstance(value, dict),
+              "tuple": isinstance(value, list) and all(isinstance(item, str) for item in value)}
     return any(ok for name, ok in checks.items() if name in alternatives)
 
 

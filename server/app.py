@@ -29,6 +29,7 @@ from server.edge_phase import EdgeContext
 from server.evaluation import CentralEvaluator
 from server.federation import Event, RunRecord, run_federation
 from server.messaging import Messenger
+from server.references import scenario_references
 from server.report import write_failure, write_run
 from server.rounds import Federation, settled_nodes, wait_for_nodes
 
@@ -103,8 +104,9 @@ def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path
     messenger = Messenger(grid, timeout=scenario.federation.round_timeout)
     nodes = wait_for_nodes(grid, scenario.federation.clients, scenario.federation.round_timeout)
     edge = EdgeContext(run_dir / "export", bundle, scenario.export)
+    references = scenario_references(scenario, spec, bundle, evaluator.device)
     record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec, world=world,
-                            on_event=on_event, edge=edge)
+                            on_event=on_event, edge=edge, references=references)
     write_run(run_dir, scenario, spec, record, world=world, bundle=bundle)
     return record
 

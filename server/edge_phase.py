@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from common.audit.gate import GateResult, leakage_gate
+from common.audit.gate import GateResult
 from common.audit.signals import Logits, torch_logits
 from common.checkpoint import state_sha256
 from common.data.tensors import DatasetBundle, LabeledData
@@ -204,11 +204,12 @@ def _audit_artifacts(fed: Federation, stage: Path, manifest: dict[str, Any], nam
     reference_ta - artifact ta (on ``scored``) is the drop the gate judges (module docstring)."""
     for file, entry in list(manifest["artifacts"].items()):
         data = (stage / file).read_bytes()
-        pooled = fed.audit_artifact(data, requesters, f"{name}-{entry['precision']}")
+        audits = fed.audit_artifact(data, requesters, f"{name}-{entry['precision']}")
         ta = top1_accuracy(onnx_logits(data, expected_sha256=entry["sha256"])(scored.x), scored.y)
+        judged = fed.judge(audits, reference_ta - ta)
         gate = None
         if name == "unlearned":
-            gate = None if pooled is None else leakage_gate(pooled, reference_ta - ta, fed.scenario.gate)
+            gate = judged
             if gate is None or not gate.passed:
                 why = "no audit came back" if gate is None else "; ".join(gate.reasons)
                 record.reasons.append(f"{file} ({entry['precision']}) is not published: {why}")
@@ -218,12 +219,13 @@ def _audit_artifacts(fed: Federation, stage: Path, manifest: dict[str, Any], nam
                 manifest = set_audit(manifest, _audit_summary(gate, ta), artifact=file)
         record.artifacts.append(ArtifactFigures(
             model=name, file=file, precision=entry["precision"], sha256=entry["sha256"], bytes=entry["bytes"],
-            ta=ta, forget_auc=None if pooled is None else pooled.aucs["loss"], gate=gate))
+            ta=ta, forget_auc=None if judged is None else judged.forget_auc, gate=gate))
     return manifest
 
 
 def _audit_summary(gate: GateResult, ta: float | None) -> dict[str, Any]:
-    return {"passed": gate.passed, "forget_auc": gate.forget_auc, "ci": list(gate.ci), "tolerance": gate.tolerance,
+    return {"passed": gate.passed, "attack": gate.attack, "forget_auc": gate.forget_auc,
+            "ci": None if gate.ci is None else list(gate.ci), "tolerance": gate.tolerance,
             "forget_accuracy": gate.forget_accuracy, "reference_accuracy": gate.holdout_accuracy,
             "test_drop": gate.test_drop, "ta": ta, "audited_by": "requesting clients, ONNX Runtime"}
 

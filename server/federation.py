@@ -22,6 +22,7 @@ from common.models import ModelSpec, build_model
 from common.world import SimulatedWorld
 from server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
 from server.evaluation import CentralEvaluator
+from server.references import ReferenceModels
 from server.rounds import Federation, NodeStatus
 from server.unlearning_phase import PhaseRecord, run_unlearning_phase
 
@@ -50,6 +51,7 @@ class RunRecord:
     final_ta: float = 0.0
     final_export: EdgeRecord | None = None  # set when no phase published an export: the final model's
     failures: list[str] = field(default_factory=list)
+    references: dict[str, float | int] | None = None  # the audit's reference models: count and one-off cost
 
 
 def _partition_map(statuses: dict[int, NodeStatus]) -> dict[int, int]:
@@ -75,10 +77,13 @@ def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: 
 def run_federation(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, world: SimulatedWorld | None = None,
     on_event: Callable[[Event], None] | None = None, edge: EdgeContext | None = None,
+    references: ReferenceModels | None = None,
 ) -> RunRecord:
     scenario = fed.scenario
     notify = on_event or (lambda _e: None)
     record = RunRecord()
+    if references is not None:
+        record.references = _calibrate(fed, references)
     state = build_model(spec, seed=scenario.seed).state_dict()
     attempts: Counter[str] = Counter()
     for round_ in range(1, scenario.federation.rounds + 1):
@@ -113,7 +118,18 @@ def run_federation(
     return record
 
 
+def _calibrate(fed: Federation, references: ReferenceModels) -> dict[str, float | int]:
+    """Hand the references to every node once; their cost is the audit's one-off price, kept apart."""
+    began = time.perf_counter()
+    with fed.messenger.metered() as traffic:
+        fed.calibrate(references)
+    return {"models": len(references), "train_size": references.train_size, "epochs": references.epochs,
+            "training_seconds": references.seconds, "calibration_seconds": time.perf_counter() - began,
+            "calibration_bytes": traffic.total}
+
+
 def _gate_text(k: int, gate: GateResult | None) -> str:
     if gate is None:
-        return f"unlearning round {k}: no audit"
-    return f"unlearning round {k}: forget AUC {gate.forget_auc:.3f}, {'pass' if gate.passed else 'fail'}"
+        return f"unlearning round {k}: no audit could be pooled, fail"
+    auc = "no deciding attack" if gate.forget_auc is None else f"{gate.attack} AUC {gate.forget_auc:.3f}"
+    return f"unlearning round {k}: {auc}, {'pass' if gate.passed else 'fail'}"

@@ -39,16 +39,19 @@ def _accuracy(path: Path, record: RunRecord) -> None:
 def _forget_auc(path: Path, record: RunRecord) -> None:
     phase = record.phases[-1]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ks = list(range(1, len(phase.gate_history) + 1))
-    ax.plot(ks, [g.forget_auc for g in phase.gate_history], marker="o", label="unlearned (pooled)")
-    ax.fill_between(ks, [g.ci[0] for g in phase.gate_history], [g.ci[1] for g in phase.gate_history],
-                    alpha=0.2, label="95% CI")
+    points = [(k, g.forget_auc, g.ci) for k, g in enumerate(phase.gate_history, start=1)
+              if g.forget_auc is not None and g.ci is not None]
+    ks = [k for k, _, _ in points]
+    ax.plot(ks, [auc for _, auc, _ in points], marker="o", label="unlearned (pooled)")
+    ax.fill_between(ks, [ci[0] for _, _, ci in points if ci], [ci[1] for _, _, ci in points if ci], alpha=0.2,
+                    label="interval at the gate's level")
     for name, style in (("original", ":"), ("federated_retrain", "--")):
         figures = phase.baselines.get(name)
         if figures is not None and figures.forget_auc is not None:
             ax.axhline(figures.forget_auc, linestyle=style, color="gray", label=name)
     ax.axhline(0.5, color="black", linewidth=0.8)
-    ax.set(xlabel="unlearning round", ylabel="forget-set AUC (loss attack)", title="Forget AUC per unlearning round")
+    ax.set(xlabel="unlearning round", ylabel="forget-set AUC (deciding attack)",
+           title="Forget AUC per unlearning round")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.audit.gate import GateResult
 from common.checkpoint import dataset_meta, save_checkpoint
 from common.data.tensors import DatasetBundle
 from common.models import ModelSpec
 from common.nodes.storage import atomic_write_json
 from common.scenario import Scenario
 from common.world import SimulatedWorld
+from server.evidence import evidence
 from server.federation import RunRecord
 from server.plots import plot_run
 from server.unlearning_phase import ModelFigures, PhaseRecord
@@ -27,19 +29,33 @@ from server.unlearning_phase import ModelFigures, PhaseRecord
 __all__ = ["build_report", "write_failure", "write_run"]
 
 BASELINES = ("federated_retrain", "federated_finetune", "original")
+CONTROLS = ("original", "federated_retrain")
 
 
 def _figures(figures: ModelFigures | None) -> dict[str, Any] | None:
     return None if figures is None else asdict(figures)
 
 
+def _gate(gate: GateResult | None) -> dict[str, Any] | None:
+    return None if gate is None else asdict(gate)
+
+
+def _controls(phase: PhaseRecord) -> dict[str, Any]:
+    """The same gate on the do-nothing original and on retrain, with what the evidence supports."""
+    verdicts = {name: phase.verdicts.get(name) for name in CONTROLS}
+    return {**{name: None if v is None else {"passed": v.passed, "reasons": list(v.reasons), "attack": v.attack,
+                                             "forget_auc": v.forget_auc}
+               for name, v in verdicts.items()},
+            "evidence": evidence(phase.gate, verdicts["original"], verdicts["federated_retrain"])}
+
+
 def _phase(phase: PhaseRecord) -> dict[str, Any]:
-    gate = phase.gate
     return {
         "method": phase.method,
         "after_round": phase.after_round,
         **(_figures(phase.figures) or {}),
-        "gate": None if gate is None else {**asdict(gate), "ci": list(gate.ci), "reasons": list(gate.reasons)},
+        "gate": _gate(phase.gate),
+        "controls": _controls(phase),
         "forget_auc_per_round": [g.forget_auc for g in phase.gate_history],
         "gate_per_round": [{"passed": g.passed, "forget_auc": g.forget_auc, "reasons": list(g.reasons)}
                            for g in phase.gate_history],
@@ -88,6 +104,15 @@ def _export(record: RunRecord) -> dict[str, Any] | None:
     return summary
 
 
+def _baseline(phase: PhaseRecord, name: str) -> dict[str, Any] | None:
+    figures = _figures(phase.baselines.get(name))
+    verdict = phase.verdicts.get(name)
+    if figures is None:
+        return None
+    gate = None if verdict is None else {"passed": verdict.passed, "reasons": list(verdict.reasons)}
+    return {**figures, "gate": gate}
+
+
 def _requests(record: RunRecord) -> list[dict[str, Any]]:
     """Every request the server handled, with its final status as the server knows it."""
     rows: dict[str, dict[str, Any]] = {}
@@ -111,7 +136,9 @@ def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifac
                      "ta_per_round": [ta for _, ta in record.accuracy]},
         "requests": _requests(record),
         "unlearning": None if phase is None else _unlearning(record.phases),
-        "baselines": {name: _figures(phase.baselines.get(name)) if phase else None for name in BASELINES},
+        "controls": None if phase is None else _controls(phase),
+        "baselines": {name: _baseline(phase, name) if phase else None for name in BASELINES},
+        "references": record.references,
         "phases": [_phase(p) for p in record.phases],
         "export": _export(record),
         "failures": list(record.failures),
@@ -192,15 +219,22 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("No forget request reached the server.")
         return "\n".join(lines + _export_markdown(report.get("export"))) + "\n"
     gate = unl["gate"] or {}
-    lines += [f"Unlearning ({unl['method']}): gate {'PASSED' if gate.get('passed') else 'FAILED'}; "
-              f"forget AUC {_cell(gate.get('forget_auc'), 3)} (CI {_cell((gate.get('ci') or [None])[0], 3)}-"
-              f"{_cell((gate.get('ci') or [None, None])[1], 3)}, tolerance {_cell(gate.get('tolerance'), 3)})", ""]
-    lines += ["| model | rounds | seconds | MB | ta | ua | forget AUC |", "|---|---|---|---|---|---|---|"]
-    rows = [("unlearned", unl)] + [(name, report["baselines"].get(name)) for name in BASELINES]
+    lines += [f"Unlearning ({unl['method']}): gate {'PASSED' if gate.get('passed') else 'FAILED'}", "",
+              report["controls"]["evidence"], ""]
+    if gate.get("attacks"):
+        lines += ["| attack (unlearned) | decides | AUC | CI | tolerance | TPR at 1% FPR |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {'yes' if a['deciding'] else 'no'} | {a['auc']:.3f} | "
+                  f"{a['ci'][0]:.3f}-{a['ci'][1]:.3f} | {a['tolerance']:.3f} | {a['tpr_at_1pct_fpr']:.1f} |"
+                  for name, a in gate["attacks"].items()]
+        lines.append("")
+    lines += ["| model | rounds | seconds | MB | ta | ua | forget AUC | gate |", "|---|---|---|---|---|---|---|---|"]
+    rows = [("unlearned", {**unl, "gate": gate})] + [(name, report["baselines"].get(name)) for name in BASELINES]
     for name, row in rows:
         if row:
+            verdict = "-" if not row.get("gate") else ("pass" if row["gate"]["passed"] else "fail")
             lines.append(f"| {name} | {row['rounds']} | {row['seconds']:.1f} | {row['bytes'] / 1e6:.2f} | "
-                         f"{_cell(row['ta'])} | {_cell(row['ua'])} | {_cell(row['forget_auc'], 3)} |")
+                         f"{_cell(row['ta'])} | {_cell(row['ua'])} | {_cell(row['forget_auc'], 3)} | {verdict} |")
     lines += _export_markdown(report.get("export"))
     lines += ["", "Requests:", ""] + [
         f"- {r['request_id']} (partition {r['partition']}, {r['kind']}, {r['num_samples']} samples): {r['status']}"

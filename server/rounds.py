@@ -21,13 +21,17 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from common import protocol as P
-from common.audit.gate import LocalAudit, PooledAudit, pool_audits
+from common.audit.attacks import ATTACKS
+from common.audit.calibrated import CALIBRATED_ATTACKS
+from common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_gate, pool_audits
+from common.audit.local import AttackFigures, LocalAudit
 from common.errors import FedUnlearnError
 from common.scenario import Scenario
 from server.aggregate import State, fedavg, rejection_reason
 from server.messaging import Messenger
+from server.references import ReferenceModels, calibration_content
 
-__all__ = ["Federation", "NodeStatus", "Update", "arrays", "settled_nodes", "wait_for_nodes"]
+__all__ = ["AuditRound", "Federation", "NodeStatus", "Update", "arrays", "settled_nodes", "wait_for_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +41,27 @@ class NodeStatus:
     node_id: int
     partition: int
     num_train: int
+    num_holdout: int
     pending: tuple[str, ...]
     pending_kinds: tuple[str, ...]
     pending_samples: int
     pending_counts: tuple[int, ...]
     pending_classes: tuple[int, ...]
+
+    def samples_under(self, request_ids: Sequence[str]) -> int:
+        """How many samples this node said the named pending requests hold."""
+        counts = dict(zip(self.pending, self.pending_counts, strict=False))
+        return sum(counts.get(r, 0) for r in request_ids)
+
+
+@dataclass(frozen=True)
+class AuditRound:
+    """One round of audits: the pooled figures of the audits that passed the server's checks, the nodes
+    they came from (only their requests may be committed) and why the others were not pooled."""
+
+    pooled: PooledAudit | None
+    nodes: tuple[int, ...]
+    problems: dict[int, str]
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,8 @@ class Federation:
     nodes: list[int]
     failures: list[str] = field(default_factory=list)  # everything that went wrong, for the report
     partitions: dict[int, int] = field(default_factory=dict)  # node id -> partition, from the last status
+    statuses: dict[int, NodeStatus] = field(default_factory=dict)  # the last status of each node
+    references: ReferenceModels | None = None  # set once the nodes hold their statistics (``calibrate``)
 
     def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
         fed = self.scenario.federation
@@ -116,6 +138,7 @@ class Federation:
             record = content.config_records[P.STATUS]
             statuses[node] = NodeStatus(
                 node_id=node, partition=int(record[P.PARTITION]), num_train=int(record[P.NUM_TRAIN]),
+                num_holdout=int(record[P.NUM_HOLDOUT]),
                 pending=tuple(str(r) for r in record[P.PENDING_REQUESTS]),
                 pending_kinds=tuple(str(k) for k in record[P.PENDING_KINDS]),
                 pending_samples=int(record[P.PENDING_SAMPLES]),
@@ -123,7 +146,21 @@ class Federation:
                 pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
             )
             self.partitions[node] = statuses[node].partition
+        self.statuses.update(statuses)
         return statuses
+
+    def calibrate(self, references: ReferenceModels) -> None:
+        """Send the reference models once; each node keeps their statistics on its samples. A node that
+        fails here cannot be audited with them, so its requests will fail the gate, not pass it."""
+        replies = self.messenger.broadcast(self.nodes, P.MSG_CALIBRATE,
+                                           calibration_content(references, self.instructions(0)), "calibrate")
+        self.note("evaluate.calibrate", replies.failures)
+        for node, content in replies.answers.items():
+            digest = content.config_records.get(P.STATUS, ConfigRecord()).get(P.CALIBRATION)
+            if digest != references.digest:
+                self.failures.append(f"evaluate.calibrate: node {node} kept calibration {str(digest)[:12]!r}, "
+                                     f"not {references.digest[:12]}")
+        self.references = references
 
     def collect_updates(self, answers: Mapping[int, RecordDict], current: State, what: str) -> list[Update]:
         """Valid updates only; a reply with wrong shapes or NaN/Inf is rejected and reported."""
@@ -158,38 +195,67 @@ class Federation:
             return {k: v.clone() for k, v in state.items()}
         return fedavg([(u.state, u.weight) for u in updates])
 
-    def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> PooledAudit | None:
-        """Pooled membership audit of ``state`` by the requesting nodes (None if none answered)."""
-        return self._audit(lambda ids: RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(
-            0, **{P.REQUEST_IDS: ids})}), requesters, label)
+    def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
+        """Checked and pooled membership audit of ``state`` by the requesting nodes."""
+        return self._audit(lambda ids: RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self._audit_config(ids)}),
+                           requesters, label)
 
-    def audit_artifact(self, model_bytes: bytes, requesters: Mapping[int, Sequence[str]],
-                       label: str) -> PooledAudit | None:
+    def audit_artifact(self, model_bytes: bytes, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
         """The same audit of an exported ONNX model: each node runs it with ONNX Runtime."""
         digest = hashlib.sha256(model_bytes).hexdigest()
-        return self._audit(lambda ids: RecordDict({P.CONFIG: self.instructions(
-            0, **{P.REQUEST_IDS: ids, P.ARTIFACT: model_bytes, P.ARTIFACT_SHA256: digest})}), requesters, label)
+        return self._audit(lambda ids: RecordDict({P.CONFIG: self._audit_config(
+            ids, **{P.ARTIFACT: model_bytes, P.ARTIFACT_SHA256: digest})}), requesters, label)
+
+    def judge(self, audits: AuditRound, test_drop: float) -> GateResult | None:
+        """The gate on one round of audits (None when no audit could be pooled). Every look counts:
+        the false-alarm rate is split over the phase's whole budget of rounds and attempts."""
+        if audits.pooled is None:
+            return None
+        unlearning = self.scenario.unlearning
+        return leakage_gate(audits.pooled, test_drop, self.scenario.gate,
+                            looks=unlearning.max_rounds * unlearning.max_attempts)
+
+    def _audit_config(self, ids: list[str], **extra: Any) -> ConfigRecord:
+        if self.references is not None:
+            extra[P.CALIBRATION] = self.references.digest
+        return self.instructions(0, **{P.REQUEST_IDS: ids, **extra})
 
     def _audit(self, content: Callable[[list[str]], RecordDict], requesters: Mapping[int, Sequence[str]],
-               label: str) -> PooledAudit | None:
+               label: str) -> AuditRound:
         plan = {node: (P.MSG_AUDIT, content(list(ids))) for node, ids in requesters.items()}
         replies = self.messenger.ask(plan, f"audit-{label}")
-        self.note(f"audit {label}", replies.failures)
-        audits = []
-        for node, reply in replies.answers.items():
-            metrics = reply.metric_records[P.METRICS]
-            if int(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:  # type: ignore[call-overload]
-                self.failures.append(f"audit {label}: node {node} holds no non-members to compare; not pooled")
-                continue
-            audits.append(_local_audit(metrics))
-        return pool_audits(audits) if audits else None
+        problems = dict(replies.failures)
+        audits: dict[int, LocalAudit] = {}
+        for node, reply in sorted(replies.answers.items()):
+            audit = _local_audit(reply)
+            status = self.statuses.get(node)
+            if isinstance(audit, str):
+                problems[node] = audit
+            elif status is None:
+                problems[node] = "sent an audit but never reported its status"
+            elif (why := audit_problem(audit, expected_forget=status.samples_under(requesters[node]),
+                                       max_holdout=status.num_holdout,
+                                       required=self.scenario.gate.attacks)) is not None:
+                problems[node] = why
+            else:
+                audits[node] = audit
+        self.note(f"audit {label}", {node: f"not pooled: {why}" for node, why in problems.items()})
+        return AuditRound(pool_audits(list(audits.values())) if audits else None, tuple(audits), problems)
 
 
-def _local_audit(metrics: Mapping[str, Any]) -> LocalAudit:
-    aucs = {k[len(P.AUC_PREFIX):]: float(v) for k, v in metrics.items()
-            if k.startswith(P.AUC_PREFIX) and not k.startswith(P.AUC_VAR_PREFIX)}
-    return LocalAudit(
-        forget_size=int(metrics[P.FORGET_SIZE]), holdout_size=int(metrics[P.HOLDOUT_SIZE]),
-        forget_accuracy=float(metrics[P.FORGET_ACCURACY]), holdout_accuracy=float(metrics[P.HOLDOUT_ACCURACY]),
-        aucs=aucs, variances={name: float(metrics[P.AUC_VAR_PREFIX + name]) for name in aucs},
-    )
+def _local_audit(reply: RecordDict) -> LocalAudit | str:
+    """A reply's figures, or why they cannot be read (missing keys, wrong types); keys of attacks the
+    server does not know are ignored."""
+    try:
+        metrics: Mapping[str, Any] = reply.metric_records[P.METRICS]
+        if int(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:
+            return "holds no non-members to compare its forget set with"
+        names = [n for n in (*ATTACKS.names(), *CALIBRATED_ATTACKS.names()) if P.AUC_PREFIX + n in metrics]
+        return LocalAudit(
+            forget_size=int(metrics[P.FORGET_SIZE]), holdout_size=int(metrics[P.HOLDOUT_SIZE]),
+            forget_accuracy=float(metrics[P.FORGET_ACCURACY]), holdout_accuracy=float(metrics[P.HOLDOUT_ACCURACY]),
+            attacks={n: AttackFigures(auc=float(metrics[P.AUC_PREFIX + n]),
+                                      tpr_at_1pct_fpr=float(metrics[P.TPR_PREFIX + n])) for n in names},
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        return f"malformed audit ({type(err).__name__}: {str(err)[:120]})"

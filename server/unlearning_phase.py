@@ -18,13 +18,13 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 
 from common import protocol as P
-from common.audit.gate import GateResult, PooledAudit, leakage_gate
+from common.audit.gate import GateResult
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
 from server.aggregate import State, train_and_forget_update
 from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from server.evaluation import CentralEvaluator
-from server.rounds import Federation, NodeStatus, arrays
+from server.rounds import AuditRound, Federation, NodeStatus, arrays
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelFigures:
-    """One model's row in the report (ua in percent, forget_auc of the loss attack)."""
+    """One model's row in the report (ua in percent; forget_auc: the gate's deciding attack, pooled)."""
 
     rounds: int
     seconds: float
@@ -52,9 +52,11 @@ class PhaseRecord:
     figures: ModelFigures | None = None
     gate: GateResult | None = None
     gate_history: list[GateResult] = field(default_factory=list)
+    gate_nodes: tuple[int, ...] = ()  # the nodes the last gate pooled: only their requests may be committed
     model_hash_before: str = ""
     model_hash: str | None = None  # set only when the gate passed (the model is published)
     baselines: dict[str, ModelFigures] = field(default_factory=dict)
+    verdicts: dict[str, GateResult] = field(default_factory=dict)  # the same gate on each baseline's audits
     committed: list[str] = field(default_factory=list)
     export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
     client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
@@ -65,12 +67,27 @@ class PhaseRecord:
         return self.gate is not None and self.gate.passed
 
 
-def _figures(fed: Federation, evaluator: CentralEvaluator, state: State, requesters: Mapping[int, list[str]],
-             classes: tuple[int, ...], *, rounds: int, seconds: float, bytes_: int, label: str) -> ModelFigures:
-    pooled = fed.audit(state, requesters, label)
-    return ModelFigures(rounds=rounds, seconds=seconds, bytes=bytes_, ta=evaluator.ta(state, classes),
-                        ua=None if pooled is None else 100.0 - pooled.forget_accuracy,
-                        forget_auc=None if pooled is None else pooled.aucs["loss"])
+@dataclass(frozen=True)
+class _Judged:
+    """A model's audit round and the gate's verdict on it."""
+
+    audits: AuditRound
+    gate: GateResult | None
+    ta: float
+
+
+def _judge(fed: Federation, evaluator: CentralEvaluator, state: State, requesters: Mapping[int, list[str]],
+           classes: tuple[int, ...], original_ta: float, label: str) -> _Judged:
+    audits = fed.audit(state, requesters, label)
+    ta = evaluator.ta(state, classes)
+    return _Judged(audits, fed.judge(audits, original_ta - ta), ta)
+
+
+def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int) -> ModelFigures:
+    gate = judged.gate
+    return ModelFigures(rounds=rounds, seconds=seconds, bytes=bytes_, ta=judged.ta,
+                        ua=None if gate is None else 100.0 - gate.forget_accuracy,
+                        forget_auc=None if gate is None else gate.forget_auc)
 
 
 def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
@@ -104,13 +121,6 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     return train_and_forget_update(state, [(s, w) for s, w in trained if s is not None and w > 0], unlearned)
 
 
-def _gate(fed: Federation, evaluator: CentralEvaluator, pooled: PooledAudit | None, state: State,
-          original_ta: float, classes: tuple[int, ...]) -> GateResult | None:
-    if pooled is None:
-        return None
-    return leakage_gate(pooled, original_ta - evaluator.ta(state, classes), fed.scenario.gate)
-
-
 def run_unlearning_phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], *, after_round: int,
@@ -136,13 +146,13 @@ def run_unlearning_phase(
             state = _unlearning_round(fed, state, requesters, trainers, round_, record)
             if not requesters:
                 break
-            gate = _gate(fed, evaluator, fed.audit(state, requesters, f"unlearn-{round_}"), state, original_ta,
-                         classes)
-            if gate is not None:
-                record.gate_history.append(gate)
+            judged = _judge(fed, evaluator, state, requesters, classes, original_ta, f"unlearn-{round_}")
+            if judged.gate is not None:
+                record.gate_history.append(judged.gate)
+                record.gate_nodes = judged.audits.nodes
             if on_round is not None:
-                on_round(round_, gate)
-            if gate is not None and gate.passed:
+                on_round(round_, judged.gate)
+            if judged.gate is not None and judged.gate.passed:
                 break
     record.gate = record.gate_history[-1] if record.gate_history else None
     record.figures = ModelFigures(
@@ -152,38 +162,49 @@ def run_unlearning_phase(
         forget_auc=None if record.gate is None else record.gate.forget_auc,
     )
     record.states = {"unlearned": state, "original": dict(original)}
+    # the do-nothing control runs whatever the verdict: it says whether the audit could see anything
+    _control(fed, evaluator, record, "original", dict(original), requesters, original_ta)
     gate = record.gate
     if gate is None or not gate.passed:
         log.warning("the leakage gate did not pass; nothing is published or committed")
         return record, dict(original)  # training goes on from the last published model
     record.model_hash = state_sha256(state)
+    audited = {n: ids for n, ids in requesters.items() if n in record.gate_nodes}
+    for node in sorted(set(requesters) - set(audited)):
+        fed.failures.append(f"node {node}: its requests stay pending: its audit was not pooled into the gate")
     with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
-    _baselines(fed, evaluator, spec, record, requesters, with_data, after_round)
+    _baselines(fed, evaluator, spec, record, requesters, with_data, after_round, original_ta)
     if edge is None:
-        _commit(fed, record, gate, record.model_hash, requesters)
+        _commit(fed, record, gate, record.model_hash, audited)
         return record, state
     # the artifacts are audited on the forget sets, so before the commit purges them
-    with stage_exports(fed, edge, spec, record.states, requesters, record.requests,
+    with stage_exports(fed, edge, spec, record.states, audited, record.requests,
                        record.forgotten_classes, gate) as staged:
         record.export = staged.record
-        _commit(fed, record, gate, record.model_hash, requesters)
+        _commit(fed, record, gate, record.model_hash, audited)
         staged.publish(record.committed)
     return record, state
 
 
+def _control(fed: Federation, evaluator: CentralEvaluator, record: PhaseRecord, name: str, state: State,
+             requesters: Mapping[int, list[str]], original_ta: float, *, rounds: int = 0, seconds: float = 0.0,
+             bytes_: int = 0) -> None:
+    """Audit a baseline on the same forget sets and judge it with the same gate."""
+    judged = _judge(fed, evaluator, state, requesters, record.forgotten_classes, original_ta, name)
+    record.baselines[name] = _figures(judged, rounds=rounds, seconds=seconds, bytes_=bytes_)
+    if judged.gate is not None:
+        record.verdicts[name] = judged.gate
+
+
 def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, record: PhaseRecord,
-               requesters: dict[int, list[str]], nodes: list[int], after_round: int) -> None:
-    classes = record.forgotten_classes
-    original = record.states["original"]
-    record.baselines["original"] = _figures(fed, evaluator, original, requesters, classes, rounds=0,
-                                            seconds=0.0, bytes_=0, label="original")
+               requesters: dict[int, list[str]], nodes: list[int], after_round: int, original_ta: float) -> None:
     plan = fed.scenario.baselines
     runs = []
     if plan.federated_retrain and after_round > 0:
         fresh = build_model(spec, seed=fed.scenario.seed).state_dict()
         runs.append(("federated_retrain", fresh, after_round))
     if plan.federated_finetune_rounds > 0:
-        runs.append(("federated_finetune", original, plan.federated_finetune_rounds))
+        runs.append(("federated_finetune", record.states["original"], plan.federated_finetune_rounds))
     for name, start, rounds in runs:
         began = time.perf_counter()
         with fed.messenger.metered() as traffic:
@@ -192,8 +213,8 @@ def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, re
                 state = fed.train_round(state, round_, nodes)
         seconds, spent = time.perf_counter() - began, traffic.total
         record.states[name] = state
-        record.baselines[name] = _figures(fed, evaluator, state, requesters, classes, rounds=rounds,
-                                          seconds=seconds, bytes_=spent, label=name)
+        _control(fed, evaluator, record, name, state, requesters, original_ta, rounds=rounds, seconds=seconds,
+                 bytes_=spent)
 
 
 def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: str,

@@ -1,28 +1,30 @@
-"""The federation's leakage gate: pool the requesting clients' audits, decide publish or not.
+"""The federation's leakage gate: check, pool and judge the requesting clients' audits.
 
-Each requesting client audits the candidate model on its own forget set against
-its own hold-out (non-members of the same classes) and sends only numbers: per
-attack an AUC with its DeLong variance, forget and reference accuracy, and set
-sizes.
+Clients are not trusted. Every figure a client sends is checked (finite, in
+range, complete, consistent with what the node said in ``query.status``); an
+audit that fails a check is that node's failure, never a pass, and its
+requests are not committed. The server computes the uncertainty itself, from
+the set sizes alone: under "the forget set is indistinguishable from
+non-members" an AUC's variance is (m + n + 1) / (12 m n) whatever the client
+claims, so a client cannot widen the tolerance by reporting a large variance.
 
-What a forget set is compared with is what a model retrained without it would
-show (``audit_sets``). Sample forgetting: the hold-out, for the AUCs and the
-accuracy alike. Class forgetting: the AUCs compare the forget samples with
-hold-out samples *of the same class* (to a model that never saw the class both
-are unseen images of it, so a retrained model scores 0.5 by symmetry), and
-forget accuracy is compared with how often the model answers the class for
-other classes' samples ("never learned it": about 0%). Comparing the AUCs with
-that never-learned set instead asks more than retraining gives: on digits a
-model retrained without class 3 still tells 3s from relabelled other digits
-with AUC 0.91, so nothing could pass.
+Pooling weights each client by its forget-set size (the fraction of the
+forgotten samples it speaks for); variances of independent audits add with
+the squared weights.
 
-The server pools the audits weighted by forget-set size (variances of
-independent audits add, with the squared weights) and passes the model when,
-for every audit attack, the forget set cannot be told from non-members beyond
-a tolerance, forget accuracy sits within a band of hold-out accuracy, and test
-accuracy did not drop more than allowed. Small sets make AUCs noisy, so each
-tolerance is the larger of the configured one and the half-width of the
-pooled confidence interval: the gate refuses only what the evidence shows.
+The decision is a test with a stated false-alarm rate: a model fails when an
+attack's pooled AUC lies further from 0.5 than ``auc_tolerance`` by more than
+chance allows, at a critical value that splits ``false_alarm`` over every
+look the gate may take (unlearning rounds x attempts) and every deciding
+attack (Bonferroni). A model that leaks no more than a retrained one fails
+with probability at most ``false_alarm``. What the test cannot promise is
+power: a small forget set leaks undetected. That is why the same gate also
+judges the do-nothing original (``server.unlearning_phase``): if the original
+passes too, the run says so rather than "forgotten".
+
+The gate decides with ``attacks`` (by default the reference-model attacks
+LiRA and RMIA; population threshold attacks are reported beside them). A
+deciding attack missing from the pooled audits fails the gate.
 """
 
 from __future__ import annotations
@@ -32,82 +34,93 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy.stats import norm
 
-from common.audit.attacks import ATTACKS, attack_scores
-from common.audit.roc import auc_variance, roc_auc
-from common.audit.signals import Logits, signals_from_logits, torch_logits
-from common.data.tensors import LabeledData
+from common.audit.attacks import ATTACKS
+from common.audit.calibrated import CALIBRATED_ATTACKS
+from common.audit.local import AttackFigures, LocalAudit
 from common.errors import ConfigError, DataError
-from common.training import top1_accuracy
-from common.unlearning.base import Granularity
-from common.unlearning.reference import build_reference
 
-__all__ = ["AuditSets", "GateConfig", "GateResult", "LocalAudit", "Logits", "PooledAudit", "audit_sets",
-           "leakage_gate", "local_leakage_audit", "pool_audits", "torch_logits"]
-
-PRIMARY = "loss"
+__all__ = ["AttackVerdict", "GateConfig", "GateResult", "PooledAttack", "PooledAudit", "audit_problem",
+           "leakage_gate", "null_auc_variance", "pool_audits"]
 
 
 @dataclass(frozen=True)
-class LocalAudit:
-    """One client's audit of one model; numbers only, nothing that identifies a sample.
+class GateConfig:
+    """attacks: the attacks that decide (others are reported); false_alarm: the chance of failing a model
+    that leaks no more than a retrained one, over all looks and deciding attacks; auc_tolerance: allowed
+    |AUC - 0.5| before testing (0: any detectable leak fails); accuracy_band: allowed |forget - hold-out
+    accuracy| (points) before testing; max_test_drop: allowed test-accuracy loss (points)."""
 
-    aucs / variances: attack name -> AUC (0-1) and its DeLong variance.
-    Accuracies are percentages.
-    """
+    attacks: tuple[str, ...] = ("lira", "rmia")
+    false_alarm: float = 0.05
+    auc_tolerance: float = 0.0
+    accuracy_band: float = 2.0
+    max_test_drop: float = 1.5
 
-    forget_size: int
-    holdout_size: int
-    forget_accuracy: float
-    holdout_accuracy: float  # accuracy on the accuracy reference (the hold-out unless told otherwise)
-    aucs: dict[str, float]
-    variances: dict[str, float]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+        if not self.attacks:
+            raise ConfigError("[gate].attacks must name at least one attack")
+        known = [*ATTACKS.names(), *CALIBRATED_ATTACKS.names()]
+        for name in self.attacks:
+            if name not in known:
+                raise ConfigError(f"[gate].attacks: unknown attack {name!r}; valid: {', '.join(known)}")
+        if not 0 < self.false_alarm < 1:
+            raise ConfigError(f"[gate].false_alarm must be in (0, 1), got {self.false_alarm}")
+        for name in ("auc_tolerance", "accuracy_band", "max_test_drop"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"[gate].{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def needs_references(self) -> bool:
+        return any(name in CALIBRATED_ATTACKS for name in self.attacks)
+
+    def critical_z(self, looks: int) -> float:
+        """Two-sided critical value for one attack at one look, Bonferroni over looks x deciding attacks."""
+        if looks < 1:
+            raise ConfigError(f"the gate needs at least one look, got {looks}")
+        return float(norm.isf(self.false_alarm / (2.0 * looks * len(self.attacks))))
+
+
+def null_auc_variance(members: int, nonmembers: int) -> float:
+    """Variance of an AUC when members and non-members are exchangeable (Mann-Whitney's null)."""
+    return (members + nonmembers + 1) / (12.0 * members * nonmembers)
+
+
+def _bad_number(value: float, low: float, high: float) -> bool:
+    return not (math.isfinite(value) and low <= value <= high)
+
+
+def audit_problem(audit: LocalAudit, *, expected_forget: int, max_holdout: int,
+                  required: Sequence[str]) -> str | None:
+    """Why a client's audit cannot be pooled (None if it can). ``expected_forget``: the samples under
+    the audited requests, from the node's own ``query.status``; ``max_holdout``: its hold-out size."""
+    if audit.forget_size != expected_forget:
+        return f"forget-size {audit.forget_size} disagrees with the {expected_forget} samples its status reported"
+    if not 1 <= audit.holdout_size <= max_holdout:
+        return f"holdout-size {audit.holdout_size} is outside 1..{max_holdout} (its status reported {max_holdout})"
+    for name, value in (("forget-accuracy", audit.forget_accuracy), ("holdout-accuracy", audit.holdout_accuracy)):
+        if _bad_number(value, 0.0, 100.0):
+            return f"{name} {value!r} is not a percentage"
+    missing = [name for name in required if name not in audit.attacks]
+    if missing:
+        return f"no figures for attack(s) {', '.join(missing)}"
+    for name, figures in audit.attacks.items():
+        if _bad_number(figures.auc, 0.0, 1.0):
+            return f"{name} AUC {figures.auc!r} is not in [0, 1]"
+        if _bad_number(figures.tpr_at_1pct_fpr, 0.0, 100.0):
+            return f"{name} TPR {figures.tpr_at_1pct_fpr!r} is not a percentage"
+    return None
 
 
 @dataclass(frozen=True)
-class AuditSets:
-    """nonmembers: what the AUCs compare the forget set with; accuracy_reference: what forget accuracy
-    is compared with. Either may be empty when a client holds no such samples."""
+class PooledAttack:
+    """One attack over all pooled audits; se is the server's own, from the sizes."""
 
-    nonmembers: LabeledData
-    accuracy_reference: LabeledData
-
-
-def audit_sets(holdout: LabeledData, granularity: Granularity, forgotten_classes: tuple[int, ...] = (), *,
-               seed: int = 0) -> AuditSets:
-    """The comparison sets a retrained model would pass (module docstring)."""
-    if granularity == "sample":
-        return AuditSets(holdout, holdout)
-    same_class = holdout.subset(torch.isin(holdout.y, torch.tensor(forgotten_classes, dtype=torch.int64)))
-    return AuditSets(same_class, build_reference(holdout, granularity, forgotten_classes, seed=seed))
-
-
-def local_leakage_audit(
-    logits_of: Logits, forget: LabeledData, nonmembers: LabeledData, *,
-    accuracy_reference: LabeledData | None = None,
-) -> LocalAudit:
-    """Every audit attack, forget samples (members) vs this client's non-members; forget accuracy
-    next to the accuracy on ``accuracy_reference`` (default: the non-members)."""
-    if len(forget) == 0 or len(nonmembers) == 0:
-        raise DataError(f"an audit needs forget samples and non-members, got {len(forget)} and {len(nonmembers)}")
-    reference = nonmembers if accuracy_reference is None else accuracy_reference
-    if len(reference) == 0:
-        raise DataError("an audit needs samples to compare forget accuracy with, got none")
-    forget_logits, other_logits = logits_of(forget.x), logits_of(nonmembers.x)
-    members, others = signals_from_logits(forget_logits, forget.y), signals_from_logits(other_logits, nonmembers.y)
-    aucs, variances = {}, {}
-    for name in ATTACKS.names():
-        m, o = attack_scores(name, members), attack_scores(name, others)
-        aucs[name], variances[name] = roc_auc(m, o), auc_variance(m, o)
-    reference_logits = other_logits if reference is nonmembers else logits_of(reference.x)
-    return LocalAudit(
-        forget_size=len(forget), holdout_size=len(nonmembers),
-        forget_accuracy=top1_accuracy(torch.as_tensor(forget_logits), forget.y),
-        holdout_accuracy=top1_accuracy(torch.as_tensor(reference_logits), reference.y),
-        aucs=aucs, variances=variances,
-    )
+    auc: float
+    se: float
+    tpr_at_1pct_fpr: float
 
 
 @dataclass(frozen=True)
@@ -115,17 +128,21 @@ class PooledAudit:
     """Audits of several clients combined, weighted by forget-set size."""
 
     forget_size: int
+    holdout_size: int
     forget_accuracy: float
     holdout_accuracy: float
     accuracy_se: float  # standard error of (forget - hold-out accuracy), percentage points
-    aucs: dict[str, float]
-    auc_se: dict[str, float]
+    attacks: dict[str, PooledAttack]
 
 
 def pool_audits(audits: Sequence[LocalAudit]) -> PooledAudit:
+    """Pool checked audits; only attacks every audit reports are pooled (the gate then fails on a
+    deciding attack that is missing, rather than deciding on part of the forget set)."""
     if not audits:
         raise DataError("no audits to pool: no requesting client answered")
     weights = np.array([a.forget_size for a in audits], dtype=np.float64)
+    if not (weights > 0).all():
+        raise DataError("every pooled audit needs a non-empty forget set")
     weights /= weights.sum()
 
     def mean(values: Sequence[float]) -> float:
@@ -134,18 +151,21 @@ def pool_audits(audits: Sequence[LocalAudit]) -> PooledAudit:
     def se(variances: Sequence[float]) -> float:
         return math.sqrt(float(np.dot(weights**2, variances)))
 
-    forget_acc, holdout_acc = mean([a.forget_accuracy for a in audits]), mean([a.holdout_accuracy for a in audits])
-    accuracy_variances = [
-        _proportion_variance(a.forget_accuracy, a.forget_size) + _proportion_variance(a.holdout_accuracy,
-                                                                                       a.holdout_size)
-        for a in audits
-    ]
-    names = sorted(set.intersection(*(set(a.aucs) for a in audits)))
+    auc_variances = [null_auc_variance(a.forget_size, a.holdout_size) for a in audits]
+    accuracy_variances = [_proportion_variance(a.forget_accuracy, a.forget_size)
+                          + _proportion_variance(a.holdout_accuracy, a.holdout_size) for a in audits]
+    names = [n for n in audits[0].attacks if all(n in a.attacks for a in audits)]
+
+    def pooled(name: str) -> PooledAttack:
+        figures: list[AttackFigures] = [a.attacks[name] for a in audits]
+        return PooledAttack(auc=mean([f.auc for f in figures]), se=se(auc_variances),
+                            tpr_at_1pct_fpr=mean([f.tpr_at_1pct_fpr for f in figures]))
+
     return PooledAudit(
-        forget_size=int(sum(a.forget_size for a in audits)),
-        forget_accuracy=forget_acc, holdout_accuracy=holdout_acc, accuracy_se=se(accuracy_variances),
-        aucs={n: mean([a.aucs[n] for a in audits]) for n in names},
-        auc_se={n: se([a.variances[n] for a in audits]) for n in names},
+        forget_size=int(sum(a.forget_size for a in audits)), holdout_size=int(sum(a.holdout_size for a in audits)),
+        forget_accuracy=mean([a.forget_accuracy for a in audits]),
+        holdout_accuracy=mean([a.holdout_accuracy for a in audits]), accuracy_se=se(accuracy_variances),
+        attacks={name: pooled(name) for name in names},
     )
 
 
@@ -156,59 +176,67 @@ def _proportion_variance(percent: float, n: int) -> float:
 
 
 @dataclass(frozen=True)
-class GateConfig:
-    """auc_tolerance: allowed |AUC - 0.5|; accuracy_band: allowed |forget - hold-out accuracy|
-    (points); max_test_drop: allowed test-accuracy loss (points); level: confidence of the intervals."""
+class AttackVerdict:
+    """One attack's reading: tolerance is the largest |AUC - 0.5| that passes; ci is at the gate's level."""
 
-    auc_tolerance: float = 0.03
-    accuracy_band: float = 2.0
-    max_test_drop: float = 1.5
-    level: float = 0.95
+    auc: float
+    ci: tuple[float, float]
+    tpr_at_1pct_fpr: float
+    tolerance: float
+    deciding: bool
 
-    def __post_init__(self) -> None:
-        for name in ("auc_tolerance", "accuracy_band", "max_test_drop"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"[gate].{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.level < 1:
-            raise ConfigError(f"[gate].level must be in (0, 1), got {self.level}")
+    @property
+    def leaks(self) -> bool:
+        return abs(self.auc - 0.5) > self.tolerance
 
 
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
-    forget_auc: float  # pooled AUC of the primary (loss) attack
-    ci: tuple[float, float]  # its confidence interval
-    tolerance: float  # the AUC tolerance applied to the primary attack
-    worst_attack: str
+    attack: str | None  # the deciding attack furthest beyond its tolerance (None: no deciding attack reported)
+    forget_auc: float | None  # its pooled AUC
+    ci: tuple[float, float] | None
+    tolerance: float | None
     forget_accuracy: float
     holdout_accuracy: float
     test_drop: float
+    forget_size: int
+    holdout_size: int
+    looks: int
+    false_alarm: float
+    attacks: dict[str, AttackVerdict] = field(default_factory=dict)
     reasons: tuple[str, ...] = field(default=())
 
 
-def leakage_gate(pooled: PooledAudit, test_drop: float, config: GateConfig) -> GateResult:
-    """Publish only if no attack, the accuracy gap, or the test-accuracy drop says otherwise."""
-    z = float(norm.ppf(0.5 + config.level / 2.0))
-    reasons = []
-    worst, worst_excess = PRIMARY, -math.inf
-    for name, auc in pooled.aucs.items():
-        tolerance = max(config.auc_tolerance, z * pooled.auc_se[name])
-        excess = abs(auc - 0.5) - tolerance
-        if excess > worst_excess:
-            worst, worst_excess = name, excess
-        if excess > 0:
-            reasons.append(f"{name} attack AUC {auc:.3f} is more than {tolerance:.3f} from 0.5")
-    band = max(config.accuracy_band, z * pooled.accuracy_se)
+def _verdict(pooled: PooledAttack, z: float, config: GateConfig, deciding: bool) -> AttackVerdict:
+    half = z * pooled.se
+    return AttackVerdict(auc=pooled.auc, ci=(max(0.0, pooled.auc - half), min(1.0, pooled.auc + half)),
+                         tpr_at_1pct_fpr=pooled.tpr_at_1pct_fpr, tolerance=config.auc_tolerance + half,
+                         deciding=deciding)
+
+
+def leakage_gate(pooled: PooledAudit, test_drop: float, config: GateConfig, *, looks: int) -> GateResult:
+    """Publish only if no deciding attack, the accuracy gap, or the test-accuracy drop says otherwise."""
+    z = config.critical_z(looks)
+    verdicts = {name: _verdict(p, z, config, name in config.attacks) for name, p in pooled.attacks.items()}
+    reasons = [f"no pooled audit by the {name} attack (every audited client must report it)"
+               for name in config.attacks if name not in verdicts]
+    deciding = {name: v for name, v in verdicts.items() if v.deciding}
+    reasons += [f"{name} attack AUC {v.auc:.3f} is more than {v.tolerance:.3f} from 0.5" for name, v in deciding.items()
+                if v.leaks]
+    band = config.accuracy_band + z * pooled.accuracy_se
     gap = pooled.forget_accuracy - pooled.holdout_accuracy
     if abs(gap) > band:
         reasons.append(f"forget accuracy {pooled.forget_accuracy:.1f}% is {gap:+.1f} points from hold-out "
                        f"accuracy {pooled.holdout_accuracy:.1f}% (band {band:.1f})")
-    if test_drop > config.max_test_drop:
+    if not math.isfinite(test_drop) or test_drop > config.max_test_drop:
         reasons.append(f"test accuracy dropped {test_drop:.2f} points (allowed {config.max_test_drop})")
-    auc, se = pooled.aucs[PRIMARY], pooled.auc_se[PRIMARY]
+    worst = max(deciding, key=lambda n: abs(deciding[n].auc - 0.5) - deciding[n].tolerance, default=None)
+    shown = verdicts[worst] if worst is not None else None
     return GateResult(
-        passed=not reasons, forget_auc=auc, ci=(max(0.0, auc - z * se), min(1.0, auc + z * se)),
-        tolerance=max(config.auc_tolerance, z * se), worst_attack=worst,
-        forget_accuracy=pooled.forget_accuracy, holdout_accuracy=pooled.holdout_accuracy,
-        test_drop=test_drop, reasons=tuple(reasons),
+        passed=not reasons, attack=worst, forget_auc=shown.auc if shown else None,
+        ci=shown.ci if shown else None, tolerance=shown.tolerance if shown else None,
+        forget_accuracy=pooled.forget_accuracy, holdout_accuracy=pooled.holdout_accuracy, test_drop=test_drop,
+        forget_size=pooled.forget_size, holdout_size=pooled.holdout_size, looks=looks,
+        false_alarm=config.false_alarm, attacks=verdicts, reasons=tuple(reasons),
     )

@@ -8,12 +8,14 @@ so their class mix should match the training data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from common.data.tensors import LabeledData
 from common.errors import ConfigError, DataError
 
-__all__ = ["stratified_pick", "train_holdout_split"]
+__all__ = ["HoldoutRoles", "federation_pool", "holdout_roles", "stratified_pick", "train_holdout_split"]
 
 
 def stratified_pick(labels: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -75,3 +77,40 @@ def _check_sizes(available: int, train_size: int | None, holdout_size: int) -> N
             f"the train split has {available} samples, too few for {wanted}holdout_size={holdout_size}; "
             "lower train_size or holdout_size"
         )
+
+
+def federation_pool(train: LabeledData, train_size: int | None, seed: int) -> tuple[LabeledData, LabeledData]:
+    """(the federation's pool, the public rest) of a dataset's train split.
+
+    The pool is what the partitions divide (all of it without ``train_size``); the rest is data
+    no client holds, which the server may use (e.g. to train reference models for the audit).
+    """
+    if train_size is None:
+        return train, train.subset(torch.zeros(len(train), dtype=torch.bool))
+    if not 0 < train_size <= len(train):
+        raise ConfigError(f"train_size must be in 1..{len(train)}, got {train_size}")
+    in_pool = torch.zeros(len(train), dtype=torch.bool)
+    in_pool[stratified_pick(train.y, train_size, torch.Generator().manual_seed(seed))] = True
+    return train.subset(in_pool), train.subset(~in_pool)
+
+
+@dataclass(frozen=True)
+class HoldoutRoles:
+    """A hold-out cut in two for good: ``method`` may steer unlearning (its reference and stopping rule);
+    ``audit`` is sealed for the gate, so a model is never graded on the samples it stopped on."""
+
+    method: LabeledData
+    audit: LabeledData
+
+
+AUDIT_SEAL_SEED = 7_919  # fixed: the cut must not move between rounds, runs or processes
+
+
+def holdout_roles(holdout: LabeledData) -> HoldoutRoles:
+    """Half of each class (rounded down) to the method, the rest sealed for the audit; a function of the
+    hold-out alone, which never changes (forget requests purge training samples only)."""
+    order = torch.argsort(holdout.ids)  # independent of storage order
+    ordered = holdout.subset(order)
+    in_method = torch.zeros(len(ordered), dtype=torch.bool)
+    in_method[stratified_pick(ordered.y, len(ordered) // 2, torch.Generator().manual_seed(AUDIT_SEAL_SEED))] = True
+    return HoldoutRoles(method=ordered.subset(in_method), audit=ordered.subset(~in_method))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DatasetBundle", "LabeledData", "Preprocessing"]
+__all__ = ["DatasetBundle", "LabeledData", "Preprocessing", "concat"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,12 @@ class LabeledData:
         """One batch drawn with replacement: for loops that cycle a small set."""
         idx = torch.randint(0, len(self), (batch_size,), generator=generator)
         return self.x[idx], self.y[idx]
+
+
+def concat(*parts: LabeledData) -> LabeledData:
+    """The samples of every part, in order."""
+    return LabeledData(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]),
+                       torch.cat([p.ids for p in parts]))
 
 
 @dataclass(frozen=True)

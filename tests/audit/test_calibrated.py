@@ -73,7 +73,7 @@ def test_rmia_detects_members_and_its_scores_are_population_shares() -> None:
     member_scores = rmia_scores(target[member], refs.subset(member), target[others], refs.subset(others))
     other_scores = rmia_scores(target[others], refs.subset(others), target[others], refs.subset(others),
                                target_is_population=True)
-    assert 0.0 <= member_scores.min() and max(member_scores.max(), other_scores.max()) <= 1.0
+    assert member_scores.min() >= 0.0 and max(member_scores.max(), other_scores.max()) <= 1.0
     # non-members are shares of the others: uniform on {0, 1/(M-1), ..., 1} up to ties
     assert other_scores.mean() == pytest.approx(0.5, abs=0.01)
     assert roc_auc(member_scores, other_scores) > roc_auc(target[member], target[others]) + 0.1

@@ -24,6 +24,7 @@ from server.app import run
 from server.evaluation import CentralEvaluator
 from server.federation import RunRecord, run_federation
 from server.messaging import Messenger
+from server.references import scenario_references
 from server.rounds import Federation
 from tests.server.in_process import Fault, InProcessGrid
 
@@ -35,11 +36,12 @@ def _scenario(*, with_requests: bool = True, **federation: Any) -> Scenario:
                 {"round": 2, "partition": 1, "forget": "random:0.1"}]
     return parse_scenario({
         "scenario": {"name": "tiny", "seed": 0},
-        "data": {"dataset": "digits", "partitioner": "iid"},
+        "data": {"dataset": "digits", "partitioner": "iid", "train_size": 900},
         "federation": {"clients": 3, "rounds": 4, "local_epochs": 1, "batch_size": 32, "device": "cpu",
                        **federation},
         "unlearning": {"max_rounds": 2, "params": {"max_steps": 40}},
         "baselines": {"federated_finetune_rounds": 1},
+        "audit": {"reference_models": 4},
         "requests": requests if with_requests else [],
     })
 
@@ -53,7 +55,9 @@ def _run(world: SimulatedWorld, grid: InProcessGrid) -> RunRecord:
     bundle = world.bundle
     spec = ModelSpec("cnn", 1, 8, bundle.num_classes)
     fed = Federation(Messenger(grid, timeout=60), world.scenario, grid.get_node_ids())  # type: ignore[arg-type]
-    return run_federation(fed, CentralEvaluator(spec, bundle.test, torch.device("cpu")), spec, world=world)
+    references = scenario_references(world.scenario, spec, bundle, torch.device("cpu"))
+    return run_federation(fed, CentralEvaluator(spec, bundle.test, torch.device("cpu")), spec, world=world,
+                          references=references)
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +69,23 @@ def happy(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
     return json.loads((root / "run" / "report.json").read_text()), root, world
 
 
-def test_report_has_the_issue_schema(happy: tuple[dict[str, Any], Path, SimulatedWorld]) -> None:
+def test_report_has_every_section_with_controls_and_strong_attacks(
+    happy: tuple[dict[str, Any], Path, SimulatedWorld],
+) -> None:
     report, root, _ = happy
     for key in ("scenario", "dataset", "model", "clients", "seed", "training", "requests", "unlearning",
                 "baselines", "artifacts", "evaluation"):
         assert key in report
     assert set(report["training"]) >= {"rounds", "seconds", "ta"}
     assert set(report["unlearning"]) >= {"method", "rounds", "seconds", "bytes", "ta", "ua", "gate"}
-    assert set(report["unlearning"]["gate"]) >= {"passed", "forget_auc", "tolerance", "ci"}
+    assert set(report["unlearning"]["gate"]) >= {"passed", "forget_auc", "tolerance", "ci", "attacks", "looks"}
+    for attack in ("lira", "rmia"):
+        assert set(report["unlearning"]["gate"]["attacks"][attack]) >= {"auc", "ci", "tpr_at_1pct_fpr", "tolerance"}
     for name in ("federated_retrain", "federated_finetune", "original"):
-        assert set(report["baselines"][name]) >= {"seconds", "bytes", "ta", "ua", "forget_auc"}
+        assert set(report["baselines"][name]) >= {"seconds", "bytes", "ta", "ua", "forget_auc", "gate"}
+    for name in ("original", "federated_retrain"):
+        assert set(report["controls"][name]) >= {"passed", "reasons"}
+    assert report["controls"]["evidence"] and report["references"]["models"] == 4
     assert report["baselines"]["federated_retrain"]["rounds"] == 2  # as many rounds as the original had
     for path in (report["artifacts"]["model"], *report["artifacts"]["plots"].values()):
         assert (root / "run" / path).is_file()
@@ -205,9 +216,7 @@ def _leaky_audit(message: Message, honest: Callable[[], Message]) -> Message | N
         return reply
     metrics = dict(reply.content.metric_records[P.METRICS])
     for key in list(metrics):
-        if key.startswith(P.AUC_VAR_PREFIX):
-            metrics[key] = 1e-6
-        elif key.startswith(P.AUC_PREFIX):
+        if key.startswith(P.AUC_PREFIX):
             metrics[key] = 0.9
     return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)  # type: ignore[arg-type]
 
@@ -235,3 +244,20 @@ def test_unknown_request_ids_from_the_server_change_nothing(tmp_path: Path) -> N
     [reply] = grid.send_and_receive([message])
     assert reply.has_error() and "req-nope" in reply.error.reason
     assert NodeDirectory.open(paths[0]).ledger.list() == []
+
+
+def test_a_requester_whose_audit_crashes_is_not_committed_and_the_audited_one_is(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    grid = _grid(world, {100: _failing(P.MSG_AUDIT)})
+    record = _run(world, grid)
+    crashed, audited = world.filed[0], world.filed[1]
+    phase = record.phases[0]
+    assert phase.gate_nodes == (101,)
+    assert all(not p.gate_nodes for p in record.phases[1:])  # node 100 alone: nothing to pool, nothing passes
+    assert world.node(0).ledger.get(crashed.request_id).status is RequestStatus.PENDING
+    assert set(crashed.forget_ids) <= set(world.node(0).train().ids.tolist())
+    if phase.passed:  # the audited requester alone decides; its request is committed
+        assert world.node(1).ledger.get(audited.request_id).status is RequestStatus.COMMITTED
+        receipt = json.loads(world.node(1).receipt_path(audited.request_id).read_text())
+        assert receipt["audit"]["forget_size"] == len(audited.forget_ids)
+    assert any("node 100" in f and "not pooled" in f for f in record.failures)

@@ -18,6 +18,7 @@ seed = 1
 [data]
 dataset = "digits"
 partitioner = "iid"
+train_size = 900
 [federation]
 clients = 3
 rounds = 4
@@ -29,4 +30,6 @@ max_rounds = 2
 max_steps = 40
 [baselines]
 federated_finetune_rounds = 1
+[audit]
+reference_models = 4
 {requests}"""

@@ -1,0 +1,131 @@
+"""The server's handling of audit replies, with fake replies and no client: nothing a client sends can
+make the gate pass, and only audits that were pooled count."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flwr.app import MetricRecord, RecordDict
+
+from common import protocol as P
+from common.scenario import parse_scenario
+from server.messaging import Replies
+from server.rounds import Federation, NodeStatus
+
+HONEST: dict[str, float] = {
+    P.FORGET_SIZE: 40, P.HOLDOUT_SIZE: 60, P.FORGET_ACCURACY: 90.0, P.HOLDOUT_ACCURACY: 90.0,
+    **{P.AUC_PREFIX + a: 0.5 for a in ("loss", "lira", "rmia")},
+    **{P.TPR_PREFIX + a: 1.0 for a in ("loss", "lira", "rmia")},
+}
+
+
+@dataclass
+class FakeMessenger:
+    """Answers every message with the metrics set per node; a node set to a string fails with it."""
+
+    replies: Mapping[int, Mapping[str, Any] | str]
+    asked: list[dict[int, tuple[str, RecordDict]]] = field(default_factory=list)
+
+    def ask(self, plan: Mapping[int, tuple[str, RecordDict]], group: str) -> Replies:
+        self.asked.append(dict(plan))
+        out = Replies()
+        for node in plan:
+            reply = self.replies[node]
+            if isinstance(reply, str):
+                out.failures[node] = reply
+            else:
+                out.answers[node] = RecordDict({P.METRICS: MetricRecord(dict(reply))})  # type: ignore[arg-type]
+        return out
+
+
+def _status(node: int, forget: int = 40, holdout: int = 200) -> NodeStatus:
+    return NodeStatus(node_id=node, partition=node - 100, num_train=500, num_holdout=holdout,
+                      pending=(f"req-{node}",), pending_kinds=("sample",), pending_samples=forget,
+                      pending_counts=(forget,), pending_classes=())
+
+
+def _federation(replies: Mapping[int, Mapping[str, Any] | str]) -> Federation:
+    scenario = parse_scenario({"scenario": {"name": "checks"}, "data": {"train_size": 900}})
+    fed = Federation(FakeMessenger(replies), scenario, sorted(replies))  # type: ignore[arg-type]
+    fed.statuses = {node: _status(node) for node in replies}
+    return fed
+
+
+REQUESTERS = {100: ["req-100"], 101: ["req-101"]}
+
+
+def _audit(replies: Mapping[int, Mapping[str, Any] | str]) -> tuple[Federation, Any]:
+    fed = _federation(replies)
+    return fed, fed.audit({}, REQUESTERS, "t")
+
+
+def test_honest_audits_are_pooled() -> None:
+    fed, audits = _audit({100: HONEST, 101: HONEST})
+    assert audits.nodes == (100, 101) and not audits.problems
+    gate = fed.judge(audits, 0.0)
+    assert gate is not None and gate.passed and gate.forget_size == 80
+
+
+@pytest.mark.parametrize(("lie", "words"), [
+    ({P.AUC_PREFIX + "lira": math.nan}, "lira AUC nan"),
+    ({P.AUC_PREFIX + "rmia": 0.1, P.AUC_PREFIX + "lira": 7.0}, "AUC 7.0"),
+    ({P.FORGET_SIZE: 10**6}, "forget-size 1000000 disagrees"),
+    ({P.FORGET_SIZE: 0}, "forget-size 0"),
+    ({P.HOLDOUT_SIZE: 10**6}, "holdout-size"),
+    ({P.FORGET_ACCURACY: math.inf}, "forget-accuracy"),
+    ({P.TPR_PREFIX + "rmia": -5.0}, "rmia TPR"),
+])
+def test_a_lying_client_is_not_pooled_and_the_honest_one_decides(lie: dict[str, float], words: str) -> None:
+    leaky = {**HONEST, **{k: 0.9 for k in HONEST if k.startswith(P.AUC_PREFIX)}}  # the honest one leaks
+    fed, audits = _audit({100: {**HONEST, **lie}, 101: leaky})
+    assert audits.nodes == (101,) and words in audits.problems[100]
+    gate = fed.judge(audits, 0.0)
+    assert gate is not None and not gate.passed and gate.forget_size == 40
+    assert any("node 100" in f and words in f for f in fed.failures)
+
+
+def test_leaving_out_an_attack_is_that_clients_failure_not_everyones_loss_of_the_attack() -> None:
+    partial = {k: v for k, v in HONEST.items() if not k.endswith("rmia")}
+    _, audits = _audit({100: partial, 101: HONEST})
+    assert audits.nodes == (101,) and "no figures for attack(s) rmia" in audits.problems[100]
+    assert audits.pooled is not None and {"lira", "rmia"} <= set(audits.pooled.attacks)
+
+
+def test_leaving_out_the_loss_attack_or_a_size_is_no_crash() -> None:
+    without_loss = {k: v for k, v in HONEST.items() if not k.endswith("-loss")}
+    without_size = {k: v for k, v in HONEST.items() if k != P.FORGET_SIZE}
+    fed, audits = _audit({100: without_loss, 101: without_size})
+    assert audits.nodes == (100,) and "malformed audit" in audits.problems[101]
+    assert fed.judge(audits, 0.0) is not None
+
+
+def test_nothing_poolable_means_no_verdict_not_a_pass() -> None:
+    zero = {**HONEST, P.FORGET_SIZE: 0}
+    fed, audits = _audit({100: zero, 101: "error reply (2): ClientApp crashed"})
+    assert audits.pooled is None and audits.nodes == ()
+    assert fed.judge(audits, 0.0) is None
+    assert "crashed" in audits.problems[101]
+
+
+def test_an_empty_hold_out_is_not_pooled() -> None:
+    _, audits = _audit({100: {P.FORGET_SIZE: 40, P.HOLDOUT_SIZE: 0}, 101: HONEST})
+    assert audits.nodes == (101,) and "no non-members" in audits.problems[100]
+
+
+def test_a_node_that_never_reported_its_status_is_not_pooled() -> None:
+    fed = _federation({100: HONEST, 101: HONEST})
+    del fed.statuses[100]
+    audits = fed.audit({}, REQUESTERS, "t")
+    assert audits.nodes == (101,) and "never reported its status" in audits.problems[100]
+
+
+def test_a_claimed_variance_changes_nothing() -> None:
+    """Old clients sent their own AUC variance; a huge one used to widen the tolerance until 0.9 passed."""
+    leaky = {**HONEST, **{k: 0.9 for k in HONEST if k.startswith(P.AUC_PREFIX)}, "auc-var-lira": 1.0}
+    fed, audits = _audit({100: leaky, 101: leaky})
+    gate = fed.judge(audits, 0.0)
+    assert gate is not None and not gate.passed and gate.tolerance is not None and gate.tolerance < 0.2
