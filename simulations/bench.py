@@ -4,20 +4,30 @@ The protocol follows the SalUn / l1-sparse papers: ``original`` and
 ``retrain`` share one training recipe, trained to convergence; every method
 starts from the same original; every number is shown next to retrain's.
 Configuration is validated completely before any training starts.
+
+Besides population attacks, every model is audited with LiRA and RMIA against
+K reference models per seed, trained once with the same architecture and
+recipe, each on a random half of the retain set: none saw a forget or a test
+sample, so they show what the statistic of a sample looks like to a model that
+never trained on it (offline references). U-LiRA, which retrains shadows, lives
+in ``bench_ulira``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
-from common.audit.report import AuditReport, audit_model, avg_gap
-from common.audit.signals import Logits, torch_logits
+from common.audit.calibrated import Calibration
+from common.audit.report import AuditReport, ReferenceStatistics, audit_model, avg_gap
+from common.audit.signals import Logits, compute_signals, torch_logits
 from common.data.datasets import DATASETS, load_dataset, train_holdout_split
 from common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
 from common.data.tensors import DatasetBundle, LabeledData
@@ -28,9 +38,20 @@ from common.training import TrainConfig, seed_everything, train
 from common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
 from common.unlearning.reference import build_reference, build_utility
 
-__all__ = ["BenchConfig", "MethodRun", "SeedData", "SeedRun", "run_bench"]
+__all__ = ["BenchConfig", "BenchReferences", "MethodRun", "SeedData", "SeedRun", "Stream", "derived_seed", "run_bench",
+           "train_model", "train_references"]
 
 GOLD = "retrain"
+MIN_ULIRA_SHADOWS = 4  # paired splits: each target is forgotten in at least two shadows, one to score, one to fit
+
+
+class Stream(IntEnum):
+    """What a ``derived_seed`` is for, so that no two purposes ever share a seed."""
+
+    REFERENCE = 1  # the audit's reference models
+    ULIRA_SPLITS = 2  # U-LiRA's targets and shadow splits
+    SHADOW = 3  # a shadow's original (and its methods, as the bench's methods share the original's seed)
+    SHADOW_RETRAIN = 4  # a shadow's model retrained without its forget set, U-LiRA's yardstick
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,8 @@ class BenchConfig:
     edge: bool = False  # also export original/retrain/remi to ONNX fp32 + int8 and audit those (bench_edge)
     edge_int8: Literal["static", "dynamic"] = "static"
     edge_repeats: int = 30  # timed calls per engine and batch size in the edge latency benchmark
+    reference_models: int = 8  # K references per seed for LiRA / RMIA
+    ulira_shadows: int = 0  # S shadow splits per seed for U-LiRA (bench_ulira); 0 = off
 
     @property
     def all_methods(self) -> tuple[str, ...]:
@@ -76,25 +99,77 @@ class BenchConfig:
             raise ConfigError(f"--edge-int8 must be static or dynamic, got {self.edge_int8!r}")
         if self.edge_repeats < 1:
             raise ConfigError(f"--edge-repeats must be >= 1, got {self.edge_repeats}")
+        if self.reference_models < 2:
+            raise ConfigError(f"--reference-models must be >= 2 (LiRA estimates their spread), "
+                              f"got {self.reference_models}")
+        forget = parse_forget_spec(self.forget)
+        if self.ulira_shadows != 0 and self.ulira_shadows < MIN_ULIRA_SHADOWS:
+            raise ConfigError(f"--ulira-shadows must be 0 (off) or >= {MIN_ULIRA_SHADOWS} (16 or more "
+                              f"recommended), got {self.ulira_shadows}")
+        if self.ulira_shadows and forget.kind != "random":
+            raise ConfigError(f"--ulira-shadows measures forgetting of single samples and needs a "
+                              f"random:<fraction> forget set, got {forget}; drop --ulira-shadows or use random:0.1")
         resolve_device(self.device)
-        return parse_forget_spec(self.forget), params
+        return forget, params
+
+
+def derived_seed(seed: int, stream: Stream, index: int) -> int:
+    """A 32-bit seed for the ``index``-th model of purpose ``stream`` in bench seed ``seed``: distinct
+    triples give unrelated seeds, so references and shadows never repeat the original's init or order."""
+    return int(np.random.SeedSequence((seed, stream, index)).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
 class SeedData:
-    """One seed's sets: what every audit of that seed sees, whatever produces the logits."""
+    """One seed's sets: what every audit of that seed sees, whatever produces the logits.
+
+    references: the reference models' statistics on forget and test once they are trained (then every
+    audit also runs LiRA and RMIA).
+    """
 
     bundle: DatasetBundle
     spec: ModelSpec
     retain: LabeledData
     forget: LabeledData
-    forgotten_classes: tuple[int, ...]
+    holdout: LabeledData
+    forget_spec: ForgetSpec
     seed: int
+    references: ReferenceStatistics | None = None
+
+    @property
+    def forgotten_classes(self) -> tuple[int, ...]:
+        return self.forget_spec.forgotten_classes
 
     def audit(self, logits_of: Logits) -> AuditReport:
         """The bench's audit of a model given as inputs -> logits: ``torch_logits`` or an ONNX Runtime session."""
         return audit_model(logits_of, retain=self.retain, forget=self.forget, test=self.bundle.test,
-                           forgotten_classes=self.forgotten_classes, seed=self.seed)
+                           forgotten_classes=self.forgotten_classes, seed=self.seed, references=self.references)
+
+    def task(self, original: Classifier, *, retain: LabeledData, forget: LabeledData, recipe: TrainConfig,
+             device: torch.device, seed: int) -> UnlearningTask:
+        """What every method gets to forget ``forget`` from ``original``: the bench's own request, or a
+        U-LiRA shadow's; the reference and utility sets come from this seed's hold-out either way."""
+        granularity, classes = self.forget_spec.granularity, self.forgotten_classes
+        return UnlearningTask(
+            original=original, spec=self.spec, retain=retain, forget=forget,
+            reference=build_reference(self.holdout, granularity, classes, seed=seed),
+            recipe=recipe, granularity=granularity, device=device, seed=seed,
+            utility=build_utility(self.holdout, granularity, classes),
+        )
+
+
+@dataclass(frozen=True)
+class BenchReferences:
+    """One seed's K reference models as the audits use them, and what training them cost (paid once per
+    seed, shared by every method's audit)."""
+
+    statistics: ReferenceStatistics
+    train_size: int
+    seconds: float
+
+    @property
+    def count(self) -> int:
+        return self.statistics.forget.num_references
 
 
 @dataclass(frozen=True)
@@ -113,6 +188,7 @@ class SeedRun:
     sizes: Mapping[str, int]
     runs: Mapping[str, MethodRun]
     data: SeedData
+    references: BenchReferences
 
     def gap(self, method: str) -> float:
         return avg_gap(self.runs[method].report, self.runs[GOLD].report)
@@ -121,13 +197,34 @@ class SeedRun:
 Progress = Callable[[str], None]
 
 
-def _train_original(spec: ModelSpec, data: LabeledData, recipe: TrainConfig, device: torch.device,
-                    seed: int) -> tuple[Classifier, float]:
+def train_model(spec: ModelSpec, data: LabeledData, recipe: TrainConfig, device: torch.device,
+                seed: int) -> tuple[Classifier, float]:
+    """A fresh model trained with the bench's recipe: the original, a reference or a shadow, all alike."""
     generator = seed_everything(seed)
     model = build_model(spec, seed=seed)
     start = time.perf_counter()
     train(model, data, recipe, device=device, generator=generator)
     return model, time.perf_counter() - start
+
+
+def train_references(data: SeedData, config: BenchConfig, device: torch.device) -> BenchReferences:
+    """K models of the original's architecture and recipe, each on its own random half of the retain set,
+    and their logit confidence on the forget and test sets (offline: none trained on either)."""
+    size = len(data.retain) // 2
+    if size < 1:
+        raise ConfigError(f"the retain set has {len(data.retain)} samples, too few to train reference models on "
+                          "halves of it; use more training data or forget less")
+    forget_rows, test_rows, seconds = [], [], 0.0
+    for k in range(config.reference_models):
+        seed = derived_seed(data.seed, Stream.REFERENCE, k)
+        half = torch.randperm(len(data.retain), generator=torch.Generator().manual_seed(seed))[:size]
+        model, spent = train_model(data.spec, data.retain.subset(half), config.recipe, device, seed)
+        forget_rows.append(compute_signals(model, data.forget, device=device).logit_confidence)
+        test_rows.append(compute_signals(model, data.bundle.test, device=device).logit_confidence)
+        seconds += spent
+    statistics = ReferenceStatistics(forget=Calibration.offline(np.stack(forget_rows)),
+                                     test=Calibration.offline(np.stack(test_rows)))
+    return BenchReferences(statistics, size, seconds)
 
 
 def _split(bundle: DatasetBundle, config: BenchConfig, seed: int) -> tuple[LabeledData, LabeledData]:
@@ -144,7 +241,8 @@ def _split(bundle: DatasetBundle, config: BenchConfig, seed: int) -> tuple[Label
 
 def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, params: Mapping[str, Any],
              seed: int, progress: Progress) -> SeedRun:
-    """Train the original, run each method from it, audit all against the same data."""
+    """Train the original and the references, run each method from the original, audit all against the
+    same data and the same references."""
     device = resolve_device(config.device)
     train_data, holdout = _split(bundle, config, seed)
     forget_ids = select_forget_ids(forget, train_data, num_classes=bundle.num_classes, seed=seed)
@@ -152,19 +250,17 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
     retain = train_data.where_ids(forget_ids, keep=False)
     c, h, _ = bundle.input_shape
     spec = ModelSpec(config.model, c, h, bundle.num_classes)
-    data = SeedData(bundle, spec, retain, forget_data, forget.forgotten_classes, seed)
+    data = SeedData(bundle, spec, retain, forget_data, holdout, forget, seed)
     progress(f"seed {seed}: training original")
-    original, original_seconds = _train_original(spec, train_data, config.recipe, device, seed)
+    original, original_seconds = train_model(spec, train_data, config.recipe, device, seed)
+    progress(f"seed {seed}: training {config.reference_models} reference models")
+    references = train_references(data, config, device)
+    data = replace(data, references=references.statistics)
 
     def audited(model: Classifier, seconds: float, result: UnlearningResult | None) -> MethodRun:
         return MethodRun(model, data.audit(torch_logits(model, device=device)), seconds, result)
 
-    task = UnlearningTask(
-        original=original, spec=spec, retain=retain, forget=forget_data,
-        reference=build_reference(holdout, forget.granularity, forget.forgotten_classes, seed=seed),
-        recipe=config.recipe, granularity=forget.granularity, device=device, seed=seed,
-        utility=build_utility(holdout, forget.granularity, forget.forgotten_classes),
-    )
+    task = data.task(original, retain=retain, forget=forget_data, recipe=config.recipe, device=device, seed=seed)
     runs = {"original": audited(original, original_seconds, None)}
     for name in config.all_methods:
         progress(f"seed {seed}: {name}")
@@ -172,7 +268,7 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
         runs[name] = audited(result.model, result.seconds, result)
     sizes = {"train": len(train_data), "retain": len(retain), "forget": len(forget_data),
              "holdout": len(holdout), "test": len(bundle.test)}
-    return SeedRun(seed, sizes, runs, data)
+    return SeedRun(seed, sizes, runs, data, references)
 
 
 def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> list[SeedRun]:

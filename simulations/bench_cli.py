@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -10,12 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from common.audit.calibrated import CALIBRATED_ATTACKS
+from common.audit.report import PRIMARY_ATTACK
 from common.device import resolve_device
 from common.errors import ConfigError
 from common.training import TrainConfig
 from simulations.bench import BenchConfig, run_bench
 from simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
 from simulations.bench_report import write_report
+from simulations.bench_ulira import run_ulira
 
 __all__ = ["bench", "parse_method_params"]
 
@@ -40,6 +45,24 @@ def _summary_table(payload: dict) -> Table:
         table.add_column(column, justify="right")
     for method, entry in payload["methods"].items():
         table.add_row(method, *(f"{entry[c]:.3f}" if c == "mia_auc" else f"{entry[c]:.2f}" for c in columns))
+    return table
+
+
+def _per_example_table(payload: dict) -> Table:
+    """TPR at 1% FPR of the reference-model attacks next to the loss attack's, and U-LiRA: what bench.md's
+    second table shows, kept apart so that each table fits a terminal."""
+    table = Table(title="per-example attacks (TPR % at 1% FPR)" + (" and U-LiRA" if payload["ulira"] else ""))
+    attacks = (*CALIBRATED_ATTACKS.names(), PRIMARY_ATTACK)
+    table.add_column("method")
+    for name in attacks:
+        table.add_column(name, justify="right")
+    if payload["ulira"] is not None:
+        table.add_column("u-lira accuracy", justify="right")
+    for method, entry in payload["methods"].items():
+        cells = [f"{entry['attacks'][name]['tpr_at_1pct_fpr']:.2f}" for name in attacks]
+        if payload["ulira"] is not None:
+            cells.append(f"{entry['ulira']['accuracy']:.3f}")
+        table.add_row(method, *cells)
     return table
 
 
@@ -69,6 +92,11 @@ def bench(
                                            "them (OUT/edge/, edge.json, edge.md, a section in bench.md)."),
     edge_int8: str = typer.Option("static", help="int8 quantisation of --edge: static | dynamic"),
     edge_repeats: int = typer.Option(30, help="Timed calls per engine and batch size in the --edge latencies."),
+    reference_models: int = typer.Option(8, help="Reference models per seed for the LiRA and RMIA audits (>= 2), "
+                                                  "each trained with the recipe on a random half of the retain set."),
+    ulira_shadows: int = typer.Option(0, help="U-LiRA shadow splits per seed (0 = off; 16 or more recommended, "
+                                               "each retrains an original, every method and a retrain; needs "
+                                               "--forget random:<fraction>)."),
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
@@ -79,10 +107,13 @@ def bench(
         recipe=TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer),  # type: ignore[arg-type]
         method_params=parse_method_params(param), data_root=data_dir, download=download,
         edge=edge, edge_int8=edge_int8, edge_repeats=edge_repeats,  # type: ignore[arg-type]
+        reference_models=reference_models, ulira_shadows=ulira_shadows,
     )
-    config.validate()
+    _, params = config.validate()
+    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     console = Console(stderr=True)
-    steps = seeds * (len(config.all_methods) + 1 + (len(edge_models(config)) if edge else 0))
+    # per seed: the original, the references, every method, every U-LiRA shadow, every edge model
+    steps = seeds * (len(config.all_methods) + 2 + ulira_shadows + (len(edge_models(config)) if edge else 0))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("starting", total=steps)
@@ -92,14 +123,17 @@ def bench(
             progress.advance(task)
 
         runs = run_bench(config, advance)
+        ulira = [run_ulira(config, run, params, advance) for run in runs] if ulira_shadows else []
         sections = []
         if edge:
             edge_payload = write_edge_report(config, run_edge(config, runs, out, advance), out)
             sections.append(edge_markdown(edge_payload))
-    payload = write_report(config, str(resolve_device(device)), runs, out, sections=sections)
+    payload = write_report(config, str(resolve_device(device)), runs, out, ulira=ulira, command=command,
+                           sections=sections)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
     else:
         Console().print(_summary_table(payload))
+        Console().print(_per_example_table(payload))
         extra = ", edge.json, edge.md, edge/" if edge else ""
         Console().print(f"wrote {out / 'bench.json'}, bench.md, roc.png, metrics.png{extra}")

@@ -1,12 +1,16 @@
 """Turn benchmark seed runs into ``bench.json``, ``bench.md`` and plots.
 
 Metrics are means over seeds with ``<metric>_std`` beside them, under the
-DESIGN metric names, so tables from different runs line up.
+DESIGN metric names, so tables from different runs line up; every method also
+keeps its per-seed values (``per_seed``), from which the means were taken. The
+JSON names the commit and the command that made it, so a table in ``docs/``
+can be traced and regenerated.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,20 +22,36 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from common.audit.report import GAP_METRICS
+from common.audit.calibrated import CALIBRATED_ATTACKS
+from common.audit.report import GAP_METRICS, PRIMARY_ATTACK
 from simulations.bench import GOLD, BenchConfig, SeedRun
+from simulations.bench_ulira import SeedULira
 
-__all__ = ["METRICS", "mean_std", "summarize", "write_report"]
+__all__ = ["ATTACK_FIELDS", "METRICS", "mean_std", "strongest_reference_attack", "summarize", "write_report"]
 
 METRICS = (*GAP_METRICS, "mia_auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "seconds", "avg_gap")
+ATTACK_FIELDS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr")  # every attack's figures, AUC 0-1, TPRs percent
+DIGITS = 4
 
 
-def _method_values(run: SeedRun, method: str) -> dict[str, float]:
+def _seed_entry(run: SeedRun, method: str, ulira: SeedULira | None) -> dict[str, Any]:
+    """Every figure of one method on one seed: the metrics, each attack, how it ran, its U-LiRA."""
     method_run = run.runs[method]
-    values = {k: float(v) for k, v in method_run.report.to_dict().items() if k in METRICS}
+    report = method_run.report.to_dict()
+    values = {k: float(v) for k, v in report.items() if k in METRICS}
     values["seconds"] = method_run.seconds
     values["avg_gap"] = run.gap(method)
-    return values
+    entry: dict[str, Any] = {"seed": run.seed, **{k: round(v, DIGITS) for k, v in values.items()}}
+    entry["attacks"] = {name: {k: round(v, DIGITS) for k, v in figures.items()}
+                        for name, figures in report["attacks"].items()}
+    if method_run.result is not None:
+        entry["steps"] = method_run.result.steps
+        entry["stop_reason"] = method_run.result.stop_reason
+    if ulira is not None:
+        result = ulira.results[method]
+        entry["ulira"] = {"accuracy": round(result.accuracy, DIGITS), "cases": result.cases,
+                          "targets": result.targets}
+    return entry
 
 
 def mean_std(per_seed: Sequence[Mapping[str, float]], metrics: Sequence[str], *,
@@ -47,19 +67,63 @@ def mean_std(per_seed: Sequence[Mapping[str, float]], metrics: Sequence[str], *,
     return entry
 
 
-def summarize(runs: Sequence[SeedRun]) -> dict[str, dict[str, Any]]:
-    """methods.<name> -> {metric: mean, metric_std: std, ...} over seeds."""
+def _aggregate(per_seed: Sequence[Mapping[str, Any]], shadows: int) -> dict[str, Any]:
+    """Means and stds over seeds of everything ``_seed_entry`` holds (stop reasons stay per seed)."""
+    entry: dict[str, Any] = mean_std(per_seed, METRICS)
+    entry["attacks"] = {name: mean_std([seed["attacks"][name] for seed in per_seed], ATTACK_FIELDS)
+                        for name in per_seed[0]["attacks"]}
+    if "steps" in per_seed[0]:
+        entry |= mean_std(per_seed, ("steps",))
+    if "ulira" in per_seed[0]:
+        entry["ulira"] = {**mean_std([seed["ulira"] for seed in per_seed], ("accuracy",)), "shadows": shadows}
+    return entry
+
+
+def summarize(runs: Sequence[SeedRun], ulira: Sequence[SeedULira] = ()) -> dict[str, dict[str, Any]]:
+    """methods.<name> -> {metric: mean, metric_std: std, attacks, ulira, params, per_seed} over seeds."""
+    if ulira and [u.seed for u in ulira] != [run.seed for run in runs]:
+        raise ValueError("U-LiRA results must come one per bench seed, in the same order")
+    shadows = ulira[0].results["original"].shadows if ulira else 0
     summary: dict[str, dict[str, Any]] = {}
     for method in runs[0].runs:
-        entry: dict[str, Any] = mean_std([_method_values(run, method) for run in runs], METRICS)
-        entry["attacks"] = {a.name: round(a.auc, 4) for a in runs[0].runs[method].report.attacks}
+        per_seed = [_seed_entry(run, method, ulira[i] if ulira else None) for i, run in enumerate(runs)]
+        entry = _aggregate(per_seed, shadows)
         result = runs[0].runs[method].result
         if result is not None:
-            entry["stop_reason"] = result.stop_reason
-            entry["steps"] = result.steps
             entry["params"] = dict(result.params)
+        entry["per_seed"] = per_seed
         summary[method] = entry
     return summary
+
+
+def _references(runs: Sequence[SeedRun]) -> dict[str, Any]:
+    """The audit's reference models: trained once per seed, their cost apart from every method's."""
+    per_seed = [{"seed": run.seed, "train_size": run.references.train_size,
+                 "seconds": round(run.references.seconds, DIGITS)} for run in runs]
+    return {"models": runs[0].references.count, "data": "a random half of the seed's retain set each (offline)",
+            **mean_std(per_seed, ("seconds",)), "per_seed": per_seed}
+
+
+def _ulira(ulira: Sequence[SeedULira]) -> dict[str, Any] | None:
+    if not ulira:
+        return None
+    per_seed = [{"seed": u.seed, "targets": u.targets, "forget_size": u.forget_size, "train_size": u.train_size,
+                 "seconds": round(u.seconds, DIGITS)} for u in ulira]
+    return {"shadows": ulira[0].results["original"].shadows, **mean_std(per_seed, ("seconds",)),
+            "per_seed": per_seed}
+
+
+def _git_commit() -> tuple[str, bool]:
+    """(HEAD of the checkout this code runs from, whether tracked files differ from it); ("unknown", False)
+    outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
 
 
 def _config_dict(config: BenchConfig) -> dict[str, Any]:
@@ -70,12 +134,61 @@ def _config_dict(config: BenchConfig) -> dict[str, Any]:
     return resolved
 
 
+def _cell(figures: Mapping[str, Any], key: str) -> str:
+    precision = 3 if "auc" in key or key == "accuracy" else 2
+    return f"{figures[key]:.{precision}f} ± {figures[key + '_std']:.{precision}f}"
+
+
+def strongest_reference_attack(entry: Mapping[str, Any]) -> str:
+    """The reference-model attack (LiRA or RMIA) with the higher mean TPR at 1% FPR: the one a table should
+    quote, chosen on the means so that no seed's luck picks it."""
+    return max(CALIBRATED_ATTACKS.names(), key=lambda name: entry["attacks"][name]["tpr_at_1pct_fpr"])
+
+
+def _per_example_section(payload: Mapping[str, Any]) -> list[str]:
+    """Per method: the strongest reference attack's TPR at 1% FPR, the loss attack's, U-LiRA, each next to
+    retrain's."""
+    methods, references, ulira = payload["methods"], payload["references"], payload["ulira"]
+    gold = methods[GOLD]
+    lines = [
+        "## Per-example attacks" + (" and U-LiRA" if ulira is not None else ""),
+        "",
+        f"LiRA and RMIA (offline) judge each forget sample against {references['models']} reference models per "
+        f"seed, each trained on a random half of the retain set ({references['seconds']:.1f} s per seed, "
+        "not counted in any method's seconds); non-members are the same test samples as above. TPRs at 1% FPR "
+        "in percent; `strongest` is the better of LiRA and RMIA on the means.",
+    ]
+    if ulira is not None:
+        lines[-1] += (
+            f" U-LiRA: {ulira['shadows']} shadow splits per seed ({ulira['seconds']:.1f} s per seed); the share "
+            "of per-sample calls that tell the method's model from a retrained one (0.5 = indistinguishable; "
+            "retrain's own row is the floor of two independent retrainings, original's the do-nothing ceiling)."
+        )
+    header = ["method", "strongest TPR@1%", "retrain's", f"{PRIMARY_ATTACK} TPR@1%", "retrain's"]
+    if ulira is not None:
+        header += ["U-LiRA accuracy", "retrain's"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, entry in methods.items():
+        best = strongest_reference_attack(entry)
+        cells = [f"{_cell(entry['attacks'][best], 'tpr_at_1pct_fpr')} ({best})",
+                 _cell(gold["attacks"][best], "tpr_at_1pct_fpr"),
+                 _cell(entry["attacks"][PRIMARY_ATTACK], "tpr_at_1pct_fpr"),
+                 _cell(gold["attacks"][PRIMARY_ATTACK], "tpr_at_1pct_fpr")]
+        if ulira is not None:
+            cells += [_cell(entry["ulira"], "accuracy"), _cell(gold["ulira"], "accuracy")]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _markdown(payload: dict[str, Any]) -> str:
     header = ["method", *METRICS]
+    dirty = " (with uncommitted changes)" if payload["worktree_dirty"] else ""
     lines = [
         f"# fedunlearn bench: {payload['dataset']} / {payload['model']} / forget {payload['forget']}",
         "",
         f"seeds: {len(payload['seeds'])}, device: {payload['device']}, sizes: {payload['sizes']}",
+        "",
+        f"commit `{payload['commit']}`{dirty}; command: `{payload['command']}`",
         "",
         "Percentages 0-100, AUC 0-1, mean ± std over seeds; `avg_gap` is the mean |x - retrain| "
         "over ua, ra, ta, mia_efficacy (lower is better).",
@@ -84,9 +197,8 @@ def _markdown(payload: dict[str, Any]) -> str:
         "|" + "---|" * len(header),
     ]
     for method, entry in payload["methods"].items():
-        cells = [f"{entry[m]:.3f} ± {entry[m + '_std']:.3f}" if "auc" in m else
-                 f"{entry[m]:.2f} ± {entry[m + '_std']:.2f}" for m in METRICS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method} | " + " | ".join(_cell(entry, m) for m in METRICS) + " |")
+    lines += ["", *_per_example_section(payload)]
     return "\n".join(lines) + "\n"
 
 
@@ -122,18 +234,28 @@ def _plot_metrics(methods: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out: Path, *,
+                 ulira: Sequence[SeedULira] = (), command: str | None = None,
                  sections: Sequence[str] = ()) -> dict[str, Any]:
-    """Write bench.json, bench.md (``sections``, markdown, appended), roc.png, metrics.png and config.json."""
+    """Write bench.json, bench.md (``sections``, markdown, appended), roc.png, metrics.png and config.json.
+
+    ulira: one ``run_ulira`` result per seed, or none when it was off. command: the command line that
+    made the run (None when it did not come from one, e.g. a test)."""
     out.mkdir(parents=True, exist_ok=True)
-    methods = summarize(runs)
+    methods = summarize(runs, ulira)
+    commit, dirty = _git_commit()
     payload = {
         "dataset": config.dataset,
         "model": config.model,
         "forget": config.forget,
         "seeds": [run.seed for run in runs],
         "device": device,
+        "commit": commit,
+        "worktree_dirty": dirty,
+        "command": command,
         "sizes": dict(runs[0].sizes),
         "gold_standard": GOLD,
+        "references": _references(runs),
+        "ulira": _ulira(ulira),
         "methods": methods,
         "config": _config_dict(config),
     }

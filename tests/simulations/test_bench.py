@@ -1,22 +1,29 @@
-"""The centralised benchmark: a tiny two-seed run on digits, and validation that fails before training."""
+"""The centralised benchmark: a tiny two-seed run on digits, a tiny U-LiRA run, and validation that fails
+before training."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+from common.audit.attacks import ATTACKS
+from common.audit.calibrated import CALIBRATED_ATTACKS
+from common.data.tensors import LabeledData
 from common.errors import ConfigError, UnknownNameError
+from common.models import Classifier, ModelSpec
 from common.training import TrainConfig
 from common.unlearning import METHODS
 from common.unlearning.remi import RemiParams
-from simulations import bench
-from simulations.bench import BenchConfig, run_bench
-from simulations.bench_report import METRICS, write_report
+from simulations import bench, bench_ulira
+from simulations.bench import BenchConfig, SeedRun, Stream, derived_seed, run_bench
+from simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
+from simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
 
 CONFIG = BenchConfig(
     dataset="digits",
@@ -26,9 +33,31 @@ CONFIG = BenchConfig(
     recipe=TrainConfig(epochs=3),
     seeds=2,
     device="cpu",
+    reference_models=2,
 )
 DESIGN_METRICS = ("ua", "ra", "ta", "mia_efficacy", "mia_auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr",
                   "seconds", "avg_gap")
+ALL_ATTACKS = (*ATTACKS.names(), *CALIBRATED_ATTACKS.names())
+
+
+@dataclass(frozen=True)
+class Trained:
+    """One call of a training helper: what it trained on, with which seed."""
+
+    ids: frozenset[int]
+    seed: int
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, module: object, calls: list[Trained]) -> None:
+    """Record every ``train_model`` call that ``module`` makes, then train as usual."""
+    real = bench.train_model
+
+    def spy(spec: ModelSpec, data: LabeledData, recipe: TrainConfig, device: torch.device,
+            seed: int) -> tuple[Classifier, float]:
+        calls.append(Trained(frozenset(data.ids.tolist()), seed))
+        return real(spec, data, recipe, device, seed)
+
+    monkeypatch.setattr(module, "train_model", spy)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +65,7 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     out = tmp_path_factory.mktemp("bench")
     progress: list[str] = []
     runs = run_bench(CONFIG, progress.append)
-    payload = write_report(CONFIG, "cpu", runs, out)
+    payload = write_report(CONFIG, "cpu", runs, out, command="fedunlearn bench --test")
     return out, payload, progress
 
 
@@ -84,13 +113,53 @@ def test_retrain_is_the_gold_standard(saved: dict[str, Any]) -> None:
 
 
 def test_methods_record_how_they_ran_and_the_original_does_not(saved: dict[str, Any]) -> None:
-    assert "stop_reason" not in saved["methods"]["original"]
+    assert "steps" not in saved["methods"]["original"]
+    assert all("stop_reason" not in seed for seed in saved["methods"]["original"]["per_seed"])
     for method in ("retrain", "remi", "finetune"):
         entry = saved["methods"][method]
-        assert isinstance(entry["stop_reason"], str)
-        assert isinstance(entry["steps"], int)
+        for seed in entry["per_seed"]:
+            assert isinstance(seed["stop_reason"], str)
+            assert isinstance(seed["steps"], int)
+        assert entry["steps"] == pytest.approx(sum(seed["steps"] for seed in entry["per_seed"]) / CONFIG.seeds)
         assert isinstance(entry["params"], dict)
     assert set(saved["methods"]["remi"]["params"]) == {f.name for f in fields(RemiParams)}
+
+
+def test_every_attack_has_its_three_figures_per_seed_and_on_average(saved: dict[str, Any]) -> None:
+    for method, entry in saved["methods"].items():
+        assert list(entry["attacks"]) == list(ALL_ATTACKS), method
+        for name, figures in entry["attacks"].items():
+            for field in ATTACK_FIELDS:
+                per_seed = [seed["attacks"][name][field] for seed in entry["per_seed"]]
+                assert figures[field] == pytest.approx(sum(per_seed) / len(per_seed), abs=1e-4), (method, name)
+                assert figures[f"{field}_std"] >= 0
+            assert 0.0 <= figures["auc"] <= 1.0
+            assert 0.0 <= figures["tpr_at_01pct_fpr"] <= figures["tpr_at_1pct_fpr"] <= 100.0
+        # the headline metrics are the loss attack's
+        assert entry["mia_auc"] == entry["attacks"]["loss"]["auc"]
+        assert entry["tpr_at_1pct_fpr"] == entry["attacks"]["loss"]["tpr_at_1pct_fpr"]
+
+
+def test_per_seed_entries_hold_every_aggregated_metric(saved: dict[str, Any]) -> None:
+    for method, entry in saved["methods"].items():
+        assert [seed["seed"] for seed in entry["per_seed"]] == saved["seeds"]
+        for metric in METRICS:
+            values = [seed[metric] for seed in entry["per_seed"]]
+            assert entry[metric] == pytest.approx(sum(values) / len(values), abs=1e-4), (method, metric)
+        assert "ulira" not in entry  # off unless asked for
+
+
+def test_the_json_names_its_commit_command_and_references(saved: dict[str, Any]) -> None:
+    assert saved["command"] == "fedunlearn bench --test"
+    assert len(saved["commit"]) == 40 or saved["commit"] == "unknown"
+    assert isinstance(saved["worktree_dirty"], bool)
+    references = saved["references"]
+    assert references["models"] == CONFIG.reference_models
+    assert [seed["seed"] for seed in references["per_seed"]] == saved["seeds"]
+    for seed in references["per_seed"]:
+        assert seed["train_size"] == saved["sizes"]["retain"] // 2
+        assert seed["seconds"] > 0
+    assert saved["ulira"] is None
 
 
 def test_report_files_exist(bench_dir: tuple[Path, dict[str, Any], list[str]]) -> None:
@@ -99,9 +168,11 @@ def test_report_files_exist(bench_dir: tuple[Path, dict[str, Any], list[str]]) -
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     table = (out / "bench.md").read_text()
     for method in ("original", "retrain", "remi", "finetune"):
-        assert f"| {method} |" in table
+        assert table.count(f"| {method} |") == 2  # the metrics table and the per-example one
     for metric in DESIGN_METRICS:
         assert metric in table
+    assert "strongest TPR@1%" in table and "loss TPR@1%" in table and "U-LiRA" not in table
+    assert "`fedunlearn bench --test`" in table
     config = json.loads((out / "config.json").read_text())
     assert config["methods"] == ["retrain", "remi", "finetune"]
     assert config["forget"] == "class:3"
@@ -109,10 +180,134 @@ def test_report_files_exist(bench_dir: tuple[Path, dict[str, Any], list[str]]) -
 
 def test_progress_reports_each_seed_and_method(bench_dir: tuple[Path, dict[str, Any], list[str]]) -> None:
     progress = bench_dir[2]
-    assert len(progress) == CONFIG.seeds * (len(CONFIG.all_methods) + 1)
+    assert len(progress) == CONFIG.seeds * (len(CONFIG.all_methods) + 2)  # + the original and the references
     for seed in range(CONFIG.seeds):
         for method in CONFIG.all_methods:
             assert any(f"seed {seed}" in line and method in line for line in progress)
+
+
+# --- reference models: once per seed, never on a forget sample ------------------------------------
+
+
+def test_references_train_once_per_seed_on_halves_of_the_retain_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = replace(CONFIG, forget="random:0.1", methods=("retrain", "finetune"), reference_models=3)
+    calls: list[Trained] = []
+    _spy(monkeypatch, bench, calls)
+    runs = run_bench(config)
+    # per seed: the original, then the K references; no method's audit trains any more of them
+    assert len(calls) == config.seeds * (1 + config.reference_models)
+    for i, run in enumerate(runs):
+        original, *references = calls[i * (1 + config.reference_models):(i + 1) * (1 + config.reference_models)]
+        retain, forget = set(run.data.retain.ids.tolist()), set(run.data.forget.ids.tolist())
+        assert forget <= original.ids
+        for reference in references:
+            assert reference.ids <= retain and not reference.ids & forget
+            assert len(reference.ids) == len(retain) // 2 == run.references.train_size
+        assert len({reference.ids for reference in references}) == config.reference_models  # each its own half
+        assert len({original.seed, *(reference.seed for reference in references)}) == 1 + config.reference_models
+        assert run.references.count == config.reference_models
+        for method_run in run.runs.values():
+            assert [a.name for a in method_run.report.attacks] == list(ALL_ATTACKS)
+
+
+def test_strongest_reference_attack_is_the_higher_mean() -> None:
+    entry = {"attacks": {"lira": {"tpr_at_1pct_fpr": 3.0}, "rmia": {"tpr_at_1pct_fpr": 4.5}}}
+    assert strongest_reference_attack(entry) == "rmia"
+    entry["attacks"]["lira"]["tpr_at_1pct_fpr"] = 5.0
+    assert strongest_reference_attack(entry) == "lira"
+
+
+# --- U-LiRA ------------------------------------------------------------------------------------------
+
+ULIRA = replace(CONFIG, forget="random:0.1", methods=("retrain", "finetune"), seeds=1, ulira_shadows=4)
+
+
+@dataclass(frozen=True)
+class ULiraRun:
+    out: Path
+    saved: dict[str, Any]
+    run: SeedRun
+    ulira: SeedULira
+    shadow_calls: list[Trained]
+    progress: list[str]
+
+
+@pytest.fixture(scope="module")
+def ulira_run(tmp_path_factory: pytest.TempPathFactory) -> ULiraRun:
+    out = tmp_path_factory.mktemp("ulira")
+    _, params = ULIRA.validate()
+    progress: list[str] = []
+    calls: list[Trained] = []
+    (run,) = run_bench(ULIRA)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _spy(monkeypatch, bench_ulira, calls)
+        ulira = run_ulira(ULIRA, run, params, progress.append)
+    write_report(ULIRA, "cpu", [run], out, ulira=[ulira])
+    return ULiraRun(out, json.loads((out / "bench.json").read_text()), run, ulira, calls, progress)
+
+
+def test_ulira_is_reported_for_every_method_and_the_original(ulira_run: ULiraRun) -> None:
+    saved = ulira_run.saved
+    assert saved["ulira"]["shadows"] == ULIRA.ulira_shadows
+    (seed,) = saved["ulira"]["per_seed"]
+    data = ulira_run.run.data
+    assert seed["forget_size"] == shadow_forget_size(0.1, len(data.retain) + len(data.forget))
+    assert seed["targets"] == 2 * seed["forget_size"]
+    for method in ("original", *ULIRA.all_methods):
+        entry = saved["methods"][method]
+        assert entry["ulira"]["shadows"] == ULIRA.ulira_shadows
+        assert 0.0 <= entry["ulira"]["accuracy"] <= 1.0
+        assert entry["ulira"]["accuracy_std"] == 0.0  # one seed
+        (per_seed,) = entry["per_seed"]
+        assert per_seed["ulira"]["accuracy"] == entry["ulira"]["accuracy"]
+        # 4 paired shadows: every target is forgotten in exactly 2, so each shadow's m targets are scored
+        assert per_seed["ulira"]["cases"] == ULIRA.ulira_shadows * seed["forget_size"]
+    assert ulira_run.progress == [f"seed 0: U-LiRA shadow {s}/4" for s in range(1, 5)]
+    table = (ulira_run.out / "bench.md").read_text()
+    assert "U-LiRA accuracy" in table
+    assert "| retrain | " in table
+
+
+def test_each_shadow_forgets_its_targets_and_retrains_under_another_seed(ulira_run: ULiraRun) -> None:
+    """Per shadow: an original on its half of the pool, then the yardstick retrained on that half minus its
+    m targets, with a seed that is not the one the retrain method gets (the shadow's own)."""
+    run, calls = ulira_run.run, ulira_run.shadow_calls
+    pool = set(run.data.retain.ids.tolist()) | set(run.data.forget.ids.tolist())
+    m = ulira_run.ulira.forget_size
+    assert len(calls) == 2 * ULIRA.ulira_shadows
+    targets: set[int] = set()
+    for s in range(ULIRA.ulira_shadows):
+        original, yardstick = calls[2 * s], calls[2 * s + 1]
+        assert original.ids <= pool and yardstick.ids < original.ids
+        assert len(original.ids - yardstick.ids) == m
+        targets |= original.ids - yardstick.ids
+        assert original.seed == derived_seed(run.seed, Stream.SHADOW, s)
+        assert yardstick.seed == derived_seed(run.seed, Stream.SHADOW_RETRAIN, s) != original.seed
+    assert len(targets) == ulira_run.ulira.targets == 2 * m
+    # complementary pairs: shadows 0 and 1 split the pool between them
+    assert calls[0].ids | calls[2].ids == pool and not calls[0].ids & calls[2].ids
+
+
+@pytest.mark.parametrize("shadows", [4, 5, 16])
+def test_shadow_splits_hold_m_targets_each_and_pair_up(shadows: int) -> None:
+    pool, m = 101, 7
+    splits = shadow_splits(pool, m, shadows, torch.Generator().manual_seed(0))
+    assert splits.targets.shape == (2 * m,) and len(set(splits.targets.tolist())) == 2 * m
+    forgotten = splits.forgotten
+    assert forgotten.shape == (shadows, 2 * m)
+    assert (forgotten.sum(axis=1) == m).all()
+    sizes = splits.train.sum(dim=1).tolist()
+    assert set(sizes) <= {pool // 2, pool - pool // 2}
+    for first in range(0, shadows - 1, 2):
+        assert torch.equal(splits.train[first], ~splits.train[first + 1])
+    paired = shadows - shadows % 2
+    assert (forgotten[:paired].sum(axis=0) == paired // 2).all()  # every target in half the paired shadows
+
+
+def test_shadow_forget_size_is_the_bench_fraction_of_half_the_pool() -> None:
+    assert shadow_forget_size(0.1, 1079) == 54
+    with pytest.raises(ConfigError, match=r"random:0\.001"):
+        shadow_forget_size(0.001, 100)
 
 
 def test_retrain_is_always_run() -> None:
@@ -147,6 +342,9 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"model": "nope"}, ["mlp", "resnet18"]),
         ({"seeds": 0}, ["seeds"]),
         ({"device": "tpu"}, ["cpu", "auto"]),
+        ({"reference_models": 1}, ["--reference-models", ">= 2"]),
+        ({"forget": "random:0.1", "ulira_shadows": 2}, ["--ulira-shadows", ">= 4", "16"]),
+        ({"ulira_shadows": 8}, ["--ulira-shadows", "random:", "class:3"]),
     ],
 )
 def test_bad_configuration_fails_before_training(

@@ -94,8 +94,11 @@ BAD_INPUTS = [
     (["--forget", "random:2"], ["random:0.1"]),
     (["--param", "remi.nope=1"], ["remi.nope", *(f.name for f in fields(RemiParams))]),
     (["--param", "garbage"], ["METHOD.KEY=VALUE"]),
+    (["--reference-models", "1"], ["--reference-models", ">= 2"]),
+    (["--ulira-shadows", "2"], ["--ulira-shadows", ">= 4"]),
+    (["--forget", "class:1", "--ulira-shadows", "4"], ["random:<fraction>"]),
 ]
-BAD_IDS = ["dataset", "method", "forget", "param-key", "param-form"]
+BAD_IDS = ["dataset", "method", "forget", "param-key", "param-form", "references", "shadows", "ulira-class"]
 
 
 def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],
@@ -144,6 +147,24 @@ def test_usage_errors_keep_clicks_exit_code(
     assert "--seeds" in stderr
     assert "Traceback" not in stderr + stdout
     assert not out.exists()
+
+
+def test_bench_records_its_command_line_and_runs_ulira(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["bench", "--dataset", "digits", "--model", "mlp", "--methods", "retrain", "--epochs", "1",
+            "--reference-models", "2", "--ulira-shadows", "4", "--device", "cpu", "--out", str(out), "--json"]
+    monkeypatch.setattr(sys, "argv", ["/somewhere/bin/fedunlearn", *args])
+    main()
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["command"] == " ".join(["fedunlearn", *args])
+    assert printed["references"]["models"] == 2
+    assert printed["ulira"]["shadows"] == 4
+    for method in ("original", "retrain"):
+        assert 0.0 <= printed["methods"][method]["ulira"]["accuracy"] <= 1.0
+        assert set(printed["methods"][method]["attacks"]) >= {"loss", "lira", "rmia"}
+    assert "U-LiRA accuracy" in (out / "bench.md").read_text()
 
 
 def test_main_succeeds_quietly(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
