@@ -288,10 +288,7 @@ def _read_image(path: Path, manifest: Manifest) -> FloatArray:
         raise EdgeInputError(f"{path}: the model takes {c} channels; image files only feed 1- or 3-channel "
                              "models, give a .npy array instead")
     try:
-        with _pixel_limit(Image), Image.open(path) as image:
-            if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:  # opening read the header only
-                raise EdgeInputError(f"{path}: image claims {image.size[0]}x{image.size[1]} pixels, more than "
-                                     f"{MAX_IMAGE_PIXELS}; the model takes {w}x{h}")
+        with _pixel_limit(Image), Image.open(path) as image:  # reads the header only, size checked by Pillow
             if image.mode in ("I", "F") or image.mode.startswith("I;"):
                 raise EdgeInputError(f"{path}: {image.mode!r} images (16-bit or float) are not supported; "
                                      "save an 8-bit image or give a .npy array in raw units")
