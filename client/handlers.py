@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,7 @@ def status(session: NodeSession) -> RecordDict:
     pending = node.ledger.pending()
     return RecordDict({P.STATUS: ConfigRecord({
         P.PARTITION: int(node.layout.partition),
+        P.LAYOUT: json.dumps(asdict(node.layout), sort_keys=True),
         P.NUM_TRAIN: len(node.retain()),
         P.NUM_HOLDOUT: len(node.holdout()),
         P.PENDING_REQUESTS: [r.request_id for r in pending],

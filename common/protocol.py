@@ -53,6 +53,7 @@ DEVICE = "device"
 
 # status keys (client -> server)
 PARTITION = "partition"
+LAYOUT = "layout"  # JSON object: how the node's data was cut from the dataset (NodeLayout, no sample ids)
 NUM_TRAIN = "num-train"  # retain samples: those any training may use
 NUM_HOLDOUT = "num-holdout"
 PENDING_REQUESTS = "pending-requests"  # list of request ids

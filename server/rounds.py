@@ -25,7 +25,7 @@ from common.audit.attacks import ATTACKS
 from common.audit.calibrated import CALIBRATED_ATTACKS
 from common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_gate, pool_audits
 from common.audit.local import AttackFigures, LocalAudit
-from common.errors import FedUnlearnError
+from common.errors import ConfigError, FedUnlearnError
 from common.scenario import Scenario
 from server.aggregate import State, fedavg, rejection_reason
 from server.messaging import Messenger
@@ -47,6 +47,7 @@ class NodeStatus:
     pending_samples: int
     pending_counts: tuple[int, ...]
     pending_classes: tuple[int, ...]
+    layout: Mapping[str, Any] = field(default_factory=dict)  # how its data was cut (common.nodes.NodeLayout)
 
     def samples_under(self, request_ids: Sequence[str]) -> int:
         """How many samples this node said the named pending requests hold."""
@@ -144,9 +145,12 @@ class Federation:
                 pending_samples=int(record[P.PENDING_SAMPLES]),
                 pending_counts=tuple(int(c) for c in record[P.PENDING_COUNTS]),
                 pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
+                layout=json.loads(str(record.get(P.LAYOUT, "{}"))),
             )
             self.partitions[node] = statuses[node].partition
         self.statuses.update(statuses)
+        for status in statuses.values():
+            _check_layout(status, self.scenario)
         return statuses
 
     def calibrate(self, references: ReferenceModels) -> None:
@@ -241,6 +245,20 @@ class Federation:
                 audits[node] = audit
         self.note(f"audit {label}", {node: f"not pooled: {why}" for node, why in problems.items()})
         return AuditRound(pool_audits(list(audits.values())) if audits else None, tuple(audits), problems)
+
+
+def _check_layout(status: NodeStatus, scenario: Scenario) -> None:
+    """A node cut from the dataset differently from what the scenario says would hold data the server
+    believes no client holds (the references' public split) or audit the wrong sets: stop the run."""
+    data = scenario.data
+    expected = {"dataset": data.dataset, "partitioner": data.partitioner, "holdout_fraction": data.holdout_fraction,
+                "train_size": data.train_size, "seed": scenario.seed, "num_partitions": scenario.federation.clients}
+    for key, want in expected.items():
+        if key in status.layout and status.layout[key] != want:
+            raise ConfigError(
+                f"node {status.node_id} was made with {key}={status.layout[key]!r} but the scenario says {want!r} "
+                f"([data], [scenario].seed or [federation].clients): re-create the node with `fedunlearn node init` "
+                "flags that match the scenario, or fix the scenario")
 
 
 def _local_audit(reply: RecordDict) -> LocalAudit | str:

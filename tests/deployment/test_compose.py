@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from common.scenario import load_scenario
 from tests.deployment import topology as T
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,3 +222,8 @@ def test_make_certs_covers_every_name_the_services_are_dialled_by() -> None:
     assert "DNS:localhost" in script and "IP:127.0.0.1" in script and "DNS:superlink" in script
     assert 'DNS:requests-$i' in script and 'DNS:supernode-$i' in script
     assert f"for i in {' '.join(str(i) for i in range(1, T.NUM_NODES + 1))}; do" in script
+
+
+def test_nodes_are_cut_as_the_deployment_scenario_says() -> None:
+    """The server refuses nodes whose layout differs from the scenario (server/rounds.py): keep them equal."""
+    assert load_scenario(REPO / "simulations" / "digits-deploy.toml").data.train_size == T.TRAIN_SIZE

@@ -56,6 +56,7 @@ __all__ = [
 FLWR_VERSION = "1.42.0"
 NUM_NODES = 3
 DATASET = "digits"
+TRAIN_SIZE = 1000  # simulations/digits-deploy.toml's [data].train_size: the rest trains the audit's references
 CERT_FILES = ("ca.crt", "server.crt", "server.key")  # what scripts/make-certs.sh writes (ca.key stays home)
 NODE_CONFIG_KEYS = ("node-dir",)  # common.protocol.NODE_DIR
 REQUEST_TOKEN_ENV = "FEDUNLEARN_REQUEST_TOKEN"
@@ -132,6 +133,7 @@ class Placement:
             "request_token": self.request_token,
             "num_nodes": NUM_NODES,
             "dataset": DATASET,
+            "train_size": TRAIN_SIZE,
         }
         if node is not None:
             values.update(
@@ -180,8 +182,8 @@ def _node_init(i: int) -> Service:
         name=f"node-init-{i}",
         image="supernode",
         executable="fedunlearn",
-        args=("node", "init", "--dataset", "{dataset}", "--partition", "{partition}/{num_nodes}",
-              "--node-dir", "{node_dir}"),
+        args=("node", "init", "--dataset", "{dataset}", "--train-size", "{train_size}",
+              "--partition", "{partition}/{num_nodes}", "--node-dir", "{node_dir}"),
         node=i,
         mounts=(_node_volume(i),),
         one_shot=True,

@@ -3,15 +3,17 @@ make the gate pass, and only audits that were pooled count."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from flwr.app import MetricRecord, RecordDict
+from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from common import protocol as P
+from common.errors import ConfigError
 from common.scenario import parse_scenario
 from server.messaging import Replies
 from server.rounds import Federation, NodeStatus
@@ -129,3 +131,26 @@ def test_a_claimed_variance_changes_nothing() -> None:
     fed, audits = _audit({100: leaky, 101: leaky})
     gate = fed.judge(audits, 0.0)
     assert gate is not None and not gate.passed and gate.tolerance is not None and gate.tolerance < 0.2
+
+
+def test_a_node_cut_differently_from_the_scenario_stops_the_run() -> None:
+    fed = _federation({100: HONEST})
+    layout = {"dataset": "digits", "partitioner": "dirichlet:0.5", "holdout_fraction": 0.2, "train_size": None,
+              "seed": 0, "num_partitions": 5, "partition": 0}
+    status = RecordDict({P.STATUS: ConfigRecord({
+        P.PARTITION: 0, P.NUM_TRAIN: 10, P.NUM_HOLDOUT: 5, P.PENDING_REQUESTS: [], P.PENDING_KINDS: [],
+        P.PENDING_SAMPLES: 0, P.PENDING_COUNTS: [], P.PENDING_CLASSES: [], P.LAYOUT: json.dumps(layout)})})
+    fed.messenger = StatusMessenger(status)  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="train_size=None but the scenario says 900"):
+        fed.status()
+    fed.messenger = StatusMessenger(RecordDict({P.STATUS: ConfigRecord({
+        **status.config_records[P.STATUS], P.LAYOUT: json.dumps({**layout, "train_size": 900})})}))  # type: ignore[assignment]
+    assert fed.status()[100].layout["train_size"] == 900
+
+
+@dataclass
+class StatusMessenger:
+    reply: RecordDict
+
+    def broadcast(self, nodes: list[int], kind: str, content: RecordDict, group: str) -> Replies:
+        return Replies(answers={node: self.reply for node in nodes})
