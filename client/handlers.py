@@ -93,13 +93,14 @@ def unlearn(session: NodeSession, message: Message) -> RecordDict:
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
-    holdout = holdout_roles(node.holdout()).method  # the sealed half is the gate's alone
+    forget = node.forget_set(requests)
+    holdout = _like(node, forget, holdout_roles(node.holdout()).method)  # the sealed half is the gate's alone
     model = session.model(message)
     shape = node.meta["input_shape"]
     task = UnlearningTask(
         original=model,
         spec=ModelSpec(str(session.config[P.MODEL]), int(shape[0]), int(shape[1]), node.num_classes),
-        retain=node.retain(), forget=node.forget_set(requests),
+        retain=node.retain(), forget=forget,
         reference=build_reference(holdout, granularity, classes, seed=session.seed),
         recipe=session.recipe(), granularity=granularity, device=session.device, seed=session.seed,
         utility=build_utility(holdout, granularity, classes),
@@ -140,6 +141,17 @@ def _audited_model(session: NodeSession, message: Message) -> Logits:
     return onnx_logits(artifact, expected_sha256=str(session.config.get(P.ARTIFACT_SHA256, "")))
 
 
+def _like(node: NodeDirectory, forget: LabeledData, holdout: LabeledData) -> LabeledData:
+    """The hold-out samples a retrained model would treat like the forget set: those sharing its tags
+    (mislabeled samples are compared with hold-out samples mislabeled the same way, not with clean ones,
+    which even a retrained model tells apart); the whole part when the forget set carries no tag."""
+    tags = node.tags_of(forget.ids.tolist())
+    if not tags:
+        return holdout
+    ids = set.intersection(*(node.tagged(tag) for tag in tags))
+    return holdout.where_ids(torch.tensor(sorted(ids), dtype=torch.int64), keep=True)
+
+
 def calibrate(session: NodeSession, message: Message) -> RecordDict:
     """Keep the server's reference models' statistics on every local sample (``client.calibration``)."""
     names = sorted((n for n in message.content.array_records if n.startswith(P.REFERENCE_PREFIX)),
@@ -164,7 +176,8 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
     forget = node.forget_set(requests)
-    sets = comparison_sets(holdout_roles(node.holdout()).audit, granularity, classes, seed=session.seed)
+    sealed = _like(node, forget, holdout_roles(node.holdout()).audit)
+    sets = comparison_sets(sealed, granularity, classes, seed=session.seed)
     if len(sets.nonmembers) == 0:  # e.g. a node holding a class only in its training part
         return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
     digest = session.config.get(P.CALIBRATION)

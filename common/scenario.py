@@ -26,6 +26,7 @@ __all__ = ["AuditPlan", "BaselinePlan", "DataPlan", "ExportPlan", "FederationPla
            "UnlearningPlan", "load_scenario", "parse_scenario"]
 
 T = TypeVar("T")
+TAG_PREFIX = "tag:"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class DataPlan:
     holdout_fraction: float = 0.2
     train_size: int | None = None
     data_dir: str | None = None
+    # simulations: partition (as a TOML key) -> share of its samples given a systematically wrong label,
+    # tagged "mislabeled" on the node (forget = "tag:mislabeled" files a request for them)
+    mislabeled: Mapping[str, float] = field(default_factory=dict)
+
+    def mislabeled_share(self, partition: int) -> float:
+        return float(self.mislabeled.get(str(partition), 0.0))
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,8 @@ class ScheduledRequest:
     """A request the simulation files on a node after training round ``round``.
 
     partition: a partition id, or "all" (class requests: every partition holding the class).
-    forget: "random:F", "class:K", "ids:1,2,...", or "all" (the node leaves).
+    forget: "random:F", "class:K", "ids:1,2,...", "tag:NAME" (the node's samples carrying a tag, e.g.
+        "tag:mislabeled"), or "all" (the node leaves).
     """
 
     round: int
@@ -128,13 +136,13 @@ class Scenario:
     requests: tuple[ScheduledRequest, ...] = ()
 
     def with_overrides(self, *, clients: int | None = None, rounds: int | None = None,
-                       device: str | None = None) -> Scenario:
+                       device: str | None = None, seed: int | None = None) -> Scenario:
         """Command-line overrides, validated like the file."""
         fed = self.federation
         fed = replace(fed, clients=clients if clients is not None else fed.clients,
                       rounds=rounds if rounds is not None else fed.rounds,
                       device=device if device is not None else fed.device)
-        return _validated(replace(self, federation=fed))
+        return _validated(replace(self, federation=fed, seed=seed if seed is not None else self.seed))
 
 
 _SECTIONS: dict[str, type] = {"data": DataPlan, "federation": FederationPlan, "unlearning": UnlearningPlan,
@@ -210,6 +218,10 @@ def _validated(scenario: Scenario) -> Scenario:
         raise ConfigError(f"[federation].round_timeout must be > 0 seconds, got {fed.round_timeout}")
     if unl.max_rounds < 1 or unl.max_attempts < 1:
         raise ConfigError("[unlearning].max_rounds and max_attempts must be >= 1")
+    for key, share in data.mislabeled.items():
+        if not (key.isdigit() and int(key) < fed.clients) or not isinstance(share, int | float) or not 0 <= share < 1:
+            raise ConfigError(f"[data.mislabeled] maps partitions 0..{fed.clients - 1} to shares in [0, 1), "
+                              f"got {key} = {share!r}")
     if scenario.baselines.federated_finetune_rounds < 0:
         raise ConfigError("[baselines].federated_finetune_rounds must be >= 0")
     if scenario.export.int8 not in ("static", "dynamic", "none"):
@@ -229,7 +241,10 @@ def _check_request(request: ScheduledRequest, fed: FederationPlan, path: str) ->
         isinstance(request.partition, int) and 0 <= request.partition < fed.clients
     ):
         raise ConfigError(f"[{path}].partition must be in 0..{fed.clients - 1} or \"all\", got {request.partition!r}")
-    if request.forget != "all":
+    if request.forget.startswith(TAG_PREFIX):
+        if request.partition == "all":
+            raise ConfigError(f"[{path}]: a tag request names one partition, not \"all\"")
+    elif request.forget != "all":
         spec = _at(f"[{path}].forget", lambda: parse_forget_spec(request.forget))
         if request.partition == "all" and spec.kind != "class":
             raise ConfigError(f"[{path}]: partition = \"all\" only fits class requests (forget = \"class:K\")")

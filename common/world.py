@@ -20,7 +20,7 @@ from common.data.forget import parse_forget_spec, select_forget_ids
 from common.data.tensors import DatasetBundle
 from common.errors import RequestError
 from common.nodes import NodeDirectory, NodeLayout, materialise_node
-from common.scenario import Scenario, ScheduledRequest
+from common.scenario import TAG_PREFIX, Scenario, ScheduledRequest
 
 __all__ = ["FiledRequest", "SimulatedWorld", "partition_dir"]
 
@@ -52,7 +52,8 @@ class SimulatedWorld:
         data = self.scenario.data
         return NodeLayout(dataset=data.dataset, partition=partition, num_partitions=self.scenario.federation.clients,
                           partitioner=data.partitioner, seed=self.scenario.seed,
-                          holdout_fraction=data.holdout_fraction, train_size=data.train_size)
+                          holdout_fraction=data.holdout_fraction, train_size=data.train_size,
+                          mislabeled=data.mislabeled_share(partition))
 
     def materialise(self) -> list[Path]:
         """Create every missing node directory (existing ones keep their ledgers)."""
@@ -88,6 +89,12 @@ class SimulatedWorld:
         node = self.node(partition)
         if scheduled.forget == "all":
             request = node.submit(everything=True, reason=scheduled.reason)
+        elif scheduled.forget.startswith(TAG_PREFIX):
+            tag = scheduled.forget.removeprefix(TAG_PREFIX)
+            ids = sorted(node.tagged(tag) & set(node.retain().ids.tolist()))
+            if not ids:
+                raise RequestError(f"partition {partition} holds no training sample tagged {tag!r}")
+            request = node.submit(ids=ids, reason=scheduled.reason)
         else:
             spec = parse_forget_spec(scheduled.forget)
             if spec.kind == "class":

@@ -252,7 +252,8 @@ def _check_layout(status: NodeStatus, scenario: Scenario) -> None:
     believes no client holds (the references' public split) or audit the wrong sets: stop the run."""
     data = scenario.data
     expected = {"dataset": data.dataset, "partitioner": data.partitioner, "holdout_fraction": data.holdout_fraction,
-                "train_size": data.train_size, "seed": scenario.seed, "num_partitions": scenario.federation.clients}
+                "train_size": data.train_size, "seed": scenario.seed, "num_partitions": scenario.federation.clients,
+                "mislabeled": data.mislabeled_share(status.partition)}
     for key, want in expected.items():
         if key in status.layout and status.layout[key] != want:
             raise ConfigError(

@@ -23,9 +23,10 @@ def simulate_command(
     rounds: int | None = typer.Option(None, help="Override [federation].rounds."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | mps (overrides the scenario)."),
     gpu_fraction: float = typer.Option(0.25, help="GPU share per virtual client when the device is CUDA."),
+    seed: int | None = typer.Option(None, help="Override [scenario].seed (data cut, partitions, training)."),
 ) -> None:
     """Run SCENARIO end to end and write report.json, report.md, plots, node directories and model.pt."""
-    scenario = load_scenario(scenario_path).with_overrides(clients=clients, rounds=rounds, device=device)
+    scenario = load_scenario(scenario_path).with_overrides(clients=clients, rounds=rounds, device=device, seed=seed)
     run_dir = out or default_run_dir(scenario)
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from common.data.partition import parse_partitioner, partition
-from common.data.splits import stratified_pick
+from common.data.splits import federation_pool, stratified_pick
 from common.data.tensors import DatasetBundle, LabeledData
 from common.errors import ConfigError, DataError, RequestError
 from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
@@ -48,7 +48,7 @@ from common.nodes.storage import (
 )
 from common.nodes.text import checked_reason
 
-__all__ = ["NodeDirectory", "NodeLayout", "materialise_node"]
+__all__ = ["MISLABELED", "NodeDirectory", "NodeLayout", "materialise_node"]
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -65,6 +65,7 @@ class NodeLayout:
     seed: int = 0
     holdout_fraction: float = 0.2
     train_size: int | None = None
+    mislabeled: float = 0.0  # simulations: this share of the node's samples carries a systematically wrong label
 
     def __post_init__(self) -> None:
         if not 0 <= self.partition < self.num_partitions:
@@ -75,16 +76,25 @@ class NodeLayout:
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ConfigError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         parse_partitioner(self.partitioner)
+        if not 0.0 <= self.mislabeled < 1.0:
+            raise ConfigError(f"mislabeled must be in [0, 1), got {self.mislabeled}")
+
+
+MISLABELED = "mislabeled"  # the tag of samples whose label a simulated annotator got wrong
+
+
+def _mislabel(part: LabeledData, fraction: float, num_classes: int, seed: int) -> tuple[LabeledData, list[int]]:
+    """Give ``fraction`` of the samples (stratified) the next class's label, as one confused annotator
+    would; returns the data and the ids it mislabeled."""
+    pick = stratified_pick(part.y, round(fraction * len(part)), torch.Generator().manual_seed(seed))
+    y = part.y.clone()
+    y[pick] = (y[pick] + 1) % num_classes
+    return part.with_labels(y), sorted(int(i) for i in part.ids[pick])
 
 
 def _node_part(bundle: DatasetBundle, layout: NodeLayout) -> tuple[LabeledData, LabeledData]:
     """This node's (train, hold-out): a seeded subset of the official train split, partitioned."""
-    pool = bundle.train
-    if layout.train_size is not None:
-        if not 0 < layout.train_size <= len(pool):
-            raise ConfigError(f"train_size must be in 1..{len(pool)} for {bundle.name}, got {layout.train_size}")
-        pick = stratified_pick(pool.y, layout.train_size, torch.Generator().manual_seed(layout.seed))
-        pool = pool.subset(pick)
+    pool, _ = federation_pool(bundle.train, layout.train_size, layout.seed)
     parts = partition(pool.y, layout.num_partitions, parse_partitioner(layout.partitioner), seed=layout.seed)
     mine = pool.subset(parts[layout.partition])
     holdout_size = max(1, round(layout.holdout_fraction * len(mine)))
@@ -105,6 +115,12 @@ def materialise_node(path: Path, bundle: DatasetBundle, layout: NodeLayout) -> N
     if (path / "node.json").exists() or (path / "ledger.sqlite").exists():
         raise ConfigError(f"{path} already holds a node; pick an empty directory")
     train, holdout = _node_part(bundle, layout)
+    tags: dict[str, list[int]] = {}
+    if layout.mislabeled > 0:
+        seed = layout.seed * 7 + layout.partition
+        train, wrong_train = _mislabel(train, layout.mislabeled, bundle.num_classes, seed)
+        holdout, wrong_holdout = _mislabel(holdout, layout.mislabeled, bundle.num_classes, seed + 1)
+        tags[MISLABELED] = wrong_train + wrong_holdout
     private_dir(path)
     private_dir(path / "receipts")
     data_dir = path / "data"
@@ -117,6 +133,7 @@ def materialise_node(path: Path, bundle: DatasetBundle, layout: NodeLayout) -> N
         "class_names": list(bundle.class_names),
         "input_shape": list(bundle.input_shape),
         "files": files,
+        "tags": tags,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     return NodeDirectory.open(path)
@@ -198,6 +215,15 @@ class NodeDirectory:
         with self._exclusive(fcntl.LOCK_SH):
             self._refresh()
             return read_samples(self.path / "data", self.meta["files"][part])
+
+    def tagged(self, tag: str) -> set[int]:
+        """Ids of the samples (training and hold-out) carrying ``tag``, e.g. ``MISLABELED``."""
+        return {int(i) for i in self.meta.get("tags", {}).get(tag, [])}
+
+    def tags_of(self, ids: Sequence[int]) -> list[str]:
+        """The tags every one of ``ids`` carries (a forget set made of one kind of sample)."""
+        wanted = set(ids)
+        return sorted(tag for tag, members in self.meta.get("tags", {}).items() if wanted and wanted <= set(members))
 
     def retain(self) -> LabeledData:
         """Training samples no request holds: the only ones any training step may use."""
