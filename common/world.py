@@ -91,10 +91,10 @@ class SimulatedWorld:
             request = node.submit(everything=True, reason=scheduled.reason)
         elif scheduled.forget.startswith(TAG_PREFIX):
             tag = scheduled.forget.removeprefix(TAG_PREFIX)
-            ids = sorted(node.tagged(tag) & set(node.retain().ids.tolist()))
-            if not ids:
+            tagged = sorted(node.tagged(tag) & set(node.retain().ids.tolist()))
+            if not tagged:
                 raise RequestError(f"partition {partition} holds no training sample tagged {tag!r}")
-            request = node.submit(ids=ids, reason=scheduled.reason)
+            request = node.submit(ids=tagged, reason=scheduled.reason)
         else:
             spec = parse_forget_spec(scheduled.forget)
             if spec.kind == "class":
