@@ -63,6 +63,7 @@ class AuditRound:
     pooled: PooledAudit | None
     nodes: tuple[int, ...]
     problems: dict[int, str]
+    audits: dict[int, LocalAudit] = field(default_factory=dict)  # the checked audits, by node
 
 
 @dataclass(frozen=True)
@@ -213,10 +214,11 @@ class Federation:
     def judge(self, audits: AuditRound, test_drop: float) -> GateResult | None:
         """The gate on one round of audits (None when no audit could be pooled). Every look counts:
         the false-alarm rate is split over the phase's whole budget of rounds and attempts."""
-        if audits.pooled is None:
+        if not audits.audits:
             return None
         unlearning = self.scenario.unlearning
-        return leakage_gate(audits.pooled, test_drop, self.scenario.gate,
+        by_partition = {f"partition {self.partitions.get(node, node)}": audit for node, audit in audits.audits.items()}
+        return leakage_gate(by_partition, test_drop, self.scenario.gate,
                             looks=unlearning.max_rounds * unlearning.max_attempts)
 
     def _audit_config(self, ids: list[str], **extra: Any) -> ConfigRecord:
@@ -244,7 +246,7 @@ class Federation:
             else:
                 audits[node] = audit
         self.note(f"audit {label}", {node: f"not pooled: {why}" for node, why in problems.items()})
-        return AuditRound(pool_audits(list(audits.values())) if audits else None, tuple(audits), problems)
+        return AuditRound(pool_audits(list(audits.values())) if audits else None, tuple(audits), problems, audits)
 
 
 def _check_layout(status: NodeStatus, scenario: Scenario) -> None:

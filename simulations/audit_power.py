@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
-from common.audit.gate import GateConfig, leakage_gate, pool_audits
-from common.audit.local import AttackFigures, LocalAudit, local_leakage_audit
+from common.audit.gate import GateConfig, leakage_gate
+from common.audit.local import LocalAudit, local_leakage_audit
 from common.audit.roc import roc_auc, tpr_at_fpr
 from common.audit.signals import Signals, compute_signals, torch_logits
 from common.data.datasets import load_dataset
@@ -83,11 +83,9 @@ def _split(config: PowerConfig) -> tuple[ModelSpec, LabeledData, LabeledData, La
     return ModelSpec(config.model, c, h, bundle.num_classes), pool, outsiders, public
 
 
-def _verdict(figures: dict[str, AttackFigures], audit: LocalAudit, attacks: tuple[str, ...], looks: int) -> bool:
+def _verdict(audit: LocalAudit, attacks: tuple[str, ...], looks: int) -> bool:
     """True when the gate deciding with ``attacks`` fails the audited model."""
-    pooled = pool_audits([LocalAudit(audit.forget_size, audit.holdout_size, audit.forget_accuracy,
-                                     audit.holdout_accuracy, figures)])
-    return not leakage_gate(pooled, 0.0, GateConfig(attacks=attacks), looks=looks).passed
+    return not leakage_gate({"client": audit}, 0.0, GateConfig(attacks=attacks), looks=looks).passed
 
 
 def _fail_rates(model: Classifier, members: LabeledData, nonmembers: LabeledData, calibration: Calibration,
@@ -102,8 +100,8 @@ def _fail_rates(model: Classifier, members: LabeledData, nonmembers: LabeledData
         audit = local_leakage_audit(logits, members.subset(torch.as_tensor(pick)),
                                     nonmembers.subset(torch.as_tensor(other)),
                                     calibration=(calibration.subset(pick), nonmember_calibration.subset(other)))
-        failures["loss"] += _verdict(audit.attacks, audit, ("loss",), config.looks)
-        failures["reference"] += _verdict(audit.attacks, audit, ("lira", "rmia"), config.looks)
+        failures["loss"] += _verdict(audit, ("loss",), config.looks)
+        failures["reference"] += _verdict(audit, ("lira", "rmia"), config.looks)
     return {name: count / config.draws for name, count in failures.items()}
 
 

@@ -30,7 +30,7 @@ deciding attack missing from the pooled audits fails the gate.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,11 +76,12 @@ class GateConfig:
     def needs_references(self) -> bool:
         return any(name in CALIBRATED_ATTACKS for name in self.attacks)
 
-    def critical_z(self, looks: int) -> float:
-        """Two-sided critical value for one attack at one look, Bonferroni over looks x deciding attacks."""
+    def critical_z(self, looks: int, groups: int = 1) -> float:
+        """Two-sided critical value of one test, Bonferroni over looks x deciding attacks x the groups tested
+        at each look (the pool, and each client's own audit when several clients pool)."""
         if looks < 1:
             raise ConfigError(f"the gate needs at least one look, got {looks}")
-        return float(norm.isf(self.false_alarm / (2.0 * looks * len(self.attacks))))
+        return float(norm.isf(self.false_alarm / (2.0 * looks * len(self.attacks) * groups)))
 
 
 def null_auc_variance(members: int, nonmembers: int) -> float:
@@ -215,15 +216,24 @@ def _verdict(pooled: PooledAttack, z: float, config: GateConfig, deciding: bool)
                          deciding=deciding)
 
 
-def leakage_gate(pooled: PooledAudit, test_drop: float, config: GateConfig, *, looks: int) -> GateResult:
-    """Publish only if no deciding attack, the accuracy gap, or the test-accuracy drop says otherwise."""
-    z = config.critical_z(looks)
+def leakage_gate(audits: Mapping[str, LocalAudit], test_drop: float, config: GateConfig, *,
+                 looks: int) -> GateResult:
+    """Publish only if no deciding attack (on the pool, or on any one client's own audit), the accuracy gap,
+    or the test-accuracy drop says otherwise. ``audits``: checked audits by who sent them.
+
+    Testing each client as well keeps one client's large, clean-looking forget set from diluting another's
+    leak below the pool's threshold; the tests are counted in the false-alarm rate."""
+    pooled = pool_audits(list(audits.values()))
+    groups = 1 + len(audits) if len(audits) > 1 else 1
+    z = config.critical_z(looks, groups)
     verdicts = {name: _verdict(p, z, config, name in config.attacks) for name, p in pooled.attacks.items()}
     reasons = [f"no pooled audit by the {name} attack (every audited client must report it)"
                for name in config.attacks if name not in verdicts]
     deciding = {name: v for name, v in verdicts.items() if v.deciding}
     reasons += [f"{name} attack AUC {v.auc:.3f} is more than {v.tolerance:.3f} from 0.5" for name, v in deciding.items()
                 if v.leaks]
+    if len(audits) > 1:
+        reasons += _client_leaks(audits, deciding, z, config)
     band = config.accuracy_band + z * pooled.accuracy_se
     gap = pooled.forget_accuracy - pooled.holdout_accuracy
     if abs(gap) > band:
@@ -240,3 +250,16 @@ def leakage_gate(pooled: PooledAudit, test_drop: float, config: GateConfig, *, l
         forget_size=pooled.forget_size, holdout_size=pooled.holdout_size, looks=looks,
         false_alarm=config.false_alarm, attacks=verdicts, reasons=tuple(reasons),
     )
+
+
+def _client_leaks(audits: Mapping[str, LocalAudit], deciding: Mapping[str, AttackVerdict], z: float,
+                  config: GateConfig) -> list[str]:
+    reasons = []
+    for who, audit in audits.items():
+        se = math.sqrt(null_auc_variance(audit.forget_size, audit.holdout_size))
+        for name in deciding:
+            auc = audit.attacks[name].auc
+            if abs(auc - 0.5) > config.auc_tolerance + z * se:
+                reasons.append(f"{who}: {name} attack AUC {auc:.3f} is more than "
+                               f"{config.auc_tolerance + z * se:.3f} from 0.5")
+    return reasons

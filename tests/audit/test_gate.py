@@ -4,6 +4,7 @@ false-alarm rate that the clients cannot widen."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,8 +12,6 @@ from scipy.stats import norm
 
 from common.audit.gate import (
     GateConfig,
-    PooledAttack,
-    PooledAudit,
     audit_problem,
     leakage_gate,
     null_auc_variance,
@@ -103,78 +102,92 @@ def test_pool_of_nothing_or_of_empty_forget_sets_is_refused() -> None:
 # --- the decision ----------------------------------------------------------------------------------------
 
 
-def _pooled(auc: float = 0.5, se: float = 0.001, *, forget_acc: float = 90.0, holdout_acc: float = 90.0,
-            accuracy_se: float = 0.1, attacks: tuple[str, ...] = ("loss", "lira", "rmia")) -> PooledAudit:
-    return PooledAudit(forget_size=500, holdout_size=500, forget_accuracy=forget_acc, holdout_accuracy=holdout_acc,
-                       accuracy_se=accuracy_se, attacks={a: PooledAttack(auc if a != "loss" else 0.5, se, 2.0)
-                                                         for a in attacks})
+SE_1000 = math.sqrt(null_auc_variance(1000, 1000))  # the server's standard error of a 1000-vs-1000 audit
+
+
+def _audits(auc: float = 0.5, *, forget_acc: float = 90.0, holdout_acc: float = 90.0,
+            attacks: tuple[str, ...] = ("loss", "lira", "rmia")) -> dict[str, LocalAudit]:
+    """One client's audit of 1000 forget samples against 1000 non-members; the loss attack reads 0.5."""
+    figures = {a: AttackFigures(auc if a != "loss" else 0.5, 2.0) for a in attacks}
+    return {"partition 0": LocalAudit(1000, 1000, forget_acc, holdout_acc, figures)}
 
 
 CONFIG = GateConfig(auc_tolerance=0.03, accuracy_band=2.0, max_test_drop=1.5)
 
 
-def test_the_critical_value_splits_the_false_alarm_rate_over_looks_and_deciding_attacks() -> None:
+def test_the_critical_value_splits_the_false_alarm_rate_over_looks_attacks_and_groups() -> None:
     assert CONFIG.critical_z(1) == pytest.approx(float(norm.isf(0.05 / 4)))
     assert CONFIG.critical_z(6) == pytest.approx(float(norm.isf(0.05 / 24)))
+    assert CONFIG.critical_z(6, groups=3) == pytest.approx(float(norm.isf(0.05 / 72)))
     assert GateConfig(attacks=("lira",), false_alarm=0.1).critical_z(1) == pytest.approx(float(norm.isf(0.05)))
     with pytest.raises(ConfigError, match="at least one look"):
         CONFIG.critical_z(0)
 
 
 def test_gate_passes_a_model_at_chance() -> None:
-    result = leakage_gate(_pooled(), test_drop=0.2, config=CONFIG, looks=1)
+    result = leakage_gate(_audits(), test_drop=0.2, config=CONFIG, looks=1)
     z = CONFIG.critical_z(1)
     assert result.passed and result.reasons == ()
     assert result.forget_auc == 0.5 and result.attack in ("lira", "rmia")
-    assert result.tolerance == pytest.approx(0.03 + z * 0.001)
-    assert result.ci == pytest.approx((0.5 - z * 0.001, 0.5 + z * 0.001))
+    assert result.tolerance == pytest.approx(0.03 + z * SE_1000)
+    assert result.ci == pytest.approx((0.5 - z * SE_1000, 0.5 + z * SE_1000))
     assert set(result.attacks) == {"loss", "lira", "rmia"} and not result.attacks["loss"].deciding
 
 
 def test_gate_fails_a_leaking_model_on_a_deciding_attack_only() -> None:
-    result = leakage_gate(_pooled(auc=0.7, se=0.005), test_drop=0.0, config=CONFIG, looks=1)
+    result = leakage_gate(_audits(0.7), test_drop=0.0, config=CONFIG, looks=1)
     assert not result.passed and result.forget_auc == 0.7
     assert [r.split()[0] for r in result.reasons] == ["lira", "rmia"]
-    population_only = leakage_gate(_pooled(auc=0.5, attacks=("lira", "rmia")), 0.0, CONFIG, looks=1)
-    assert population_only.passed
+    quiet = {"partition 0": replace(_audits()["partition 0"], attacks={
+        "loss": AttackFigures(0.9, 50.0), "lira": AttackFigures(0.5, 1.0), "rmia": AttackFigures(0.5, 1.0)})}
+    assert leakage_gate(quiet, 0.0, CONFIG, looks=1).passed  # the population attack reports, it does not decide
 
 
 def test_an_auc_below_one_half_leaks_too() -> None:
-    result = leakage_gate(_pooled(auc=0.3, se=0.005), test_drop=0.0, config=CONFIG, looks=1)
+    result = leakage_gate(_audits(0.3), test_drop=0.0, config=CONFIG, looks=1)
     assert not result.passed and "lira attack AUC 0.300" in result.reasons[0]
 
 
 def test_a_missing_deciding_attack_fails_the_gate() -> None:
-    result = leakage_gate(_pooled(attacks=("loss",)), test_drop=0.0, config=CONFIG, looks=1)
+    result = leakage_gate(_audits(attacks=("loss",)), test_drop=0.0, config=CONFIG, looks=1)
     assert not result.passed and result.forget_auc is None and result.attack is None
     assert any("no pooled audit by the lira attack" in r for r in result.reasons)
 
 
 def test_more_looks_mean_a_stricter_test_per_look() -> None:
-    # 0.545 with se 0.006: 2.5 se beyond the 0.03 tolerance; one look fails it, 40 looks do not
-    one = leakage_gate(_pooled(auc=0.545, se=0.006), 0.0, CONFIG, looks=1)
-    many = leakage_gate(_pooled(auc=0.545, se=0.006), 0.0, CONFIG, looks=40)
+    # 0.565: beyond one look's tolerance (0.03 + 2.24 se = 0.059), inside forty looks' (0.03 + 3.42 se = 0.074)
+    one = leakage_gate(_audits(0.565), 0.0, CONFIG, looks=1)
+    many = leakage_gate(_audits(0.565), 0.0, CONFIG, looks=40)
     assert not one.passed and many.passed
-    assert many.tolerance > one.tolerance
+    assert many.tolerance is not None and one.tolerance is not None and many.tolerance > one.tolerance
 
 
-@pytest.mark.parametrize("forget_acc", [93.0, 86.5])
+def test_a_large_clean_looking_client_cannot_dilute_another_clients_leak() -> None:
+    leaking = LocalAudit(50, 100, 90.0, 90.0, {a: AttackFigures(0.9, 30.0) for a in ("lira", "rmia")})
+    clean = LocalAudit(2000, 2000, 90.0, 90.0, {a: AttackFigures(0.5, 1.0) for a in ("lira", "rmia")})
+    result = leakage_gate({"partition 0": leaking, "partition 1": clean}, 0.0, CONFIG, looks=1)
+    assert result.forget_auc is not None and result.tolerance is not None
+    assert abs(result.forget_auc - 0.5) < result.tolerance  # the pool alone would have passed
+    assert not result.passed and all(r.startswith("partition 0:") for r in result.reasons)
+
+
+@pytest.mark.parametrize("forget_acc", [96.0, 84.0])
 def test_gate_fails_an_accuracy_gap_beyond_the_band(forget_acc: float) -> None:
-    result = leakage_gate(_pooled(forget_acc=forget_acc), test_drop=0.0, config=CONFIG, looks=1)
+    result = leakage_gate(_audits(forget_acc=forget_acc), test_drop=0.0, config=CONFIG, looks=1)
     assert not result.passed
     assert len(result.reasons) == 1 and "from hold-out accuracy" in result.reasons[0]
-    assert leakage_gate(_pooled(forget_acc=91.5), test_drop=0.0, config=CONFIG, looks=1).passed
+    assert leakage_gate(_audits(forget_acc=91.5), test_drop=0.0, config=CONFIG, looks=1).passed
 
 
 def test_gate_fails_a_test_drop_beyond_the_limit_or_unknown() -> None:
-    result = leakage_gate(_pooled(), test_drop=1.6, config=CONFIG, looks=1)
+    result = leakage_gate(_audits(), test_drop=1.6, config=CONFIG, looks=1)
     assert result.reasons == ("test accuracy dropped 1.60 points (allowed 1.5)",)
-    assert leakage_gate(_pooled(), test_drop=1.5, config=CONFIG, looks=1).passed
-    assert not leakage_gate(_pooled(), test_drop=math.nan, config=CONFIG, looks=1).passed
+    assert leakage_gate(_audits(), test_drop=1.5, config=CONFIG, looks=1).passed
+    assert not leakage_gate(_audits(), test_drop=math.nan, config=CONFIG, looks=1).passed
 
 
 def test_gate_lists_every_reason() -> None:
-    result = leakage_gate(_pooled(auc=0.8, forget_acc=99.0), test_drop=5.0, config=CONFIG, looks=1)
+    result = leakage_gate(_audits(0.8, forget_acc=99.0), test_drop=5.0, config=CONFIG, looks=1)
     assert not result.passed and len(result.reasons) == 4  # lira, rmia, accuracy, test drop
 
 

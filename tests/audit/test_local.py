@@ -11,7 +11,7 @@ import torch
 
 from common.audit.attacks import ATTACKS
 from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
-from common.audit.gate import GateConfig, leakage_gate, null_auc_variance, pool_audits
+from common.audit.gate import GateConfig, leakage_gate, null_auc_variance
 from common.audit.local import comparison_sets, local_leakage_audit
 from common.audit.signals import compute_signals, torch_logits
 from common.data.datasets import load_dataset
@@ -109,7 +109,7 @@ def test_a_model_retrained_without_the_class_passes_the_class_gate_and_the_origi
     for name, model in (("retrained", retrained), ("original", original)):
         audit = local_leakage_audit(torch_logits(model, device=CPU), forget, sets.nonmembers,
                                     accuracy_reference=sets.accuracy_reference)
-        verdicts[name] = leakage_gate(pool_audits([audit]), 0.0, GateConfig(attacks=("loss",)), looks=1)
+        verdicts[name] = leakage_gate({"client": audit}, 0.0, GateConfig(attacks=("loss",)), looks=1)
     assert verdicts["retrained"].passed, verdicts["retrained"].reasons
     assert verdicts["retrained"].forget_accuracy == 0.0
     assert not verdicts["original"].passed
@@ -167,7 +167,7 @@ def test_the_strong_gate_fails_a_memorising_model_and_passes_its_retrained_twin(
         assert isinstance(model, Classifier)
         audit = local_leakage_audit(torch_logits(model, device=CPU), forget, nonmembers, calibration=calibration)
         assert set(audit.attacks) == set(ATTACKS.names()) | set(CALIBRATED_ATTACKS.names())
-        verdicts[name] = leakage_gate(pool_audits([audit]), 0.0, GateConfig(), looks=6)
+        verdicts[name] = leakage_gate({"client": audit}, 0.0, GateConfig(), looks=6)
     original, retrained = verdicts["original"], verdicts["retrained"]
     assert not original.passed and any(r.startswith(("lira", "rmia")) for r in original.reasons), original.reasons
     assert retrained.passed, retrained.reasons
