@@ -71,6 +71,11 @@ class CalibrationTable:
         columns = np.array([self._column[i] for i in data.ids.tolist()], dtype=np.int64)
         return Calibration.offline(self.statistic[:, columns])
 
+    def expected(self, data: LabeledData) -> dict[int, float]:
+        """Sample id -> the references' mean statistic: what a model that never saw it makes of it."""
+        means = self.calibration(data).statistic.mean(axis=0)
+        return {int(i): float(m) for i, m in zip(data.ids.tolist(), means, strict=True)}
+
     def without(self, ids: set[int]) -> CalibrationTable:
         keep = np.array([int(i) not in ids for i in self.ids.tolist()], dtype=bool)
         return CalibrationTable(self.ids[keep], self.statistic[:, keep])

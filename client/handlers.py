@@ -104,6 +104,7 @@ def unlearn(session: NodeSession, message: Message) -> RecordDict:
         reference=build_reference(holdout, granularity, classes, seed=session.seed),
         recipe=session.recipe(), granularity=granularity, device=session.device, seed=session.seed,
         utility=build_utility(holdout, granularity, classes),
+        expected_confidence=_expected(session, forget, holdout) if granularity == "sample" else None,
     )
     method = str(session.config.get(P.METHOD, "remi"))
     params = parse_params(method, json.loads(str(session.config.get(P.METHOD_PARAMS, "{}"))))
@@ -150,6 +151,16 @@ def _like(node: NodeDirectory, forget: LabeledData, holdout: LabeledData) -> Lab
         return holdout
     ids = set.intersection(*(node.tagged(tag) for tag in tags))
     return holdout.where_ids(torch.tensor(sorted(ids), dtype=torch.int64), keep=True)
+
+
+def _expected(session: NodeSession, forget: LabeledData, holdout: LabeledData) -> dict[int, float] | None:
+    """What the audit's references expect of the forget set and ReMI's half of the hold-out, when the server
+    named them (class forgetting relabels its reference set, which the stored statistics do not cover)."""
+    digest = session.config.get(P.CALIBRATION)
+    if digest is None:
+        return None
+    table = CalibrationTable.load(session.node.path, str(digest))
+    return table.expected(forget) | table.expected(holdout)
 
 
 def calibrate(session: NodeSession, message: Message) -> RecordDict:

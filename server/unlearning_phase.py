@@ -99,8 +99,9 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     seed_round = record.after_round * 1000 + round_  # local seeds differ from every training round's
     plan: dict[int, tuple[str, RecordDict]] = {}
     for node, ids in requesters.items():
+        extra = {} if fed.references is None else {P.CALIBRATION: fed.references.digest}
         config = fed.instructions(seed_round, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(dict(unl.params)),
-                                             P.REQUEST_IDS: ids})
+                                             P.REQUEST_IDS: ids, **extra})
         plan[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: config}))
     for node in trainers:
         plan[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: fed.instructions(seed_round)}))

@@ -56,6 +56,11 @@ class UnlearningTask:
     utility:   non-members with their true labels, of the classes that stay, to
                watch that unlearning keeps the primary task; None means the
                reference (right for sample granularity)
+    expected_confidence: sample id -> the mean logit confidence that reference
+               models which never trained on the sample give it (the audit's
+               references, where a federation has them). A method may measure
+               membership as the excess over it, so that an easy sample is not
+               mistaken for a remembered one; None: unknown
     """
 
     original: Classifier
@@ -68,6 +73,7 @@ class UnlearningTask:
     device: torch.device
     seed: int
     utility: LabeledData | None = None
+    expected_confidence: Mapping[int, float] | None = None
 
     @property
     def utility_set(self) -> LabeledData:

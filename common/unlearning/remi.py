@@ -6,7 +6,13 @@ Per step, with a retain batch (x_r, y_r), a forget batch x_f and a reference
     L = CE(f(x_r), y_r) + lambda_mia * L_leak(f, x_f, x_o) + lambda_kl * KL(N_f || N_o)
 
 where N_f, N_o are Gaussians fitted to the membership statistic
-log p_y - log(1 - p_y) of the forget and reference batches. The goal is
+log p_y - log(1 - p_y) of the forget and reference batches. Where the task
+knows what reference models that never saw a sample make of it
+(``UnlearningTask.expected_confidence``), the statistic is the excess over
+that: a sample the model finds easy because it is easy no longer looks
+remembered, and one it still remembers stands out even if it is hard (the
+per-example calibration of LiRA, used here on ReMI's own half of the
+hold-out, never on the gate's sealed half). The goal is
 indistinguishability, not maximal forgetting: every ``check_every`` steps a
 local audit compares the forget set with the reference set and the method
 stops as soon as they match. If it passes them (forget samples looking less
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,6 +86,8 @@ class RemiParams:
     # stop after this many audits without a new best point (0: run to max_steps). Small forget sets
     # sit in their own noise; past a few stalled checks more steps only cost time.
     patience: int = 0
+    # measure membership against the references' expectation where the task has one (module docstring)
+    calibrated: bool = True
 
     def __post_init__(self) -> None:
         if self.approximator not in LEAKAGE:
@@ -120,6 +129,18 @@ class AuditSets:
     reference: LabeledData
     retain: LabeledData
     utility: LabeledData
+    expected: Mapping[int, float] | None = None
+
+    def statistic(self, logits: torch.Tensor, data: LabeledData) -> torch.Tensor:
+        """The membership statistic of ``data``, less what reference models expect of each sample."""
+        return membership_statistic(logits, data.y) - expected_of(data, self.expected)
+
+
+def expected_of(data: LabeledData, expected: Mapping[int, float] | None) -> torch.Tensor:
+    """(N,) the references' expected statistic of each sample (0 where unknown: the raw statistic)."""
+    if expected is None:
+        return torch.zeros(len(data))
+    return torch.tensor([expected.get(int(i), 0.0) for i in data.ids.tolist()], dtype=torch.float32)
 
 
 def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
@@ -132,8 +153,8 @@ def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
     forget_logits = predict_logits(model, sets.forget.x, device=device)
     reference_logits = predict_logits(model, sets.reference.x, device=device)
     utility_logits = predict_logits(model, sets.utility.x, device=device)
-    forget_stat = membership_statistic(forget_logits, sets.forget.y).double().numpy()
-    reference_stat = membership_statistic(reference_logits, sets.reference.y).double().numpy()
+    forget_stat = sets.statistic(forget_logits, sets.forget).double().numpy()
+    reference_stat = sets.statistic(reference_logits, sets.reference).double().numpy()
     return TracePoint(
         step=step,
         forget_accuracy=top1_accuracy(forget_logits, sets.forget.y),
@@ -217,12 +238,14 @@ class StoppingRule:
 
 def _remi_loss(
     model: Classifier, approximator: LeakageApproximator,
-    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...], params: RemiParams, device: torch.device,
+    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...], expected: tuple[torch.Tensor, torch.Tensor],
+    params: RemiParams, device: torch.device,
 ) -> torch.Tensor:
     """One forward pass over (retain +) forget + reference; the loss terms share it.
 
     ``batches`` is (forget, reference) or (retain, forget, reference): a client that
     leaves the federation has no retain data, and its utility comes from the others.
+    ``expected``: the references' expected statistic of the forget and reference batches.
     """
     xs, ys = zip(*((x.to(device), y.to(device)) for x, y in batches), strict=True)
     sizes = [len(y) for y in ys]
@@ -235,8 +258,8 @@ def _remi_loss(
         loss = loss + params.lambda_mia * approximator.leakage(forget, reference)
     if params.lambda_kl > 0:
         loss = loss + params.lambda_kl * gaussian_kl(
-            membership_statistic(forget.logits, forget.labels),
-            membership_statistic(reference.logits, reference.labels),
+            membership_statistic(forget.logits, forget.labels) - expected[0].to(device),
+            membership_statistic(reference.logits, reference.labels) - expected[1].to(device),
         )
     return loss
 
@@ -283,9 +306,10 @@ class _Workspace:
         cache = {id(data): _stem_features(model, data, task.device) for data in sources}
         return cls(model.top(), *(cache[id(data)] for data in sources))
 
-    def audit_sets(self, generator: torch.Generator) -> AuditSets:
-        return AuditSets(*(_capped(d, generator) for d in (self.forget, self.reference, self.retain,
-                                                            self.utility)))
+    def audit_sets(self, generator: torch.Generator, expected: Mapping[int, float] | None) -> AuditSets:
+        forget, reference, retain, utility = (_capped(d, generator) for d in (self.forget, self.reference,
+                                                                               self.retain, self.utility))
+        return AuditSets(forget, reference, retain, utility, expected=expected)
 
 
 @dataclass
@@ -319,7 +343,8 @@ class _Progress:
 def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Outcome:
     generator = torch.Generator().manual_seed(task.seed)
     work = _Workspace.build(model, task, params, generator)
-    sets, net = work.audit_sets(generator), work.net
+    expected = task.expected_confidence if params.calibrated else None
+    sets, net = work.audit_sets(generator, expected), work.net
     approximator = LEAKAGE.get(params.approximator)(task.spec.num_classes, task.seed)
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, params.optimizer, params.lr, momentum=0.0)
@@ -332,12 +357,12 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
         if (step - 1) % (params.check_every * params.refit_every) == 0 and params.lambda_mia > 0:
             approximator.fit(net, sets.retain if len(sets.retain) else sets.forget, work.reference)
         net.train()
-        batches = (
-            *((work.retain.sample_batch(params.batch_size, generator),) if len(work.retain) else ()),
-            work.forget.sample_batch(params.forget_batch_size, generator),
-            work.reference.sample_batch(params.forget_batch_size, generator),
-        )
-        loss = _remi_loss(net, approximator, batches, params, task.device)
+        retain = (work.retain.sample_batch(params.batch_size, generator),) if len(work.retain) else ()
+        forget, reference = (data.subset(torch.randint(0, len(data), (params.forget_batch_size,),
+                                                        generator=generator)) for data in (work.forget, work.reference))
+        batches = (*retain, (forget.x, forget.y), (reference.x, reference.y))
+        loss = _remi_loss(net, approximator, batches, (expected_of(forget, expected), expected_of(reference, expected)),
+                          params, task.device)
         check_finite(loss, "ReMI loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

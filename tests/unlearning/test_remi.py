@@ -11,12 +11,13 @@ import dataclasses
 import pytest
 import torch
 
+from common.audit.roc import roc_auc
 from common.data.tensors import LabeledData
 from common.errors import ConfigError, UnknownNameError
 from common.models import Classifier
-from common.training import accuracy
+from common.training import accuracy, predict_logits
 from common.unlearning.base import UnlearningResult, UnlearningTask, parse_params, run_method
-from common.unlearning.leakage import LEAKAGE
+from common.unlearning.leakage import LEAKAGE, membership_statistic
 from common.unlearning.remi import AuditSets, RemiParams, StoppingRule, TracePoint, local_audit
 
 CPU = torch.device("cpu")
@@ -221,3 +222,25 @@ def test_the_returned_model_is_fully_trainable_and_only_the_top_moved(
     top = [k for k in before if not k.startswith("stem.")]
     assert stem and all(torch.equal(before[k], after[k]) for k in stem)
     assert any(not torch.equal(before[k], after[k]) for k in top)
+
+
+def test_the_local_audit_measures_membership_against_the_references_expectation(
+    memorised_sample_task: UnlearningTask,
+) -> None:
+    """With expected confidences, a sample counts as remembered by its excess over them, not by its raw score."""
+    task = memorised_sample_task
+    model = task.original
+    cpu = torch.device("cpu")
+    raw = {name: membership_statistic(predict_logits(model, data.x, device=cpu), data.y)
+           for name, data in (("forget", task.forget), ("reference", task.reference))}
+    # an expectation that explains every forget sample's score away, and none of the references'
+    expected = {int(i): float(v) for i, v in zip(task.forget.ids.tolist(), raw["forget"].tolist(), strict=True)}
+    sets = AuditSets(task.forget, task.reference, task.retain, task.utility_set, expected=expected)
+    point = local_audit(model, sets, 0)
+    assert point.forget_auc == pytest.approx(
+        roc_auc(torch.zeros(len(task.forget)).numpy(), raw["reference"].double().numpy()))
+    assert _audit(model, task).forget_auc == pytest.approx(
+        roc_auc(raw["forget"].double().numpy(), raw["reference"].double().numpy()))
+    calibrated = run_method("remi", dataclasses.replace(task, expected_confidence=expected),
+                            RemiParams(max_steps=20, check_every=10))
+    assert calibrated.trace[0].forget_auc == pytest.approx(point.forget_auc, abs=1e-6)
