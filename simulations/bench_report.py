@@ -10,7 +10,6 @@ can be traced and regenerated.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from common.audit.calibrated import CALIBRATED_ATTACKS
 from common.audit.report import GAP_METRICS, PRIMARY_ATTACK
+from common.provenance import git_commit
 from simulations.bench import GOLD, BenchConfig, SeedRun
 from simulations.bench_ulira import SeedULira
 
@@ -111,19 +111,6 @@ def _ulira(ulira: Sequence[SeedULira]) -> dict[str, Any] | None:
                  "seconds": round(u.seconds, DIGITS)} for u in ulira]
     return {"shadows": ulira[0].results["original"].shadows, **mean_std(per_seed, ("seconds",)),
             "per_seed": per_seed}
-
-
-def _git_commit() -> tuple[str, bool]:
-    """(HEAD of the checkout this code runs from, whether tracked files differ from it); ("unknown", False)
-    outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
-                              check=True).stdout.strip()
-
-    try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
 
 
 def _config_dict(config: BenchConfig) -> dict[str, Any]:
@@ -242,7 +229,7 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
     made the run (None when it did not come from one, e.g. a test)."""
     out.mkdir(parents=True, exist_ok=True)
     methods = summarize(runs, ulira)
-    commit, dirty = _git_commit()
+    commit, dirty = git_commit()
     payload = {
         "dataset": config.dataset,
         "model": config.model,
