@@ -64,10 +64,14 @@ class FederationPlan:
 
 @dataclass(frozen=True)
 class UnlearningPlan:
+    """update_clip: an unlearning update is added to the global model in full, so its norm is bounded by
+    this multiple of the round's largest training update (0: no bound)."""
+
     method: str = "remi"
     max_rounds: int = 3
     max_attempts: int = 2
     params: Mapping[str, Any] = field(default_factory=dict)
+    update_clip: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,8 @@ def _validated(scenario: Scenario) -> Scenario:
         raise ConfigError(f"[federation].round_timeout must be > 0 seconds, got {fed.round_timeout}")
     if unl.max_rounds < 1 or unl.max_attempts < 1:
         raise ConfigError("[unlearning].max_rounds and max_attempts must be >= 1")
+    if not unl.update_clip >= 0:
+        raise ConfigError(f"[unlearning].update_clip must be >= 0 (0: no bound), got {unl.update_clip}")
     for key, share in data.mislabeled.items():
         if not (key.isdigit() and int(key) < fed.clients) or not isinstance(share, int | float) or not 0 <= share < 1:
             raise ConfigError(f"[data.mislabeled] maps partitions 0..{fed.clients - 1} to shares in [0, 1), "

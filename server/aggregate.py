@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-__all__ = ["State", "fedavg", "rejection_reason", "train_and_forget_update"]
+__all__ = ["State", "clip_update", "fedavg", "rejection_reason", "train_and_forget_update", "update_norm"]
 
 State = Mapping[str, torch.Tensor]
 
@@ -71,3 +71,21 @@ def train_and_forget_update(
             if value.is_floating_point():
                 merged[key] = value + (mean[key] - current[key])
     return merged
+
+
+def update_norm(current: State, state: State) -> float:
+    """L2 norm of ``state - current`` over every float array."""
+    return float(sum(float(((state[k].double() - v.double()) ** 2).sum()) for k, v in current.items()
+                     if v.is_floating_point())) ** 0.5
+
+
+def clip_update(current: State, state: State, bound: float) -> tuple[dict[str, torch.Tensor], float]:
+    """``state`` moved back towards ``current`` so that its update's norm is at most ``bound``; returns the
+    state and the scale applied (1.0: untouched). An unlearning update is added in full, not averaged, so
+    without a bound one requester could move the global model anywhere."""
+    norm = update_norm(current, state)
+    scale = 1.0 if norm <= bound or norm == 0.0 else bound / norm
+    if scale == 1.0:
+        return dict(state), 1.0
+    return {k: (current[k] + scale * (state[k] - current[k])).to(v.dtype) if v.is_floating_point() else v.clone()
+            for k, v in state.items()}, scale

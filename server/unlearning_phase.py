@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ from common import protocol as P
 from common.audit.gate import GateResult
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
-from server.aggregate import State, train_and_forget_update
+from server.aggregate import State, clip_update, train_and_forget_update, update_norm
 from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from server.evaluation import CentralEvaluator
 from server.rounds import AuditRound, Federation, NodeStatus, arrays
@@ -113,13 +114,31 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     for node in {u.node_id for u in updates} ^ set(replies.answers):
         requesters.pop(node, None)
     ours = [u for u in updates if u.node_id in requesters]
-    record.client_work.extend(
-        {"round": round_, "partition": fed.partitions.get(u.node_id, -1),
-         "forget_size": u.metrics.get(P.FORGET_SIZE, 0.0), "steps": u.metrics.get(P.STEPS, 0.0),
-         "seconds": u.metrics.get(P.SECONDS, 0.0)} for u in ours)
-    unlearned = [(u.state, max(u.metrics.get(P.FORGET_SIZE, 1.0), 1.0)) for u in ours]
     trained = [(u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
-    return train_and_forget_update(state, [(s, w) for s, w in trained if s is not None and w > 0], unlearned)
+    trained = [(s, w) for s, w in trained if s is not None and w > 0]
+    bound = _unlearning_bound(fed, state, trained)
+    unlearned = []
+    for update in ours:
+        clipped, scale = clip_update(state, update.state, bound)
+        # weighted by what the node's own status said it holds under these requests, not by its reply
+        size = max(fed.statuses[update.node_id].samples_under(requesters[update.node_id]), 1)
+        unlearned.append((clipped, float(size)))
+        record.client_work.append(
+            {"round": round_, "partition": fed.partitions.get(update.node_id, -1), "forget_size": float(size),
+             "steps": update.metrics.get(P.STEPS, 0.0), "seconds": update.metrics.get(P.SECONDS, 0.0),
+             "update_scale": scale})
+        if scale < 1.0:
+            fed.failures.append(f"unlearning round {round_}: node {update.node_id}'s unlearning update was "
+                                f"{1 / scale:.1f}x the bound; scaled down to it")
+    return train_and_forget_update(state, trained, unlearned)
+
+
+def _unlearning_bound(fed: Federation, state: State, trained: list[tuple[State, float]]) -> float:
+    """The largest norm an unlearning update may have: ``update_clip`` times the round's largest training
+    update (unbounded when the round has no training update to measure by, or the clip is off)."""
+    clip = fed.scenario.unlearning.update_clip
+    norms = [update_norm(state, s) for s, _ in trained]
+    return math.inf if clip == 0 or not norms else clip * max(norms)
 
 
 def run_unlearning_phase(

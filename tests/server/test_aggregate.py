@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.aggregate import fedavg, rejection_reason, train_and_forget_update
+from server.aggregate import clip_update, fedavg, rejection_reason, train_and_forget_update, update_norm
 
 
 def _state(weight: float, bias: float, steps: int = 0) -> dict[str, torch.Tensor]:
@@ -137,3 +137,18 @@ def test_an_unlearning_update_that_returns_the_current_model_changes_nothing() -
     trained = [(_random_state(4), 10)]
     merged = train_and_forget_update(current, trained, [({k: v.clone() for k, v in current.items()}, 7)])
     assert torch.allclose(merged["w"], fedavg(trained)["w"], atol=1e-6)
+
+
+# --- bounding an unlearning update ------------------------------------------------------------------------
+
+
+def test_an_update_within_the_bound_is_untouched_and_a_larger_one_is_scaled_to_it() -> None:
+    current = {"w": torch.zeros(4), "steps": torch.tensor(3)}
+    small = {"w": torch.tensor([0.3, 0.4, 0.0, 0.0]), "steps": torch.tensor(5)}
+    kept, scale = clip_update(current, small, bound=1.0)
+    assert scale == 1.0 and torch.equal(kept["w"], small["w"])
+    huge = {"w": torch.tensor([300.0, 400.0, 0.0, 0.0]), "steps": torch.tensor(5)}
+    clipped, scale = clip_update(current, huge, bound=1.0)
+    assert scale == pytest.approx(1 / 500)
+    assert update_norm(current, clipped) == pytest.approx(1.0)
+    assert torch.equal(clipped["steps"], huge["steps"])  # integer buffers are not scaled

@@ -261,3 +261,18 @@ def test_a_requester_whose_audit_crashes_is_not_committed_and_the_audited_one_is
         receipt = json.loads(world.node(1).receipt_path(audited.request_id).read_text())
         assert receipt["audit"]["forget_size"] == len(audited.forget_ids)
     assert any("node 100" in f and "not pooled" in f for f in record.failures)
+
+
+def _huge(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v + 1e3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def test_a_huge_finite_unlearning_update_is_bounded_and_cannot_wreck_the_model(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    grid = _grid(world, {100: _replacing_arrays(P.MSG_UNLEARN, _huge)})
+    record = _run(world, grid)
+    phase = record.phases[0]
+    scales = [w["update_scale"] for w in phase.client_work if w["partition"] == 0]
+    assert scales and all(s < 1e-2 for s in scales)
+    assert any("node 100's unlearning update" in f and "scaled down" in f for f in record.failures)
+    assert record.final_ta > 80.0  # the bounded step did not destroy the global model
