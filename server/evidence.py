@@ -41,8 +41,8 @@ def evidence(unlearned: GateResult | None, original: GateResult | None, retrain:
                 "no claim about forgetting is made." + _retrain(retrain))
     if original.passed:
         return (f"The forget set was not detectable even before unlearning: the original model passes the same gate "
-                f"({_readings(original)}; {_size(original)}). These audits cannot tell a model that remembers from "
-                "one that forgot, so the run claims nothing about forgetting." + _retrain(retrain))
+                f"({_readings(original)}; {_size(original)}). These audits cannot tell a model that remembers it from "
+                "one that does not, so the run claims nothing about forgetting." + _retrain(retrain))
     if unlearned.passed:
         return (f"The gate detects the forget set in the original model ({_readings(original)}) and not in the "
                 f"unlearned model ({_readings(unlearned)}; {_size(unlearned)})." + _retrain(retrain))
