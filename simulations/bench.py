@@ -11,6 +11,13 @@ recipe, each on a random half of the retain set: none saw a forget or a test
 sample, so they show what the statistic of a sample looks like to a model that
 never trained on it (offline references). U-LiRA, which retrains shadows, lives
 in ``bench_ulira``.
+
+The same references tell every method what a model that never trained on a
+sample makes of it (``UnlearningTask.expected_confidence``, which ReMI measures
+membership against unless ``--param remi.calibrated=false``): per sample of the
+training pool and the hold-out, the mean over the references whose half left it
+out (``bench_expectation``). Class forgetting gets none, as its reference set
+is relabelled and the statistics do not describe it.
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ from common.audit.report import AuditReport, ReferenceStatistics, audit_model, a
 from common.audit.signals import Logits, compute_signals, torch_logits
 from common.data.datasets import DATASETS, load_dataset, train_holdout_split
 from common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
-from common.data.tensors import DatasetBundle, LabeledData
+from common.data.tensors import DatasetBundle, LabeledData, concat
 from common.device import resolve_device
 from common.errors import ConfigError
 from common.models import MODELS, Classifier, ModelSpec, build_model
 from common.training import TrainConfig, seed_everything, train
 from common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
 from common.unlearning.reference import build_reference, build_utility
+from simulations.bench_expectation import SampleStatistics, expected_confidence
 
 __all__ = ["BenchConfig", "BenchReferences", "MethodRun", "SeedData", "SeedRun", "Stream", "derived_seed", "run_bench",
            "train_model", "train_references"]
@@ -125,6 +133,8 @@ class SeedData:
 
     references: the reference models' statistics on forget and test once they are trained (then every
     audit also runs LiRA and RMIA).
+    expected: sample id -> the references' mean statistic over those that did not train on it, for the
+    training pool and the hold-out (``bench_expectation``); None before the references are trained.
     """
 
     bundle: DatasetBundle
@@ -135,10 +145,17 @@ class SeedData:
     forget_spec: ForgetSpec
     seed: int
     references: ReferenceStatistics | None = None
+    expected: Mapping[int, float] | None = None
 
     @property
     def forgotten_classes(self) -> tuple[int, ...]:
         return self.forget_spec.forgotten_classes
+
+    @property
+    def task_expectation(self) -> Mapping[int, float] | None:
+        """The expectation every method's task carries: ``expected`` for sample forgetting; None for class
+        forgetting, whose reference set is relabelled while the references' statistics are of true labels."""
+        return self.expected if self.forget_spec.granularity == "sample" else None
 
     def audit(self, logits_of: Logits) -> AuditReport:
         """The bench's audit of a model given as inputs -> logits: ``torch_logits`` or an ONNX Runtime session."""
@@ -148,22 +165,31 @@ class SeedData:
     def task(self, original: Classifier, *, retain: LabeledData, forget: LabeledData, recipe: TrainConfig,
              device: torch.device, seed: int) -> UnlearningTask:
         """What every method gets to forget ``forget`` from ``original``: the bench's own request, or a
-        U-LiRA shadow's; the reference and utility sets come from this seed's hold-out either way."""
+        U-LiRA shadow's; the reference and utility sets come from this seed's hold-out either way, and so
+        does the expectation (``task_expectation``): a shadow's targets are pool samples, whose expectation
+        only references that never trained on them informed."""
         granularity, classes = self.forget_spec.granularity, self.forgotten_classes
         return UnlearningTask(
             original=original, spec=self.spec, retain=retain, forget=forget,
             reference=build_reference(self.holdout, granularity, classes, seed=seed),
             recipe=recipe, granularity=granularity, device=device, seed=seed,
             utility=build_utility(self.holdout, granularity, classes),
+            expected_confidence=self.task_expectation,
         )
 
 
 @dataclass(frozen=True)
 class BenchReferences:
     """One seed's K reference models as the audits use them, and what training them cost (paid once per
-    seed, shared by every method's audit)."""
+    seed, shared by every method's audit).
+
+    statistics: (K, ·) on the forget and test sets, what LiRA and RMIA audit with (no reference trained on
+    either). samples: (K, R + M + H) on the retain set, the forget set and the hold-out, in that order, with
+    IN where reference k trained on the sample (its half of the retain set): what methods are told to expect.
+    """
 
     statistics: ReferenceStatistics
+    samples: SampleStatistics
     train_size: int
     seconds: float
 
@@ -209,22 +235,31 @@ def train_model(spec: ModelSpec, data: LabeledData, recipe: TrainConfig, device:
 
 def train_references(data: SeedData, config: BenchConfig, device: torch.device) -> BenchReferences:
     """K models of the original's architecture and recipe, each on its own random half of the retain set,
-    and their logit confidence on the forget and test sets (offline: none trained on either)."""
+    and their logit confidence on the forget and test sets (offline: none trained on either), and on the
+    retain set and the hold-out, with the half each trained on."""
     size = len(data.retain) // 2
     if size < 1:
         raise ConfigError(f"the retain set has {len(data.retain)} samples, too few to train reference models on "
                           "halves of it; use more training data or forget less")
-    forget_rows, test_rows, seconds = [], [], 0.0
+    forget_rows, test_rows, sample_rows, inside, seconds = [], [], [], [], 0.0
+    others, cut = concat(data.retain, data.holdout), len(data.retain)  # one pass for what the audits skip
     for k in range(config.reference_models):
         seed = derived_seed(data.seed, Stream.REFERENCE, k)
         half = torch.randperm(len(data.retain), generator=torch.Generator().manual_seed(seed))[:size]
         model, spent = train_model(data.spec, data.retain.subset(half), config.recipe, device, seed)
         forget_rows.append(compute_signals(model, data.forget, device=device).logit_confidence)
         test_rows.append(compute_signals(model, data.bundle.test, device=device).logit_confidence)
+        other = compute_signals(model, others, device=device).logit_confidence
+        sample_rows.append(np.concatenate([other[:cut], forget_rows[-1], other[cut:]]))
+        trained = np.zeros(len(others) + len(data.forget), dtype=bool)
+        trained[half.numpy()] = True  # the retain set's columns come first
+        inside.append(trained)
         seconds += spent
     statistics = ReferenceStatistics(forget=Calibration.offline(np.stack(forget_rows)),
                                      test=Calibration.offline(np.stack(test_rows)))
-    return BenchReferences(statistics, size, seconds)
+    ids = torch.cat([data.retain.ids, data.forget.ids, data.holdout.ids]).numpy()
+    samples = SampleStatistics(ids, Calibration(np.stack(sample_rows), np.stack(inside)))
+    return BenchReferences(statistics, samples, size, seconds)
 
 
 def _split(bundle: DatasetBundle, config: BenchConfig, seed: int) -> tuple[LabeledData, LabeledData]:
@@ -255,7 +290,7 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
     original, original_seconds = train_model(spec, train_data, config.recipe, device, seed)
     progress(f"seed {seed}: training {config.reference_models} reference models")
     references = train_references(data, config, device)
-    data = replace(data, references=references.statistics)
+    data = replace(data, references=references.statistics, expected=expected_confidence(references.samples))
 
     def audited(model: Classifier, seconds: float, result: UnlearningResult | None) -> MethodRun:
         return MethodRun(model, data.audit(torch_logits(model, device=device)), seconds, result)

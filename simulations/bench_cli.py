@@ -84,7 +84,10 @@ def bench(
     lr: float = typer.Option(1e-3, help="Learning rate of the recipe."),
     optimizer: str = typer.Option("adam", help="adam | sgd"),
     param: list[str] = typer.Option(
-        [], "--param", help="Method hyper-parameter METHOD.KEY=VALUE, repeatable."
+        [], "--param", help="Method hyper-parameter METHOD.KEY=VALUE, repeatable. For random/ids forgetting "
+                            "every method's task carries the reference models' expectation of each sample (the "
+                            "mean over those that never trained on it); remi.calibrated=false makes ReMI ignore it "
+                            "(the ablation). bench.json records it under references.expected_confidence."
     ),
     data_dir: Path | None = typer.Option(None, help="Directory holding the dataset files."),
     download: bool = typer.Option(False, help="Allow torchvision to download missing datasets."),

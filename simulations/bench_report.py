@@ -97,11 +97,27 @@ def summarize(runs: Sequence[SeedRun], ulira: Sequence[SeedULira] = ()) -> dict[
 
 
 def _references(runs: Sequence[SeedRun]) -> dict[str, Any]:
-    """The audit's reference models: trained once per seed, their cost apart from every method's."""
+    """The audit's reference models: trained once per seed, their cost apart from every method's, and
+    whether every method's task carried their expectation (``expected_confidence``: given or not; its
+    ``samples`` per seed, the pool and hold-out samples at least one reference never trained on)."""
     per_seed = [{"seed": run.seed, "train_size": run.references.train_size,
-                 "seconds": round(run.references.seconds, DIGITS)} for run in runs]
+                 "seconds": round(run.references.seconds, DIGITS),
+                 "expected_samples": len(run.data.task_expectation or {})} for run in runs]
     return {"models": runs[0].references.count, "data": "a random half of the seed's retain set each (offline)",
+            "expected_confidence": all(run.data.task_expectation is not None for run in runs),
             **mean_std(per_seed, ("seconds",)), "per_seed": per_seed}
+
+
+def _expectation_note(payload: Mapping[str, Any]) -> str:
+    """One sentence: did the methods' tasks carry the references' expectation, and did ReMI use it."""
+    if not payload["references"]["expected_confidence"]:
+        return ("Methods were given no reference expectation (class forgetting relabels the reference set); "
+                "ReMI measured raw membership.")
+    remi = payload["methods"].get("remi", {}).get("params", {})
+    used = (" ReMI measured membership as the excess over it." if remi.get("calibrated")
+            else " ReMI ignored it (remi.calibrated=false)." if remi else "")
+    return ("Every method's task carried what the references that never trained on a sample expect of it "
+            f"(`expected_confidence`).{used}")
 
 
 def _ulira(ulira: Sequence[SeedULira]) -> dict[str, Any] | None:
@@ -178,7 +194,7 @@ def _markdown(payload: dict[str, Any]) -> str:
         f"commit `{payload['commit']}`{dirty}; command: `{payload['command']}`",
         "",
         "Percentages 0-100, AUC 0-1, mean ± std over seeds; `avg_gap` is the mean |x - retrain| "
-        "over ua, ra, ta, mia_efficacy (lower is better).",
+        "over ua, ra, ta, mia_efficacy (lower is better). " + _expectation_note(payload),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -12,7 +12,9 @@ which needs many trainings of both. Per seed:
   shadow holds m targets and every target sits in S/2 shadows;
 - each shadow trains an original on its half (the bench's recipe), forgets the
   m targets it holds (its F_s: the bench's fraction, drawn at random by the
-  split) with every method, and retrains without them under another seed;
+  split) with every method, and retrains without them under another seed
+  (the methods' task is built as the bench's, with the same expectation: for
+  a target, only bench references that never trained on it inform it);
 - each target's statistic φ = logit confidence under every unlearned model and
   every retrained one feeds the leave-one-shadow-out likelihood-ratio test.
 

@@ -9,19 +9,21 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from common.audit.attacks import ATTACKS
-from common.audit.calibrated import CALIBRATED_ATTACKS
+from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
 from common.data.tensors import LabeledData
 from common.errors import ConfigError, UnknownNameError
 from common.models import Classifier, ModelSpec
 from common.training import TrainConfig
-from common.unlearning import METHODS
+from common.unlearning import METHODS, UnlearningResult, UnlearningTask, run_method
 from common.unlearning.remi import RemiParams
 from simulations import bench, bench_ulira
 from simulations.bench import BenchConfig, SeedRun, Stream, derived_seed, run_bench
+from simulations.bench_expectation import SampleStatistics, expected_confidence
 from simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
 from simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
 
@@ -60,17 +62,36 @@ def _spy(monkeypatch: pytest.MonkeyPatch, module: object, calls: list[Trained]) 
     monkeypatch.setattr(module, "train_model", spy)
 
 
+Tasks = list[tuple[str, UnlearningTask]]
+
+
+def _spy_tasks(monkeypatch: pytest.MonkeyPatch, module: object, tasks: Tasks) -> None:
+    """Record the task of every method ``module`` runs, then run it as usual."""
+
+    def spy(name: str, task: UnlearningTask, params: Any | None = None) -> UnlearningResult:
+        tasks.append((name, task))
+        return run_method(name, task, params)
+
+    monkeypatch.setattr(module, "run_method", spy)
+
+
+BenchDir = tuple[Path, dict[str, Any], list[str], Tasks]
+
+
 @pytest.fixture(scope="module")
-def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], list[str]]:
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> BenchDir:
     out = tmp_path_factory.mktemp("bench")
     progress: list[str] = []
-    runs = run_bench(CONFIG, progress.append)
+    tasks: Tasks = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _spy_tasks(monkeypatch, bench, tasks)
+        runs = run_bench(CONFIG, progress.append)
     payload = write_report(CONFIG, "cpu", runs, out, command="fedunlearn bench --test")
-    return out, payload, progress
+    return out, payload, progress, tasks
 
 
 @pytest.fixture(scope="module")
-def saved(bench_dir: tuple[Path, dict[str, Any], list[str]]) -> dict[str, Any]:
+def saved(bench_dir: BenchDir) -> dict[str, Any]:
     return json.loads((bench_dir[0] / "bench.json").read_text())
 
 
@@ -84,7 +105,7 @@ def test_bench_json_describes_the_run(saved: dict[str, Any]) -> None:
 
 
 def test_written_json_is_what_write_report_returned(
-    bench_dir: tuple[Path, dict[str, Any], list[str]], saved: dict[str, Any]
+    bench_dir: BenchDir, saved: dict[str, Any]
 ) -> None:
     assert json.loads(json.dumps(bench_dir[1])) == saved
 
@@ -162,7 +183,7 @@ def test_the_json_names_its_commit_command_and_references(saved: dict[str, Any])
     assert saved["ulira"] is None
 
 
-def test_report_files_exist(bench_dir: tuple[Path, dict[str, Any], list[str]]) -> None:
+def test_report_files_exist(bench_dir: BenchDir) -> None:
     out = bench_dir[0]
     for png in ("roc.png", "metrics.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
@@ -178,7 +199,7 @@ def test_report_files_exist(bench_dir: tuple[Path, dict[str, Any], list[str]]) -
     assert config["forget"] == "class:3"
 
 
-def test_progress_reports_each_seed_and_method(bench_dir: tuple[Path, dict[str, Any], list[str]]) -> None:
+def test_progress_reports_each_seed_and_method(bench_dir: BenchDir) -> None:
     progress = bench_dir[2]
     assert len(progress) == CONFIG.seeds * (len(CONFIG.all_methods) + 2)  # + the original and the references
     for seed in range(CONFIG.seeds):
@@ -189,11 +210,37 @@ def test_progress_reports_each_seed_and_method(bench_dir: tuple[Path, dict[str, 
 # --- reference models: once per seed, never on a forget sample ------------------------------------
 
 
-def test_references_train_once_per_seed_on_halves_of_the_retain_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = replace(CONFIG, forget="random:0.1", methods=("retrain", "finetune"), reference_models=3)
+RANDOM = replace(CONFIG, forget="random:0.1", methods=("retrain", "remi"), reference_models=3,
+                 method_params={"remi": {"max_steps": "20"}})
+
+
+@dataclass(frozen=True)
+class RandomRun:
+    """A sample-forgetting bench with what it trained (original, then K references per seed) and every
+    method's task."""
+
+    runs: list[SeedRun]
+    calls: list[Trained]
+    tasks: Tasks
+
+    def references(self, seed: int) -> list[Trained]:
+        per_seed = 1 + RANDOM.reference_models
+        return self.calls[seed * per_seed + 1:(seed + 1) * per_seed]
+
+
+@pytest.fixture(scope="module")
+def random_run() -> RandomRun:
     calls: list[Trained] = []
-    _spy(monkeypatch, bench, calls)
-    runs = run_bench(config)
+    tasks: Tasks = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _spy(monkeypatch, bench, calls)
+        _spy_tasks(monkeypatch, bench, tasks)
+        runs = run_bench(RANDOM)
+    return RandomRun(runs, calls, tasks)
+
+
+def test_references_train_once_per_seed_on_halves_of_the_retain_set(random_run: RandomRun) -> None:
+    config, runs, calls = RANDOM, random_run.runs, random_run.calls
     # per seed: the original, then the K references; no method's audit trains any more of them
     assert len(calls) == config.seeds * (1 + config.reference_models)
     for i, run in enumerate(runs):
@@ -208,6 +255,78 @@ def test_references_train_once_per_seed_on_halves_of_the_retain_set(monkeypatch:
         assert run.references.count == config.reference_models
         for method_run in run.runs.values():
             assert [a.name for a in method_run.report.attacks] == list(ALL_ATTACKS)
+
+
+# --- what the references expect of each sample: only those that never trained on it --------------
+
+
+def test_expectation_is_the_mean_over_the_references_that_left_a_sample_out() -> None:
+    statistic = np.array([[1.0, 2.0, 3.0, 4.0],
+                          [5.0, 6.0, 7.0, 8.0],
+                          [9.0, 10.0, 11.0, 12.0]])
+    inside = np.array([[True, False, True, False],
+                       [False, False, True, True],
+                       [False, False, True, True]])
+    statistics = SampleStatistics(np.array([40, 41, 42, 43]), Calibration(statistic, inside))
+    # 40: reference 0 trained on it; 41: none did (a forget or hold-out sample); 42: all did; 43: only 0 left it out
+    assert expected_confidence(statistics) == {40: 7.0, 41: 6.0, 43: 4.0}
+    assert statistics.trained_on(1) == {42, 43}
+    with pytest.raises(ValueError, match="repeat"):
+        SampleStatistics(np.array([1, 1, 2, 3]), Calibration(statistic, inside))
+
+
+def test_bench_expectation_uses_only_references_whose_half_excluded_the_sample(random_run: RandomRun) -> None:
+    for run in random_run.runs:
+        samples, expected, data = run.references.samples, run.data.expected, run.data
+        assert expected is not None
+        references = random_run.references(run.seed)
+        assert [samples.trained_on(k) for k in range(len(references))] == [r.ids for r in references]
+        column = {int(i): c for c, i in enumerate(samples.ids.tolist())}
+        statistic = samples.calibration.statistic
+        for i in data.retain.ids.tolist():
+            out = [k for k, reference in enumerate(references) if i not in reference.ids]
+            if out:
+                assert expected[i] == pytest.approx(statistic[out, column[i]].mean())
+            else:
+                assert i not in expected
+        # about half the references left each retain sample out: most have an expectation, from fewer than K
+        assert 0 < sum(i in expected for i in data.retain.ids.tolist()) < len(data.retain)
+        # forget and hold-out samples: every reference is OUT, and the forget columns are the audit's own
+        for i, value in zip(data.forget.ids.tolist(), run.references.statistics.forget.statistic.mean(axis=0),
+                            strict=True):
+            assert expected[i] == pytest.approx(value)
+        for i in data.holdout.ids.tolist():
+            assert expected[i] == pytest.approx(statistic[:, column[i]].mean())
+
+
+def test_every_method_of_a_sample_request_gets_the_expectation(random_run: RandomRun) -> None:
+    assert [name for name, _ in random_run.tasks] == [*RANDOM.all_methods] * RANDOM.seeds
+    for i, (name, task) in enumerate(random_run.tasks):
+        run = random_run.runs[i // len(RANDOM.all_methods)]
+        expected = task.expected_confidence
+        assert expected is not None and expected is run.data.expected, name
+        assert set(task.forget.ids.tolist()) | set(task.reference.ids.tolist()) <= set(expected)
+
+
+def test_a_class_request_gets_no_expectation(bench_dir: BenchDir, saved: dict[str, Any]) -> None:
+    tasks = bench_dir[3]
+    assert "remi" in [name for name, _ in tasks]
+    assert all(task.expected_confidence is None for _, task in tasks)
+    assert saved["references"]["expected_confidence"] is False
+    assert all(seed["expected_samples"] == 0 for seed in saved["references"]["per_seed"])
+    assert "ReMI measured raw membership" in (bench_dir[0] / "bench.md").read_text()
+
+
+def test_the_expectation_is_recorded_and_remi_calibrated_turns_it_off(random_run: RandomRun,
+                                                                      tmp_path: Path) -> None:
+    payload = write_report(RANDOM, "cpu", random_run.runs, tmp_path)
+    assert payload["references"]["expected_confidence"] is True
+    for seed, run in zip(payload["references"]["per_seed"], random_run.runs, strict=True):
+        assert seed["expected_samples"] == len(run.data.expected or {}) > 0
+    assert payload["methods"]["remi"]["params"]["calibrated"] is True
+    assert "ReMI measured membership as the excess" in (tmp_path / "bench.md").read_text()
+    _, params = replace(RANDOM, method_params={"remi": {"calibrated": "false"}}).validate()
+    assert params["remi"].calibrated is False
 
 
 def test_strongest_reference_attack_is_the_higher_mean() -> None:
@@ -230,6 +349,7 @@ class ULiraRun:
     ulira: SeedULira
     shadow_calls: list[Trained]
     progress: list[str]
+    shadow_tasks: Tasks
 
 
 @pytest.fixture(scope="module")
@@ -238,12 +358,14 @@ def ulira_run(tmp_path_factory: pytest.TempPathFactory) -> ULiraRun:
     _, params = ULIRA.validate()
     progress: list[str] = []
     calls: list[Trained] = []
+    tasks: Tasks = []
     (run,) = run_bench(ULIRA)
     with pytest.MonkeyPatch.context() as monkeypatch:
         _spy(monkeypatch, bench_ulira, calls)
+        _spy_tasks(monkeypatch, bench_ulira, tasks)
         ulira = run_ulira(ULIRA, run, params, progress.append)
     write_report(ULIRA, "cpu", [run], out, ulira=[ulira])
-    return ULiraRun(out, json.loads((out / "bench.json").read_text()), run, ulira, calls, progress)
+    return ULiraRun(out, json.loads((out / "bench.json").read_text()), run, ulira, calls, progress, tasks)
 
 
 def test_ulira_is_reported_for_every_method_and_the_original(ulira_run: ULiraRun) -> None:
@@ -286,6 +408,18 @@ def test_each_shadow_forgets_its_targets_and_retrains_under_another_seed(ulira_r
     assert len(targets) == ulira_run.ulira.targets == 2 * m
     # complementary pairs: shadows 0 and 1 split the pool between them
     assert calls[0].ids | calls[2].ids == pool and not calls[0].ids & calls[2].ids
+
+
+def test_shadow_tasks_carry_the_expectation_of_references_that_never_saw_a_target(ulira_run: ULiraRun) -> None:
+    run, tasks = ulira_run.run, ulira_run.shadow_tasks
+    assert len(tasks) == ULIRA.ulira_shadows * len(ULIRA.all_methods)
+    samples = run.references.samples
+    trained = [samples.trained_on(k) for k in range(ULIRA.reference_models)]
+    for _, task in tasks:
+        expected = task.expected_confidence
+        assert expected is not None and expected is run.data.expected
+        for i in task.forget.ids.tolist():  # a target lacks one only where every reference trained on it
+            assert (i in expected) == (not all(i in ids for ids in trained))
 
 
 @pytest.mark.parametrize("shadows", [4, 5, 16])
