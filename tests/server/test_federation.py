@@ -276,3 +276,24 @@ def test_a_huge_finite_unlearning_update_is_bounded_and_cannot_wreck_the_model(t
     assert scales and all(s < 1e-2 for s in scales)
     assert any("node 100's unlearning update" in f and "scaled down" in f for f in record.failures)
     assert record.final_ta > 80.0  # the bounded step did not destroy the global model
+
+
+def test_nan_in_a_requesters_unlearned_arrays_is_rejected_and_its_request_stays_pending(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    grid = _grid(world, {100: _replacing_arrays(P.MSG_UNLEARN, _nan)})
+    record = _run(world, grid)
+    assert any("node 100" in f and "NaN or Inf" in f for f in record.failures)
+    assert world.node(0).ledger.get(world.filed[0].request_id).status is RequestStatus.PENDING
+    assert all(bool(torch.isfinite(v).all()) for v in record.final_state.values() if v.is_floating_point())
+
+
+def test_a_crash_during_commit_leaves_that_request_pending_and_unpublished_as_committed(tmp_path: Path) -> None:
+    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    grid = _grid(world, {100: _failing(P.MSG_COMMIT)})
+    record = _run(world, grid)
+    phase = next(p for p in record.phases if p.passed)
+    crashed, fine = world.filed[0], world.filed[1]
+    assert crashed.request_id not in phase.committed and fine.request_id in phase.committed
+    assert world.node(0).ledger.get(crashed.request_id).status is RequestStatus.PENDING
+    assert set(crashed.forget_ids) <= set(world.node(0).train().ids.tolist())  # nothing purged
+    assert any("query.commit" in f and "node 100" in f for f in record.failures)
