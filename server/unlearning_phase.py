@@ -130,7 +130,9 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
         if scale < 1.0:
             fed.failures.append(f"unlearning round {round_}: node {update.node_id}'s unlearning update was "
                                 f"{1 / scale:.1f}x the bound; scaled down to it")
-    return train_and_forget_update(state, trained, unlearned)
+    # forget sets of different nodes are disjoint samples: each step is applied in full; a class shared by
+    # several nodes is one forget set seen from several sides: their steps are averaged
+    return train_and_forget_update(state, trained, unlearned, combine="mean" if record.forgotten_classes else "sum")
 
 
 def _unlearning_bound(fed: Federation, state: State, trained: list[tuple[State, float]]) -> float:
@@ -182,8 +184,10 @@ def run_unlearning_phase(
         forget_auc=None if record.gate is None else record.gate.forget_auc,
     )
     record.states = {"unlearned": state, "original": dict(original)}
-    # the do-nothing control runs whatever the verdict: it says whether the audit could see anything
+    # the controls run whatever the verdict: they say whether the audit could see anything at all
+    with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
     _control(fed, evaluator, record, "original", dict(original), requesters, original_ta)
+    _baselines(fed, evaluator, spec, record, requesters, with_data, after_round, original_ta)
     gate = record.gate
     if gate is None or not gate.passed:
         log.warning("the leakage gate did not pass; nothing is published or committed")
@@ -192,8 +196,6 @@ def run_unlearning_phase(
     audited = {n: ids for n, ids in requesters.items() if n in record.gate_nodes}
     for node in sorted(set(requesters) - set(audited)):
         fed.failures.append(f"node {node}: its requests stay pending: its audit was not pooled into the gate")
-    with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
-    _baselines(fed, evaluator, spec, record, requesters, with_data, after_round, original_ta)
     if edge is None:
         _commit(fed, record, gate, record.model_hash, audited)
         return record, state

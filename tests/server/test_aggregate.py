@@ -152,3 +152,12 @@ def test_an_update_within_the_bound_is_untouched_and_a_larger_one_is_scaled_to_i
     assert scale == pytest.approx(1 / 500)
     assert update_norm(current, clipped) == pytest.approx(1.0)
     assert torch.equal(clipped["steps"], huge["steps"])  # integer buffers are not scaled
+
+
+def test_disjoint_forget_sets_get_their_steps_in_full_and_a_shared_class_its_mean() -> None:
+    current = {"w": torch.zeros(2)}
+    first, second = ({"w": torch.tensor([1.0, 0.0])}, 10.0), ({"w": torch.tensor([0.0, 3.0])}, 30.0)
+    summed = train_and_forget_update(current, [], [first, second], combine="sum")
+    assert torch.allclose(summed["w"], torch.tensor([1.0, 3.0]))
+    averaged = train_and_forget_update(current, [], [first, second], combine="mean")
+    assert torch.allclose(averaged["w"], torch.tensor([0.25, 2.25]))
