@@ -46,5 +46,7 @@ def evidence(unlearned: GateResult | None, original: GateResult | None, retrain:
     if unlearned.passed:
         return (f"The gate detects the forget set in the original model ({_readings(original)}) and not in the "
                 f"unlearned model ({_readings(unlearned)}; {_size(unlearned)})." + _retrain(retrain))
-    return (f"The unlearned model still leaks: it fails the gate ({'; '.join(unlearned.reasons)}), as the original "
-            f"does ({_readings(original)})." + _retrain(retrain))
+    leaks = any(v.deciding and v.leaks for v in unlearned.attacks.values())
+    verdict = "still leaks: it fails" if leaks else "fails"
+    return (f"The unlearned model {verdict} the gate ({'; '.join(unlearned.reasons)}); the original fails it too "
+            f"({_readings(original)})." + _retrain(retrain))

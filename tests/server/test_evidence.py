@@ -30,7 +30,9 @@ def test_a_pass_beside_a_failing_original_says_what_was_detected() -> None:
     assert "retrained without the forget set passes" in text
 
 
-def test_a_failing_unlearned_model_still_leaks() -> None:
+def test_a_failing_unlearned_model_still_leaks_or_lost_utility() -> None:
     text = evidence(_gate(0.75), _gate(0.8), _gate(0.5, test_drop=3.0))
     assert text.startswith("The unlearned model still leaks")
     assert "retrained without the forget set fails (test accuracy dropped" in text
+    utility = evidence(_gate(0.5, test_drop=9.0), _gate(0.8), _gate(0.5))
+    assert utility.startswith("The unlearned model fails the gate (test accuracy dropped 9.00")
