@@ -44,9 +44,15 @@ def _controls(phase: PhaseRecord) -> dict[str, Any]:
     """The same gate on the do-nothing original and on retrain, with what the evidence supports."""
     verdicts = {name: phase.verdicts.get(name) for name in CONTROLS}
     return {**{name: None if v is None else {"passed": v.passed, "reasons": list(v.reasons), "attack": v.attack,
-                                             "forget_auc": v.forget_auc}
+                                             "forget_auc": v.forget_auc, "attacks": _readings(v)}
                for name, v in verdicts.items()},
             "evidence": evidence(phase.gate, verdicts["original"], verdicts["federated_retrain"])}
+
+
+def _readings(gate: GateResult) -> dict[str, dict[str, Any]]:
+    """Every attack's AUC and TPR on a control, the population attacks beside the deciding ones."""
+    return {name: {"auc": v.auc, "tpr_at_1pct_fpr": v.tpr_at_1pct_fpr, "deciding": v.deciding}
+            for name, v in gate.attacks.items()}
 
 
 def _phase(phase: PhaseRecord) -> dict[str, Any]:

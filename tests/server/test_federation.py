@@ -84,7 +84,8 @@ def test_report_has_every_section_with_controls_and_strong_attacks(
     for name in ("federated_retrain", "federated_finetune", "original"):
         assert set(report["baselines"][name]) >= {"seconds", "bytes", "ta", "ua", "forget_auc", "gate"}
     for name in ("original", "federated_retrain"):
-        assert set(report["controls"][name]) >= {"passed", "reasons"}
+        assert set(report["controls"][name]) >= {"passed", "reasons", "attacks"}
+        assert {"loss", "lira", "rmia"} <= set(report["controls"][name]["attacks"])
     assert report["controls"]["evidence"] and report["references"]["models"] == 4
     assert report["baselines"]["federated_retrain"]["rounds"] == 2  # as many rounds as the original had
     for path in (report["artifacts"]["model"], *report["artifacts"]["plots"].values()):
