@@ -57,13 +57,19 @@ class NodeStatus:
 
 @dataclass(frozen=True)
 class AuditRound:
-    """One round of audits: the pooled figures of the audits that passed the server's checks, the nodes
-    they came from (only their requests may be committed) and why the others were not pooled."""
+    """One round of audits: the audits that passed the server's checks, by node (only their requests may be
+    committed), and why the others were not pooled."""
 
-    pooled: PooledAudit | None
-    nodes: tuple[int, ...]
+    audits: dict[int, LocalAudit]
     problems: dict[int, str]
-    audits: dict[int, LocalAudit] = field(default_factory=dict)  # the checked audits, by node
+
+    @property
+    def nodes(self) -> tuple[int, ...]:
+        return tuple(self.audits)
+
+    @property
+    def pooled(self) -> PooledAudit | None:
+        return pool_audits(list(self.audits.values())) if self.audits else None
 
 
 @dataclass(frozen=True)
@@ -246,7 +252,7 @@ class Federation:
             else:
                 audits[node] = audit
         self.note(f"audit {label}", {node: f"not pooled: {why}" for node, why in problems.items()})
-        return AuditRound(pool_audits(list(audits.values())) if audits else None, tuple(audits), problems, audits)
+        return AuditRound(audits, problems)
 
 
 def _check_layout(status: NodeStatus, scenario: Scenario) -> None:
