@@ -70,6 +70,7 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         "forgotten_classes": list(phase.forgotten_classes),
         "committed": phase.committed,
         "client_work": phase.client_work,
+        "step_share_per_round": phase.step_shares,
     }
 
 

@@ -22,10 +22,11 @@ from common import protocol as P
 from common.audit.gate import GateResult
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
-from server.aggregate import State, clip_update, train_and_forget_update, update_norm
+from server.aggregate import State, clip_update, update_norm
 from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from server.evaluation import CentralEvaluator
 from server.rounds import AuditRound, Federation, NodeStatus, arrays
+from server.utility_guard import UtilityGuard
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
 
@@ -61,6 +62,7 @@ class PhaseRecord:
     committed: list[str] = field(default_factory=list)
     export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
     client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
+    step_shares: list[float] = field(default_factory=list)  # per round: the share of the step the model took
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -91,11 +93,11 @@ def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int) -> Mo
                         forget_auc=None if gate is None else gate.forget_auc)
 
 
-def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
-                      round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
+def _unlearning_round(fed: Federation, guard: UtilityGuard, state: State, requesters: dict[int, list[str]],
+                      trainers: list[int], round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
     """Unlearning round ``round_`` of the phase: requesters unlearn (and train) while the other nodes
-    train on retain data (server/aggregate.py). Each requester's steps and seconds go into
-    ``record.client_work``."""
+    train on retain data (server/aggregate.py); ``guard`` decides how much of the unlearning step the
+    model takes. Each requester's steps and seconds go into ``record.client_work``."""
     unl = fed.scenario.unlearning
     seed_round = record.after_round * 1000 + round_  # local seeds differ from every training round's
     plan: dict[int, tuple[str, RecordDict]] = {}
@@ -130,9 +132,11 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
         if scale < 1.0:
             fed.failures.append(f"unlearning round {round_}: node {update.node_id}'s unlearning update was "
                                 f"{1 / scale:.1f}x the bound; scaled down to it")
-    # forget sets of different nodes are disjoint samples: each step is applied in full; a class shared by
+    # forget sets of different nodes are disjoint samples: their steps add up; a class shared by
     # several nodes is one forget set seen from several sides: their steps are averaged
-    return train_and_forget_update(state, trained, unlearned, combine="mean" if record.forgotten_classes else "sum")
+    merged, share = guard.combine(state, trained, unlearned, combine="mean" if record.forgotten_classes else "sum")
+    record.step_shares.append(share)
+    return merged
 
 
 def _unlearning_bound(fed: Federation, state: State, trained: list[tuple[State, float]]) -> float:
@@ -162,10 +166,11 @@ def run_unlearning_phase(
                          forgotten_classes=classes, model_hash_before=state_sha256(original))
     original_ta = evaluator.ta(original, classes)
     state = {k: v.clone() for k, v in original.items()}
+    guard = UtilityGuard.for_phase(evaluator, original, classes, fed.scenario.unlearning.utility_drop)
     started = time.perf_counter()
     with fed.messenger.metered() as traffic:
         for round_ in range(1, fed.scenario.unlearning.max_rounds + 1):
-            state = _unlearning_round(fed, state, requesters, trainers, round_, record)
+            state = _unlearning_round(fed, guard, state, requesters, trainers, round_, record)
             if not requesters:
                 break
             judged = _judge(fed, evaluator, state, requesters, classes, original_ta, f"unlearn-{round_}")
