@@ -1,1 +1,1 @@
-"""Flower ClientApp for fedunlearn (federation lands with the federation issue)."""
+"""A federation node: the Flower ClientApp, its message handlers and the forget-request service."""

@@ -1,1 +1,1 @@
-"""Flower ServerApp for fedunlearn (federation lands with the federation issue)."""
+"""The federation's server: the Flower ServerApp, its rounds, the unlearning phase, the gate and the report."""

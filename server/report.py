@@ -1,6 +1,6 @@
 """The run directory: report.json (machine), report.md (people), plots and model files.
 
-The report's shape is fixed by the federation issue: scenario facts, training,
+The report's shape is stable for outside readers: scenario facts, training,
 requests, the unlearning phase with its gate, the three baselines, artifacts
 (paths relative to the run directory) and, in a simulation, the ground truth
 (forgotten and test sample ids) for outside evaluation.

@@ -49,7 +49,7 @@ class StaticSettings:
     """Knobs of static quantisation; the defaults are the best of what was measured (ORT 1.32, x86 CPU).
 
     Measured on cnn/digits, cnn/fashion-mnist and mobilenet_v3_small/fashion-mnist (top-1 agreement
-    with fp32 on the test set; the numbers are in the edge issue's notes):
+    with fp32 on the test set):
     - MinMax calibration. Entropy with ORT's default 128 histogram bins has a single candidate
       threshold and gives the very same model; with 2048 bins, and Percentile, agreement was no
       better (mobilenet: 96.4 % and 97.4 % against 97.3 %).
