@@ -4,9 +4,16 @@ Per step, with a retain batch (x_r, y_r), a forget batch x_f and a reference
 (non-member) batch x_o:
 
     L = CE(f(x_r), y_r) + lambda_mia * L_leak(f, x_f, x_o) + lambda_kl * KL(N_f || N_o)
+        [+ lambda_anchor * KL(f_0(x) || f(x)) over x in x_r and x_o]
 
 where N_f, N_o are Gaussians fitted to the membership statistic
-log p_y - log(1 - p_y) of the forget and reference batches. Where the task
+log p_y - log(1 - p_y) of the forget and reference batches, and f_0 is the
+model before unlearning. The anchor term matters where the model memorised
+its training set: the retain loss is then about zero and holds nothing in
+place, and the leakage term's target (the reference batch, which it does not
+differentiate) sinks with the forget set, so forgetting spread to unseen
+samples and cost test accuracy; keeping retain and reference outputs where
+they were leaves the change to the forget set. Where the task
 knows what reference models that never saw a sample make of it
 (``UnlearningTask.expected_confidence``), the statistic is the excess over
 that: a sample the model finds easy because it is easy no longer looks
@@ -69,6 +76,7 @@ class RemiParams:
     optimizer: OptimizerName = "adam"
     lambda_mia: float = 1.0
     lambda_kl: float = 0.1
+    lambda_anchor: float = 0.0
     lr: float = 2e-4
     batch_size: int = 256
     forget_batch_size: int = 64
@@ -92,7 +100,7 @@ class RemiParams:
     def __post_init__(self) -> None:
         if self.approximator not in LEAKAGE:
             LEAKAGE.get(self.approximator)  # raises with the valid names
-        for name in ("lambda_mia", "lambda_kl"):
+        for name in ("lambda_mia", "lambda_kl", "lambda_anchor"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be >= 0, got {value}")
@@ -239,13 +247,15 @@ class StoppingRule:
 def _remi_loss(
     model: Classifier, approximator: LeakageApproximator,
     batches: tuple[tuple[torch.Tensor, torch.Tensor], ...], expected: tuple[torch.Tensor, torch.Tensor],
-    params: RemiParams, device: torch.device,
+    params: RemiParams, device: torch.device, before: Classifier | None = None,
 ) -> torch.Tensor:
     """One forward pass over (retain +) forget + reference; the loss terms share it.
 
     ``batches`` is (forget, reference) or (retain, forget, reference): a client that
     leaves the federation has no retain data, and its utility comes from the others.
     ``expected``: the references' expected statistic of the forget and reference batches.
+    ``before``: the frozen model before unlearning, which the anchor term holds retain and
+    reference outputs to.
     """
     xs, ys = zip(*((x.to(device), y.to(device)) for x, y in batches), strict=True)
     sizes = [len(y) for y in ys]
@@ -261,7 +271,18 @@ def _remi_loss(
             membership_statistic(forget.logits, forget.labels) - expected[0].to(device),
             membership_statistic(reference.logits, reference.labels) - expected[1].to(device),
         )
+    if params.lambda_anchor > 0 and before is not None:
+        kept = [i for i in range(len(parts)) if i != len(parts) - 2]  # every batch but the forget batch
+        loss = loss + params.lambda_anchor * _drift(before, torch.cat([xs[i] for i in kept]),
+                                                    torch.cat([parts[i].logits for i in kept]))
     return loss
+
+
+def _drift(before: Classifier, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(before(x) || current), averaged over the batch: how far the outputs moved."""
+    with torch.no_grad():
+        target = F.log_softmax(before(x), dim=1)
+    return F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean")
 
 
 def _scale_lr(optimizer: torch.optim.Optimizer, factor: float, *, cap: float = math.inf) -> None:
@@ -348,6 +369,7 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
     approximator = LEAKAGE.get(params.approximator)(task.spec.num_classes, task.seed)
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, params.optimizer, params.lr, momentum=0.0)
+    before = copy.deepcopy(net).eval().requires_grad_(False) if params.lambda_anchor > 0 else None
     start = local_audit(net, sets, 0)
     progress = _Progress(StoppingRule(params, start, sets), start, copy.deepcopy(model.state_dict()))
     trace = [start]
@@ -362,7 +384,7 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
                                                         generator=generator)) for data in (work.forget, work.reference))
         batches = (*retain, (forget.x, forget.y), (reference.x, reference.y))
         loss = _remi_loss(net, approximator, batches, (expected_of(forget, expected), expected_of(reference, expected)),
-                          params, task.device)
+                          params, task.device, before)
         check_finite(loss, "ReMI loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -244,3 +244,22 @@ def test_the_local_audit_measures_membership_against_the_references_expectation(
     calibrated = run_method("remi", dataclasses.replace(task, expected_confidence=expected),
                             RemiParams(max_steps=20, check_every=10))
     assert calibrated.trace[0].forget_auc == pytest.approx(point.forget_auc, abs=1e-6)
+
+
+
+def test_the_anchor_term_holds_unseen_outputs_where_they_were(memorised_sample_task: UnlearningTask) -> None:
+    """On a memorised model the retain loss is ~0 and holds nothing in place: pushed for a fixed
+    budget, ReMI loses accuracy on non-members (what test accuracy is made of); the anchor holds it."""
+    task = memorised_sample_task
+    pushed = RemiParams(noise_z=0.0, auc_tolerance=0.01, lr=2e-3, max_steps=60, check_every=20)
+    lost = {}
+    for weight in (0.0, 10.0):
+        trace = run_method("remi", task, dataclasses.replace(pushed, lambda_anchor=weight)).trace
+        assert trace[-1].step == 60  # the setting forces ReMI to the end of its budget
+        lost[weight] = trace[0].reference_accuracy - trace[-1].reference_accuracy
+    assert lost[0.0] >= 2.0
+    assert lost[10.0] < lost[0.0] / 2
+
+def test_the_anchor_weight_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError, match="lambda_anchor"):
+        RemiParams(lambda_anchor=-1.0)
