@@ -2,8 +2,9 @@
 
 Processes as in a deployment: the request server runs in its own process, started as
 ``fedunlearn node serve`` starts it (its defaults, plaintext on loopback, a bearer token); training
-runs in another, as a SuperNode's ClientApp does; the callers are threads of this process, one gRPC
-channel each. Three phases on the same node, in this order:
+runs in another, as a SuperNode's ClientApp does (on one torch thread by default: on a machine that
+other work shares, more threads spin instead of training); the callers are threads of this process,
+one gRPC channel each. Three phases on the same node, in this order:
 
 - ``idle``: one caller and nothing else on the node: the baseline;
 - ``concurrent``: all callers at once, no training: what contention alone costs;
@@ -85,10 +86,13 @@ class Settings:
     invalid: float = 0.02
     conflicts: float = 0.02
     page_size: int = 25
+    train_threads: int = 1  # torch threads of the trainer; more, on a machine other work shares, spin instead of train
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.samples, self.requests, self.callers, self.idle_requests, self.ids_per_request) < 1:
+        sizes = (self.samples, self.requests, self.callers, self.idle_requests, self.ids_per_request,
+                 self.train_threads)
+        if min(sizes) < 1:
             raise ConfigError(f"sizes must be >= 1, got {self}")
         if min(self.invalid, self.conflicts) < 0 or self.invalid + self.conflicts >= 1:
             raise ConfigError(f"invalid and conflicts are shares in [0, 1) summing below 1, got {self}")
@@ -211,12 +215,13 @@ def _serve(node_dir: str, token: str, ports: Any, stop: Event) -> None:
     server.stop(grace=2).wait()
 
 
-def _train(node_dir: str, go: Event, stop: Event, progress: SynchronizedArray[int]) -> None:
+def _train(node_dir: str, threads: int, go: Event, stop: Event, progress: SynchronizedArray[int]) -> None:
     """Child process: once told to go, train-message work until told to stop, touching the node as a
     SuperNode does: open it (``NodeSession.start``: exclusive lock, purge check), read its retain data
     (``train_round``: shared lock, ledger), then one local epoch of the federation's CNN on them."""
     from common.models import ModelSpec, build_model  # here: torchvision costs the other processes seconds
 
+    torch.set_num_threads(threads)
     go.wait()
     while not stop.is_set():
         with progress.get_lock():
@@ -225,11 +230,18 @@ def _train(node_dir: str, go: Event, stop: Event, progress: SynchronizedArray[in
         retain = node.retain()
         shape = node.meta["input_shape"]
         model = build_model(ModelSpec(MODEL, int(shape[0]), int(shape[1]), node.num_classes), seed=0)
+        model.register_forward_pre_hook(lambda _, inputs: _count_step(progress, len(inputs[0])))
         train(model, retain, RECIPE, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
         with progress.get_lock():
             progress[1] += 1
-            progress[2] += math.ceil(len(retain) / RECIPE.batch_size) * RECIPE.epochs
-            progress[3] += len(retain) * RECIPE.epochs
+
+
+def _count_step(progress: SynchronizedArray[int], batch: int) -> None:
+    """``train`` runs the model forward once per optimizer step: count steps as they happen, since at
+    100,000 samples a single round can outlast the phase."""
+    with progress.get_lock():
+        progress[2] += 1
+        progress[3] += batch
 
 
 @dataclass(frozen=True)
@@ -273,11 +285,12 @@ def _port(ports: Any, server: SpawnProcess) -> int:
 
 
 @contextlib.contextmanager
-def _processes(node: NodeDirectory, token: str) -> Iterator[tuple[str, _Trainer]]:
+def _processes(node: NodeDirectory, token: str, train_threads: int) -> Iterator[tuple[str, _Trainer]]:
     """The server (yields its target) and the waiting trainer, both stopped and joined on the way out."""
     ports, stop_server, go, stop, progress = (_SPAWN.Queue(), _SPAWN.Event(), _SPAWN.Event(), _SPAWN.Event(),
                                               _SPAWN.Array("q", len(TRAINING_FIELDS)))
-    trainer = _Trainer(_SPAWN.Process(target=_train, args=(str(node.path), go, stop, progress)), go, stop, progress)
+    process = _SPAWN.Process(target=_train, args=(str(node.path), train_threads, go, stop, progress))
+    trainer = _Trainer(process, go, stop, progress)
     server = _SPAWN.Process(target=_serve, args=(str(node.path), token, ports, stop_server))
     server.start()
     trainer.process.start()
@@ -365,7 +378,7 @@ def _measure(settings: Settings, node: NodeDirectory, plans: dict[str, list[Job]
     token = secrets.token_urlsafe(24)
     phases: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
-    with _processes(node, token) as (target, trainer):
+    with _processes(node, token, settings.train_threads) as (target, trainer):
         for name, _, callers in settings.phases():
             if name == "loaded":
                 trainer.begin()
@@ -430,7 +443,8 @@ def _phase_row(phase: Mapping[str, Any]) -> str:
     submit, status = phase["latency_ms"]["submit"], phase["latency_ms"]["status"]
     refused = ", ".join(f"{n} {code}" for code, n in phase["refused"].items()) or "none"
     training = phase["training"]
-    trained = f"{training['rounds_completed']} rounds, {training['steps']} steps" if training else "no"
+    trained = (f"{training['steps']} steps, {training['samples']} samples ({training['rounds_completed']} "
+               "rounds done)" if training else "no")
     cells = [phase["phase"], phase["callers"], trained, _ms(submit, "p50_ms"), _ms(submit, "p99_ms"),
              _ms(status, "p50_ms"), _ms(status, "p99_ms"),
              f"{phase['acknowledged']} of {phase['attempts']} ({refused})", f"{phase['acknowledged_per_s']:.1f}"]
@@ -450,7 +464,8 @@ def render(result: Mapping[str, Any], source: Path) -> str:
         f"{'x'.join(map(str, p['sample_shape']))} float32 ({p['train_file_mb']:.1f} MiB training file, re-read and "
         f"hash-checked by every Submit). Requests name {p['ids_per_request']} sample ids; {p['transport']}; "
         f"{p['server_workers']} server workers. Training: one epoch of {p['training']['model']} per round (batch "
-        f"{p['training']['batch_size']}) on the retain data, in its own process. Machine: "
+        f"{p['training']['batch_size']}) on the retain data, in its own process on {p['train_threads']} torch "
+        "thread(s). Machine: "
         f"{result['machine']['cpus']} CPUs, load average {result['machine']['load_average_before'][0]:.2f} before "
         "the run (other work shares the machine: compare phases of one run, not runs).", "",
         "| phase | callers | training during the phase | Submit p50 ms | Submit p99 ms | Status p50 ms | "
