@@ -471,6 +471,9 @@ def render(result: Mapping[str, Any], source: Path) -> str:
         "| phase | callers | training during the phase | Submit p50 ms | Submit p99 ms | Status p50 ms | "
         "Status p99 ms | acknowledged (refused) | acknowledged / s |", "|---|---|---|---|---|---|---|---|---|",
         *map(_phase_row, result["phases"]), "",
+        f"Latency is from a caller's send to its reply. Every call waits for one of the server's "
+        f"{p['server_workers']} worker threads, so with more callers than workers a Status, cheap alone, queues "
+        "behind Submits; the refused calls' latencies are in the JSON.", "",
         "Every acknowledged request, looked up afterwards:", "",
         "| where | acknowledged | present | duplicates | missing | mismatched | unexpected |",
         "|---|---|---|---|---|---|---|",
