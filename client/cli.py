@@ -1,9 +1,13 @@
-"""Client-side commands: make a node directory, file and list forget requests, serve the gRPC door.
+"""``fedunlearn node``: make a node directory, file, list and reject forget requests, serve the gRPC door.
 
 Thin typer shells over ``common.nodes`` and ``client.request_service``; errors
 are project errors, shown once by ``simulations.cli.main``. Ledger text (reasons,
 rejections) comes from whoever filed a request, so it is shown as plain text with
 its control characters escaped, never as rich markup or raw terminal bytes.
+
+torch comes in with the node's samples (``common.nodes.directory``), so it is
+imported inside the commands that read them; listing and rejecting touch only
+the ledger and start at once.
 """
 
 from __future__ import annotations
@@ -23,14 +27,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from common.data.datasets import load_dataset
-from common.errors import ConfigError, RequestError
-from common.nodes import NodeDirectory, NodeLayout, materialise_node
+from common.errors import ConfigError, DataError, RequestError
+from common.nodes.ledger import Ledger
 from common.nodes.text import clip, printable
 
-__all__ = ["forget", "node_app", "reject", "requests"]
+__all__ = ["forget", "init", "node_app", "reject", "requests", "serve"]
 
-node_app = typer.Typer(help="Create and serve node directories (one per client).", no_args_is_help=True)
+node_app = typer.Typer(help="A client's node directory: create it, file and list forget requests, serve them.",
+                       no_args_is_help=True)
 console = Console(markup=False, highlight=False)  # paths and ledger text are data, never markup
 COLUMNS = ("request_id", "kind", "num_samples", "status", "reason", "updated_at")
 
@@ -54,10 +58,13 @@ def init(
     seed: int = typer.Option(0, help="Seed shared by every node of the federation."),
     holdout_fraction: float = typer.Option(0.2, help="Share of the partition kept as local non-members."),
     train_size: int | None = typer.Option(None, help="Use a seeded subset of the train split (all nodes alike)."),
-    data_dir: Path | None = typer.Option(None, help="Where the dataset files are."),
+    data_dir: Path | None = typer.Option(None, help="Directory holding the dataset files."),
     download: bool = typer.Option(False, help="Download the dataset if it is missing."),
 ) -> None:
     """Materialise one client's world: train part, local hold-out, sample ids, ledger.sqlite."""
+    from common.data.datasets import load_dataset
+    from common.nodes.directory import NodeLayout, materialise_node
+
     index, total = _parse_partition(partition)
     layout = NodeLayout(dataset=dataset, partition=index, num_partitions=total, partitioner=partitioner,
                         seed=seed, holdout_fraction=holdout_fraction, train_size=train_size)
@@ -74,6 +81,15 @@ def _parse_ids(text: str) -> list[int]:
         raise RequestError(f"--ids takes comma-separated integers (e.g. 3,17,99), got {clip(text)}") from None
 
 
+def _ledger(node_dir: Path) -> Ledger:
+    """The node's ledger alone: listing and rejecting read no samples, so they need neither torch nor the
+    repairs ``NodeDirectory.open`` makes before samples are read (the next open makes them)."""
+    if not (node_dir / "node.json").is_file():
+        raise DataError(f"{node_dir} is not a node directory (no node.json); create one with `fedunlearn node init`")
+    return Ledger(node_dir / "ledger.sqlite")
+
+
+@node_app.command("forget")
 def forget(
     node_dir: Path = typer.Option(..., help="The node directory."),
     ids: str | None = typer.Option(None, help="Sample ids to forget, e.g. 3,17,99."),
@@ -82,19 +98,21 @@ def forget(
     reason: str = typer.Option(..., help="Why (kept in the ledger and the receipt)."),
 ) -> None:
     """File a forget request; prints its id once it is durable."""
+    from common.nodes.directory import NodeDirectory  # the request is checked against the node's samples
+
     node = NodeDirectory.open(node_dir)
     request = node.submit(ids=_parse_ids(ids) if ids is not None else None, target_class=class_id,
                           everything=everything, reason=reason)
     typer.echo(request.request_id)
 
 
+@node_app.command("requests")
 def requests(
     node_dir: Path = typer.Option(..., help="The node directory."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List this node's forget requests with status and receipt."""
-    node = NodeDirectory.open(node_dir)
-    rows = [{**r.summary(), "receipt": dict(r.receipt) if r.receipt else None} for r in node.ledger.list()]
+    rows = [{**r.summary(), "receipt": dict(r.receipt) if r.receipt else None} for r in _ledger(node_dir).list()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -106,14 +124,14 @@ def requests(
     console.print(table)
 
 
+@node_app.command("reject")
 def reject(
     node_dir: Path = typer.Option(..., help="The node directory."),
     request_id: str = typer.Option(..., help="The pending request to reject."),
     reason: str = typer.Option(..., help="Why (e.g. a legal hold); kept in the ledger."),
 ) -> None:
     """Reject a pending request: its samples return to training and nothing is purged."""
-    node = NodeDirectory.open(node_dir)
-    node.ledger.reject(request_id, reason)
+    _ledger(node_dir).reject(request_id, reason)
     typer.echo(f"{request_id} rejected")
 
 

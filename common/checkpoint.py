@@ -43,7 +43,7 @@ def states_sha256(states: Sequence[Mapping[str, torch.Tensor]]) -> str:
 
 
 def dataset_meta(bundle: DatasetBundle) -> dict[str, Any]:
-    """Checkpoint metadata that lets ``fedunlearn export`` feed the model: dataset, classes, preprocessing."""
+    """Checkpoint metadata that lets ``fedunlearn edge export`` feed the model: dataset, classes, preprocessing."""
     return {"dataset": bundle.name, "class_names": list(bundle.class_names),
             "preprocessing": asdict(bundle.preprocessing)}
 

@@ -1,4 +1,7 @@
-"""``fedunlearn bench``: the centralised benchmark with progress bars and a summary table."""
+"""``fedunlearn bench``: the centralised benchmark with progress bars and a summary table.
+
+The benchmark (torch, the audits, ONNX for ``--edge``) is imported when the command runs, not with the CLI.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.audit.calibrated import CALIBRATED_ATTACKS
-from common.audit.report import PRIMARY_ATTACK
-from common.device import resolve_device
 from common.errors import ConfigError
-from common.training import TrainConfig
-from simulations.bench import BenchConfig, run_bench
-from simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
-from simulations.bench_report import write_report
-from simulations.bench_ulira import run_ulira
 
 __all__ = ["bench", "parse_method_params"]
 
@@ -51,6 +46,9 @@ def _summary_table(payload: dict) -> Table:
 def _per_example_table(payload: dict) -> Table:
     """TPR at 1% FPR of the reference-model attacks next to the loss attack's, and U-LiRA: what bench.md's
     second table shows, kept apart so that each table fits a terminal."""
+    from common.audit.calibrated import CALIBRATED_ATTACKS
+    from common.audit.report import PRIMARY_ATTACK
+
     table = Table(title="per-example attacks (TPR % at 1% FPR)" + (" and U-LiRA" if payload["ulira"] else ""))
     attacks = (*CALIBRATED_ATTACKS.names(), PRIMARY_ATTACK)
     table.add_column("method")
@@ -91,8 +89,10 @@ def bench(
     ),
     data_dir: Path | None = typer.Option(None, help="Directory holding the dataset files."),
     download: bool = typer.Option(False, help="Allow torchvision to download missing datasets."),
-    edge: bool = typer.Option(False, help="Also export original/retrain/remi to ONNX fp32 + int8, audit and time "
-                                           "them (OUT/edge/, edge.json, edge.md, a section in bench.md)."),
+    edge: bool = typer.Option(False, help="Also export this bench's original/retrain/remi to ONNX fp32 + int8, "
+                                           "audit each precision with the bench's attack and time it as `fedunlearn "
+                                           "edge latency` does (OUT/edge/, edge.json, edge.md, a section in "
+                                           "bench.md)."),
     edge_int8: str = typer.Option("static", help="int8 quantisation of --edge: static | dynamic"),
     edge_repeats: int = typer.Option(30, help="Timed calls per engine and batch size in the --edge latencies."),
     reference_models: int = typer.Option(8, help="Reference models per seed for the LiRA and RMIA audits (>= 2), "
@@ -103,6 +103,13 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
+    from common.device import resolve_device
+    from common.training import TrainConfig
+    from simulations.bench import BenchConfig, run_bench
+    from simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
+    from simulations.bench_report import write_report
+    from simulations.bench_ulira import run_ulira
+
     config = BenchConfig(
         dataset=dataset, model=model, forget=forget,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),

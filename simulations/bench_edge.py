@@ -1,11 +1,11 @@
 """``fedunlearn bench --edge``: does forgetting survive ONNX export and int8, and what does the edge gain?
 
 For each seed, the original, retrain and remi models (whichever ran) are exported the way
-``fedunlearn export`` does it (``build_artifacts``: fp32 parity against torch, static int8 checked
+``fedunlearn edge export`` does it (``build_artifacts``: fp32 parity against torch, static int8 checked
 against fp32 on the test split) into ``OUT/edge/seed-<s>/<model>/``, next to a checkpoint of the
 weights. Every artifact then gets the bench's own audit (``SeedData.audit``, the one behind
 ``mia_auc``) through ONNX Runtime, so a torch / fp32 / int8 difference is the engine's and not the
-audit's; bench-edge times the three engines on one thread.
+audit's; ``fedunlearn edge latency`` times the three engines on one thread.
 
 Calibration images are retain images: the forget set must not decide the quantiser's activation
 ranges, and the test split stays the evaluation set the agreement and accuracy figures come from.
@@ -48,7 +48,7 @@ __all__ = ["CALIBRATION", "EDGE_MODELS", "METRICS", "TARGETS", "EdgeModelRun", "
 
 EDGE_MODELS = ("original", GOLD, "remi")
 PRECISIONS = ("torch", "fp32", "int8")
-ENGINES = ("torch", "ort_fp32", "ort_int8")  # bench-edge's names
+ENGINES = ("torch", "ort_fp32", "ort_int8")  # edge latency's names (bench-edge.json)
 ARTIFACTS = {"fp32": FP32_NAME, "int8": INT8_NAME}
 CALIBRATION = 512
 CHECKPOINT = "model.pt"
@@ -98,7 +98,7 @@ class SeedEdge:
 
 def _known(value: float | None, what: str) -> float:
     if value is None:
-        raise ModelError(f"bench-edge measured no {what}; the export folder lacks a torch checkpoint or int8 model")
+        raise ModelError(f"edge latency measured no {what}; the export folder lacks a torch checkpoint or int8 model")
     return float(value)
 
 
@@ -136,7 +136,7 @@ def export_model(data: SeedData, model: Classifier, folder: Path, inputs: Packag
                  int8: Int8Mode) -> tuple[dict[str, Any], str | None]:
     """model.pt, model.onnx, model.int8.onnx and manifest.json in ``folder``; the manifest and the int8 verdict.
 
-    The checkpoint carries what ``fedunlearn export`` and ``bench-edge`` read from one (dataset,
+    The checkpoint carries what ``fedunlearn edge export`` and ``edge latency`` read from one (dataset,
     classes, preprocessing), and the manifest names it as its source.
     """
     bundle, spec, state = data.bundle, data.spec, model.state_dict()

@@ -1,5 +1,13 @@
-"""The ``fedunlearn`` command: one typer app, one module per command group.
+"""The ``fedunlearn`` command: one typer app composed of one module per command group.
 
+    node {init,serve,forget,requests,reject}   client.cli
+    edge {export,predict,latency}              simulations.edge_cli
+    simulate, scale                            simulations.simulate_cli
+    bench                                      simulations.bench_cli
+    list                                       simulations.registry_cli
+
+The group modules import torch, Flower and ONNX inside the commands that use
+them, so help, filing and listing requests and edge prediction start at once.
 Project errors are turned into a one-line message and exit code 2 here, and
 nowhere else.
 """
@@ -7,16 +15,18 @@ nowhere else.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from client import cli as client_cli
+from client import cli as node_cli
 from common.errors import FedUnlearnError
-from simulations import bench_cli, edge_cli, export_cli, registry_cli, simulate_cli
+from simulations import bench_cli, edge_cli, registry_cli, simulate_cli
+from simulations.deprecation import add_old_spellings
 
-__all__ = ["app", "main"]
+__all__ = ["OLD_SPELLINGS", "app", "main"]
 
 app = typer.Typer(
     name="fedunlearn",
@@ -24,17 +34,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.command("bench")(bench_cli.bench)
-app.command("list")(registry_cli.list_registries)
+app.add_typer(node_cli.node_app, name="node")
+app.add_typer(edge_cli.edge_app, name="edge")
 app.command("simulate")(simulate_cli.simulate_command)
 app.command("scale")(simulate_cli.scale_command)
-app.command("export")(export_cli.export_command)
-app.command("predict")(edge_cli.predict_command)
-app.command("bench-edge")(edge_cli.bench_edge_command)
-app.add_typer(client_cli.node_app, name="node")
-app.command("forget")(client_cli.forget)
-app.command("requests")(client_cli.requests)
-app.command("reject")(client_cli.reject)
+app.command("bench")(bench_cli.bench)
+app.command("list")(registry_cli.list_registries)
+
+# hidden for one release; each warns on stderr, then runs its new spelling
+OLD_SPELLINGS: dict[str, tuple[str, Callable[..., None]]] = {
+    "forget": ("node forget", node_cli.forget),
+    "requests": ("node requests", node_cli.requests),
+    "reject": ("node reject", node_cli.reject),
+    "export": ("edge export", edge_cli.export_command),
+    "predict": ("edge predict", edge_cli.predict_command),
+    "bench-edge": ("edge latency", edge_cli.latency_command),
+}
+add_old_spellings(app, OLD_SPELLINGS)
 
 
 def main() -> None:

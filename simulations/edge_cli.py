@@ -1,26 +1,92 @@
-"""``fedunlearn predict`` and ``fedunlearn bench-edge``: thin shells over common.edge."""
+"""``fedunlearn edge``: export a model to ONNX, classify with an export, time the engines.
+
+Thin shells over ``simulations.export`` and ``common.edge``. Each command imports
+its engine when it runs: ``predict`` pays for numpy and ONNX Runtime only (the
+torch-free ``common.edge.runtime``, the code a device runs), and help for nothing.
+"""
 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from common.edge.bench import EdgeBench, run_edge_bench, write_edge_bench
-from common.edge.runtime import EdgeError, EdgeInputError, EdgeModel, format_predictions
 from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
+from simulations.deprecation import renamed_option
 
-__all__ = ["as_project_error", "bench_edge_command", "predict_command"]
+if TYPE_CHECKING:
+    from common.edge.bench import EdgeBench
+    from common.edge.runtime import EdgeError
+
+__all__ = ["as_project_error", "edge_app", "export_command", "latency_command", "predict_command"]
+
+edge_app = typer.Typer(help="ONNX models for edge devices: export, predict, latency.", no_args_is_help=True)
 
 
 def as_project_error(err: EdgeError) -> FedUnlearnError:
     """The runtime's own error (it imports nothing from the project) as the CLI's error family, same text."""
+    from common.edge.runtime import EdgeInputError
+
     return DataError(str(err)) if isinstance(err, EdgeInputError) else ModelError(str(err))
 
 
+def _export_table(manifest: Mapping[str, Any], out: Path) -> Table:
+    table = Table(title=f"{manifest['architecture']} -> {out}")
+    for column in ("artifact", "precision", "KiB", "sha256", "parity"):
+        table.add_column(column, justify="right" if column == "KiB" else "left")
+    for name, entry in manifest["artifacts"].items():
+        parity = entry["parity"]
+        text = f"max|diff| {parity['max_abs_diff']:.2g}"
+        if "top1_agreement" in parity:
+            text = f"top-1 agree {100 * parity['top1_agreement']:.1f}%, {text}"
+            if parity.get("int8_accuracy") is not None:
+                text += f", acc {parity['fp32_accuracy']:.2f} -> {parity['int8_accuracy']:.2f}"
+        text += f" ({parity['samples']} {parity['inputs']})"
+        table.add_row(name, entry["precision"], f"{entry['bytes'] / 1024:.0f}", entry["sha256"][:12], text)
+    return table
+
+
+@edge_app.command("export")
+def export_command(
+    source: Path = typer.Argument(..., help="RUN_DIR (holding model.pt and scenario.json) or a MODEL.pt file."),
+    int8: str = typer.Option("static", help="static (calibrated on real data) | dynamic | none"),
+    calibration: int = typer.Option(512, help="Training samples that calibrate static int8."),
+    out: Path | None = typer.Option(None, help="Output folder (default: RUN_DIR/export, or export/ beside the .pt)."),
+    dataset: str | None = typer.Option(None, help="Dataset the model was trained on (default: checkpoint/scenario)."),
+    data_dir: Path | None = typer.Option(None, help="Directory holding the dataset files."),
+    data_root: Path | None = typer.Option(None, hidden=True, help="Deprecated spelling of --data-dir."),
+    as_json: bool = typer.Option(False, "--json", help="Print manifest.json instead of a table."),
+) -> None:
+    """Export a model to ONNX (fp32 + int8) for edge devices, with a hash-checked manifest."""
+    from common.edge.manifest import MANIFEST_NAME
+    from common.edge.package import FP32_NAME, INT8_NAME
+    from simulations.export import ExportPlan, run_export
+
+    console = Console(stderr=True)
+    data_dir = renamed_option(data_dir, data_root, old="--data-root", new="--data-dir")
+    plan = ExportPlan(source=source, int8=int8, calibration=calibration, out=out,  # type: ignore[arg-type]
+                      dataset=dataset, data_dir=data_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # printed once below
+        result = run_export(plan)
+    for message in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps(result.manifest, indent=2, sort_keys=True))
+    else:
+        Console().print(_export_table(result.manifest, result.folder))
+        written = [name for name in (FP32_NAME, INT8_NAME) if name in result.manifest["artifacts"]]
+        Console().print(f"wrote {', '.join(written)} and {MANIFEST_NAME} in {result.folder}")
+
+
+@edge_app.command("predict")
 def predict_command(
     model: Path = typer.Argument(..., help="model.onnx or model.int8.onnx, with manifest.json beside it."),
     inputs: list[Path] = typer.Argument(..., help=".npy arrays in raw loader units, or 8-bit images."),
@@ -28,6 +94,8 @@ def predict_command(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of one line per input."),
 ) -> None:
     """Classify inputs with a verified ONNX export (the same code as the on-device runtime.py)."""
+    from common.edge.runtime import EdgeError, EdgeModel, format_predictions
+
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
     try:
@@ -37,7 +105,7 @@ def predict_command(
     typer.echo(format_predictions(predictions, as_json=json_out))
 
 
-def _table(result: EdgeBench) -> Table:
+def _latency_table(result: EdgeBench) -> Table:
     table = Table(title=f"{Path(result.model).name}: one thread, median (p90) ms over {result.repeats} runs")
     for column in ("engine", "batch 1", "batch 32", "samples/s @32", "size", "max |Δlogit|", "top-1 agree"):
         table.add_column(column, justify="left" if column == "engine" else "right")
@@ -52,7 +120,8 @@ def _table(result: EdgeBench) -> Table:
     return table
 
 
-def bench_edge_command(
+@edge_app.command("latency")
+def latency_command(
     model: Path = typer.Argument(..., help="The fp32 model.onnx of an export folder."),
     out: Path | None = typer.Option(None, help="Where to write the JSON (default: bench-edge.json beside MODEL)."),
     repeats: int = typer.Option(50, help="Timed calls per engine and batch size, after warm-up."),
@@ -63,6 +132,9 @@ def bench_edge_command(
     json_out: bool = typer.Option(False, "--json", help="Print the JSON instead of a table."),
 ) -> None:
     """Latency of torch eager, ONNX Runtime fp32 and int8 on the same inputs, one thread each."""
+    from common.edge.bench import run_edge_bench, write_edge_bench
+    from common.edge.runtime import EdgeError
+
     try:
         result = run_edge_bench(model, repeats=repeats, torch_model=torch_model)
     except EdgeError as err:
@@ -72,7 +144,7 @@ def bench_edge_command(
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
         return
     console = Console()
-    console.print(_table(result))
+    console.print(_latency_table(result))
     ratios = ", ".join(f"{k} = {v:.2f}" for k, v in result.ratios.items() if v is not None)
     console.print(f"batch-1 latency ratios (< 1: faster): {ratios or 'none'}")
     console.print(f"wrote {path}")

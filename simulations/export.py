@@ -1,4 +1,4 @@
-"""``fedunlearn export``: a run's model (or any model.pt) -> model.onnx, model.int8.onnx, manifest.json.
+"""A run's model (or any model.pt) -> model.onnx, model.int8.onnx, manifest.json (``fedunlearn edge export``).
 
 The dataset the model was trained on supplies real inputs: test samples for
 the parity checks, training samples to calibrate static int8. It is named by
@@ -23,10 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from common.checkpoint import load_checkpoint
 from common.data.datasets import load_dataset
@@ -42,7 +38,6 @@ from common.edge.manifest import (
 from common.edge.package import (
     EVAL_SAMPLES,
     FP32_NAME,
-    INT8_NAME,
     PARITY_SAMPLES,
     Int8Mode,
     PackageInputs,
@@ -53,8 +48,7 @@ from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
 from common.files import sha256_file
 from common.models import ModelSpec
 
-__all__ = ["ExportPlan", "ExportResult", "export_command", "run_export"]
-
+__all__ = ["ExportPlan", "ExportResult", "run_export"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +60,7 @@ class ExportPlan:
     calibration: int = 512
     out: Path | None = None
     dataset: str | None = None
-    data_root: Path | None = None
+    data_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +113,7 @@ def _load_bundle(plan: ExportPlan, meta: Mapping[str, Any], src: _Source, spec: 
     name = plan.dataset or meta.get("dataset") or data.get("dataset")
     if not name:
         return None
-    root = plan.data_root or data.get("data_dir")
+    root = plan.data_dir or data.get("data_dir")
     bundle = load_dataset(str(name), root=root, download=False, seed=int(src.scenario.get("seed", 0)))
     expected = (spec.in_channels, spec.image_size, spec.image_size)
     if bundle.input_shape != expected or bundle.num_classes != spec.num_classes:
@@ -258,44 +252,3 @@ def run_export(plan: ExportPlan) -> ExportResult:
         raise
     return ExportResult(src.out, read_manifest(src.out), tuple(notes))
 
-
-def _summary(manifest: Mapping[str, Any], out: Path) -> Table:
-    table = Table(title=f"{manifest['architecture']} -> {out}")
-    for column in ("artifact", "precision", "KiB", "sha256", "parity"):
-        table.add_column(column, justify="right" if column == "KiB" else "left")
-    for name, entry in manifest["artifacts"].items():
-        parity = entry["parity"]
-        text = f"max|diff| {parity['max_abs_diff']:.2g}"
-        if "top1_agreement" in parity:
-            text = f"top-1 agree {100 * parity['top1_agreement']:.1f}%, {text}"
-            if parity.get("int8_accuracy") is not None:
-                text += f", acc {parity['fp32_accuracy']:.2f} -> {parity['int8_accuracy']:.2f}"
-        text += f" ({parity['samples']} {parity['inputs']})"
-        table.add_row(name, entry["precision"], f"{entry['bytes'] / 1024:.0f}", entry["sha256"][:12], text)
-    return table
-
-
-def export_command(
-    source: Path = typer.Argument(..., help="RUN_DIR (holding model.pt and scenario.json) or a MODEL.pt file."),
-    int8: str = typer.Option("static", help="static (calibrated on real data) | dynamic | none"),
-    calibration: int = typer.Option(512, help="Training samples that calibrate static int8."),
-    out: Path | None = typer.Option(None, help="Output folder (default: RUN_DIR/export, or export/ beside the .pt)."),
-    dataset: str | None = typer.Option(None, help="Dataset the model was trained on (default: checkpoint/scenario)."),
-    data_root: Path | None = typer.Option(None, help="Directory holding the dataset files."),
-    as_json: bool = typer.Option(False, "--json", help="Print manifest.json instead of a table."),
-) -> None:
-    """Export a model to ONNX (fp32 + int8) for edge devices, with a hash-checked manifest."""
-    console = Console(stderr=True)
-    plan = ExportPlan(source=source, int8=int8, calibration=calibration, out=out,  # type: ignore[arg-type]
-                      dataset=dataset, data_root=data_root)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # printed once below
-        result = run_export(plan)
-    for message in result.warnings:
-        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    if as_json:
-        typer.echo(json.dumps(result.manifest, indent=2, sort_keys=True))
-    else:
-        Console().print(_summary(result.manifest, result.folder))
-        written = [name for name in (FP32_NAME, INT8_NAME) if name in result.manifest["artifacts"]]
-        Console().print(f"wrote {', '.join(written)} and {MANIFEST_NAME} in {result.folder}")

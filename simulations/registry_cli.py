@@ -1,4 +1,7 @@
-"""``fedunlearn list``: what can be named on the command line and in scenario files."""
+"""``fedunlearn list``: what can be named on the command line and in scenario files.
+
+The registries live beside their torch code, so they are imported when the names are asked for.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.audit.attacks import ATTACKS
-from common.data.datasets import DATASETS
-from common.data.partition import PARTITIONERS
-from common.models import MODELS
-from common.unlearning import METHODS
-from common.unlearning.leakage import LEAKAGE
-
 __all__ = ["list_registries", "registry_names"]
 
 
 def registry_names() -> dict[str, list[str]]:
+    """Each family's registered names, as `fedunlearn list --json` prints them."""
+    from common.audit.attacks import ATTACKS
+    from common.data.datasets import DATASETS
+    from common.data.partition import PARTITIONERS
+    from common.models import MODELS
+    from common.unlearning import METHODS
+    from common.unlearning.leakage import LEAKAGE
+
     return {
         "datasets": DATASETS.names(),
         "models": MODELS.names(),

@@ -1,17 +1,22 @@
-"""``fedunlearn simulate``: a scenario on Flower's Simulation Runtime, with progress and a summary."""
+"""``fedunlearn simulate`` and ``fedunlearn scale``: a scenario on Flower's Simulation Runtime, with progress and
+a summary; its cost at several client counts.
+
+Flower, torch and the scenario's registries are imported when a command runs, not with the CLI.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.errors import ConfigError
-from common.scenario import load_scenario
-from server.federation import Event
-from simulations.simulate import default_run_dir, simulate
+
+if TYPE_CHECKING:
+    from server.federation import Event
 
 __all__ = ["scale_command", "simulate_command"]
 
@@ -26,6 +31,9 @@ def simulate_command(
     seed: int | None = typer.Option(None, help="Override [scenario].seed (data cut, partitions, training)."),
 ) -> None:
     """Run SCENARIO end to end and write report.json, report.md, plots, node directories and model.pt."""
+    from common.scenario import load_scenario
+    from simulations.simulate import default_run_dir, simulate
+
     scenario = load_scenario(scenario_path).with_overrides(clients=clients, rounds=rounds, device=device, seed=seed)
     run_dir = out or default_run_dir(scenario)
     console = Console()
@@ -53,6 +61,7 @@ def scale_command(
     out: Path = typer.Option(Path("runs/scaling"), help="Where runs, logs and scaling.json/md go."),
 ) -> None:
     """Wall time and peak memory (whole process tree) of SCENARIO at several client counts."""
+    from common.scenario import load_scenario
     from simulations.scaling import measure_scaling
 
     try:

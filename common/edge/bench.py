@@ -146,7 +146,7 @@ def _checkpoint_path(manifest: Manifest, torch_model: Path | None) -> Path | Non
 def _int8_file(model_path: Path, manifest: Manifest) -> Path | None:
     entry = manifest.artifacts.get(model_path.name, {})
     if entry.get("precision") != "fp32":
-        raise ConfigError(f"bench-edge takes the fp32 model, but {model_path.name} has precision "
+        raise ConfigError(f"edge latency takes the fp32 model, but {model_path.name} has precision "
                           f"{entry.get('precision')!r} in {manifest.path}; give model.onnx")
     names = sorted(n for n, e in manifest.artifacts.items() if str(e.get("precision", "")).startswith("int8"))
     return export_file(manifest, names[0], "int8 artifact") if names else None

@@ -175,7 +175,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise DataError(f"manifest {path} is missing; export the model again (`fedunlearn export`)") from err
+        raise DataError(f"manifest {path} is missing; export the model again (`fedunlearn edge export`)") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"manifest {path} is not valid JSON ({err}); export the model again") from err
     validate_manifest(manifest, f"manifest {path}")

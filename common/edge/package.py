@@ -1,6 +1,6 @@
 """An export folder's artifacts: fp32 ONNX, its int8 quantisation and their manifest entries.
 
-Shared by ``fedunlearn export`` and the federation's export step: both build the
+Shared by ``fedunlearn edge export`` and the federation's export step: both build the
 artifacts in a staging folder, may look at them there (the federation has the
 requesting clients audit them), and only then move what passed into the export
 folder, the manifest last, so a reader never sees a manifest without its files.

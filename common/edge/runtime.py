@@ -129,7 +129,7 @@ def _field(blob: dict[str, Any], key: str, kind: type, manifest: Path) -> Any:
     value = blob.get(key)
     if not isinstance(value, kind):
         raise EdgeModelError(f"{manifest}: key {key!r} must be a {kind.__name__}, got {value!r}; "
-                             "re-export the model with `fedunlearn export`")
+                             "re-export the model with `fedunlearn edge export`")
     return value
 
 
@@ -485,7 +485,7 @@ class EdgeModel:
 
 
 def format_predictions(predictions: Sequence[Prediction], *, as_json: bool = False) -> str:
-    """The text ``fedunlearn predict`` and ``python runtime.py`` print: one line per sample, or JSON."""
+    """The text ``fedunlearn edge predict`` and ``python runtime.py`` print: one line per sample, or JSON."""
     if as_json:
         return json.dumps({"predictions": [
             {"input": p.source, "class": p.class_name, "index": p.index, "probability": p.probability,

@@ -1,7 +1,28 @@
-"""Node directories and their forget-request ledgers (framework-free; client/ wraps them)."""
+"""Node directories and their forget-request ledgers (framework-free; client/ wraps them).
 
-from common.nodes.directory import MISLABELED, NodeDirectory, NodeLayout, materialise_node
-from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
+The names below are imported on first use: the ledger alone (listing or rejecting
+requests) needs no torch, so ``import common.nodes.ledger`` must not load the
+directory module, which does.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from common.nodes.directory import MISLABELED, NodeDirectory, NodeLayout, materialise_node
+    from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
 
 __all__ = ["MISLABELED", "ForgetRequest", "Ledger", "NodeDirectory", "NodeLayout", "RequestKind", "RequestStatus",
            "materialise_node"]
+
+_HOME = {"MISLABELED": "directory", "NodeDirectory": "directory", "NodeLayout": "directory",
+         "materialise_node": "directory", "ForgetRequest": "ledger", "Ledger": "ledger", "RequestKind": "ledger",
+         "RequestStatus": "ledger"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"common.nodes.{_HOME[name]}"), name)

@@ -175,7 +175,7 @@ class Ledger:
         with self._connect() as db:
             row = db.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
             if row is None:
-                raise RequestError(f"no request {clip(request_id)} on this node; `fedunlearn requests` lists them")
+                raise RequestError(f"no request {clip(request_id)} on this node; `fedunlearn node requests` lists them")
             return self._request(db, row)
 
     def list(

@@ -1,4 +1,6 @@
-"""Client-side commands through ``main()``: node init, forget, requests; bad input exits 2, writes nothing."""
+"""``fedunlearn node`` through ``main()``: init, forget, requests, reject, serve; bad input exits 2, writes nothing.
+
+The old top-level spellings (``fedunlearn forget`` ...) still work for one release and warn on stderr."""
 
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def node_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
 
 
 def _ledger(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], node_dir: Path) -> list[dict]:
-    code, out, err = _main(monkeypatch, capsys, "requests", "--node-dir", str(node_dir), "--json")
+    code, out, err = _main(monkeypatch, capsys, "node", "requests", "--node-dir", str(node_dir), "--json")
     assert code == 0, err
     rows = json.loads(out)
     assert isinstance(rows, list)
@@ -46,7 +48,7 @@ def test_forget_prints_the_request_id_and_requests_lists_it(
     node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = NodeDirectory.open(node_dir).train().ids[:3].tolist()
-    code, out, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir),
+    code, out, err = _main(monkeypatch, capsys, "node", "forget", "--node-dir", str(node_dir),
                            "--ids", ",".join(map(str, ids)), "--reason", "DSAR 1")
     assert code == 0, err
     [row] = _ledger(monkeypatch, capsys, node_dir)
@@ -69,7 +71,7 @@ def test_bad_requests_exit_2_and_record_nothing(
     node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],
     message: str,
 ) -> None:
-    code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), *args, "--reason", "r")
+    code, _, err = _main(monkeypatch, capsys, "node", "forget", "--node-dir", str(node_dir), *args, "--reason", "r")
     assert code == 2
     assert message in " ".join(err.split())
     assert "Traceback" not in err
@@ -79,8 +81,9 @@ def test_bad_requests_exit_2_and_record_nothing(
 def test_a_duplicate_request_is_refused(
     node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--all", "--reason", "leaving")[0] == 0
-    code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--all", "--reason", "again")
+    forget_all = ("node", "forget", "--node-dir", str(node_dir), "--all", "--reason")
+    assert _main(monkeypatch, capsys, *forget_all, "leaving")[0] == 0
+    code, _, err = _main(monkeypatch, capsys, *forget_all, "again")
     assert code == 2 and "already under a request" in " ".join(err.split())
     assert len(_ledger(monkeypatch, capsys, node_dir)) == 1
 
@@ -142,13 +145,13 @@ def test_reject_releases_the_samples_and_cannot_be_repeated(
     ids = node.train().ids[:2].tolist()
     request_id = node.submit(ids=ids, reason="r").request_id
     assert len(node.retain()) == len(node.train()) - 2
-    code, _, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
+    code, _, err = _main(monkeypatch, capsys, "node", "reject", "--node-dir", str(node_dir), "--request-id", request_id,
                            "--reason", "legal hold")
     assert code == 0, err
     [row] = _ledger(monkeypatch, capsys, node_dir)
     assert (row["status"], row["rejection"]) == ("rejected", "legal hold")
     assert len(NodeDirectory.open(node_dir).retain()) == len(node.train())  # back in training
-    code, _, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
+    code, _, err = _main(monkeypatch, capsys, "node", "reject", "--node-dir", str(node_dir), "--request-id", request_id,
                          "--reason", "again")
     assert code == 2 and "not pending" in err
 
@@ -163,11 +166,11 @@ def test_requests_shows_reasons_as_plain_text(
     reasons = ["[/x] closes nothing", "\x1b[31mred\x1b[0m", "[link=http://evil.example]click[/link]"]
     ids = NodeDirectory.open(node_dir).train().ids.tolist()
     for i, reason in enumerate(reasons):
-        code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--ids", str(ids[i]),
+        code, _, err = _main(monkeypatch, capsys, "node", "forget", "--node-dir", str(node_dir), "--ids", str(ids[i]),
                              "--reason", reason)
         assert code == 0, err
     for _ in range(2):  # a bad reason once broke every later listing
-        code, out, err = _main(monkeypatch, capsys, "requests", "--node-dir", str(node_dir))
+        code, out, err = _main(monkeypatch, capsys, "node", "requests", "--node-dir", str(node_dir))
         assert code == 0 and "Traceback" not in err, err
         assert "[/x] closes nothing" in out and "[link=http://evil.example]click[/link]" in out
         assert "\\x1b[31mred\\x1b[0m" in out and "\x1b" not in out
@@ -181,7 +184,8 @@ def test_forget_refuses_a_bad_reason_cleanly(
     node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], reason: str,
     message: str,
 ) -> None:
-    code, _, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--all", "--reason", reason)
+    code, _, err = _main(monkeypatch, capsys, "node", "forget", "--node-dir", str(node_dir), "--all",
+                         "--reason", reason)
     assert code == 2 and message in " ".join(err.split()) and "Traceback" not in err
     assert _ledger(monkeypatch, capsys, node_dir) == []
 
@@ -210,3 +214,48 @@ def test_node_serve_binds_loopback_and_warns_without_a_token(
     assert code == 0, err
     assert "on 127.0.0.1:" in out
     assert "WARNING" in err and "anyone who reaches 127.0.0.1" in err
+
+
+def test_requests_and_reject_refuse_a_folder_that_is_not_a_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["requests"], ["reject", "--request-id", "x", "--reason", "r"]):
+        code, _, err = _main(monkeypatch, capsys, "node", *args, "--node-dir", str(tmp_path))
+        assert code == 2 and "not a node directory" in err and "fedunlearn node init" in err
+    assert list(tmp_path.iterdir()) == []  # no stray ledger.sqlite
+
+
+# --- the old spellings, kept for one release ------------------------------------------------------------------
+
+
+def _deprecated(err: str, old: str, new: str) -> bool:
+    """One line on stderr that names the new spelling."""
+    return (len(err.splitlines()) == 1 and f"`fedunlearn {old}` is deprecated" in err
+            and f"use `fedunlearn {new}`" in err)
+
+
+def test_old_forget_still_files_a_request_and_warns(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _main(monkeypatch, capsys, "forget", "--node-dir", str(node_dir), "--all", "--reason", "r")
+    assert code == 0 and _deprecated(err, "forget", "node forget")
+    assert [row["request_id"] for row in _ledger(monkeypatch, capsys, node_dir)] == [out.strip()]  # stdout: the id
+
+
+def test_old_requests_still_lists_and_warns(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = NodeDirectory.open(node_dir).submit(everything=True, reason="r").request_id
+    code, out, err = _main(monkeypatch, capsys, "requests", "--node-dir", str(node_dir), "--json")
+    assert code == 0 and _deprecated(err, "requests", "node requests")
+    assert [row["request_id"] for row in json.loads(out)] == [request_id]
+
+
+def test_old_reject_still_rejects_and_warns(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = NodeDirectory.open(node_dir).submit(everything=True, reason="r").request_id
+    code, out, err = _main(monkeypatch, capsys, "reject", "--node-dir", str(node_dir), "--request-id", request_id,
+                           "--reason", "legal hold")
+    assert code == 0 and out.strip() == f"{request_id} rejected" and _deprecated(err, "reject", "node reject")
+    assert [row["status"] for row in _ledger(monkeypatch, capsys, node_dir)] == ["rejected"]

@@ -39,7 +39,7 @@ def _train_ids(node_dir: Path) -> list[int]:
 
 
 def _ledger(lb: Loopback, node_dir: Path) -> list[dict[str, object]]:
-    rows = json.loads(lb.fedunlearn("requests", "--node-dir", str(node_dir), "--json"))
+    rows = json.loads(lb.fedunlearn("node", "requests", "--node-dir", str(node_dir), "--json"))
     assert isinstance(rows, list)
     return rows
 
@@ -59,7 +59,7 @@ def test_compose_topology_on_loopback(tmp_path: Path) -> None:
         lb.start_request_services()
 
         # node 1: the CLI, as an operator with shell access would
-        out = lb.fedunlearn("forget", "--node-dir", str(node_dirs[0]), "--ids", ",".join(map(str, forget[1])),
+        out = lb.fedunlearn("node", "forget", "--node-dir", str(node_dirs[0]), "--ids", ",".join(map(str, forget[1])),
                             "--reason", "loopback test: erasure filed on the node")
         (cli_request,) = [r["request_id"] for r in _ledger(lb, node_dirs[0])]
         assert str(cli_request) in out

@@ -1,4 +1,5 @@
-"""bench-edge: one small run through the command, and the checks that stop a misleading comparison."""
+"""``fedunlearn edge latency``: one small run through the command, and the checks that stop a misleading
+comparison."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from common.edge.bench import run_edge_bench
 from common.edge.runtime import EdgeModelError
 from common.errors import ConfigError, ModelError
 from common.models import build_model
-from simulations.edge_cli import bench_edge_command
+from simulations.cli import app as fedunlearn
+from simulations.edge_cli import latency_command
 from tests.edge.test_runtime import SPEC, make_export, write_manifest
 
 LATENCY_KEYS = {"median_ms", "p90_ms"}
@@ -30,10 +32,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(built: Path) -> dict[str, Any]:
-    app = typer.Typer()
-    app.command()(bench_edge_command)
-    result = CliRunner().invoke(app, [str(built / "model.onnx"), "--repeats", "3",
-                                      "--torch-model", str(built.parent / "model.pt")])
+    result = CliRunner().invoke(fedunlearn, ["edge", "latency", str(built / "model.onnx"), "--repeats", "3",
+                                             "--torch-model", str(built.parent / "model.pt")])
     assert result.exit_code == 0, result.output
     assert "ort_int8" in result.output and "bench-edge.json" in result.output
     return json.loads((built / "bench-edge.json").read_text())
@@ -95,7 +95,7 @@ def test_without_a_checkpoint_torch_is_left_out(built: Path, tmp_path: Path) -> 
 def test_bad_settings_are_refused(built: Path) -> None:
     with pytest.raises(ConfigError, match="repeats must be >= 1"):
         run_edge_bench(built / "model.onnx", repeats=0)
-    with pytest.raises(ConfigError, match="bench-edge takes the fp32 model"):
+    with pytest.raises(ConfigError, match="edge latency takes the fp32 model"):
         run_edge_bench(built / "model.int8.onnx", repeats=1)
 
 
@@ -115,10 +115,20 @@ def test_manifest_paths_are_only_followed_inside_the_export_folder(built: Path, 
         run_edge_bench(export / "model.onnx", repeats=1)
 
 
-def test_bench_edge_exits_2_on_a_manifest_path_outside_the_folder(built: Path, tmp_path: Path) -> None:
+def test_latency_refuses_a_manifest_path_outside_the_folder(built: Path, tmp_path: Path) -> None:
     export = Path(shutil.copytree(built, tmp_path / "export"))
     write_manifest(export, source_checkpoint="../../../../etc/passwd")
     app = typer.Typer()
-    app.command()(bench_edge_command)
+    app.command()(latency_command)
     result = CliRunner().invoke(app, [str(export / "model.onnx"), "--repeats", "1"])
     assert isinstance(result.exception, ModelError) and "not a file inside the export folder" in str(result.exception)
+
+
+def test_the_old_bench_edge_spelling_still_times_and_warns(built: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(fedunlearn, ["bench-edge", str(built / "model.onnx"), "--repeats", "1",
+                                             "--torch-model", str(built.parent / "model.pt"),
+                                             "--out", str(tmp_path / "latency.json"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == ("warning: `fedunlearn bench-edge` is deprecated and goes in the next release; "
+                                     "use `fedunlearn edge latency`")
+    assert json.loads(result.stdout) == json.loads((tmp_path / "latency.json").read_text())

@@ -1,4 +1,4 @@
-"""manifest.json and ``fedunlearn export``: the contract's contents, hash checks, and safe failures."""
+"""manifest.json and ``fedunlearn edge export``: the contract's contents, hash checks, and safe failures."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ from common.edge.manifest import (
 )
 from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
 from common.models import Classifier, ModelSpec
-from simulations.export_cli import ExportPlan, export_command, run_export
+from simulations.cli import app as fedunlearn
+from simulations.edge_cli import export_command
+from simulations.export import ExportPlan, run_export
 from tests.edge.conftest import make_run_dir
 
 CONTRACT_KEYS = {"format", "created", "architecture", "num_classes", "class_names", "input", "output",
@@ -44,9 +46,7 @@ def _sha(path: Path) -> str:
 def exported(tmp_path_factory: pytest.TempPathFactory, digits_cnn: Classifier, digits_spec: ModelSpec) -> Path:
     """One full export of a run directory (static int8), shared by the read-only tests."""
     run = make_run_dir(tmp_path_factory.mktemp("edge") / "run", digits_cnn, digits_spec)
-    app = typer.Typer()
-    app.command()(export_command)
-    result = CliRunner().invoke(app, [str(run), "--calibration", "300", "--json"])
+    result = CliRunner().invoke(fedunlearn, ["edge", "export", str(run), "--calibration", "300", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == json.loads((run / "export" / "manifest.json").read_text())
     return run
@@ -284,6 +284,23 @@ def test_the_cli_reports_project_errors(tmp_path: Path) -> None:
     assert isinstance(result.exception, FedUnlearnError) and "does not exist" in str(result.exception)
     result = CliRunner().invoke(app, [str(tmp_path), "--int8", "int4"])
     assert isinstance(result.exception, ConfigError) and "--int8" in str(result.exception)
+
+
+def test_the_old_export_spelling_and_data_root_still_work_and_warn(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(fedunlearn, ["export", str(run_dir), "--int8", "none", "--data-root", str(tmp_path),
+                                             "--json"])
+    assert result.exit_code == 0, result.output
+    warnings = result.stderr.splitlines()
+    assert "`fedunlearn export` is deprecated and goes in the next release; use `fedunlearn edge export`" in warnings[0]
+    assert "--data-root is deprecated and goes in the next release; use --data-dir" in warnings[1]
+    assert json.loads(result.stdout) == read_manifest(run_dir / "export")
+
+
+def test_data_dir_and_its_old_spelling_together_are_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(fedunlearn, ["edge", "export", str(tmp_path), "--data-dir", str(tmp_path),
+                                             "--data-root", str(tmp_path)])
+    assert isinstance(result.exception, ConfigError) and "give --data-dir only" in str(result.exception)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_cli_prints_a_summary_table(run_dir: Path) -> None:

@@ -188,6 +188,18 @@ def test_predict_command_prints_what_the_script_prints(built: Path, raw: np.ndar
     assert isinstance(bad_model.exception, ModelError)
 
 
+
+def test_the_old_predict_spelling_still_predicts_and_warns(built: Path, raw: np.ndarray, tmp_path: Path) -> None:
+    from simulations.cli import app
+
+    np.save(tmp_path / "x.npy", raw[:2])
+    argv = [str(built / "model.onnx"), str(tmp_path / "x.npy")]
+    new, old = CliRunner().invoke(app, ["edge", "predict", *argv]), CliRunner().invoke(app, ["predict", *argv])
+    assert new.exit_code == old.exit_code == 0, old.output
+    assert old.stdout == new.stdout and new.stderr == ""
+    assert old.stderr.strip() == ("warning: `fedunlearn predict` is deprecated and goes in the next release; "
+                                  "use `fedunlearn edge predict`")
+
 BLOCKER = """
 import importlib.abc, runpy, sys
 BLOCKED = {"torch", "torchvision", "flwr", "common"}

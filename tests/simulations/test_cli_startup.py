@@ -1,0 +1,78 @@
+"""The CLI starts without torch, Flower or ONNX: importing it, asking for help, listing requests, predicting.
+
+Each check runs in a fresh interpreter (this one has torch loaded already) and
+looks at ``sys.modules`` afterwards: a behaviour check, not a timing one
+(``python -m simulations.bench_startup`` measures the time and memory).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.data.datasets import load_dataset
+from common.nodes import NodeDirectory, NodeLayout, materialise_node
+from tests.edge.test_runtime import make_export
+
+HEAVY = ("torch", "torchvision", "flwr", "onnx")
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = f"""
+import sys
+out, argv = sys.argv[1], sys.argv[2:]
+import client.cli, simulations.edge_cli
+from simulations.cli import main
+if argv:
+    sys.argv = ["fedunlearn", *argv]
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code:
+            raise
+loaded = {{name.partition(".")[0] for name in sys.modules}}
+with open(out, "w") as file:
+    file.write(" ".join(sorted(loaded & {set(HEAVY)!r})))
+"""
+
+
+def _heavy_modules_after(tmp_path: Path, *args: str) -> set[str]:
+    """The HEAVY top-level packages in ``sys.modules`` once the CLI ran ``args`` (or was only imported)."""
+    out = tmp_path / "modules.txt"
+    done = subprocess.run([sys.executable, "-c", PROBE, str(out), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(out.read_text().split())
+
+
+def test_importing_the_cli_loads_no_torch_flower_or_onnx(tmp_path: Path) -> None:
+    assert _heavy_modules_after(tmp_path) == set()
+
+
+def test_help_loads_no_torch_flower_or_onnx(tmp_path: Path) -> None:
+    for args in (["--help"], ["node", "--help"], ["edge", "--help"], ["node", "forget", "--help"]):
+        assert _heavy_modules_after(tmp_path, *args) == set(), args
+
+
+@pytest.fixture(scope="module")
+def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("startup") / "node"
+    materialise_node(path, load_dataset("digits", seed=0), NodeLayout("digits", 0, 4))
+    NodeDirectory.open(path).submit(everything=True, reason="startup check")
+    return path
+
+
+def test_listing_and_rejecting_requests_load_no_torch(node_dir: Path, tmp_path: Path) -> None:
+    assert _heavy_modules_after(tmp_path, "node", "requests", "--node-dir", str(node_dir)) == set()
+    [request] = NodeDirectory.open(node_dir).ledger.list()
+    assert _heavy_modules_after(tmp_path, "node", "reject", "--node-dir", str(node_dir), "--request-id",
+                                request.request_id, "--reason", "hold") == set()
+
+
+def test_edge_predict_loads_no_torch_flower_or_onnx(tmp_path: Path) -> None:
+    export = make_export(tmp_path / "model")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8, 8), dtype=np.float32))
+    predict = ("edge", "predict", str(export / "model.onnx"), str(tmp_path / "x.npy"))
+    assert _heavy_modules_after(tmp_path, *predict) == set()
