@@ -4,11 +4,13 @@
 node directory and a small ONNX export in a temporary folder, runs each command
 once to warm the disk cache and then ``--runs`` times, and keeps the medians. It
 writes the JSON and renders ``startup.md`` beside it (``--render-only`` redoes
-just the markdown).
+just the markdown). The bare interpreter is measured alongside, as the floor.
 
 Peak memory is each child's own maximum resident set, from ``os.wait4``:
 ``getrusage(RUSAGE_CHILDREN)`` reports the largest of all children so far, so
-the setup (which loads torch) would hide every figure after it.
+the setup would hide every figure after it. Linux also carries the parent's
+peak into a child across fork and exec, so this process never imports torch or
+numpy while it measures: the setup runs in a child of its own.
 """
 
 from __future__ import annotations
@@ -25,87 +27,86 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.nodes.storage import atomic_write_json
 from common.provenance import git_commit
 
-__all__ = ["COMMANDS", "GOAL", "Command", "main", "measure", "render"]
+__all__ = ["COMMANDS", "GOAL", "Command", "main", "measure", "prepare", "render"]
 
 GOAL = {"seconds": 0.5, "peak_rss_mib": 100.0}
-CLI = [sys.executable, "-c", "from simulations.cli import main; main()"]
+CLI = ("-c", "from simulations.cli import main; main()")
 
 
 @dataclass(frozen=True)
 class Command:
-    argv: tuple[str, ...]  # after `fedunlearn`; {node}, {id}, {model} and {input} are filled in per run
-    loads: str  # what it needs beyond typer and rich, so a figure can be read against it
+    args: tuple[str, ...]  # after `python`; {node}, {id}, {model} and {input} are filled in per run
+    loads: str  # what it needs, so a figure can be read against it
 
 
 COMMANDS = {
-    "fedunlearn --help": Command(("--help",), "nothing"),
+    "python -c pass": Command(("-c", "pass"), "the interpreter alone: the floor"),
+    "fedunlearn --help": Command((*CLI, "--help"), "typer and rich"),
     "fedunlearn node forget": Command(
-        ("node", "forget", "--node-dir", "{node}", "--ids", "{id}", "--reason", "startup benchmark"),
+        (*CLI, "node", "forget", "--node-dir", "{node}", "--ids", "{id}", "--reason", "startup benchmark"),
         "torch: the ids are checked against the node's samples, stored as torch tensors"),
-    "fedunlearn node requests": Command(("node", "requests", "--node-dir", "{node}", "--json"),
+    "fedunlearn node requests": Command((*CLI, "node", "requests", "--node-dir", "{node}", "--json"),
                                         "the ledger (SQLite) only"),
-    "fedunlearn edge predict": Command(("edge", "predict", "{model}", "{input}"),
+    "fedunlearn edge predict": Command((*CLI, "edge", "predict", "{model}", "{input}"),
                                        "numpy and ONNX Runtime (common/edge/runtime.py)"),
 }
 
 
-def _run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of one fresh ``fedunlearn`` process; raises if it fails."""
+def prepare(folder: Path, ids: int) -> None:
+    """The fixtures, made in a child process (they need torch): a digits node (through ``node init``), the
+    first ``ids`` of its training sample ids (ids.json), an fp32 export of an untrained cnn and one input."""
+    import numpy as np
+
+    from common.checkpoint import save_checkpoint
+    from common.models import ModelSpec, build_model
+    from common.nodes import NodeDirectory
+
+    cli = [sys.executable, *CLI]
+    subprocess.run([*cli, "node", "init", "--dataset", "digits", "--partition", "0/4", "--node-dir",
+                    str(folder / "node")], check=True, stdout=subprocess.DEVNULL)
+    (folder / "ids.json").write_text(json.dumps(NodeDirectory.open(folder / "node").train().ids[:ids].tolist()))
+    spec = ModelSpec("cnn", 1, 8, 10)
+    save_checkpoint(folder / "model.pt", build_model(spec, seed=0).state_dict(), spec)
+    subprocess.run([*cli, "edge", "export", str(folder / "model.pt"), "--dataset", "digits", "--int8", "none",
+                    "--out", str(folder / "export")], check=True, stdout=subprocess.DEVNULL)
+    np.save(folder / "x.npy", np.zeros((1, 8, 8), dtype=np.float32))
+
+
+def _run(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one fresh process; raises if it fails."""
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen([*CLI, *argv], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode:
             err.seek(0)
-            raise RuntimeError(f"fedunlearn {' '.join(argv)} exited {process.returncode}: {err.read().decode()}")
+            raise RuntimeError(f"python {' '.join(args)} exited {process.returncode}: {err.read().decode()}")
     return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
-
-
-def _setup(folder: Path, env: dict[str, str]) -> dict[str, str]:
-    """A digits node (through ``node init``) and an fp32 export of an untrained cnn with one input beside it."""
-    import numpy as np
-
-    from common.checkpoint import save_checkpoint
-    from common.models import ModelSpec, build_model
-
-    node, checkpoint, export = folder / "node", folder / "model.pt", folder / "export"
-    subprocess.run([*CLI, "node", "init", "--dataset", "digits", "--partition", "0/4", "--node-dir", str(node)],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
-    spec = ModelSpec("cnn", 1, 8, 10)
-    save_checkpoint(checkpoint, build_model(spec, seed=0).state_dict(), spec)
-    subprocess.run([*CLI, "edge", "export", str(checkpoint), "--dataset", "digits", "--int8", "none", "--out",
-                    str(export)], env=env, check=True, stdout=subprocess.DEVNULL)
-    np.save(folder / "x.npy", np.zeros((1, 8, 8), dtype=np.float32))
-    return {"node": str(node), "model": str(export / "model.onnx"), "input": str(folder / "x.npy")}
-
-
-def _train_ids(node: str, count: int) -> list[int]:
-    from common.nodes import NodeDirectory
-
-    ids: list[int] = NodeDirectory.open(node).train().ids[:count].tolist()
-    return ids
 
 
 def measure(runs: int) -> dict[str, Any]:
     """Every command of COMMANDS, one warm-up and ``runs`` timed processes each."""
-    env = dict(os.environ)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = _setup(Path(tmp), env)
-        ids = iter(_train_ids(paths["node"], len(COMMANDS) * (runs + 1)))  # each forget files a new request
+        folder = Path(tmp)
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                        "from simulations.bench_startup import prepare; prepare(Path(sys.argv[1]), int(sys.argv[2]))",
+                        tmp, str(runs + 1)], check=True)
+        ids = iter(json.loads((folder / "ids.json").read_text()))  # each forget files a request of its own
+        paths = {"node": str(folder / "node"), "model": str(folder / "export" / "model.onnx"),
+                 "input": str(folder / "x.npy")}
         for name, command in COMMANDS.items():
             samples = []
             for _ in range(runs + 1):
-                values = {**paths, "id": str(next(ids))}
-                samples.append(_run([arg.format(**values) for arg in command.argv], env))
+                values = {**paths, "id": str(next(ids)) if "{id}" in command.args else ""}
+                samples.append(_run([arg.format(**values) for arg in command.args]))
             seconds, peaks = [s for s, _ in samples[1:]], [p for _, p in samples[1:]]
             results[name] = {
-                "argv": list(command.argv), "loads": command.loads, "seconds": seconds, "peak_rss_mib": peaks,
+                "args": list(command.args), "loads": command.loads, "seconds": seconds, "peak_rss_mib": peaks,
                 "median_seconds": statistics.median(seconds), "median_peak_rss_mib": statistics.median(peaks),
             }
     return results
@@ -137,10 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         commit, dirty = git_commit()
         command = " ".join(["python -m simulations.bench_startup", *(argv if argv is not None else sys.argv[1:])])
         load = os.getloadavg()[0]
+        commands = measure(args.runs)
+        from common.nodes.storage import atomic_write_json  # torch: only once nothing is measured any more
+
         atomic_write_json(args.out, {
             "commit": commit, "dirty": dirty, "command": command, "python": sys.version.split()[0],
-            "cpus": os.cpu_count(), "load_average": load, "runs": args.runs, "goal": GOAL,
-            "commands": measure(args.runs),
+            "cpus": os.cpu_count(), "load_average": load, "runs": args.runs, "goal": GOAL, "commands": commands,
         })
     args.out.with_suffix(".md").write_text(render(json.loads(args.out.read_text())))
 
