@@ -5,6 +5,7 @@ Per step, with a retain batch (x_r, y_r), a forget batch x_f and a reference
 
     L = CE(f(x_r), y_r) + lambda_mia * L_leak(f, x_f, x_o) + lambda_kl * KL(N_f || N_o)
         [+ lambda_anchor * KL(f_0(x) || f(x)) over x in x_r and x_o]
+        [+ lambda_target * Huber(max(0, s_f - e_f))]
 
 where N_f, N_o are Gaussians fitted to the membership statistic
 log p_y - log(1 - p_y) of the forget and reference batches, and f_0 is the
@@ -13,7 +14,11 @@ its training set: the retain loss is then about zero and holds nothing in
 place, and the leakage term's target (the reference batch, which it does not
 differentiate) sinks with the forget set, so forgetting spread to unseen
 samples and cost test accuracy; keeping retain and reference outputs where
-they were leaves the change to the forget set. Where the task
+they were leaves the change to the forget set. The target term pulls each
+forget sample's statistic s_f down to e_f, what reference models that never saw
+it make of it (LiRA's and RMIA's per-example view): matching the forget set's
+distribution as a whole lets easy samples stay high while hard ones fall, and
+the per-example attacks still see the easy ones. Where the task
 knows what reference models that never saw a sample make of it
 (``UnlearningTask.expected_confidence``), the statistic is the excess over
 that: a sample the model finds easy because it is easy no longer looks
@@ -77,6 +82,7 @@ class RemiParams:
     lambda_mia: float = 1.0
     lambda_kl: float = 0.1
     lambda_anchor: float = 0.0
+    lambda_target: float = 0.0
     lr: float = 2e-4
     batch_size: int = 256
     forget_batch_size: int = 64
@@ -100,7 +106,7 @@ class RemiParams:
     def __post_init__(self) -> None:
         if self.approximator not in LEAKAGE:
             LEAKAGE.get(self.approximator)  # raises with the valid names
-        for name in ("lambda_mia", "lambda_kl", "lambda_anchor"):
+        for name in ("lambda_mia", "lambda_kl", "lambda_anchor", "lambda_target"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be >= 0, got {value}")
@@ -244,38 +250,47 @@ class StoppingRule:
         )
 
 
-def _remi_loss(
-    model: Classifier, approximator: LeakageApproximator,
-    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...], expected: tuple[torch.Tensor, torch.Tensor],
-    params: RemiParams, device: torch.device, before: Classifier | None = None,
-) -> torch.Tensor:
-    """One forward pass over (retain +) forget + reference; the loss terms share it.
+@dataclass(frozen=True)
+class _Objective:
+    """ReMI's loss, given what stays fixed for a run: the leakage approximator, the weights, the frozen
+    model before unlearning (the anchor term's reference) and whether the task knows what reference
+    models expect of each sample (the target term needs that)."""
 
-    ``batches`` is (forget, reference) or (retain, forget, reference): a client that
-    leaves the federation has no retain data, and its utility comes from the others.
-    ``expected``: the references' expected statistic of the forget and reference batches.
-    ``before``: the frozen model before unlearning, which the anchor term holds retain and
-    reference outputs to.
-    """
-    xs, ys = zip(*((x.to(device), y.to(device)) for x, y in batches), strict=True)
-    sizes = [len(y) for y in ys]
-    outputs = forward_outputs(model, torch.cat(xs), torch.cat(ys))
-    parts = [Outputs(e, z, y) for e, z, y in zip(outputs.embeddings.split(sizes), outputs.logits.split(sizes), ys,
-                                                 strict=True)]
-    forget, reference = parts[-2], parts[-1].detach()
-    loss = F.cross_entropy(parts[0].logits, parts[0].labels) if len(parts) == 3 else forget.logits.sum() * 0.0
-    if params.lambda_mia > 0:
-        loss = loss + params.lambda_mia * approximator.leakage(forget, reference)
-    if params.lambda_kl > 0:
-        loss = loss + params.lambda_kl * gaussian_kl(
-            membership_statistic(forget.logits, forget.labels) - expected[0].to(device),
-            membership_statistic(reference.logits, reference.labels) - expected[1].to(device),
-        )
-    if params.lambda_anchor > 0 and before is not None:
-        kept = [i for i in range(len(parts)) if i != len(parts) - 2]  # every batch but the forget batch
-        loss = loss + params.lambda_anchor * _drift(before, torch.cat([xs[i] for i in kept]),
-                                                    torch.cat([parts[i].logits for i in kept]))
-    return loss
+    approximator: LeakageApproximator
+    params: RemiParams
+    device: torch.device
+    before: Classifier | None
+    per_example: bool
+
+    def loss(self, model: Classifier, batches: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+             expected: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One forward pass over (retain +) forget + reference; the loss terms share it.
+
+        ``batches`` is (forget, reference) or (retain, forget, reference): a client that
+        leaves the federation has no retain data, and its utility comes from the others.
+        ``expected``: the references' expected statistic of the forget and reference batches.
+        """
+        params, device = self.params, self.device
+        xs, ys = zip(*((x.to(device), y.to(device)) for x, y in batches), strict=True)
+        sizes = [len(y) for y in ys]
+        outputs = forward_outputs(model, torch.cat(xs), torch.cat(ys))
+        parts = [Outputs(e, z, y) for e, z, y in zip(outputs.embeddings.split(sizes), outputs.logits.split(sizes),
+                                                     ys, strict=True)]
+        forget, reference = parts[-2], parts[-1].detach()
+        excess = membership_statistic(forget.logits, forget.labels) - expected[0].to(device)
+        loss = F.cross_entropy(parts[0].logits, parts[0].labels) if len(parts) == 3 else forget.logits.sum() * 0.0
+        if params.lambda_mia > 0:
+            loss = loss + params.lambda_mia * self.approximator.leakage(forget, reference)
+        if params.lambda_kl > 0:
+            loss = loss + params.lambda_kl * gaussian_kl(
+                excess, membership_statistic(reference.logits, reference.labels) - expected[1].to(device))
+        if params.lambda_target > 0 and self.per_example:
+            loss = loss + params.lambda_target * F.smooth_l1_loss(F.relu(excess), torch.zeros_like(excess))
+        if params.lambda_anchor > 0 and self.before is not None:
+            kept = [i for i in range(len(parts)) if i != len(parts) - 2]  # every batch but the forget batch
+            loss = loss + params.lambda_anchor * _drift(self.before, torch.cat([xs[i] for i in kept]),
+                                                        torch.cat([parts[i].logits for i in kept]))
+        return loss
 
 
 def _drift(before: Classifier, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -369,7 +384,9 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
     approximator = LEAKAGE.get(params.approximator)(task.spec.num_classes, task.seed)
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, params.optimizer, params.lr, momentum=0.0)
-    before = copy.deepcopy(net).eval().requires_grad_(False) if params.lambda_anchor > 0 else None
+    objective = _Objective(approximator, params, task.device,
+                           copy.deepcopy(net).eval().requires_grad_(False) if params.lambda_anchor > 0 else None,
+                           per_example=expected is not None)
     start = local_audit(net, sets, 0)
     progress = _Progress(StoppingRule(params, start, sets), start, copy.deepcopy(model.state_dict()))
     trace = [start]
@@ -383,8 +400,7 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
         forget, reference = (data.subset(torch.randint(0, len(data), (params.forget_batch_size,),
                                                         generator=generator)) for data in (work.forget, work.reference))
         batches = (*retain, (forget.x, forget.y), (reference.x, reference.y))
-        loss = _remi_loss(net, approximator, batches, (expected_of(forget, expected), expected_of(reference, expected)),
-                          params, task.device, before)
+        loss = objective.loss(net, batches, (expected_of(forget, expected), expected_of(reference, expected)))
         check_finite(loss, "ReMI loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -18,7 +18,7 @@ from common.models import Classifier
 from common.training import accuracy, predict_logits
 from common.unlearning.base import UnlearningResult, UnlearningTask, parse_params, run_method
 from common.unlearning.leakage import LEAKAGE, membership_statistic
-from common.unlearning.remi import AuditSets, RemiParams, StoppingRule, TracePoint, local_audit
+from common.unlearning.remi import AuditSets, RemiParams, StoppingRule, TracePoint, _Objective, local_audit
 
 CPU = torch.device("cpu")
 
@@ -263,3 +263,27 @@ def test_the_anchor_term_holds_unseen_outputs_where_they_were(memorised_sample_t
 def test_the_anchor_weight_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match="lambda_anchor"):
         RemiParams(lambda_anchor=-1.0)
+
+
+
+def test_the_target_term_charges_only_the_excess_over_each_samples_expectation(
+    memorised_sample_task: UnlearningTask,
+) -> None:
+    """Known answer: with only the target term on, the loss is the mean Huber of each forget sample's
+    statistic above what references expect of it; a sample already below its expectation costs nothing,
+    and without expectations the term is off."""
+    task = memorised_sample_task
+    model = task.original
+    forget, reference = task.forget.subset(torch.arange(4)), task.reference.subset(torch.arange(4))
+    score = membership_statistic(predict_logits(model, forget.x, device=CPU), forget.y)
+    expected = torch.stack([score[0] - 3.0, score[1] - 0.5, score[2] + 2.0, score[3]])
+    only_target = RemiParams(lambda_mia=0.0, lambda_kl=0.0, lambda_target=2.0)
+    batches = ((forget.x, forget.y), (reference.x, reference.y))
+
+    def loss(per_example: bool) -> float:
+        objective = _Objective(LEAKAGE.get("shadow")(10, 0), only_target, CPU, None, per_example)
+        return float(objective.loss(model.eval(), batches, (expected, torch.zeros(4))))
+
+    huber = [2.5, 0.125, 0.0, 0.0]  # excess 3 -> 3 - 1/2; excess 1/2 -> (1/2)^2 / 2; none -> 0
+    assert loss(True) == pytest.approx(2.0 * sum(huber) / 4, rel=1e-3)
+    assert loss(False) == 0.0
