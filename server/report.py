@@ -71,6 +71,7 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         "committed": phase.committed,
         "client_work": phase.client_work,
         "step_share_per_round": phase.step_shares,
+        "round_kinds": phase.round_kinds,
     }
 
 

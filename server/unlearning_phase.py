@@ -62,7 +62,8 @@ class PhaseRecord:
     committed: list[str] = field(default_factory=list)
     export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
     client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
-    step_shares: list[float] = field(default_factory=list)  # per round: the share of the step the model took
+    step_shares: list[float] = field(default_factory=list)  # per unlearning round: the share of the step taken
+    round_kinds: list[str] = field(default_factory=list)  # per round: "unlearn", or "repair" (FedAvg on retain)
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -168,9 +169,15 @@ def run_unlearning_phase(
     state = {k: v.clone() for k, v in original.items()}
     guard = UtilityGuard.for_phase(evaluator, original, classes, fed.scenario.unlearning.utility_drop)
     started = time.perf_counter()
+    with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
     with fed.messenger.metered() as traffic:
+        repair = False
         for round_ in range(1, fed.scenario.unlearning.max_rounds + 1):
-            state = _unlearning_round(fed, guard, state, requesters, trainers, round_, record)
+            if repair:  # the last candidate hid the forget set but lost utility: train it back, then judge again
+                state = fed.train_round(state, record.after_round * 1000 + round_, with_data)
+            else:
+                state = _unlearning_round(fed, guard, state, requesters, trainers, round_, record)
+            record.round_kinds.append("repair" if repair else "unlearn")
             if not requesters:
                 break
             judged = _judge(fed, evaluator, state, requesters, classes, original_ta, f"unlearn-{round_}")
@@ -181,6 +188,7 @@ def run_unlearning_phase(
                 on_round(round_, judged.gate)
             if judged.gate is not None and judged.gate.passed:
                 break
+            repair = judged.gate is not None and not judged.gate.leaked
     record.gate = record.gate_history[-1] if record.gate_history else None
     record.figures = ModelFigures(
         rounds=len(record.gate_history), seconds=time.perf_counter() - started, bytes=traffic.total,
@@ -190,7 +198,6 @@ def run_unlearning_phase(
     )
     record.states = {"unlearned": state, "original": dict(original)}
     # the controls run whatever the verdict: they say whether the audit could see anything at all
-    with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
     _control(fed, evaluator, record, "original", dict(original), requesters, original_ta)
     _baselines(fed, evaluator, spec, record, requesters, with_data, after_round, original_ta)
     gate = record.gate

@@ -207,6 +207,7 @@ class GateResult:
     false_alarm: float
     attacks: dict[str, AttackVerdict] = field(default_factory=dict)
     reasons: tuple[str, ...] = field(default=())
+    leaked: bool = False  # a deciding attack or the accuracy gap told the forget set apart (not only utility)
 
 
 def _verdict(pooled: PooledAttack, z: float, config: GateConfig, deciding: bool) -> AttackVerdict:
@@ -239,6 +240,7 @@ def leakage_gate(audits: Mapping[str, LocalAudit], test_drop: float, config: Gat
     if abs(gap) > band:
         reasons.append(f"forget accuracy {pooled.forget_accuracy:.1f}% is {gap:+.1f} points from hold-out "
                        f"accuracy {pooled.holdout_accuracy:.1f}% (band {band:.1f})")
+    leaked = bool(reasons)
     if not math.isfinite(test_drop) or test_drop > config.max_test_drop:
         reasons.append(f"test accuracy dropped {test_drop:.2f} points (allowed {config.max_test_drop})")
     worst = max(deciding, key=lambda n: abs(deciding[n].auc - 0.5) - deciding[n].tolerance, default=None)
@@ -248,7 +250,7 @@ def leakage_gate(audits: Mapping[str, LocalAudit], test_drop: float, config: Gat
         ci=shown.ci if shown else None, tolerance=shown.tolerance if shown else None,
         forget_accuracy=pooled.forget_accuracy, holdout_accuracy=pooled.holdout_accuracy, test_drop=test_drop,
         forget_size=pooled.forget_size, holdout_size=pooled.holdout_size, looks=looks,
-        false_alarm=config.false_alarm, attacks=verdicts, reasons=tuple(reasons),
+        false_alarm=config.false_alarm, attacks=verdicts, reasons=tuple(reasons), leaked=leaked,
     )
 
 
