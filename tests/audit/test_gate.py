@@ -186,6 +186,16 @@ def test_gate_fails_a_test_drop_beyond_the_limit_or_unknown() -> None:
     assert not leakage_gate(_audits(), test_drop=math.nan, config=CONFIG, looks=1).passed
 
 
+def test_the_gate_says_whether_the_forget_set_stood_out_or_only_utility_failed() -> None:
+    """A candidate that failed on the test drop alone hid the forget set: the phase trains it back
+    (a repair round) instead of unlearning more; anything else, malformed figures included, leaked."""
+    utility_only = leakage_gate(_audits(), test_drop=5.0, config=CONFIG, looks=1)
+    assert not utility_only.passed and not utility_only.leaked
+    for leaking in (_audits(0.8), _audits(forget_acc=99.0), _audits(attacks=("loss",))):
+        assert leakage_gate(leaking, test_drop=0.0, config=CONFIG, looks=1).leaked
+    assert not leakage_gate(_audits(), test_drop=0.0, config=CONFIG, looks=1).leaked
+
+
 def test_gate_lists_every_reason() -> None:
     result = leakage_gate(_audits(0.8, forget_acc=99.0), test_drop=5.0, config=CONFIG, looks=1)
     assert not result.passed and len(result.reasons) == 4  # lira, rmia, accuracy, test drop
