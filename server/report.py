@@ -19,6 +19,7 @@ from common.checkpoint import dataset_meta, save_checkpoint
 from common.data.tensors import DatasetBundle
 from common.models import ModelSpec
 from common.nodes.storage import atomic_write_json
+from common.provenance import git_commit
 from common.scenario import Scenario
 from common.world import SimulatedWorld
 from server.evidence import evidence
@@ -134,8 +135,9 @@ def _requests(record: RunRecord) -> list[dict[str, Any]]:
 def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifacts: dict[str, Any],
                  world: SimulatedWorld | None, bundle: DatasetBundle) -> dict[str, Any]:
     phase = record.phases[-1] if record.phases else None
+    commit, dirty = git_commit()
     report: dict[str, Any] = {
-        "status": "completed",
+        "status": "completed", "commit": commit, "dirty": dirty,
         "scenario": scenario.name, "dataset": scenario.data.dataset, "model": spec.name,
         "clients": scenario.federation.clients, "seed": scenario.seed,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -37,6 +37,7 @@ def seed_summary(report: dict[str, Any]) -> dict[str, Any]:
     original = (report.get("baselines") or {}).get("original") or {}
     return {
         "seed": report.get("seed"),
+        "commit": report.get("commit"),  # each seed's own: a sweep may reuse runs made before it
         "unlearned_passed": _verdict(gate),
         "original_passed": _verdict(controls.get("original")),
         "retrain_passed": _verdict(controls.get("federated_retrain")),

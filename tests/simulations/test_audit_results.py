@@ -16,7 +16,7 @@ from simulations.seed_sweep import seed_summary
 
 def _report(*, original_passed: bool, unlearned_passed: bool = True) -> dict[str, Any]:
     return {
-        "seed": 3, "references": {"models": 8, "training_seconds": 12.5},
+        "seed": 3, "commit": "0123abcd", "references": {"models": 8, "training_seconds": 12.5},
         "unlearning": {"gate": {"passed": unlearned_passed, "attack": "rmia"}, "forget_auc": 0.52, "ta": 84.0,
                        "rounds": 1, "seconds": 10.0, "bytes": 1_000},
         "controls": {"original": {"passed": original_passed}, "federated_retrain": {"passed": True},
@@ -31,6 +31,7 @@ def test_a_seed_summary_keeps_every_verdict_and_the_cost_ratios() -> None:
     assert (row["unlearned_passed"], row["original_passed"], row["retrain_passed"]) == (True, False, True)
     assert row["time_ratio"] == pytest.approx(0.05) and row["bytes_ratio"] == pytest.approx(0.025)
     assert row["forget_auc"] == {"unlearned": 0.52, "original": 0.7, "federated_retrain": 0.5}
+    assert row["commit"] == "0123abcd"  # the run's own commit: a sweep may reuse runs made before it
     empty = seed_summary({"seed": 0, "unlearning": None, "controls": None, "baselines": {}})
     assert empty["unlearned_passed"] is None and empty["time_ratio"] is None
 
