@@ -7,6 +7,12 @@ survives any crash. Statuses only move ``pending -> committed`` or
 transaction that marks it committed, so a request is never committed without
 its receipt, and never shown committed before that transaction lands.
 
+Requests are listed, and paged, in the order their transactions wrote them (SQLite's
+rowid, given at insert under the write lock): a request can never become visible
+behind a page a caller has already been handed. ``created_at`` is read inside
+the same transaction, so it agrees with that order, but it is only shown: two
+writers in one millisecond share it.
+
 The file is created 0600: SQLite gives its ``-wal`` and ``-shm`` files the
 database's own mode, so the whole ledger stays private to the node's user.
 """
@@ -140,8 +146,8 @@ class Ledger:
             raise RequestError("a forget request needs at least one sample; nothing was recorded")
         reason = checked_reason(reason)
         request_id = f"req-{uuid.uuid4().hex[:16]}"
-        now = _now()
         with self._transaction() as db:
+            now = _now()  # under the write lock: no later writer can have landed before this one
             taken = self._live_overlap(db, ids)
             if taken:
                 owner, count = taken
@@ -184,7 +190,8 @@ class Ledger:
         """Requests in submission order, optionally of one status; a page of them with ``after``/``limit``.
 
         ``after`` is the id of the last request of the previous page: the page starts behind it in
-        (created_at, request_id) order, so requests filed meanwhile neither repeat nor get skipped.
+        rowid order, which is commit order, so requests filed meanwhile neither repeat nor get skipped.
+        (Rows are never deleted, so rowids only grow; a VACUUM may renumber them, but keeps their order.)
         """
         where: builtins.list[str] = []
         args: builtins.list[Any] = []
@@ -196,11 +203,10 @@ class Ledger:
                 if db.execute("SELECT 1 FROM requests WHERE request_id = ?", (after,)).fetchone() is None:
                     raise RequestError(f"page token {clip(after)} names no request of this node; "
                                        "list again from the first page")
-                where.append("(created_at, request_id) > "
-                             "(SELECT created_at, request_id FROM requests WHERE request_id = ?)")
+                where.append("rowid > (SELECT rowid FROM requests WHERE request_id = ?)")
                 args.append(after)
             query = "SELECT * FROM requests" + (" WHERE " + " AND ".join(where) if where else "")
-            query += " ORDER BY created_at, request_id"
+            query += " ORDER BY rowid"
             if limit is not None:
                 query += " LIMIT ?"
                 args.append(limit)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
+import common.nodes.ledger as ledger_module
 from common.errors import DataError, RequestError
 from common.nodes.ledger import Ledger, RequestStatus
 
@@ -243,3 +245,37 @@ def test_the_ledger_file_is_created_private(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert (tmp_path / "fresh.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+
+def test_a_request_committed_late_is_not_skipped_by_a_pager(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A submit that reads the clock and stalls, while a later submit lands and a List page passes it, must
+    still be on the next page: the key a pager follows is given when the request is written, not before."""
+    real_now = ledger_module._now
+    stalled, go = threading.Event(), threading.Event()
+
+    def clock() -> str:
+        value = real_now()
+        if threading.current_thread().name == "slow":
+            stalled.set()
+            go.wait(10)  # descheduled right after reading the clock
+        return value
+
+    def file(name: str, sample: int) -> threading.Thread:
+        def run() -> None:
+            filed[name] = ledger.submit("ids", [sample], reason=REASON).request_id
+        return threading.Thread(target=run, name=name)
+
+    monkeypatch.setattr(ledger_module, "_now", clock)
+    filed = {"first": ledger.submit("ids", [1], reason=REASON).request_id}
+    slow, fast = file("slow", 2), file("fast", 3)
+    slow.start()
+    assert stalled.wait(10)
+    fast.start()
+    fast.join(0.5)  # lands now if the slow one holds no lock yet; else it queues behind it
+    seen = [r.request_id for r in ledger.list(limit=10)]
+    go.set()
+    for thread in (slow, fast):
+        thread.join(10)
+    seen += [r.request_id for r in ledger.list(after=seen[-1], limit=10)]
+    assert sorted(seen) == sorted(filed.values())  # every request exactly once across the two pages
