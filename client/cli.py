@@ -6,8 +6,9 @@ rejections) comes from whoever filed a request, so it is shown as plain text wit
 its control characters escaped, never as rich markup or raw terminal bytes.
 
 torch comes in with the node's samples (``common.nodes.directory``), so it is
-imported inside the commands that read them; listing and rejecting touch only
-the ledger and start at once.
+imported inside the commands that read them (init, serve). Filing reads the
+node's records and sample index (``common.nodes.records``), listing and
+rejecting only the ledger: they start at once.
 """
 
 from __future__ import annotations
@@ -98,9 +99,9 @@ def forget(
     reason: str = typer.Option(..., help="Why (kept in the ledger and the receipt)."),
 ) -> None:
     """File a forget request; prints its id once it is durable."""
-    from common.nodes.directory import NodeDirectory  # the request is checked against the node's samples
+    from common.nodes.records import NodeRecords  # the request is checked against the node's sample index
 
-    node = NodeDirectory.open(node_dir)
+    node = NodeRecords.open(node_dir)
     request = node.submit(ids=_parse_ids(ids) if ids is not None else None, target_class=class_id,
                           everything=everything, reason=reason)
     typer.echo(request.request_id)

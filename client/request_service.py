@@ -2,11 +2,13 @@
 
 An organisation's systems (a DSAR portal, a CRM) file "delete my data" requests
 with a node without shell access to it. The node directory stays the single
-source of truth: every call reads the SQLite ledger afresh (and ``Submit`` the
-training file, under the node's shared lock), so the service sees what the CLI
-and the training loop wrote, and caches nothing that could go stale. Reads
-(``Status``, ``List``) touch only the ledger, whose WAL lets them run while a
-trainer commits; the node's repairs happen once, when the server starts.
+source of truth: every call reads the SQLite ledger afresh (and ``Submit``
+node.json, under the node's shared lock), so the service sees what the CLI and
+the training loop wrote. ``Submit`` checks ids against the node's sample index,
+never the samples; the parsed index is kept per index file, and a purge writes a
+new file, so nothing cached can go stale. Reads (``Status``, ``List``) touch only
+the ledger, whose WAL lets them run while a trainer commits; the node's repairs
+happen once, when the server starts.
 Responses are request summaries: sample ids never leave the node, only their
 count does.
 
@@ -40,7 +42,7 @@ import grpc
 from client.proto import forget_requests_pb2 as pb
 from client.proto import forget_requests_pb2_grpc as pb_grpc
 from common.errors import ConfigError, FedUnlearnError, RequestError
-from common.nodes import ForgetRequest, NodeDirectory, RequestStatus
+from common.nodes import ForgetRequest, NodeDirectory, NodeRecords, RequestStatus
 from common.nodes.text import clip
 
 __all__ = [
@@ -137,11 +139,11 @@ def _page(found: Sequence[ForgetRequest], limit: int) -> pb.ListResponse:
 class ForgetRequestService(pb_grpc.ForgetRequestsServicer):
     """Servicer for one opened node directory; keeps no state of its own, so any worker thread may serve any call.
 
-    The node object only knows where things are: ``submit`` re-reads node.json and the training file
-    under the node's shared lock, and the ledger opens SQLite per call.
+    ``submit`` re-reads node.json under the node's shared lock and checks the ids against the sample
+    index it names (parsed once per index file); the ledger opens SQLite per call.
     """
 
-    def __init__(self, node: NodeDirectory) -> None:
+    def __init__(self, node: NodeRecords) -> None:
         self.node = node
 
     def Submit(self, request: pb.SubmitRequest, context: grpc.ServicerContext) -> pb.RequestSummary:

@@ -10,13 +10,14 @@ one gRPC channel each. Three phases on the same node, in this order:
 - ``concurrent``: all callers at once, no training: what contention alone costs;
 - ``loaded``: all callers at once while the node trains: the case in question.
 
-Samples are synthetic 1x8x8 float32 images (digits' geometry). A Submit re-reads and hash-checks the
-whole training file and the ledger's held ids (the service caches nothing), so its cost grows with
-the sample count, which is what is scaled here, and with the bytes per sample, kept small so that
-100,000 samples run on a laptop. A few requests are refused on purpose (an id the node lacks, or an
-id of another request of the same phase, so that two overlapping requests race and exactly one
-wins). Afterwards every acknowledged request must be in the ledger exactly once with its samples,
-and ``List``, paged, must return each exactly once. Latencies are reported, never asserted.
+Samples are synthetic 1x8x8 float32 images (digits' geometry). A Submit re-reads node.json and checks
+its ids against the node's sample index (ids and labels, 16 bytes a sample, read and hash-checked once
+per index file by the server), never the training file, then writes the ledger; the sample count, which
+is what is scaled here, sets the index's size and the trainer's work. A few requests are refused on
+purpose (an id the node lacks, or an id of another request of the same phase, so that two overlapping
+requests race and exactly one wins). Afterwards every acknowledged request must be in the ledger
+exactly once with its samples, and ``List``, paged, must return each exactly once. Latencies are
+reported, never asserted.
 
     python -m simulations.bench_load --out docs/security/load.json
     python -m simulations.bench_load --render docs/security/load.json   # writes docs/security/load.md
@@ -58,6 +59,7 @@ from common.data.tensors import DatasetBundle, LabeledData, Preprocessing
 from common.errors import ConfigError, FedUnlearnError
 from common.files import atomic_write_bytes
 from common.nodes import NodeDirectory, NodeLayout, materialise_node
+from common.nodes.records import TRAIN_INDEX
 from common.nodes.storage import atomic_write_json
 from common.provenance import git_commit
 from common.training import TrainConfig, train
@@ -408,9 +410,10 @@ def _passed(phases: list[dict[str, Any]], checks: dict[str, Any]) -> bool:
 
 
 def _parameters(settings: Settings, node: NodeDirectory) -> dict[str, Any]:
-    train_file = node.path / "data" / node.meta["files"]["train"]["path"]
+    files = {part: node.path / "data" / node.meta["files"][part]["path"] for part in ("train", TRAIN_INDEX)}
     return {**asdict(settings), "train_samples": len(node.train()), "holdout_samples": len(node.holdout()),
-            "sample_shape": node.meta["input_shape"], "train_file_mb": train_file.stat().st_size / 2**20,
+            "sample_shape": node.meta["input_shape"], "train_file_mb": files["train"].stat().st_size / 2**20,
+            "train_index_mb": files[TRAIN_INDEX].stat().st_size / 2**20,
             "server_workers": inspect.signature(start_request_server).parameters["max_workers"].default,
             "transport": "plaintext gRPC on 127.0.0.1, bearer token",
             "training": {"model": MODEL, **asdict(RECIPE)}}
@@ -461,8 +464,9 @@ def render(result: Mapping[str, Any], source: Path) -> str:
         f"`{result['command']}` made at commit `{result['commit'][:12]}`{dirty}. The method is in the module's "
         "docstring.", "",
         f"A node with {p['train_samples']} training samples (plus {p['holdout_samples']} hold-out), each "
-        f"{'x'.join(map(str, p['sample_shape']))} float32 ({p['train_file_mb']:.1f} MiB training file, re-read and "
-        f"hash-checked by every Submit). Requests name {p['ids_per_request']} sample ids; {p['transport']}; "
+        f"{'x'.join(map(str, p['sample_shape']))} float32 ({p['train_file_mb']:.1f} MiB training file, which Submit "
+        f"never reads: it checks ids against the {p['train_index_mb']:.1f} MiB sample index, hash-checked once per "
+        f"index file). Requests name {p['ids_per_request']} sample ids; {p['transport']}; "
         f"{p['server_workers']} server workers. Training: one epoch of {p['training']['model']} per round (batch "
         f"{p['training']['batch_size']}) on the retain data, in its own process on {p['train_threads']} torch "
         "thread(s). Machine: "

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.nodes.storage import atomic_write_json
 from common.provenance import git_commit
 
 __all__ = ["COMMANDS", "GOAL", "Command", "main", "measure", "prepare", "render"]
@@ -46,7 +47,7 @@ COMMANDS = {
     "fedunlearn --help": Command((*CLI, "--help"), "typer and rich"),
     "fedunlearn node forget": Command(
         (*CLI, "node", "forget", "--node-dir", "{node}", "--ids", "{id}", "--reason", "startup benchmark"),
-        "torch: the ids are checked against the node's samples, stored as torch tensors"),
+        "node.json, the sample index and the ledger: the ids are checked against the index, not the samples"),
     "fedunlearn node requests": Command((*CLI, "node", "requests", "--node-dir", "{node}", "--json"),
                                         "the ledger (SQLite) only"),
     "fedunlearn edge predict": Command((*CLI, "edge", "predict", "{model}", "{input}"),
@@ -139,8 +140,6 @@ def main(argv: list[str] | None = None) -> None:
         command = " ".join(["python -m simulations.bench_startup", *(argv if argv is not None else sys.argv[1:])])
         load = os.getloadavg()[0]
         commands = measure(args.runs)
-        from common.nodes.storage import atomic_write_json  # torch: only once nothing is measured any more
-
         atomic_write_json(args.out, {
             "commit": commit, "dirty": dirty, "command": command, "python": sys.version.split()[0],
             "cpus": os.cpu_count(), "load_average": load, "runs": args.runs, "goal": GOAL, "commands": commands,

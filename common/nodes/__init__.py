@@ -1,7 +1,8 @@
 """Node directories and their forget-request ledgers (framework-free; client/ wraps them).
 
 The names below are imported on first use: the ledger alone (listing or rejecting
-requests) needs no torch, so ``import common.nodes.ledger`` must not load the
+requests) and a node's records (filing one: ``NodeRecords``) need no torch, so
+``import common.nodes.ledger`` or ``common.nodes.records`` must not load the
 directory module, which does.
 """
 
@@ -13,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from common.nodes.directory import MISLABELED, NodeDirectory, NodeLayout, materialise_node
     from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
+    from common.nodes.records import NodeRecords
 
-__all__ = ["MISLABELED", "ForgetRequest", "Ledger", "NodeDirectory", "NodeLayout", "RequestKind", "RequestStatus",
-           "materialise_node"]
+__all__ = ["MISLABELED", "ForgetRequest", "Ledger", "NodeDirectory", "NodeLayout", "NodeRecords", "RequestKind",
+           "RequestStatus", "materialise_node"]
 
 _HOME = {"MISLABELED": "directory", "NodeDirectory": "directory", "NodeLayout": "directory",
          "materialise_node": "directory", "ForgetRequest": "ledger", "Ledger": "ledger", "RequestKind": "ledger",
-         "RequestStatus": "ledger"}
+         "RequestStatus": "ledger", "NodeRecords": "records"}
 
 
 def __getattr__(name: str) -> Any:

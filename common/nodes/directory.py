@@ -2,9 +2,10 @@
 
 Layout::
 
-    node.json          what the node holds (dataset, partition, classes, files + sha256)
-    data/train-*.pt    local training samples (x, y, ids)
-    data/holdout-*.pt  local hold-out samples: never trained on, the non-members
+    node.json            what the node holds (dataset, partition, classes, files + sha256)
+    data/train-*.pt      local training samples (x, y, ids)
+    data/train-*.index   their ids and labels alone, what a forget request is checked against (index.py)
+    data/holdout-*.pt    local hold-out samples: never trained on, the non-members
     ledger.sqlite      forget requests (see ledger.py)
     receipts/*.json    one receipt per committed request
 
@@ -12,7 +13,12 @@ The same code serves a simulated client and a real SuperNode. Commit order is
 ledger first (request + receipt in one transaction), then receipt file, then
 purge of the raw samples; ``open`` finishes any purge a crash interrupted, so
 committed samples never stay on disk and no request is ever shown committed
-before its transaction landed.
+before its transaction landed. A purge writes the new sample file and its index
+before node.json names them; ``open`` also indexes a node made before indexes
+existed, under the same exclusive lock.
+
+``NodeDirectory`` is ``NodeRecords`` (records.py: node.json, lock, ledger, index,
+``submit``) plus the samples, which need torch.
 
 The directory holds personal data, so it is 0700 and its files 0600 whatever the
 umask; ``open`` tightens a node made before that rule (0755/0644) the same way.
@@ -22,9 +28,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,22 +40,21 @@ from common.data.partition import parse_partitioner, partition
 from common.data.splits import federation_pool, stratified_pick
 from common.data.tensors import DatasetBundle, LabeledData
 from common.errors import ConfigError, DataError, RequestError
-from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
+from common.nodes.index import write_index
+from common.nodes.ledger import ForgetRequest, Ledger, RequestStatus
+from common.nodes.records import FORMAT, TRAIN_INDEX, NodeRecords
 from common.nodes.storage import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     atomic_write_json,
     private_dir,
-    read_json,
     read_samples,
     write_samples,
 )
-from common.nodes.text import checked_reason
 
 __all__ = ["MISLABELED", "NodeDirectory", "NodeLayout", "materialise_node"]
 
 log = logging.getLogger(__name__)
-FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,15 @@ def _node_part(bundle: DatasetBundle, layout: NodeLayout) -> tuple[LabeledData, 
     return mine.subset(~in_holdout), mine.subset(in_holdout)
 
 
+def _index_of(data_dir: Path, train: LabeledData) -> dict[str, str]:
+    return write_index(data_dir, "train", train.ids.tolist(), train.y.tolist())
+
+
+def _train_files(data_dir: Path, train: LabeledData) -> dict[str, dict[str, str]]:
+    """Write the training samples and their index; node.json is to name them only afterwards."""
+    return {"train": write_samples(data_dir, "train", train), TRAIN_INDEX: _index_of(data_dir, train)}
+
+
 def materialise_node(path: Path, bundle: DatasetBundle, layout: NodeLayout) -> NodeDirectory:
     """Create a node directory; refuses to overwrite an existing one (its ledger matters)."""
     path = Path(path)
@@ -124,7 +136,7 @@ def materialise_node(path: Path, bundle: DatasetBundle, layout: NodeLayout) -> N
     private_dir(path)
     private_dir(path / "receipts")
     data_dir = path / "data"
-    files = {"train": write_samples(data_dir, "train", train), "holdout": write_samples(data_dir, "holdout", holdout)}
+    files = {**_train_files(data_dir, train), "holdout": write_samples(data_dir, "holdout", holdout)}
     Ledger(path / "ledger.sqlite")
     atomic_write_json(path / "node.json", {
         "format": FORMAT,
@@ -139,44 +151,23 @@ def materialise_node(path: Path, bundle: DatasetBundle, layout: NodeLayout) -> N
     return NodeDirectory.open(path)
 
 
-class NodeDirectory:
+class NodeDirectory(NodeRecords):
     """An opened node directory. Cheap to open; data is read from disk on each call."""
 
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        self.path = path
-        self.meta = meta
+        super().__init__(path, meta)
         self.layout = NodeLayout(**meta["layout"])
-        self.ledger = Ledger(path / "ledger.sqlite")
 
-    @classmethod
-    def open(cls, path: Path | str) -> NodeDirectory:
-        path = Path(path)
-        if not (path / "node.json").is_file():
-            raise DataError(f"{path} is not a node directory (no node.json); create one with `fedunlearn node init`")
-        meta = read_json(path / "node.json")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise DataError(f"{path / 'node.json'} has an unknown format; re-create the node with this version")
-        node = cls(path, meta)
-        with node._exclusive():
-            node._make_private()
-            node._refresh()
-            node._finish_purges()
-            node._drop_orphans()
-        return node
-
-    @contextmanager
-    def _exclusive(self, mode: int = fcntl.LOCK_EX) -> Iterator[None]:
-        """Writers (purge, repair) hold the node's flock exclusively; readers share it, so a
-        reader never sees a data file disappear between reading node.json and the file."""
-        fd = os.open(self.path / ".lock", os.O_CREAT | os.O_WRONLY | os.O_APPEND, PRIVATE_FILE_MODE)
-        try:
-            fcntl.flock(fd, mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+    def _prepare(self) -> None:
+        """The repairs, under the exclusive lock; then the index is hash-checked, so a damaged one fails
+        the open, and kept for the first request."""
+        with self._exclusive():
+            self._make_private()
+            self._refresh()
+            self._finish_purges()
+            self._index_if_missing()
+            self._drop_orphans()
+        self.index()
 
     def _make_private(self) -> None:
         """Tighten a node written with the umask's modes: 0700 folders, 0600 files (symlinks left alone)."""
@@ -196,14 +187,6 @@ class NodeDirectory:
             return
         log.warning("%s was readable by other users; made its folders 0700 and its files 0600", self.path)
 
-    def _refresh(self) -> None:
-        """Re-read node.json: another process may have purged since this object was made."""
-        self.meta = read_json(self.path / "node.json")
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.meta["num_classes"])
-
     def train(self) -> LabeledData:
         """Every training sample still on disk (including those under pending requests)."""
         return self._read("train")
@@ -216,15 +199,6 @@ class NodeDirectory:
             self._refresh()
             return read_samples(self.path / "data", self.meta["files"][part])
 
-    def tagged(self, tag: str) -> set[int]:
-        """Ids of the samples (training and hold-out) carrying ``tag``, e.g. ``MISLABELED``."""
-        return {int(i) for i in self.meta.get("tags", {}).get(tag, [])}
-
-    def tags_of(self, ids: Sequence[int]) -> list[str]:
-        """The tags every one of ``ids`` carries (a forget set made of one kind of sample)."""
-        wanted = set(ids)
-        return sorted(tag for tag, members in self.meta.get("tags", {}).items() if wanted and wanted <= set(members))
-
     def retain(self) -> LabeledData:
         """Training samples no request holds: the only ones any training step may use."""
         held = torch.tensor(sorted(self.ledger.held_ids()), dtype=torch.int64)
@@ -233,48 +207,6 @@ class NodeDirectory:
     def forget_set(self, requests: Sequence[ForgetRequest]) -> LabeledData:
         ids = torch.tensor(sorted({i for r in requests for i in r.sample_ids}), dtype=torch.int64)
         return self.train().where_ids(ids, keep=True)
-
-    def submit(
-        self, *, ids: Sequence[int] | None = None, target_class: int | None = None, everything: bool = False,
-        reason: str,
-    ) -> ForgetRequest:
-        """File a request for explicit ids, a whole class, or all of this node's data (leaving)."""
-        if sum((ids is not None, target_class is not None, everything)) != 1:
-            raise RequestError("give exactly one of: sample ids, a class, or everything")
-        reason = checked_reason(reason)  # before reading the samples: a bad reason is refused at once
-        train = self.train()
-        held = self.ledger.held_ids()
-        kind: RequestKind
-        if ids is not None:
-            kind, chosen = "ids", self._known_ids(train, ids)
-        elif target_class is not None:
-            kind, chosen = "class", self._class_ids(train, target_class, held)
-        else:
-            kind, chosen = "all", [i for i in train.ids.tolist() if i not in held]
-            if not chosen:
-                raise RequestError("every sample of this node is already under a request")
-        return self.ledger.submit(kind, chosen, reason=reason, target_class=target_class)
-
-    def _known_ids(self, train: LabeledData, ids: Sequence[int]) -> list[int]:
-        if not ids:
-            raise RequestError("the request names no sample ids; nothing was recorded")
-        present = set(train.ids.tolist())
-        unknown = sorted(set(ids) - present)
-        if unknown:
-            shown = ", ".join(map(str, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
-            raise RequestError(
-                f"{len(unknown)} id(s) are not training samples of this node: {shown}; "
-                "they belong to another node, were already purged, or do not exist. Nothing was recorded"
-            )
-        return list(ids)
-
-    def _class_ids(self, train: LabeledData, target_class: int, held: set[int]) -> list[int]:
-        if not 0 <= target_class < self.num_classes:
-            raise RequestError(f"class must be in 0..{self.num_classes - 1}, got {target_class}")
-        of_class = train.ids[train.y == target_class].tolist()
-        if not of_class:
-            raise RequestError(f"this node holds no training sample of class {target_class}; nothing was recorded")
-        return [i for i in of_class if i not in held] or of_class  # all held: let the ledger name the owner
 
     def commit(self, request_ids: Sequence[str], receipt_fields: Mapping[str, Any]) -> list[Path]:
         """Mark pending requests committed with their receipts, write the receipt files, purge the data."""
@@ -315,12 +247,23 @@ class NodeDirectory:
         train = read_samples(self.path / "data", self.meta["files"]["train"])
         if not bool(torch.isin(train.ids, gone).any()):
             return
-        old = self.path / "data" / self.meta["files"]["train"]["path"]
-        meta = {**self.meta, "files": {**self.meta["files"],
-                                      "train": write_samples(self.path / "data", "train",
-                                                             train.where_ids(gone, keep=False))}}
+        self._point_to(_train_files(self.path / "data", train.where_ids(gone, keep=False)))
+        log.info("purged %d committed sample(s) from %s", int(torch.isin(train.ids, gone).sum()), self.path)
+
+    def _index_if_missing(self) -> None:
+        """Index the training samples of a node made before indexes existed (once: node.json then names it)."""
+        if TRAIN_INDEX in self.meta["files"]:
+            return
+        train = read_samples(self.path / "data", self.meta["files"]["train"])
+        self._point_to({TRAIN_INDEX: _index_of(self.path / "data", train)})
+        log.info("indexed the %d training sample(s) of %s (a node made before sample indexes)", len(train),
+                 self.path)
+
+    def _point_to(self, written: Mapping[str, dict[str, str]]) -> None:
+        """Make node.json name ``written`` (files already on disk), then delete the files it no longer names."""
+        before = {ref["path"] for ref in self.meta["files"].values()}
+        meta = {**self.meta, "files": {**self.meta["files"], **written}}
         atomic_write_json(self.path / "node.json", meta)
         self.meta = meta
-        if old.name != meta["files"]["train"]["path"]:
-            old.unlink(missing_ok=True)
-        log.info("purged %d committed sample(s) from %s", int(torch.isin(train.ids, gone).sum()), self.path)
+        for name in before - {ref["path"] for ref in meta["files"].values()}:
+            (self.path / "data" / name).unlink(missing_ok=True)

@@ -8,6 +8,9 @@ references any more are removed on the next open.
 Everything here is personal data: folders are made 0700 and files 0600 whatever
 the umask, and each file is fsync'd, renamed into place, and its folder fsync'd,
 so a crash right after ``write_samples`` returns cannot lose the rename.
+
+torch is imported by the two sample functions alone: filing a request reads only
+``node.json`` and the sample index (``index.py``), and starts without it.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from common.data.tensors import LabeledData
 from common.errors import DataError
 from common.files import atomic_write_bytes, sha256_file
+
+if TYPE_CHECKING:
+    from common.data.tensors import LabeledData
 
 __all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "atomic_write_bytes", "atomic_write_json", "private_dir",
            "read_json", "read_samples", "sha256_file", "write_samples"]
@@ -56,6 +59,8 @@ def write_samples(directory: Path, stem: str, data: LabeledData) -> dict[str, st
 
     Serialised in memory first: the file's name holds its hash, which must be known before it is written.
     """
+    import torch
+
     buffer = io.BytesIO()
     torch.save({"x": data.x.contiguous(), "y": data.y, "ids": data.ids}, buffer)
     payload = buffer.getvalue()
@@ -67,6 +72,10 @@ def write_samples(directory: Path, stem: str, data: LabeledData) -> dict[str, st
 
 def read_samples(directory: Path, ref: dict[str, str]) -> LabeledData:
     """Load a referenced sample file after checking its hash (tensors only, no pickle)."""
+    import torch
+
+    from common.data.tensors import LabeledData
+
     path = directory / ref["path"]
     if not path.is_file():
         raise DataError(f"{path} is missing; the node directory is damaged (re-create it with `node init`)")

@@ -418,6 +418,21 @@ def test_reads_neither_wait_for_the_node_lock_nor_load_samples(
             assert [r["request_id"] for r in quick.list()] == [filed["request_id"]]
 
 
+def test_submit_checks_the_sample_index_and_follows_a_purge(
+    client: RequestClient, node: NodeDirectory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    train = node.train()
+    first = client.submit(ids=train.ids[:2].tolist(), reason="r")
+    NodeDirectory.open(node.path).commit([first["request_id"]], {"method": "remi"})  # a new sample file and index
+    k = int(train.y[2])
+    monkeypatch.setattr("common.nodes.directory.read_samples", lambda *a, **k: pytest.fail("Submit loaded samples"))
+    with pytest.raises(RemoteRequestError, match="not training samples") as err:
+        client.submit(ids=train.ids[:1].tolist(), reason="r")
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert client.submit(target_class=k, reason="r")["num_samples"] == int((train.y[2:] == k).sum())
+    assert client.submit(everything=True, reason="r")["num_samples"] == int((train.y[2:] != k).sum())
+
+
 def test_calls_are_logged_with_the_caller_never_the_token(
     served: str, node: NodeDirectory, caplog: pytest.LogCaptureFixture,
 ) -> None:

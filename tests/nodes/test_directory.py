@@ -13,7 +13,7 @@ import torch
 from common.data.datasets import load_dataset
 from common.data.tensors import DatasetBundle
 from common.errors import ConfigError, DataError, RequestError
-from common.nodes import NodeDirectory, NodeLayout, RequestStatus, materialise_node
+from common.nodes import NodeDirectory, NodeLayout, NodeRecords, RequestStatus, directory, materialise_node, records
 
 PARTITIONS = 5
 REASON = "data subject asked for erasure"
@@ -190,6 +190,76 @@ def test_retain_excludes_pending_ids_at_once(node: NodeDirectory) -> None:
     assert _ids(node.forget_set(node.ledger.pending()).ids) == sorted(ids)
 
 
+# --- the sample index: requests are checked against it, never the samples ---------------------------------
+
+
+def _no_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(directory, "read_samples", lambda *a, **k: pytest.fail("filing read the samples"))
+
+
+def test_submit_checks_the_index_and_reads_no_samples(node: NodeDirectory, monkeypatch: pytest.MonkeyPatch) -> None:
+    train = node.train()
+    k = int(train.y[0])
+    _no_samples(monkeypatch)
+    with pytest.raises(RequestError, match="1 id"):
+        node.submit(ids=[10**9], reason=REASON)
+    by_ids = node.submit(ids=train.ids[train.y != k][:2].tolist(), reason=REASON)
+    by_class = node.submit(target_class=k, reason=REASON)
+    leaving = node.submit(everything=True, reason=REASON)
+    assert list(by_class.sample_ids) == _ids(train.ids[train.y == k])
+    assert sorted(by_ids.sample_ids + by_class.sample_ids + leaving.sample_ids) == _ids(train.ids)
+
+
+def test_the_index_is_hashed_once_per_file_and_follows_a_purge(node: NodeDirectory,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+    real = records.read_index
+    monkeypatch.setattr(records, "read_index", lambda folder, ref: reads.append(ref["path"]) or real(folder, ref))
+    server = NodeRecords.open(node.path)  # a long-lived reader, as the request server is
+    ids = node.train().ids[:4].tolist()
+    first = server.submit(ids=ids[:2], reason=REASON)
+    server.submit(ids=ids[2:3], reason=REASON)
+    assert len(reads) == 1
+    node.commit([first.request_id], {"model_sha256": "0" * 64})  # another process purges: a new index file
+    with pytest.raises(RequestError, match="not training samples"):
+        server.submit(ids=ids[:1], reason=REASON)
+    server.submit(ids=ids[3:], reason=REASON)
+    assert len(reads) == 2 and reads[1] == node.meta["files"]["train_index"]["path"] != reads[0]
+
+
+def _as_made_before_indexes(node: NodeDirectory) -> None:
+    meta = json.loads((node.path / "node.json").read_text())
+    (node.path / "data" / meta["files"].pop("train_index")["path"]).unlink()
+    (node.path / "node.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("opener", [NodeRecords, NodeDirectory])
+def test_a_node_made_before_indexes_is_indexed_when_opened(node: NodeDirectory, opener: type[NodeRecords]) -> None:
+    expected = sorted(node.train().ids.tolist())
+    _as_made_before_indexes(node)
+    opened = opener.open(node.path)
+    ref = opened.meta["files"]["train_index"]
+    assert json.loads((node.path / "node.json").read_text())["files"]["train_index"] == ref
+    assert (node.path / "data" / ref["path"]).stat().st_mode & 0o777 == 0o600
+    assert list(opened.index().ids) == expected
+    assert opened.submit(ids=expected[:2], reason=REASON).sample_ids == tuple(expected[:2])
+
+
+@pytest.mark.parametrize("damage", ["altered", "missing"])
+def test_a_damaged_index_is_a_data_error(node: NodeDirectory, damage: str) -> None:
+    path = node.path / "data" / node.meta["files"]["train_index"]["path"]
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:-1] + b"\xff")
+    message = "is missing" if damage == "missing" else "sha256"
+    for call in (lambda: NodeDirectory.open(node.path), lambda: NodeRecords.open(node.path).submit(
+            everything=True, reason=REASON)):
+        with pytest.raises(DataError, match=message):
+            call()
+    assert node.ledger.list() == []
+
+
 # --- commit and purge ------------------------------------------------------------------------------------
 
 
@@ -208,9 +278,10 @@ def test_commit_purges_the_samples_and_writes_receipts(node: NodeDirectory) -> N
     assert int(train.ids[8]) in node.train().ids.tolist()  # the still-pending request keeps its sample
     assert not old_file.exists()
     # the raw samples are gone from every file on disk, not only from what train() returns
-    for stored in (node.path / "data").iterdir():
+    for stored in (node.path / "data").glob("*.pt"):
         blob = torch.load(stored, weights_only=True)
         assert not set(blob["ids"].tolist()) & gone
+    assert list(node.index().ids) == sorted(node.train().ids.tolist())  # the index follows the purge
     for request, count in ((a, 3), (b, 5)):
         receipt = json.loads(node.receipt_path(request.request_id).read_text())
         assert receipt["model_sha256"] == "f" * 64 and receipt["round"] == 7
@@ -254,10 +325,12 @@ def test_open_finishes_a_purge_a_crash_interrupted(node: NodeDirectory) -> None:
 def test_open_removes_orphan_data_files(node: NodeDirectory) -> None:
     orphan = node.path / "data" / "train-0123456789ab.pt"
     orphan.write_bytes(b"half-written by a crashed purge")
+    orphan_index = node.path / "data" / "train-0123456789ab.index"
+    orphan_index.write_bytes(b"written by a purge that never reached node.json")
     pending = node.path / "data" / ".train.pending"
     pending.write_bytes(b"temp")
     NodeDirectory.open(node.path)
-    assert not orphan.exists() and not pending.exists()
+    assert not orphan.exists() and not orphan_index.exists() and not pending.exists()
     assert sorted(p.name for p in (node.path / "data").iterdir()) == sorted(
         ref["path"] for ref in node.meta["files"].values()
     )

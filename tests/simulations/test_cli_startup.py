@@ -1,4 +1,5 @@
-"""The CLI starts without torch, Flower or ONNX: importing it, asking for help, listing requests, predicting.
+"""The CLI starts without torch, Flower or ONNX: importing it, asking for help, filing and listing requests,
+predicting.
 
 Each check runs in a fresh interpreter (this one has torch loaded already) and
 looks at ``sys.modules`` afterwards: a behaviour check, not a timing one
@@ -60,15 +61,20 @@ def test_help_loads_no_torch_flower_or_onnx(tmp_path: Path) -> None:
 def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("startup") / "node"
     materialise_node(path, load_dataset("digits", seed=0), NodeLayout("digits", 0, 4))
-    NodeDirectory.open(path).submit(everything=True, reason="startup check")
     return path
 
 
-def test_listing_and_rejecting_requests_load_no_torch(node_dir: Path, tmp_path: Path) -> None:
+def test_filing_listing_and_rejecting_requests_load_no_torch(node_dir: Path, tmp_path: Path) -> None:
+    node = NodeDirectory.open(node_dir)
+    train = node.train()
+    k = int(train.y[0])
+    for target in (("--ids", f"{int(train.ids[train.y != k][0])}"), ("--class", str(k)), ("--all",)):
+        assert _heavy_modules_after(tmp_path, "node", "forget", "--node-dir", str(node_dir), *target,
+                                    "--reason", "startup check") == set(), target
+    assert [r.kind for r in node.ledger.list()] == ["ids", "class", "all"]
     assert _heavy_modules_after(tmp_path, "node", "requests", "--node-dir", str(node_dir)) == set()
-    [request] = NodeDirectory.open(node_dir).ledger.list()
     assert _heavy_modules_after(tmp_path, "node", "reject", "--node-dir", str(node_dir), "--request-id",
-                                request.request_id, "--reason", "hold") == set()
+                                node.ledger.list()[0].request_id, "--reason", "hold") == set()
 
 
 def test_edge_predict_loads_no_torch_flower_or_onnx(tmp_path: Path) -> None:
