@@ -65,16 +65,13 @@ class FederationPlan:
 @dataclass(frozen=True)
 class UnlearningPlan:
     """update_clip: an unlearning update is added to the global model in full, so its norm is bounded by
-    this multiple of the round's largest training update (0: no bound). utility_drop: the validation
-    accuracy (points, against the phase's original) the server lets the unlearning steps cost; it takes
-    the largest share of each round's step within it (``server/utility_guard.py``)."""
+    this multiple of the round's largest training update (0: no bound)."""
 
     method: str = "remi"
     max_rounds: int = 3
     max_attempts: int = 2
     params: Mapping[str, Any] = field(default_factory=dict)
     update_clip: float = 4.0
-    utility_drop: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -227,8 +224,6 @@ def _validated(scenario: Scenario) -> Scenario:
         raise ConfigError("[unlearning].max_rounds and max_attempts must be >= 1")
     if not unl.update_clip >= 0:
         raise ConfigError(f"[unlearning].update_clip must be >= 0 (0: no bound), got {unl.update_clip}")
-    if not 0 < unl.utility_drop < 100:
-        raise ConfigError(f"[unlearning].utility_drop must be in (0, 100) points, got {unl.utility_drop}")
     for key, share in data.mislabeled.items():
         if not (key.isdigit() and int(key) < fed.clients) or not isinstance(share, int | float) or not 0 <= share < 1:
             raise ConfigError(f"[data.mislabeled] maps partitions 0..{fed.clients - 1} to shares in [0, 1), "

@@ -26,7 +26,7 @@ from common.models import ModelSpec
 from common.scenario import Scenario, load_scenario
 from common.world import SimulatedWorld
 from server.edge_phase import EdgeContext
-from server.evaluation import CentralEvaluator, server_validation
+from server.evaluation import CentralEvaluator
 from server.federation import Event, RunRecord, run_federation
 from server.messaging import Messenger
 from server.references import scenario_references
@@ -100,8 +100,7 @@ def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path
         world.materialise()
     channels, size, _ = bundle.input_shape
     spec = ModelSpec(scenario.federation.model, channels, size, bundle.num_classes)
-    evaluator = CentralEvaluator(spec, bundle.test, resolve_device(scenario.federation.device),
-                                 validation=server_validation(bundle.train, scenario.data.train_size, scenario.seed))
+    evaluator = CentralEvaluator(spec, bundle.test, resolve_device(scenario.federation.device))
     messenger = Messenger(grid, timeout=scenario.federation.round_timeout)
     nodes = wait_for_nodes(grid, scenario.federation.clients, scenario.federation.round_timeout)
     edge = EdgeContext(run_dir / "export", bundle, scenario.export)

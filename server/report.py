@@ -71,7 +71,6 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         "forgotten_classes": list(phase.forgotten_classes),
         "committed": phase.committed,
         "client_work": phase.client_work,
-        "step_share_per_round": phase.step_shares,
         "round_kinds": phase.round_kinds,
     }
 

@@ -22,11 +22,10 @@ from common import protocol as P
 from common.audit.gate import GateResult
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
-from server.aggregate import State, clip_update, update_norm
+from server.aggregate import State, clip_update, train_and_forget_update, update_norm
 from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from server.evaluation import CentralEvaluator
 from server.rounds import AuditRound, Federation, NodeStatus, arrays
-from server.utility_guard import UtilityGuard
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
 
@@ -62,7 +61,6 @@ class PhaseRecord:
     committed: list[str] = field(default_factory=list)
     export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
     client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
-    step_shares: list[float] = field(default_factory=list)  # per unlearning round: the share of the step taken
     round_kinds: list[str] = field(default_factory=list)  # per round: "unlearn", or "repair" (FedAvg on retain)
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
@@ -94,11 +92,11 @@ def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int) -> Mo
                         forget_auc=None if gate is None else gate.forget_auc)
 
 
-def _unlearning_round(fed: Federation, guard: UtilityGuard, state: State, requesters: dict[int, list[str]],
-                      trainers: list[int], round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
+def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
+                      round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
     """Unlearning round ``round_`` of the phase: requesters unlearn (and train) while the other nodes
-    train on retain data (server/aggregate.py); ``guard`` decides how much of the unlearning step the
-    model takes. Each requester's steps and seconds go into ``record.client_work``."""
+    train on retain data (server/aggregate.py). Each requester's steps and seconds go into
+    ``record.client_work``."""
     unl = fed.scenario.unlearning
     seed_round = record.after_round * 1000 + round_  # local seeds differ from every training round's
     plan: dict[int, tuple[str, RecordDict]] = {}
@@ -135,9 +133,7 @@ def _unlearning_round(fed: Federation, guard: UtilityGuard, state: State, reques
                                 f"{1 / scale:.1f}x the bound; scaled down to it")
     # forget sets of different nodes are disjoint samples: their steps add up; a class shared by
     # several nodes is one forget set seen from several sides: their steps are averaged
-    merged, share = guard.combine(state, trained, unlearned, combine="mean" if record.forgotten_classes else "sum")
-    record.step_shares.append(share)
-    return merged
+    return train_and_forget_update(state, trained, unlearned, combine="mean" if record.forgotten_classes else "sum")
 
 
 def _unlearning_bound(fed: Federation, state: State, trained: list[tuple[State, float]]) -> float:
@@ -167,7 +163,6 @@ def run_unlearning_phase(
                          forgotten_classes=classes, model_hash_before=state_sha256(original))
     original_ta = evaluator.ta(original, classes)
     state = {k: v.clone() for k, v in original.items()}
-    guard = UtilityGuard.for_phase(evaluator, original, classes, fed.scenario.unlearning.utility_drop)
     started = time.perf_counter()
     with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
     with fed.messenger.metered() as traffic:
@@ -176,7 +171,7 @@ def run_unlearning_phase(
             if repair:  # the last candidate hid the forget set but lost utility: train it back, then judge again
                 state = fed.train_round(state, record.after_round * 1000 + round_, with_data)
             else:
-                state = _unlearning_round(fed, guard, state, requesters, trainers, round_, record)
+                state = _unlearning_round(fed, state, requesters, trainers, round_, record)
             record.round_kinds.append("repair" if repair else "unlearn")
             if not requesters:
                 break

@@ -97,7 +97,6 @@ def test_values_and_defaults() -> None:
         ({"federation": {"round_timeout": 0}}, "[federation].round_timeout"),
         ({"gate": {"auc_tolerance": -0.1}}, "[gate].auc_tolerance"),
         ({"unlearning": {"update_clip": -1.0}}, "[unlearning].update_clip"),
-        ({"unlearning": {"utility_drop": 0.0}}, "[unlearning].utility_drop"),
         ({"scenario": {"name": 7}}, "[scenario].name"),
         ({"scenario": {"name": "x", "seed": "0"}}, "[scenario].seed"),
         ({"requests": {"round": 2}}, "requests must be an array"),

@@ -36,13 +36,10 @@ class _Silent:
 
 @dataclass
 class _Evaluator:
-    """Test accuracy without a model; no validation split (the server takes every step in full)."""
+    """Test accuracy without a model."""
 
     def ta(self, state: Any, classes: Any = ()) -> float:
         return 85.0
-
-    def validation_accuracy(self, state: Any, classes: Any = ()) -> None:
-        return None
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, verdicts: list[GateResult]) -> tuple[list[str], phase.PhaseRecord]:
@@ -52,7 +49,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, verdicts: list[GateResult]) -> tuple[l
     ran: list[str] = []
     judged = iter(verdicts)
 
-    def unlearn(fed: Any, guard: Any, state: Any, *args: Any) -> dict[str, torch.Tensor]:
+    def unlearn(fed: Any, state: Any, *args: Any) -> dict[str, torch.Tensor]:
         ran.append("unlearn")
         return {"w": state["w"] + 1}
 
