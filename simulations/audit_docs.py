@@ -61,8 +61,8 @@ def render_sweep(result: dict[str, Any]) -> str:
              f"federated retrain in {counts['retrain_passed']} and passed the unlearned model in "
              f"{counts['unlearned_passed']}.", "",
              "| seed | unlearned | original | retrain | deciding attack | AUC unlearned / original / retrain | "
-             "ta unlearned / retrain | rounds | time ratio | bytes ratio | references (s, one-off) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "ta unlearned / retrain | rounds | time ratio | bytes ratio | references (s, one-off) | run at |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["seeds"]:
         auc, ta, refs = row["forget_auc"], row["ta"], row.get("references") or {}
         lines.append(
@@ -70,7 +70,8 @@ def render_sweep(result: dict[str, Any]) -> str:
             f"{_cell(row['retrain_passed'])} | {_cell(row['attack'])} | {_cell(auc['unlearned'])} / "
             f"{_cell(auc['original'])} / {_cell(auc['federated_retrain'])} | {_cell(ta['unlearned'], 2)} / "
             f"{_cell(ta['federated_retrain'], 2)} | {_cell(row['rounds'])} | {_cell(row['time_ratio'])} | "
-            f"{_cell(row['bytes_ratio'])} | {_cell(refs.get('training_seconds'), 0)} |")
+            f"{_cell(row['bytes_ratio'])} | {_cell(refs.get('training_seconds'), 0)} | "
+            f"{(row.get('commit') or 'unrecorded')[:12]} |")
     lines += ["", "What each seed's report says:", ""]
     lines += [f"- seed {row['seed']}: {row['evidence']}" for row in result["seeds"]]
     return "\n".join(lines) + "\n"

@@ -47,6 +47,7 @@ def test_the_sweep_table_is_rendered_from_its_json(tmp_path: Path) -> None:
     text = (folder / "sweep.md").read_text()
     assert "failed the do-nothing original in 1 of 2 seeds" in text and "abcdef123456" in text
     assert "| 3 | pass | FAIL | pass | rmia | 0.520 / 0.700 / 0.500 |" in text
+    assert text.count("| 0123abcd |") == 2  # each seed names the commit its run was made at
 
 
 def test_the_power_benchmark_runs_and_renders(tmp_path: Path) -> None:
