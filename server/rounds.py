@@ -217,15 +217,20 @@ class Federation:
         return self._audit(lambda ids: RecordDict({P.CONFIG: self._audit_config(
             ids, **{P.ARTIFACT: model_bytes, P.ARTIFACT_SHA256: digest})}), requesters, label)
 
+    @property
+    def looks(self) -> int:
+        """Every look the gate may take before it publishes: each round of each attempt, and the audit of
+        each exported artifact (fp32, and int8 unless it is off) of a candidate that passed."""
+        unlearning, artifacts = self.scenario.unlearning, 1 + (self.scenario.export.int8 != "none")
+        return unlearning.max_attempts * (unlearning.max_rounds + artifacts)
+
     def judge(self, audits: AuditRound, test_drop: float) -> GateResult | None:
         """The gate on one round of audits (None when no audit could be pooled). Every look counts:
-        the false-alarm rate is split over the phase's whole budget of rounds and attempts."""
+        the false-alarm rate is split over all of ``looks``."""
         if not audits.audits:
             return None
-        unlearning = self.scenario.unlearning
         by_partition = {f"partition {self.partitions.get(node, node)}": audit for node, audit in audits.audits.items()}
-        return leakage_gate(by_partition, test_drop, self.scenario.gate,
-                            looks=unlearning.max_rounds * unlearning.max_attempts)
+        return leakage_gate(by_partition, test_drop, self.scenario.gate, looks=self.looks)
 
     def _audit_config(self, ids: list[str], **extra: Any) -> ConfigRecord:
         if self.references is not None:

@@ -72,6 +72,15 @@ def test_honest_audits_are_pooled() -> None:
     assert gate is not None and gate.passed and gate.forget_size == 80
 
 
+def test_every_look_counts_the_exported_artifacts_audits_too() -> None:
+    fed, audits = _audit({100: HONEST, 101: HONEST})
+    gate = fed.judge(audits, 0.0)
+    assert gate is not None and gate.looks == fed.looks == 2 * (3 + 2)  # attempts x (rounds + fp32, int8)
+    fp32_only = parse_scenario({"scenario": {"name": "checks"}, "export": {"int8": "none"},
+                                "unlearning": {"max_rounds": 4, "max_attempts": 1}})
+    assert Federation(FakeMessenger({}), fp32_only, []).looks == 4 + 1  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("lie", "words"), [
     ({P.AUC_PREFIX + "lira": math.nan}, "lira AUC nan"),
     ({P.AUC_PREFIX + "rmia": 0.1, P.AUC_PREFIX + "lira": 7.0}, "AUC 7.0"),
