@@ -56,7 +56,8 @@ def render_power(result: dict[str, Any]) -> str:
 
 def render_sweep(result: dict[str, Any]) -> str:
     counts = result["counts"]
-    lines = [f"# {result['scenario']} over {counts['of']} seeds", "", *_source(result),
+    note = [result["note"], ""] if result.get("note") else []
+    lines = [f"# {result['scenario']} over {counts['of']} seeds", "", *_source(result), *note,
              f"The gate failed the do-nothing original in {counts['original_failed']} of {counts['of']} seeds, passed "
              f"federated retrain in {counts['retrain_passed']} and passed the unlearned model in "
              f"{counts['unlearned_passed']}.", "",

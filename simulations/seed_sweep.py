@@ -57,8 +57,9 @@ def _count(rows: list[dict[str, Any]], key: str, value: bool) -> int:
     return sum(row[key] is value for row in rows)
 
 
-def sweep(scenario: Path, seeds: list[int], runs: Path, out: Path) -> dict[str, Any]:
-    """Run every seed (a seed whose report already exists is read, not rerun) and write ``out``."""
+def sweep(scenario: Path, seeds: list[int], runs: Path, out: Path, note: str = "") -> dict[str, Any]:
+    """Run every seed (a seed whose report already exists is read, not rerun) and write ``out``;
+    ``note`` says what a reader must know about how the runs were made (e.g. which were reused)."""
     rows = []
     for seed in seeds:
         run_dir = runs / f"seed-{seed}"
@@ -71,6 +72,7 @@ def sweep(scenario: Path, seeds: list[int], runs: Path, out: Path) -> dict[str, 
     summary = {
         "scenario": scenario.stem, "commit": commit, "dirty": dirty,
         "command": f"python -m simulations.seed_sweep {scenario} --seeds {','.join(map(str, seeds))}",
+        "note": note,
         "seeds": rows,
         "counts": {"original_failed": _count(rows, "original_passed", False),
                    "retrain_passed": _count(rows, "retrain_passed", True),
@@ -88,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--runs", type=Path, help="run directories (default runs/<scenario>-sweep)")
     parser.add_argument("--out", type=Path, help="summary JSON (default docs/federation/<scenario>/sweep.json)")
+    parser.add_argument("--note", default="", help="how the runs were made, where it is not this command alone")
     args = parser.parse_args(argv)
     name = args.scenario.stem
     sweep(args.scenario, [int(s) for s in args.seeds.split(",")], args.runs or Path("runs") / f"{name}-sweep",
-          args.out or Path("docs/federation") / name / "sweep.json")
+          args.out or Path("docs/federation") / name / "sweep.json", args.note)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def test_a_seed_summary_keeps_every_verdict_and_the_cost_ratios() -> None:
 def test_the_sweep_table_is_rendered_from_its_json(tmp_path: Path) -> None:
     rows = [seed_summary(_report(original_passed=False)), seed_summary(_report(original_passed=True))]
     sweep = {"scenario": "memorise", "commit": "abcdef1234567890", "command": "python -m simulations.seed_sweep x",
+             "note": "Seeds 1 and 2 were reused from an earlier run.",
              "seeds": rows, "counts": {"original_failed": 1, "retrain_passed": 2, "unlearned_passed": 2, "of": 2}}
     folder = tmp_path / "federation" / "memorise"
     folder.mkdir(parents=True)
@@ -47,6 +48,7 @@ def test_the_sweep_table_is_rendered_from_its_json(tmp_path: Path) -> None:
     text = (folder / "sweep.md").read_text()
     assert "failed the do-nothing original in 1 of 2 seeds" in text and "abcdef123456" in text
     assert "| 3 | pass | FAIL | pass | rmia | 0.520 / 0.700 / 0.500 |" in text
+    assert "Seeds 1 and 2 were reused from an earlier run." in text
     assert text.count("| 0123abcd |") == 2  # each seed names the commit its run was made at
 
 
