@@ -3,19 +3,25 @@
 Fast federation tests without Ray: each node id maps to a node directory; a
 ``fault`` hook may replace a node's reply (raise, NaN weights, silence) to test
 how the server copes. Every message both ways is kept for inspection.
+``tiny_scenario``, ``in_process_grid`` and ``shifted_ids`` build the federations of the server tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
+from client.app import create_client_app
 from common import protocol as P
+from common.data.tensors import DatasetBundle, LabeledData
+from common.scenario import Scenario, parse_scenario
+from common.world import SimulatedWorld
 
 Fault = Callable[[Message, Callable[[], Message]], Message | None]
 
@@ -58,3 +64,46 @@ class InProcessGrid:
                 self.received.append(reply)
                 replies.append(reply)
         return replies
+
+
+def tiny_scenario(*, with_requests: bool = True, **federation: Any) -> Scenario:
+    """Three digits clients, four rounds, sample requests from partitions 0 and 1 after round 2."""
+    requests = [{"round": 2, "partition": 0, "forget": "random:0.1"},
+                {"round": 2, "partition": 1, "forget": "random:0.1"}]
+    return parse_scenario({
+        "scenario": {"name": "tiny", "seed": 0},
+        "data": {"dataset": "digits", "partitioner": "iid", "train_size": 900},
+        "federation": {"clients": 3, "rounds": 4, "local_epochs": 1, "batch_size": 32, "device": "cpu",
+                       **federation},
+        "unlearning": {"max_rounds": 2, "params": {"max_steps": 40}},
+        "baselines": {"federated_finetune_rounds": 1},
+        "audit": {"reference_models": 4},
+        "requests": requests if with_requests else [],
+    })
+
+
+def in_process_grid(world: SimulatedWorld, faults: dict[int, Fault] | None = None) -> InProcessGrid:
+    """The world's nodes (ids 100, 101, ... by partition) behind real ClientApps."""
+    paths = world.materialise()
+    return InProcessGrid(create_client_app(), {100 + i: p for i, p in enumerate(paths)}, faults or {})
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished federation (conftest.py's ``tiny_run``)."""
+
+    report: dict[str, Any]
+    root: Path  # the nodes under root / "nodes", the run directory root / "run"
+    world: SimulatedWorld
+    grid: InProcessGrid  # every message both ways
+
+
+ID_OFFSET = 7_000_000  # sample ids no count, round or size could ever equal
+
+
+def shifted_ids(bundle: DatasetBundle) -> DatasetBundle:
+    """``bundle`` with every sample id moved up by ``ID_OFFSET`` (the data unchanged)."""
+    def shift(data: LabeledData) -> LabeledData:
+        return LabeledData(data.x, data.y, data.ids + ID_OFFSET)
+
+    return replace(bundle, train=shift(bundle.train), test=shift(bundle.test))

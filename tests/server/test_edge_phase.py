@@ -1,5 +1,8 @@
 """The federation's edge export: artifacts audited by the requesting clients before the commit, and
-only what passes the leakage gate published."""
+only what passes the leakage gate published.
+
+The export of a passing phase is read from the session's one federation (``tiny_run`` in conftest.py);
+the runs with a leaking int8 audit and without requests are federations of their own, marked slow."""
 
 from __future__ import annotations
 
@@ -16,22 +19,22 @@ from common import protocol as P
 from common.edge.runtime import EdgeModel
 from common.world import SimulatedWorld
 from server.app import run
-from tests.server.in_process import InProcessGrid
-from tests.server.test_federation import _grid, _leaky_audit, _scenario
+from tests.server.faults import leaky_audit
+from tests.server.in_process import InProcessGrid, TinyRun, in_process_grid, tiny_scenario
 
 Exported = tuple[dict[str, Any], Path, SimulatedWorld, InProcessGrid]
 
 
 def _run(root: Path, faults: dict[int, Callable[..., Message | None]] | None = None) -> Exported:
-    world = SimulatedWorld(_scenario(), root / "nodes")
-    grid = _grid(world, faults)
+    world = SimulatedWorld(tiny_scenario(), root / "nodes")
+    grid = in_process_grid(world, faults)
     run(grid, world.scenario, {}, root / "run", world=world)  # type: ignore[arg-type]
     return json.loads((root / "run" / "report.json").read_text()), root / "run", world, grid
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    return _run(tmp_path_factory.mktemp("edge"))
+@pytest.fixture
+def exported(tiny_run: TinyRun) -> Exported:
+    return tiny_run.report, tiny_run.root / "run", tiny_run.world, tiny_run.grid
 
 
 def test_the_report_has_the_export_section(exported: Exported) -> None:
@@ -103,10 +106,11 @@ def _leaky_int8_audit(message: Message, honest: Callable[[], Message]) -> Messag
     config = message.content.config_records.get(P.CONFIG)
     data = None if config is None else config.get(P.ARTIFACT)
     if isinstance(data, bytes) and b"QuantizeLinear" in data:
-        return _leaky_audit(message, honest)
+        return leaky_audit(message, honest)
     return honest()
 
 
+@pytest.mark.slow
 def test_an_int8_artifact_that_fails_the_gate_is_not_published(tmp_path: Path) -> None:
     report, run_dir, _, _ = _run(tmp_path, {100: _leaky_int8_audit, 101: _leaky_int8_audit})
     export = report["export"]
@@ -118,9 +122,10 @@ def test_an_int8_artifact_that_fails_the_gate_is_not_published(tmp_path: Path) -
     assert {r["status"] for r in report["requests"]} == {"committed"}  # the torch model passed its gate
 
 
+@pytest.mark.slow
 def test_a_run_without_requests_exports_its_final_model_unaudited(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(with_requests=False, rounds=2), tmp_path / "nodes")
-    run(_grid(world), world.scenario, {}, tmp_path / "run", world=world)  # type: ignore[arg-type]
+    world = SimulatedWorld(tiny_scenario(with_requests=False, rounds=2), tmp_path / "nodes")
+    run(in_process_grid(world), world.scenario, {}, tmp_path / "run", world=world)  # type: ignore[arg-type]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     export = report["export"]
     assert export["model"] == "final" and export["published"] == ["model.int8.onnx", "model.onnx"]

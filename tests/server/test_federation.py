@@ -1,54 +1,32 @@
-"""The whole server loop against real ClientApps in this process (no Ray): happy path, privacy, faults."""
+"""The whole server loop against real ClientApps in this process (no Ray): happy path, privacy, faults.
+
+The happy-path and privacy checks read the session's one federation (``tiny_run`` in conftest.py). Each
+fault test runs a federation of its own and is marked slow; test_fault_replies.py makes the same faults
+with scripted nodes in the default run."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 
 from client.app import create_client_app
 from common import protocol as P
-from common.data.datasets import load_dataset
-from common.data.tensors import DatasetBundle, LabeledData
 from common.models import ModelSpec
 from common.nodes import NodeDirectory, RequestStatus
-from common.scenario import Scenario, parse_scenario
 from common.world import SimulatedWorld
-from server.app import run
 from server.evaluation import CentralEvaluator
 from server.federation import RunRecord, run_federation
 from server.messaging import Messenger
 from server.references import scenario_references
 from server.rounds import Federation
-from tests.server.in_process import Fault, InProcessGrid
-
-ID_OFFSET = 7_000_000  # sample ids no count, round or size could ever equal
-
-
-def _scenario(*, with_requests: bool = True, **federation: Any) -> Scenario:
-    requests = [{"round": 2, "partition": 0, "forget": "random:0.1"},
-                {"round": 2, "partition": 1, "forget": "random:0.1"}]
-    return parse_scenario({
-        "scenario": {"name": "tiny", "seed": 0},
-        "data": {"dataset": "digits", "partitioner": "iid", "train_size": 900},
-        "federation": {"clients": 3, "rounds": 4, "local_epochs": 1, "batch_size": 32, "device": "cpu",
-                       **federation},
-        "unlearning": {"max_rounds": 2, "params": {"max_steps": 40}},
-        "baselines": {"federated_finetune_rounds": 1},
-        "audit": {"reference_models": 4},
-        "requests": requests if with_requests else [],
-    })
-
-
-def _grid(world: SimulatedWorld, faults: dict[int, Fault] | None = None) -> InProcessGrid:
-    paths = world.materialise()
-    return InProcessGrid(create_client_app(), {100 + i: p for i, p in enumerate(paths)}, faults or {})
+from tests.server.faults import failing, huge, leaky_audit, nan, replacing_arrays, reshaped, silent
+from tests.server.in_process import InProcessGrid, TinyRun, in_process_grid, tiny_scenario
 
 
 def _run(world: SimulatedWorld, grid: InProcessGrid) -> RunRecord:
@@ -60,13 +38,9 @@ def _run(world: SimulatedWorld, grid: InProcessGrid) -> RunRecord:
                           references=references)
 
 
-@pytest.fixture(scope="module")
-def happy(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, SimulatedWorld]:
-    root = tmp_path_factory.mktemp("happy")
-    world = SimulatedWorld(_scenario(), root / "nodes")
-    grid = _grid(world)
-    run(grid, world.scenario, {}, root / "run", world=world)  # type: ignore[arg-type]
-    return json.loads((root / "run" / "report.json").read_text()), root, world
+@pytest.fixture
+def happy(tiny_run: TinyRun) -> tuple[dict[str, Any], Path, SimulatedWorld]:
+    return tiny_run.report, tiny_run.root, tiny_run.world
 
 
 def test_report_has_every_section_with_controls_and_strong_attacks(
@@ -107,13 +81,6 @@ def test_requests_are_committed_purged_and_receipted(happy: tuple[dict[str, Any]
     assert report["evaluation"]["forget_ids"] == sorted(i for f in world.filed for i in f.forget_ids)
 
 
-def _shifted(bundle: DatasetBundle) -> DatasetBundle:
-    def shift(data: LabeledData) -> LabeledData:
-        return LabeledData(data.x, data.y, data.ids + ID_OFFSET)
-
-    return replace(bundle, train=shift(bundle.train), test=shift(bundle.test))
-
-
 def _numbers_and_texts(content: RecordDict) -> tuple[list[float], list[str]]:
     numbers: list[float] = []
     texts: list[str] = []
@@ -125,10 +92,8 @@ def _numbers_and_texts(content: RecordDict) -> tuple[list[float], list[str]]:
     return numbers, [t.decode() if isinstance(t, bytes) else t for t in texts]
 
 
-def test_no_sample_id_reaches_the_server(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes", bundle=_shifted(load_dataset("digits")))
-    grid = _grid(world)
-    _run(world, grid)
+def test_no_sample_id_reaches_the_server(tiny_run: TinyRun) -> None:
+    world, grid = tiny_run.world, tiny_run.grid  # its sample ids are shifted beyond any count or size
     ids = {int(i) for i in world.bundle.train.ids}
     assert grid.received and world.filed
     for reply in grid.received:
@@ -137,18 +102,10 @@ def test_no_sample_id_reaches_the_server(tmp_path: Path) -> None:
         assert not any(str(i) in text for text in texts for i in ids if len(text) >= 7)
 
 
-def _failing(kind: str) -> Fault:
-    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
-        if message.metadata.message_type == kind:
-            return Message(Error(code=2, reason="ClientApp crashed"), reply_to=message)
-        return honest()
-
-    return fault
-
-
+@pytest.mark.slow
 def test_a_requester_crashing_during_unlearning_keeps_its_request_pending(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
-    grid = _grid(world, {100: _failing(P.MSG_UNLEARN)})  # partition 0 always crashes while unlearning
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    grid = in_process_grid(world, {100: failing(P.MSG_UNLEARN)})  # partition 0 always crashes while unlearning
     record = _run(world, grid)
     crashed, fine = world.filed[0], world.filed[1]
     assert world.node(0).ledger.get(crashed.request_id).status is RequestStatus.PENDING
@@ -158,43 +115,21 @@ def test_a_requester_crashing_during_unlearning_keeps_its_request_pending(tmp_pa
     assert len(record.accuracy) == world.scenario.federation.rounds  # the run went on to the end
 
 
-def _replacing_arrays(kind: str, corrupt: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
-                      record: str = P.ARRAYS) -> Fault:
-    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
-        reply = honest()
-        if message.metadata.message_type != kind or reply.has_error():
-            return reply
-        content = RecordDict({name: value for name, value in reply.content.array_records.items()})
-        content[record] = ArrayRecord(torch_state_dict=corrupt(content[record].to_torch_state_dict()))
-        content[P.METRICS] = reply.content.metric_records[P.METRICS]
-        return Message(content, reply_to=message)
-
-    return fault
-
-
-def _nan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    first = next(iter(state))
-    return {**state, first: torch.full_like(state[first], float("nan"))}
-
-
-def _reshaped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    first = next(iter(state))
-    return {**state, first: torch.zeros(3, 3)}
-
-
-@pytest.mark.parametrize(("corrupt", "why"), [(_nan, "NaN or Inf"), (_reshaped, "has shape")])
+@pytest.mark.slow
+@pytest.mark.parametrize(("corrupt", "why"), [(nan, "NaN or Inf"), (reshaped, "has shape")])
 def test_bad_updates_are_rejected_and_reported(tmp_path: Path, corrupt: Callable[..., Any], why: str) -> None:
-    scenario = _scenario(with_requests=False, rounds=2)
+    scenario = tiny_scenario(with_requests=False, rounds=2)
     world = SimulatedWorld(scenario, tmp_path / "nodes")
-    grid = _grid(world, {101: _replacing_arrays(P.MSG_TRAIN, corrupt)})
+    grid = in_process_grid(world, {101: replacing_arrays(P.MSG_TRAIN, corrupt)})
     record = _run(world, grid)
     assert sum("node 101" in f and why in f for f in record.failures) == 2  # once per round
     assert all(bool(torch.isfinite(v).all()) for v in record.final_state.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_requester_whose_training_half_is_corrupt_is_rejected_and_its_request_stays_pending(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
-    grid = _grid(world, {100: _replacing_arrays(P.MSG_UNLEARN, _nan, P.TRAIN_ARRAYS)})
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    grid = in_process_grid(world, {100: replacing_arrays(P.MSG_UNLEARN, nan, P.TRAIN_ARRAYS)})
     record = _run(world, grid)
     assert any("node 100" in f and P.TRAIN_ARRAYS in f and "NaN or Inf" in f for f in record.failures)
     assert world.node(0).ledger.get(world.filed[0].request_id).status is RequestStatus.PENDING
@@ -202,29 +137,20 @@ def test_a_requester_whose_training_half_is_corrupt_is_rejected_and_its_request_
     assert all(bool(torch.isfinite(v).all()) for v in record.final_state.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_silent_node_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
-    scenario = _scenario(with_requests=False, rounds=2)
+    scenario = tiny_scenario(with_requests=False, rounds=2)
     world = SimulatedWorld(scenario, tmp_path / "nodes")
-    grid = _grid(world, {102: lambda message, honest: None})
+    grid = in_process_grid(world, {102: silent})
     record = _run(world, grid)
     assert any("node 102" in f and "no reply" in f for f in record.failures)
     assert len(record.accuracy) == 2
 
 
-def _leaky_audit(message: Message, honest: Callable[[], Message]) -> Message | None:
-    reply = honest()
-    if message.metadata.message_type != P.MSG_AUDIT:
-        return reply
-    metrics = dict(reply.content.metric_records[P.METRICS])
-    for key in list(metrics):
-        if key.startswith(P.AUC_PREFIX):
-            metrics[key] = 0.9
-    return Message(RecordDict({P.METRICS: MetricRecord(metrics)}), reply_to=message)  # type: ignore[arg-type]
-
-
+@pytest.mark.slow
 def test_a_failing_gate_publishes_and_commits_nothing(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
-    grid = _grid(world, {100: _leaky_audit, 101: _leaky_audit})
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    grid = in_process_grid(world, {100: leaky_audit, 101: leaky_audit})
     record = _run(world, grid)
     phase = record.phases[0]
     assert not phase.passed and phase.model_hash is None and not phase.committed
@@ -236,7 +162,7 @@ def test_a_failing_gate_publishes_and_commits_nothing(tmp_path: Path) -> None:
 
 
 def test_unknown_request_ids_from_the_server_change_nothing(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
     paths = world.materialise()
     grid = InProcessGrid(create_client_app(), {100: paths[0]})
     message = Message(RecordDict({P.CONFIG: ConfigRecord({
@@ -247,9 +173,10 @@ def test_unknown_request_ids_from_the_server_change_nothing(tmp_path: Path) -> N
     assert NodeDirectory.open(paths[0]).ledger.list() == []
 
 
+@pytest.mark.slow
 def test_a_requester_whose_audit_crashes_is_not_committed_and_the_audited_one_is(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
-    grid = _grid(world, {100: _failing(P.MSG_AUDIT)})
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    grid = in_process_grid(world, {100: failing(P.MSG_AUDIT)})
     record = _run(world, grid)
     crashed, audited = world.filed[0], world.filed[1]
     phase = record.phases[0]
@@ -264,13 +191,10 @@ def test_a_requester_whose_audit_crashes_is_not_committed_and_the_audited_one_is
     assert any("node 100" in f and "not pooled" in f for f in record.failures)
 
 
-def _huge(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v + 1e3 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
-
-
+@pytest.mark.slow
 def test_a_huge_finite_unlearning_update_is_bounded_and_cannot_wreck_the_model(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
-    grid = _grid(world, {100: _replacing_arrays(P.MSG_UNLEARN, _huge)})
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    grid = in_process_grid(world, {100: replacing_arrays(P.MSG_UNLEARN, huge)})
     record = _run(world, grid)
     phase = record.phases[0]
     scales = [w["update_scale"] for w in phase.client_work if w["partition"] == 0]
@@ -279,18 +203,20 @@ def test_a_huge_finite_unlearning_update_is_bounded_and_cannot_wreck_the_model(t
     assert record.final_ta > 80.0  # the bounded step did not destroy the global model
 
 
+@pytest.mark.slow
 def test_nan_in_a_requesters_unlearned_arrays_is_rejected_and_its_request_stays_pending(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
-    grid = _grid(world, {100: _replacing_arrays(P.MSG_UNLEARN, _nan)})
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    grid = in_process_grid(world, {100: replacing_arrays(P.MSG_UNLEARN, nan)})
     record = _run(world, grid)
     assert any("node 100" in f and "NaN or Inf" in f for f in record.failures)
     assert world.node(0).ledger.get(world.filed[0].request_id).status is RequestStatus.PENDING
     assert all(bool(torch.isfinite(v).all()) for v in record.final_state.values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_a_crash_during_commit_leaves_that_request_pending_and_unpublished_as_committed(tmp_path: Path) -> None:
-    world = SimulatedWorld(_scenario(), tmp_path / "nodes")
-    grid = _grid(world, {100: _failing(P.MSG_COMMIT)})
+    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    grid = in_process_grid(world, {100: failing(P.MSG_COMMIT)})
     record = _run(world, grid)
     phase = next(p for p in record.phases if p.passed)
     crashed, fine = world.filed[0], world.filed[1]
