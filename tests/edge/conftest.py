@@ -1,19 +1,20 @@
-"""Shared edge fixtures: one small cnn trained briefly on 8x8 digits, saved as a run directory."""
+"""Shared edge fixtures: one small cnn trained briefly on 8x8 digits, its fp32 export (made once), and the cnn
+saved as a run directory (``make_run_dir`` in tests/edge/exports.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from common.checkpoint import save_checkpoint
 from common.data.datasets import load_dataset
 from common.data.tensors import DatasetBundle
+from common.edge.export import ExportInfo, export_onnx
 from common.models import Classifier, ModelSpec, build_model
 from common.training import TrainConfig, seed_everything, train
+from tests.edge.exports import make_run_dir
 
 
 @pytest.fixture(scope="session")
@@ -35,23 +36,12 @@ def digits_cnn(digits: DatasetBundle, digits_spec: ModelSpec) -> Classifier:
     return model.eval()
 
 
-def make_run_dir(path: Path, model: Classifier, spec: ModelSpec) -> Path:
-    """A run directory as ``fedunlearn simulate`` leaves it, reduced to what export reads."""
-    sha = save_checkpoint(path / "model.pt", model.state_dict(), spec, {"role": "final global model"})
-    scenario = {"name": "edge-test", "seed": 0, "data": {"dataset": "digits", "data_dir": None}}
-    report = {
-        "status": "completed",
-        "artifacts": {"model": "model.pt", "model_sha256": sha},
-        "requests": [
-            {"request_id": "req-aaaa", "kind": "ids", "num_samples": 3, "partition": 0, "status": "committed",
-             "sample_ids": [11, 12, 13]},
-            {"request_id": "req-bbbb", "kind": "class", "num_samples": 40, "target_class": 3, "status": "pending"},
-        ],
-        "evaluation": {"forget_ids": [11, 12, 13], "test_ids": [1, 2]},
-    }
-    (path / "scenario.json").write_text(json.dumps(scenario))
-    (path / "report.json").write_text(json.dumps(report))
-    return path
+@pytest.fixture(scope="session")
+def digits_cnn_export(tmp_path_factory: pytest.TempPathFactory, digits_cnn: Classifier, digits_spec: ModelSpec,
+                      digits: DatasetBundle) -> ExportInfo:
+    """``digits_cnn`` exported once (parity on 64 test images). Read only: its folder holds model.onnx alone."""
+    path = tmp_path_factory.mktemp("digits-cnn-export") / "model.onnx"
+    return export_onnx(digits_cnn, digits_spec, path, example=digits.test.x[:64])
 
 
 @pytest.fixture

@@ -20,14 +20,14 @@ from common.errors import ConfigError, ModelError
 from common.models import build_model
 from simulations.cli import app as fedunlearn
 from simulations.edge_cli import latency_command
-from tests.edge.test_runtime import SPEC, make_export, write_manifest
+from tests.edge.exports import SPEC, copy_export, write_manifest
 
 LATENCY_KEYS = {"median_ms", "p90_ms"}
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_export(tmp_path_factory.mktemp("bench-edge"), int8=True)
+def built(tmp_path_factory: pytest.TempPathFactory, edge_export: Path) -> Path:
+    return copy_export(edge_export, tmp_path_factory.mktemp("bench-edge"), int8=True)
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,9 @@ from common.errors import ModelError
 from common.models import Classifier, ModelSpec
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, digits_cnn: Classifier, digits_spec: ModelSpec,
-             digits: DatasetBundle) -> ExportInfo:
-    path = tmp_path_factory.mktemp("export") / "model.onnx"
-    return export_onnx(digits_cnn, digits_spec, path, example=digits.test.x[:64])
+@pytest.fixture
+def exported(digits_cnn_export: ExportInfo) -> ExportInfo:
+    return digits_cnn_export
 
 
 def _logits(path: Path, x: torch.Tensor) -> np.ndarray:

@@ -31,7 +31,7 @@ from common.models import Classifier, ModelSpec
 from simulations.cli import app as fedunlearn
 from simulations.edge_cli import export_command
 from simulations.export import ExportPlan, run_export
-from tests.edge.conftest import make_run_dir
+from tests.edge.exports import make_run_dir
 
 CONTRACT_KEYS = {"format", "created", "architecture", "num_classes", "class_names", "input", "output",
                  "preprocessing", "parent_model_sha256", "source_checkpoint", "requests", "audit", "versions",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +12,17 @@ import onnxruntime as ort
 import pytest
 
 from common.data.tensors import DatasetBundle
-from common.edge.export import ExportInfo, export_onnx
+from common.edge.export import ExportInfo
 from common.edge.quantize import QuantizeInfo, int8_agreement, quantize_int8
 from common.errors import ConfigError, ModelError
-from common.models import Classifier, ModelSpec
 
 
 @pytest.fixture(scope="module")
-def fp32(tmp_path_factory: pytest.TempPathFactory, digits_cnn: Classifier, digits_spec: ModelSpec,
-         digits: DatasetBundle) -> ExportInfo:
-    return export_onnx(digits_cnn, digits_spec, tmp_path_factory.mktemp("fp32") / "model.onnx",
-                       example=digits.test.x[:32])
+def fp32(tmp_path_factory: pytest.TempPathFactory, digits_cnn_export: ExportInfo) -> ExportInfo:
+    """The session's export of digits_cnn, copied: the int8 files are written beside it."""
+    path = tmp_path_factory.mktemp("fp32") / "model.onnx"
+    shutil.copy(digits_cnn_export.path, path)
+    return replace(digits_cnn_export, path=path)
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
 """The on-device runtime: parity with torch, the torch-free proof, and a clear refusal for every bad input.
 
-The export fixture is built here by hand (dynamo export + a manifest written per
+The export fixture is built by hand (tests/edge/exports.py: dynamo export + a manifest written per
 docs/edge-contract.md), so these tests do not lean on the export side's code.
 """
 
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 import shutil
@@ -24,62 +23,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from common.checkpoint import save_checkpoint, state_sha256
 from common.data.tensors import Preprocessing
 from common.edge import runtime
 from common.edge.runtime import EdgeError, EdgeInputError, EdgeModel, EdgeModelError, read_manifest
 from common.errors import DataError, ModelError
-from common.models import ModelSpec, build_model
+from tests.edge.exports import DIGITS, write_manifest
 
-SPEC = ModelSpec("cnn", 1, 8, 10)
-DIGITS = {"scale": 16.0, "mean": [0.3053], "std": [0.376], "raw_min": 0.0, "raw_max": 16.0}
 RUNTIME_FILE = Path(runtime.__file__)
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_manifest(export: Path, **overrides: Any) -> dict[str, Any]:
-    """manifest.json for the files in ``export``, hashes taken from the files as they are now."""
-    current = json.loads((export / "manifest.json").read_text()) if (export / "manifest.json").exists() else {}
-    parent = overrides.pop("parent_model_sha256", current.get("parent_model_sha256", ""))
-    artifacts: dict[str, Any] = {}
-    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8-dynamic")):
-        if (export / name).exists():
-            artifacts[name] = {"sha256": _sha(export / name), "bytes": (export / name).stat().st_size,
-                               "precision": precision, "opset": 18, "exporter": "dynamo",
-                               "parent_sha256": parent if precision == "fp32" else _sha(export / "model.onnx")}
-    manifest = {
-        "format": "fedunlearn-manifest/1", "created": "2026-01-01T00:00:00Z", "architecture": SPEC.name,
-        "num_classes": 10, "class_names": [f"digit-{k}" for k in range(10)],
-        "input": {"name": "input", "shape": [None, 1, 8, 8], "dtype": "float32"},
-        "output": {"name": "logits", "shape": [None, 10], "dtype": "float32"},
-        "preprocessing": dict(DIGITS), "parent_model_sha256": parent, "source_checkpoint": "../model.pt",
-        "requests": [], "audit": {}, "versions": {}, "artifacts": artifacts,
-    }
-    manifest.update(overrides)
-    (export / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return manifest
-
-
-def make_export(root: Path, *, int8: bool = False, seed: int = 0) -> Path:
-    """root/model.pt (checkpoint) and root/export/{model.onnx, [model.int8.onnx], manifest.json}."""
-    model = build_model(SPEC, seed=seed).eval()
-    with torch.no_grad():
-        model.head.weight.mul_(20)  # peaked outputs: the top class is never a float-noise tie
-    save_checkpoint(root / "model.pt", model.state_dict(), SPEC)
-    export = root / "export"
-    export.mkdir(parents=True)
-    torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), export / "model.onnx", dynamo=True,
-                      input_names=["input"], output_names=["logits"], external_data=False,
-                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, verbose=False)
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(export / "model.onnx", export / "model.int8.onnx", weight_type=QuantType.QInt8)
-    write_manifest(export, parent_model_sha256=state_sha256(model.state_dict()))
-    return export
 
 
 def torch_probabilities(root: Path, raw: np.ndarray, prep: dict[str, Any] = DIGITS) -> np.ndarray:
@@ -91,9 +41,10 @@ def torch_probabilities(root: Path, raw: np.ndarray, prep: dict[str, Any] = DIGI
         return torch.softmax(model.eval()(x), dim=1).numpy()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_export(tmp_path_factory.mktemp("edge"))
+@pytest.fixture
+def built(edge_export: Path) -> Path:
+    """The session's hand-made export (read only; ``export`` is a copy a test may damage)."""
+    return edge_export
 
 
 @pytest.fixture

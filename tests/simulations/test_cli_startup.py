@@ -17,7 +17,7 @@ import pytest
 
 from common.data.datasets import load_dataset
 from common.nodes import NodeDirectory, NodeLayout, materialise_node
-from tests.edge.test_runtime import make_export
+from tests.edge.exports import copy_export
 
 HEAVY = ("torch", "torchvision", "flwr", "onnx")
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,8 +77,8 @@ def test_filing_listing_and_rejecting_requests_load_no_torch(node_dir: Path, tmp
                                 node.ledger.list()[0].request_id, "--reason", "hold") == set()
 
 
-def test_edge_predict_loads_no_torch_flower_or_onnx(tmp_path: Path) -> None:
-    export = make_export(tmp_path / "model")
+def test_edge_predict_loads_no_torch_flower_or_onnx(tmp_path: Path, edge_export: Path) -> None:
+    export = copy_export(edge_export, tmp_path / "model")
     np.save(tmp_path / "x.npy", np.zeros((1, 8, 8), dtype=np.float32))
     predict = ("edge", "predict", str(export / "model.onnx"), str(tmp_path / "x.npy"))
     assert _heavy_modules_after(tmp_path, *predict) == set()
