@@ -105,6 +105,14 @@ def test_spec_round_trips_through_a_dict() -> None:
     assert ModelSpec(**spec.to_dict()) == spec
 
 
+def test_mobilenet_batchnorm_momentum_is_0_1() -> None:
+    """The cause the slow training check below guards against (torchvision's 0.01 leaves eval mode useless)."""
+    model = build_model(ModelSpec("mobilenet_v3_small", 1, 8, 10), seed=0)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)
+
+
+@pytest.mark.slow
 def test_mobilenet_eval_mode_is_usable_after_short_training() -> None:
     """With torchvision's BatchNorm momentum (0.01), 130 steps leave the running statistics near their
     initial values and eval mode answers one class for everything (measured: 9% here, 97% with 0.1)."""

@@ -1,4 +1,5 @@
-"""``fedunlearn bench --edge``: a tiny digits run end to end, and the pieces that need no training."""
+"""``fedunlearn bench --edge``: a tiny digits run end to end (marked slow: it trains, unlearns and exports three
+models), and the pieces that need no training."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any],
     return out, json.loads(result.stdout), json.loads((out / "edge.json").read_text())
 
 
+@pytest.mark.slow
 def test_edge_json_has_every_metric_for_every_model(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
     edge = run[2]
     assert edge["seeds"] == [0]
@@ -52,6 +54,7 @@ def test_edge_json_has_every_metric_for_every_model(run: tuple[Path, dict[str, A
         assert seed_models[name]["folder"].endswith(f"edge/seed-0/{name}")
 
 
+@pytest.mark.slow
 def test_exports_keep_parity_and_int8_agrees(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
     for name, entry in run[2]["models"].items():
         assert entry["fp32_max_abs_diff"] <= 1e-4, name
@@ -59,6 +62,7 @@ def test_exports_keep_parity_and_int8_agrees(run: tuple[Path, dict[str, Any], di
         assert entry["int8_ta_drop"] == pytest.approx(entry["ta_fp32"] - entry["ta_int8"])
 
 
+@pytest.mark.slow
 def test_every_precision_is_audited_and_fp32_audits_like_torch(
     run: tuple[Path, dict[str, Any], dict[str, Any]]
 ) -> None:
@@ -75,6 +79,7 @@ def test_every_precision_is_audited_and_fp32_audits_like_torch(
         assert entry["mia_auc_int8_gap"] == pytest.approx(abs(entry["mia_auc_int8"] - entry["mia_auc_fp32"]))
 
 
+@pytest.mark.slow
 def test_latencies_and_sizes_are_measured(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
     for name, entry in run[2]["models"].items():
         for metric in METRICS:
@@ -85,6 +90,7 @@ def test_latencies_and_sizes_are_measured(run: tuple[Path, dict[str, Any], dict[
     assert run[2]["cpu"]["logical_cores"] >= 1
 
 
+@pytest.mark.slow
 def test_each_export_folder_is_complete_and_names_its_checkpoint(
     run: tuple[Path, dict[str, Any], dict[str, Any]]
 ) -> None:
@@ -103,6 +109,7 @@ def test_each_export_folder_is_complete_and_names_its_checkpoint(
         assert timing["engines"]["torch"] is not None
 
 
+@pytest.mark.slow
 def test_reports_show_the_three_edge_tables(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
     section = (run[0] / "edge.md").read_text()
     assert section in (run[0] / "bench.md").read_text()
