@@ -1,5 +1,9 @@
 """The centralised benchmark: a tiny two-seed run on digits, a tiny U-LiRA run, and validation that fails
-before training."""
+before training.
+
+The checks on the two-seed class-forgetting run (``bench_dir``) are marked slow: the bench end to end, three
+methods on two seeds. The smaller runs below (references, U-LiRA) and test_cli.py's bench commands keep
+run_bench in the fast set."""
 
 from __future__ import annotations
 
@@ -95,6 +99,7 @@ def saved(bench_dir: BenchDir) -> dict[str, Any]:
     return json.loads((bench_dir[0] / "bench.json").read_text())
 
 
+@pytest.mark.slow
 def test_bench_json_describes_the_run(saved: dict[str, Any]) -> None:
     assert saved["dataset"] == "digits"
     assert saved["model"] == "mlp"
@@ -104,12 +109,14 @@ def test_bench_json_describes_the_run(saved: dict[str, Any]) -> None:
     assert set(saved["methods"]) == {"original", "retrain", "remi", "finetune"}
 
 
+@pytest.mark.slow
 def test_written_json_is_what_write_report_returned(
     bench_dir: BenchDir, saved: dict[str, Any]
 ) -> None:
     assert json.loads(json.dumps(bench_dir[1])) == saved
 
 
+@pytest.mark.slow
 def test_every_method_has_every_design_metric_and_its_std(saved: dict[str, Any]) -> None:
     assert set(DESIGN_METRICS) <= set(METRICS)
     for method, entry in saved["methods"].items():
@@ -124,6 +131,7 @@ def test_every_method_has_every_design_metric_and_its_std(saved: dict[str, Any])
         assert entry["seconds"] > 0
 
 
+@pytest.mark.slow
 def test_retrain_is_the_gold_standard(saved: dict[str, Any]) -> None:
     retrain = saved["methods"]["retrain"]
     assert retrain["avg_gap"] == 0.0
@@ -133,6 +141,7 @@ def test_retrain_is_the_gold_standard(saved: dict[str, Any]) -> None:
     assert saved["methods"]["original"]["avg_gap"] > 0.0
 
 
+@pytest.mark.slow
 def test_methods_record_how_they_ran_and_the_original_does_not(saved: dict[str, Any]) -> None:
     assert "steps" not in saved["methods"]["original"]
     assert all("stop_reason" not in seed for seed in saved["methods"]["original"]["per_seed"])
@@ -146,6 +155,7 @@ def test_methods_record_how_they_ran_and_the_original_does_not(saved: dict[str, 
     assert set(saved["methods"]["remi"]["params"]) == {f.name for f in fields(RemiParams)}
 
 
+@pytest.mark.slow
 def test_every_attack_has_its_three_figures_per_seed_and_on_average(saved: dict[str, Any]) -> None:
     for method, entry in saved["methods"].items():
         assert list(entry["attacks"]) == list(ALL_ATTACKS), method
@@ -161,6 +171,7 @@ def test_every_attack_has_its_three_figures_per_seed_and_on_average(saved: dict[
         assert entry["tpr_at_1pct_fpr"] == entry["attacks"]["loss"]["tpr_at_1pct_fpr"]
 
 
+@pytest.mark.slow
 def test_per_seed_entries_hold_every_aggregated_metric(saved: dict[str, Any]) -> None:
     for method, entry in saved["methods"].items():
         assert [seed["seed"] for seed in entry["per_seed"]] == saved["seeds"]
@@ -170,6 +181,7 @@ def test_per_seed_entries_hold_every_aggregated_metric(saved: dict[str, Any]) ->
         assert "ulira" not in entry  # off unless asked for
 
 
+@pytest.mark.slow
 def test_the_json_names_its_commit_command_and_references(saved: dict[str, Any]) -> None:
     assert saved["command"] == "fedunlearn bench --test"
     assert len(saved["commit"]) == 40 or saved["commit"] == "unknown"
@@ -183,6 +195,7 @@ def test_the_json_names_its_commit_command_and_references(saved: dict[str, Any])
     assert saved["ulira"] is None
 
 
+@pytest.mark.slow
 def test_report_files_exist(bench_dir: BenchDir) -> None:
     out = bench_dir[0]
     for png in ("roc.png", "metrics.png"):
@@ -199,6 +212,7 @@ def test_report_files_exist(bench_dir: BenchDir) -> None:
     assert config["forget"] == "class:3"
 
 
+@pytest.mark.slow
 def test_progress_reports_each_seed_and_method(bench_dir: BenchDir) -> None:
     progress = bench_dir[2]
     assert len(progress) == CONFIG.seeds * (len(CONFIG.all_methods) + 2)  # + the original and the references
@@ -308,6 +322,7 @@ def test_every_method_of_a_sample_request_gets_the_expectation(random_run: Rando
         assert set(task.forget.ids.tolist()) | set(task.reference.ids.tolist()) <= set(expected)
 
 
+@pytest.mark.slow
 def test_a_class_request_gets_no_expectation(bench_dir: BenchDir, saved: dict[str, Any]) -> None:
     tasks = bench_dir[3]
     assert "remi" in [name for name, _ in tasks]
