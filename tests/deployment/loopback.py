@@ -14,6 +14,10 @@ miss it.
 
 ``flwr run`` exits 0 even when the run fails, so :meth:`Loopback.wait_run` polls
 ``flwr ls --run-id ... --format json`` for the run's status instead.
+
+Fault tests :meth:`Loopback.kill` a process on purpose (SIGKILL to it alone, as a
+crash would): its exit no longer counts as a failure, and its tree is still
+stopped on exit.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -37,7 +42,7 @@ import tomli_w
 
 from tests.deployment import topology as T
 
-__all__ = ["Loopback", "LoopbackError", "ManagedProcess", "free_ports", "make_certs", "stop_process"]
+__all__ = ["Loopback", "LoopbackError", "ManagedProcess", "free_ports", "make_certs", "stop_process", "train_ids"]
 
 REPO = Path(__file__).resolve().parents[2]
 CONNECTION = "fedunlearn-loopback"
@@ -70,6 +75,14 @@ def make_certs(out: Path) -> Path:
         if not (out / name).is_file():
             raise LoopbackError(f"scripts/make-certs.sh did not write {out / name}")
     return out
+
+
+def train_ids(node_dir: Path) -> list[int]:
+    """Ids of the training samples still on a node's disk (those under pending requests included)."""
+    from common.nodes import NodeDirectory
+
+    ids: list[int] = NodeDirectory.open(node_dir).train().ids.tolist()
+    return ids
 
 
 def _port_open(port: int) -> bool:
@@ -106,6 +119,7 @@ class ManagedProcess:
     log_path: Path
     start_time: int = 0
     seen: dict[int, int] = field(default_factory=dict)  # pid -> start time, every process of its tree seen
+    killed: bool = False  # killed on purpose by a fault test: its exit is no failure
 
     @property
     def pid(self) -> int:
@@ -114,6 +128,10 @@ class ManagedProcess:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def failed(self) -> bool:
+        """Exited, and not because a test killed it."""
+        return not self.killed and not self.alive()
+
     def snapshot_tree(self) -> None:
         """Remember every live descendant (by pid and start time, so a reused pid is never signalled)."""
         children = _children()
@@ -121,9 +139,8 @@ class ManagedProcess:
         while todo:
             pid = todo.pop()
             st = _stat(pid)
-            if st is None:
-                continue
-            self.seen.setdefault(pid, st[2])
+            if st is None or self.seen.setdefault(pid, st[2]) != st[2]:
+                continue  # gone, or its pid now names another process (a killed leader's pid reused)
             todo.extend(children.get(pid, []))
 
     def live_tree(self) -> list[int]:
@@ -135,12 +152,14 @@ class ManagedProcess:
                 live.append(pid)
         return live
 
-    def log_tail(self, lines: int = 60) -> str:
+    def log_text(self) -> str:
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
 
 def stop_process(process: ManagedProcess, grace: float = 10.0) -> None:
@@ -252,6 +271,15 @@ class Loopback:
         for process in self.processes:
             process.snapshot_tree()
 
+    def kill(self, process: ManagedProcess) -> None:
+        """SIGKILL ``process`` alone, as a crash would, leaving its tree (``live_tree()``) to react as Flower
+        makes it. The process is reaped at once: to its children a zombie parent still looks alive."""
+        process.snapshot_tree()
+        process.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.popen.wait(timeout=30)
+
     def live_pids(self) -> list[int]:
         """Every process this harness started or saw spawned that is still running."""
         return sorted({pid for p in self.processes for pid in p.live_tree()})
@@ -293,6 +321,13 @@ class Loopback:
                                 f"{result.stdout}{result.stderr}")
         return result.stdout
 
+    def ledger(self, node_dir: Path) -> list[dict[str, Any]]:
+        """The node's requests with status and receipt, as `fedunlearn node requests --json` prints them."""
+        rows = json.loads(self.fedunlearn("node", "requests", "--node-dir", str(node_dir), "--json"))
+        if not isinstance(rows, list):
+            raise LoopbackError(f"`fedunlearn node requests` printed {rows!r}")
+        return rows
+
     def node_dir(self, i: int) -> Path:
         return Path(self.placement.node_dirs[i])
 
@@ -307,9 +342,13 @@ class Loopback:
 
     def start_supernodes(self, timeout: float = 120.0) -> list[ManagedProcess]:
         started = [self.start(f"supernode-{i}") for i in range(1, T.NUM_NODES + 1)]
-        self._wait(lambda: self.online_nodes() >= T.NUM_NODES, [self.processes[0], *started], timeout,
-                   f"{T.NUM_NODES} SuperNodes to be online")
+        self.wait_online(timeout)
         return started
+
+    def wait_online(self, timeout: float = 120.0) -> None:
+        """Wait until the SuperLink lists every SuperNode as online, while no started process fails."""
+        self._wait(lambda: self.online_nodes() >= T.NUM_NODES, self.processes, timeout,
+                   f"{T.NUM_NODES} SuperNodes to be online")
 
     def start_request_services(self, nodes: Iterable[int] | None = None,
                                timeout: float = 120.0) -> list[ManagedProcess]:
@@ -323,7 +362,7 @@ class Loopback:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.snapshot()
-            dead = [p for p in watched if not p.alive()]
+            dead = [p for p in watched if p.failed()]
             if dead:
                 raise LoopbackError(f"waiting for {what}: {', '.join(p.name for p in dead)} exited\n"
                                     + self.diagnostics())
@@ -331,6 +370,12 @@ class Loopback:
                 return
             time.sleep(1.0)
         raise LoopbackError(f"timed out after {timeout:.0f}s waiting for {what}\n" + self.diagnostics())
+
+    def wait_log(self, process: ManagedProcess, pattern: str, timeout: float) -> None:
+        """Wait until ``process``'s log matches ``pattern`` (a regex; ``.`` spans lines), while no process fails."""
+        regex = re.compile(pattern, re.DOTALL)
+        self._wait(lambda: regex.search(process.log_text()) is not None, self.processes, timeout,
+                   f"{process.name}'s log to match {pattern!r}")
 
     # --- the flwr CLI -------------------------------------------------------------------------
 
@@ -389,7 +434,7 @@ class Loopback:
         deadline = time.monotonic() + timeout
         while True:
             self.snapshot()
-            dead = [p for p in self.processes if not p.alive()]
+            dead = [p for p in self.processes if p.failed()]
             if dead:
                 raise LoopbackError(f"run {run_id}: {', '.join(p.name for p in dead)} exited\n"
                                     + self.diagnostics(run_id))

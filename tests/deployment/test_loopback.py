@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.deployment import topology as T
-from tests.deployment.loopback import REPO, Loopback, ManagedProcess, stop_process
+from tests.deployment.loopback import REPO, Loopback, ManagedProcess, stop_process, train_ids
 
 SCENARIO = REPO / "simulations" / "digits-deploy.toml"
 # Run config beyond scenario / run-dir / nodes-root (ServerApp overrides, [tool.flwr.app.config]):
@@ -31,19 +31,6 @@ RUN_TIMEOUT = float(os.environ.get("FEDUNLEARN_LOOPBACK_TIMEOUT", "1200"))
 FORGET_PER_NODE = 8
 
 
-def _train_ids(node_dir: Path) -> list[int]:
-    from common.nodes import NodeDirectory
-
-    ids: list[int] = NodeDirectory.open(node_dir).train().ids.tolist()
-    return ids
-
-
-def _ledger(lb: Loopback, node_dir: Path) -> list[dict[str, object]]:
-    rows = json.loads(lb.fedunlearn("node", "requests", "--node-dir", str(node_dir), "--json"))
-    assert isinstance(rows, list)
-    return rows
-
-
 @pytest.mark.slow
 def test_compose_topology_on_loopback(tmp_path: Path) -> None:
     from client.request_service import RequestClient
@@ -52,7 +39,7 @@ def test_compose_topology_on_loopback(tmp_path: Path) -> None:
     scenario = SCENARIO
     with Loopback(tmp_path / "deploy") as lb:
         node_dirs = lb.init_nodes()
-        forget = {i: _train_ids(node_dirs[i - 1])[:FORGET_PER_NODE] for i in (1, 2)}
+        forget = {i: train_ids(node_dirs[i - 1])[:FORGET_PER_NODE] for i in (1, 2)}
 
         lb.start_superlink()
         lb.start_supernodes()
@@ -61,7 +48,7 @@ def test_compose_topology_on_loopback(tmp_path: Path) -> None:
         # node 1: the CLI, as an operator with shell access would
         out = lb.fedunlearn("node", "forget", "--node-dir", str(node_dirs[0]), "--ids", ",".join(map(str, forget[1])),
                             "--reason", "loopback test: erasure filed on the node")
-        (cli_request,) = [r["request_id"] for r in _ledger(lb, node_dirs[0])]
+        (cli_request,) = [r["request_id"] for r in lb.ledger(node_dirs[0])]
         assert str(cli_request) in out
         # node 2: its gRPC endpoint, as a DSAR portal would (TLS with the deployment CA, bearer token)
         with RequestClient(f"localhost:{lb.request_port(2)}", token=lb.request_token,
@@ -84,13 +71,13 @@ def test_compose_topology_on_loopback(tmp_path: Path) -> None:
     assert report["unlearning"]["gate"]["passed"] is True, report["unlearning"]
 
     for i, request_id in ((1, cli_request), (2, grpc_request["request_id"])):
-        ledger = {r["request_id"]: r for r in _ledger(lb, node_dirs[i - 1])}
+        ledger = {r["request_id"]: r for r in lb.ledger(node_dirs[i - 1])}
         assert ledger[request_id]["status"] == "committed", ledger
-        left = set(_train_ids(node_dirs[i - 1]))
+        left = set(train_ids(node_dirs[i - 1]))
         assert not left & set(forget[i]), f"node {i} still holds forgotten samples {sorted(left & set(forget[i]))}"
         assert left, f"node {i} lost all its data"
     # node 3 filed nothing and kept everything
-    assert _ledger(lb, node_dirs[2]) == []
+    assert lb.ledger(node_dirs[2]) == []
 
 
 def test_stop_process_kills_a_tree_that_ignores_sigterm(tmp_path: Path) -> None:
