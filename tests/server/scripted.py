@@ -33,8 +33,6 @@ __all__ = ["SPEC", "FiledRequest", "ScriptedEvaluator", "ScriptedNode", "Scripte
 SPEC = ModelSpec("cnn", 1, 8, 10)
 FORGET_SIZE = 30  # samples under each scripted request
 HOLDOUT_SIZE = 60
-
-
 TARGET = dict(build_model(SPEC, seed=1).state_dict())  # what every node's training moves towards
 
 
@@ -153,8 +151,8 @@ class ScriptedWorld:
 @dataclass
 class ScriptedEvaluator:
     """Test accuracy (percent) as closeness to the nodes' target: 100 there, 0 at the initial model's
-    distance or beyond. No validation split: the server takes every unlearning step in full, so the
-    update bound alone stands between a huge step and the model."""
+    distance or beyond. The server takes every unlearning step in full, so only the update bound keeps
+    a huge step small."""
 
     initial: State = field(default_factory=lambda: build_model(SPEC, seed=0).state_dict())
 
