@@ -161,9 +161,6 @@ class ScriptedEvaluator:
             return 0.0
         return max(0.0, 100.0 * (1.0 - update_norm(TARGET, state) / update_norm(TARGET, self.initial)))
 
-    def validation_accuracy(self, state: State, classes: Sequence[int] = ()) -> None:
-        return None
-
 
 def scripted_run(scenario: Scenario, faults: dict[int, Fault] | None = None,
                  ) -> tuple[RunRecord, ScriptedWorld, InProcessGrid]:
