@@ -98,7 +98,7 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     train on retain data (server/aggregate.py). Each requester's steps and seconds go into
     ``record.client_work``."""
     unl = fed.scenario.unlearning
-    seed_round = record.after_round * 1000 + round_  # local seeds differ from every training round's
+    seed_round = _phase_seed(record, round_)
     plan: dict[int, tuple[str, RecordDict]] = {}
     for node, ids in requesters.items():
         extra = {} if fed.references is None else {P.CALIBRATION: fed.references.digest}
@@ -136,6 +136,11 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     return train_and_forget_update(state, trained, unlearned, combine="mean" if record.forgotten_classes else "sum")
 
 
+def _phase_seed(record: PhaseRecord, round_: int) -> int:
+    """The seed a phase's round hands the nodes: different from every training round's."""
+    return record.after_round * 1000 + round_
+
+
 def _unlearning_bound(fed: Federation, state: State, trained: list[tuple[State, float]]) -> float:
     """The largest norm an unlearning update may have: ``update_clip`` times the round's largest training
     update (unbounded when the round has no training update to measure by, or the clip is off)."""
@@ -169,7 +174,7 @@ def run_unlearning_phase(
         repair = False
         for round_ in range(1, fed.scenario.unlearning.max_rounds + 1):
             if repair:  # the last candidate hid the forget set but lost utility: train it back, then judge again
-                state = fed.train_round(state, record.after_round * 1000 + round_, with_data)
+                state = fed.train_round(state, _phase_seed(record, round_), with_data)
             else:
                 state = _unlearning_round(fed, state, requesters, trainers, round_, record)
             record.round_kinds.append("repair" if repair else "unlearn")

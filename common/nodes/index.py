@@ -13,7 +13,6 @@ ids in ascending order, then their n int64 labels. Plain ``array``: no torch, no
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import sys
 from array import array
@@ -23,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import DataError
-from common.files import atomic_write_bytes
-from common.nodes.storage import PRIVATE_FILE_MODE, private_dir
+from common.nodes.storage import read_addressed, write_addressed
 
 __all__ = ["MAGIC", "SampleIndex", "read_index", "write_index"]
 
@@ -71,21 +69,12 @@ def write_index(directory: Path, stem: str, ids: Iterable[int], labels: Iterable
         raise DataError(f"the {stem} samples repeat an id; a sample index needs each id once")
     payload = b"".join((MAGIC, _COUNT.pack(len(pairs)), _little_endian(array("q", (i for i, _ in pairs))),
                         _little_endian(array("q", (y for _, y in pairs)))))
-    digest = hashlib.sha256(payload).hexdigest()
-    final = private_dir(directory) / f"{stem}-{digest[:12]}.index"
-    atomic_write_bytes(final, payload, mode=PRIVATE_FILE_MODE)
-    return {"path": final.name, "sha256": digest}
+    return write_addressed(directory, stem, ".index", payload)
 
 
 def read_index(directory: Path, ref: dict[str, str]) -> SampleIndex:
     """Load a referenced index after checking its hash (the bytes read once, hashed and parsed)."""
-    path = directory / ref["path"]
-    try:
-        payload = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing; the node directory is damaged (restore it from a backup)") from None
-    if hashlib.sha256(payload).hexdigest() != ref["sha256"]:
-        raise DataError(f"{path} does not match its recorded sha256; the file is corrupt")
+    path, payload = directory / ref["path"], read_addressed(directory, ref)
     header = len(MAGIC) + _COUNT.size
     count = _COUNT.unpack_from(payload, len(MAGIC))[0] if len(payload) >= header else -1
     if not payload.startswith(MAGIC) or len(payload) != header + 16 * count:

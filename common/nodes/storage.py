@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from common.data.tensors import LabeledData
 
 __all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "atomic_write_bytes", "atomic_write_json", "private_dir",
-           "read_json", "read_samples", "sha256_file", "write_samples"]
+           "read_addressed", "read_json", "read_samples", "sha256_file", "write_addressed", "write_samples"]
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600  # atomic_write_bytes' default
@@ -54,20 +54,35 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path} is not valid JSON ({err}); the node directory is damaged") from err
 
 
-def write_samples(directory: Path, stem: str, data: LabeledData) -> dict[str, str]:
-    """Save samples as ``<stem>-<sha12>.pt`` (0600, in a 0700 folder); returns the reference for node.json.
+def write_addressed(directory: Path, stem: str, suffix: str, payload: bytes) -> dict[str, str]:
+    """Save ``payload`` as ``<stem>-<sha12><suffix>`` (0600, in a 0700 folder); returns the reference for
+    node.json. The name holds the hash, so the bytes are complete before the file is named."""
+    digest = hashlib.sha256(payload).hexdigest()
+    final = private_dir(directory) / f"{stem}-{digest[:12]}{suffix}"
+    atomic_write_bytes(final, payload, mode=PRIVATE_FILE_MODE)
+    return {"path": final.name, "sha256": digest}
 
-    Serialised in memory first: the file's name holds its hash, which must be known before it is written.
-    """
+
+def read_addressed(directory: Path, ref: dict[str, str]) -> bytes:
+    """The bytes of a referenced file, read once and checked against its recorded sha256."""
+    path = directory / ref["path"]
+    try:
+        payload = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing; the node directory is damaged (restore it from a backup, or "
+                        "re-create it with `node init`)") from None
+    if hashlib.sha256(payload).hexdigest() != ref["sha256"]:
+        raise DataError(f"{path} does not match its recorded sha256; the file is corrupt")
+    return payload
+
+
+def write_samples(directory: Path, stem: str, data: LabeledData) -> dict[str, str]:
+    """Save samples as ``<stem>-<sha12>.pt``; returns the reference for node.json."""
     import torch
 
     buffer = io.BytesIO()
     torch.save({"x": data.x.contiguous(), "y": data.y, "ids": data.ids}, buffer)
-    payload = buffer.getvalue()
-    digest = hashlib.sha256(payload).hexdigest()
-    final = private_dir(directory) / f"{stem}-{digest[:12]}.pt"
-    atomic_write_bytes(final, payload, mode=PRIVATE_FILE_MODE)
-    return {"path": final.name, "sha256": digest}
+    return write_addressed(directory, stem, ".pt", buffer.getvalue())
 
 
 def read_samples(directory: Path, ref: dict[str, str]) -> LabeledData:
@@ -76,13 +91,9 @@ def read_samples(directory: Path, ref: dict[str, str]) -> LabeledData:
 
     from common.data.tensors import LabeledData
 
-    path = directory / ref["path"]
-    if not path.is_file():
-        raise DataError(f"{path} is missing; the node directory is damaged (re-create it with `node init`)")
-    if sha256_file(path) != ref["sha256"]:
-        raise DataError(f"{path} does not match its recorded sha256; the file is corrupt")
+    payload = read_addressed(directory, ref)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         return LabeledData(blob["x"], blob["y"], blob["ids"])
     except Exception as err:  # a file whose hash matches but still fails to load was written wrong
-        raise DataError(f"{path} cannot be read as node samples ({err})") from err
+        raise DataError(f"{directory / ref['path']} cannot be read as node samples ({err})") from err

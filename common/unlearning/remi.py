@@ -259,7 +259,7 @@ class _Objective:
     approximator: LeakageApproximator
     params: RemiParams
     device: torch.device
-    before: Classifier | None
+    before: Classifier | None  # None: the anchor term is off
     per_example: bool
 
     def loss(self, model: Classifier, batches: tuple[tuple[torch.Tensor, torch.Tensor], ...],
@@ -286,7 +286,7 @@ class _Objective:
                 excess, membership_statistic(reference.logits, reference.labels) - expected[1].to(device))
         if params.lambda_target > 0 and self.per_example:
             loss = loss + params.lambda_target * F.smooth_l1_loss(F.relu(excess), torch.zeros_like(excess))
-        if params.lambda_anchor > 0 and self.before is not None:
+        if self.before is not None:
             kept = [i for i in range(len(parts)) if i != len(parts) - 2]  # every batch but the forget batch
             loss = loss + params.lambda_anchor * _drift(self.before, torch.cat([xs[i] for i in kept]),
                                                         torch.cat([parts[i].logits for i in kept]))
