@@ -36,7 +36,14 @@ __all__ = ["forget", "init", "node_app", "reject", "requests", "serve"]
 
 node_app = typer.Typer(help="A client's node directory: create it, file and list forget requests, serve them.",
                        no_args_is_help=True)
-console = Console(markup=False, highlight=False)  # paths and ledger text are data, never markup
+
+
+def _console() -> Console:
+    """A console made when a command prints, so it sizes itself to the terminal (``COLUMNS``) of that moment;
+    paths and ledger text are data, never markup."""
+    return Console(markup=False, highlight=False)
+
+
 COLUMNS = ("request_id", "kind", "num_samples", "status", "reason", "updated_at")
 
 
@@ -71,7 +78,7 @@ def init(
                         seed=seed, holdout_fraction=holdout_fraction, train_size=train_size)
     bundle = load_dataset(dataset, root=data_dir, download=download, seed=seed)
     node = materialise_node(node_dir, bundle, layout)
-    console.print(f"node {index}/{total} of {dataset}: {len(node.train())} training and "
+    _console().print(f"node {index}/{total} of {dataset}: {len(node.train())} training and "
                   f"{len(node.holdout())} hold-out samples in {node_dir}")
 
 
@@ -122,7 +129,7 @@ def requests(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(Text(printable(str(row[c]))) for c in COLUMNS))
-    console.print(table)
+    _console().print(table)
 
 
 @node_app.command("reject")
@@ -174,7 +181,7 @@ def serve(
         server, bound = start_request_server(node_dir, port=port, host=host, token=token, tls_cert=tls_cert,
                                              tls_key=tls_key, insecure=insecure,
                                              allow_unauthenticated=allow_unauthenticated)
-        console.print(f"serving forget requests for {node_dir} on {host}:{bound} (pid {os.getpid()})",
+        _console().print(f"serving forget requests for {node_dir} on {host}:{bound} (pid {os.getpid()})",
                       soft_wrap=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
