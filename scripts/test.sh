@@ -4,5 +4,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ruff check common client server simulations tests
 mypy
-# pyproject's addopts skip the slow (end-to-end) tests in a bare `pytest`; this command runs them too.
-pytest -q -m "slow or not slow" "$@"
+# pyproject's addopts skip the slow (end-to-end) tests in a bare `pytest`; this command runs them too, on three
+# pytest-xdist workers: the deployment tests spend much of their time waiting on processes and heartbeats.
+pytest -q -m "slow or not slow" -n "${FEDUNLEARN_TEST_WORKERS:-3}" --dist loadgroup "$@"

@@ -17,6 +17,7 @@ SCENARIO = tiny_scenario("ray-check", (2, 0))
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time
 def test_simulate_runs_a_scenario_on_ray(tmp_path: Path) -> None:
     scenario = tmp_path / "ray-check.toml"
     scenario.write_text(SCENARIO)
