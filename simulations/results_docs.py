@@ -1,0 +1,399 @@
+"""Assemble ``docs/results.md`` from the result JSON under ``docs/``: ``python -m simulations.results_docs``.
+
+It only assembles. Every figure on the page is read from a JSON file when the page is made: the seed
+sweeps and the gate's power (``docs/federation/*/sweep.json``, ``docs/audit/power.json``), the single
+runs (``docs/federation/*/report.json``) and scaling, the edge benchmarks (``docs/edge/*/edge.json`` and
+the idle-machine latency files beside them), the centralised benchmark (``docs/bench/*/bench.json``),
+CLI startup and the request service under load. Each table names the commit its JSON records ("not
+recorded" where the JSON predates recording one) and links the page that holds every figure.
+``--check`` exits 1 when the page on disk differs from what the JSON gives; a test does the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PAGE", "headline", "main", "render"]
+
+PAGE = "results.md"
+COMMAND = "python -m simulations.results_docs"
+# the three models every edge table shows, by the names a bench and a run's export give them
+_BENCH_NAMES = {"original": "original", "retrain": "retrain", "remi": "unlearned"}
+_RUN_NAMES = {"original": "original", "federated_retrain": "retrain", "unlearned": "unlearned"}
+_SHOWN = ("original", "retrain", "unlearned")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _commit(result: Mapping[str, Any]) -> str:
+    commit = result.get("commit")
+    if not commit:
+        return "not recorded"
+    return f"`{commit[:12]}`" + (" (uncommitted changes)" if result.get("dirty") else "")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _span(values: Iterable[float | None], digits: int = 2, fmt: str = "f") -> str:
+    """'lo - hi' (or one value) over the values present."""
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return "-"
+    lo, hi = f"{present[0]:.{digits}{fmt}}", f"{present[-1]:.{digits}{fmt}}"
+    return lo if lo == hi else f"{lo} - {hi}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def _optional(root: Path, relative: str, section: Callable[[Mapping[str, Any]], list[str]]) -> list[str]:
+    """``section`` of one JSON file that a docs folder may lack: nothing when it is absent."""
+    path = root / relative
+    return section(_load(path)) if path.exists() else []
+
+
+def _link(root: Path, path: Path, text: str | None = None) -> str:
+    """A link to ``path`` relative to the page, named after its folder; bare text when the page is missing."""
+    text = text or path.parent.name
+    return f"[{text}]({path.relative_to(root).as_posix()})" if path.exists() else text
+
+
+# ---------------------------------------------------------------- federation
+
+
+def headline(sweep: Mapping[str, Any]) -> str:
+    """The sweep's verdicts in one sentence (the README quotes it; a test keeps the two equal)."""
+    c = sweep["counts"]
+    return (f"over {c['of']} seeds the gate failed the do-nothing original {c['original_failed']}/{c['of']}, "
+            f"passed federated retrain {c['retrain_passed']}/{c['of']} and passed the unlearned model "
+            f"{c['unlearned_passed']}/{c['of']}")
+
+
+def _sweeps(root: Path) -> list[str]:
+    paths = sorted((root / "federation").glob("*/sweep.json"))
+    rows = []
+    for path in paths:
+        sweep = _load(path)
+        c, seeds = sweep["counts"], sweep["seeds"]
+        rows.append([_link(root, path.with_suffix(".md"), sweep["scenario"]), c["of"],
+                     f"{c['original_failed']}/{c['of']}", f"{c['retrain_passed']}/{c['of']}",
+                     f"{c['unlearned_passed']}/{c['of']}", _span(s["time_ratio"] for s in seeds),
+                     _span(s["bytes_ratio"] for s in seeds), _commit(sweep)])
+    return ["### Seed sweeps", "",
+            "One run per seed; the gate's verdicts on the unlearned model and on its two controls. Time and bytes "
+            "are the unlearning phase's (failed attempts included) as a share of federated retrain's.", "",
+            *_table(["scenario", "seeds", "original failed", "retrain passed", "unlearned passed",
+                     "time / retrain", "bytes / retrain", "commit"], rows), ""]
+
+
+def _power(result: Mapping[str, Any]) -> list[str]:
+    config = result["config"]
+    rows = [[size, _num(r["original"]["loss"], 2), _num(r["original"]["reference"], 2),
+             _num(r["never_trained"]["loss"], 2), _num(r["never_trained"]["reference"], 2)]
+            for size, r in result["power"].items()]
+    return ["### Gate power", "",
+            f"Share of audits in which the gate fails a model, {config['dataset']} / {config['model']}, "
+            f"{config['draws']} draws per forget-set size against {config['nonmembers']} non-members, the gate's "
+            f"false-alarm rate split over {config['looks']} looks; commit {_commit(result)}. Details and the "
+            "reference designs: "
+            "[audit/power.md](audit/power.md).", "",
+            *_table(["forget-set size", "original, loss", "original, LiRA + RMIA", "never trained on them, loss",
+                     "never trained on them, LiRA + RMIA"], rows), ""]
+
+
+def _controls(controls: Mapping[str, Any] | None) -> str:
+    if not controls:
+        return "none"
+    verdict = {True: "pass", False: "FAIL", None: "-"}
+    return (f"original {verdict[controls['original'].get('passed')]}, "
+            f"retrain {verdict[(controls.get('federated_retrain') or {}).get('passed')]}")
+
+
+def _run_row(root: Path, path: Path, report: Mapping[str, Any]) -> list[object]:
+    unlearning, base = report["unlearning"], report["baselines"]
+    gate = unlearning["gate"]
+    original, retrain = base["original"], base["federated_retrain"]
+    within = abs(original["forget_auc"] - 0.5) <= gate["tolerance"]
+    return [_link(root, path.with_suffix(".md")), report["clients"], f"{report['model']} / {report['dataset']}",
+            "pass" if gate["passed"] else "FAIL", gate.get("worst_attack", "-"), _num(gate["tolerance"]),
+            f"{_num(unlearning['forget_auc'])} / {_num(original['forget_auc'])} / {_num(retrain['forget_auc'])}",
+            "yes" if within else "no", f"{_num(unlearning['ta'], 2)} / {_num(retrain['ta'], 2)}",
+            _controls(report.get("controls")), _commit(report)]
+
+
+def _runs(root: Path) -> list[str]:
+    reports = [(p, _load(p)) for p in sorted((root / "federation").glob("*/report.json"))]
+    rows = [_run_row(root, p, r) for p, r in reports if r.get("unlearning")]
+    return ["### Single runs", "",
+            "One run per scenario. \"Original within tolerance\": whether the do-nothing model's forget AUC "
+            "(loss attack) lies within the tolerance of 0.5 that the run's gate applied. Runs without controls "
+            "predate the gate's verdicts on the original and retrain; they show that the machinery runs, not that "
+            "anything was forgotten.", "",
+            *_table(["run", "clients", "model / data", "gate", "gate's worst attack", "tolerance",
+                     "forget AUC unlearned / original / retrain", "original within tolerance",
+                     "ta unlearned / retrain", "controls", "commit"], rows), ""]
+
+
+def _scaling(result: Mapping[str, Any]) -> list[str]:
+    rows = [[p["clients"], p["rounds"], _num(p["wall_seconds"], 1), _num(p["peak_rss_mb"], 0),
+             _num(p["training_seconds"], 1), _num(p["unlearning_seconds"], 1), p["status"]]
+            for p in result["points"]]
+    return ["### Scaling", "",
+            f"`fedunlearn scale {result['scenario']}`: wall time and peak memory of the whole process tree; commit "
+            f"{_commit(result)}. [federation/scaling/scaling.md](federation/scaling/scaling.md).", "",
+            *_table(["clients", "rounds", "wall s", "peak RSS MB", "training s", "unlearning s", "status"], rows),
+            ""]
+
+
+# ---------------------------------------------------------------- edge
+
+
+@dataclass(frozen=True)
+class _Export:
+    """One source of edge figures: a bench's three models (mean over seeds) or a run's clients' audit."""
+
+    label: str
+    link: str
+    commit: str
+    metrics: Mapping[str, Sequence[float]]  # edge.json metric name -> one value per model
+    leakage: Mapping[str, tuple[float, float, float]]  # _SHOWN model -> forget AUC as torch, fp32, int8 ONNX
+
+
+def _bench_export(root: Path, path: Path) -> _Export:
+    edge = _load(path)
+    models = [edge["models"][m] for m in _BENCH_NAMES if m in edge["models"]]
+    names = ("fp32_max_abs_diff", "int8_top1_agreement", "int8_ta_drop", "mia_auc_int8_gap", "fp32_bytes",
+             "int8_bytes")
+    seeds = len(edge["seeds"])
+    return _Export(
+        label=f"{edge['model']} / {edge['dataset']} (bench, {seeds} seed{'s' if seeds > 1 else ''})",
+        link=_link(root, path.with_suffix(".md")), commit=_commit(edge),
+        metrics={name: [m[name] for m in models] for name in names},
+        leakage={_BENCH_NAMES[m]: (e["mia_auc_torch"], e["mia_auc_fp32"], e["mia_auc_int8"])
+                 for m, e in edge["models"].items() if m in _BENCH_NAMES})
+
+
+def _run_export(root: Path, path: Path) -> _Export | None:
+    report = _load(path)
+    export = report.get("export")
+    if not export or export.get("parity_max_abs_diff") is None:
+        return None
+    sizes = {a["precision"].split("-")[0]: a["bytes"] for a in export["artifacts"] if a["model"] == export["model"]}
+    leakage = {_RUN_NAMES[m]: (v["torch"], v["fp32"], v["int8"])
+               for m, v in (export.get("leakage") or {}).items() if m in _RUN_NAMES}
+    gaps = [abs(int8 - fp32) for _, fp32, int8 in leakage.values()]
+    audited = any(a.get("gate_passed") is not None for a in export["artifacts"])
+    how = "clients' audit" if audited else f"{export['model']} model, not audited"
+    return _Export(
+        label=f"{report['model']} / {report['dataset']} ({report['scenario']} export, {how})",
+        link=_link(root, path.with_suffix(".md")), commit=_commit(report),
+        metrics={"fp32_max_abs_diff": [export["parity_max_abs_diff"]],
+                 "int8_top1_agreement": [export["int8_top1_agreement"]],
+                 "int8_ta_drop": [export["fp32_ta"] - export["int8_ta"]], "mia_auc_int8_gap": gaps,
+                 "fp32_bytes": [sizes["fp32"]], "int8_bytes": [sizes["int8"]]},
+        leakage=leakage)
+
+
+def _exports(root: Path) -> list[_Export]:
+    bench = [_bench_export(root, p) for p in sorted((root / "edge").glob("*/edge.json"))]
+    runs = [_run_export(root, p) for p in sorted((root / "federation").glob("*/report.json"))]
+    return bench + [r for r in runs if r is not None]
+
+
+def _kib(values: Sequence[float]) -> str:
+    return _span([v / 1024 for v in values], 0)
+
+
+def _parity(exports: Sequence[_Export]) -> list[str]:
+    rows = [[e.label, _span(e.metrics["fp32_max_abs_diff"], 1, "e"),
+             _span([100 * v for v in e.metrics["int8_top1_agreement"]]) + "%", _span(e.metrics["int8_ta_drop"]),
+             f"{_kib(e.metrics['fp32_bytes'])} / {_kib(e.metrics['int8_bytes'])}", e.link, e.commit]
+            for e in exports]
+    return ["### Parity and quantization", "",
+            "A bench row ranges over its original, retrain and unlearned models, a run row is the model its run "
+            "exported; agreement and accuracy on the test split.", "",
+            *_table(["model / data (source)", "fp32 max \\|logit diff\\|", "int8 top-1 agreement",
+                     "int8 ta drop (points)", "fp32 / int8 KiB", "details", "commit"], rows), ""]
+
+
+def _leakage(exports: Sequence[_Export]) -> list[str]:
+    def cell(e: _Export, model: str) -> str:
+        return " / ".join(_num(v) for v in e.leakage[model]) if model in e.leakage else "-"
+
+    rows = [[e.label, *(cell(e, m) for m in _SHOWN), _num(max(e.metrics["mia_auc_int8_gap"]))]
+            for e in exports if e.leakage]
+    return ["### Does quantization change leakage?", "",
+            "Forget-set AUC (loss attack) as torch / fp32 ONNX / int8 ONNX.", "",
+            *_table(["model / data (source)", "original", "retrain", "unlearned", "largest \\|int8 - fp32\\|"],
+                    rows), ""]
+
+
+def _latency_rows(root: Path) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted((root / "edge").glob("*/*/bench-edge-quiet.json")):
+        edge = _load(path.parent.parent / "edge.json")
+        found.append((f"{edge['model']} / {edge['dataset']} (bench export {path.parent.name})", _load(path)))
+    return found
+
+
+def _latency(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    if not rows:
+        return []
+    first = rows[0][1]
+
+    def ms(result: Mapping[str, Any], engine: str, batch: str) -> str:
+        return _num(result["engines"][engine][batch]["median_ms"])
+
+    table = [[label, *(ms(r, e, b) for b in ("b1", "b32") for e in ("torch", "ort_fp32", "ort_int8")),
+              _num(r["ratios"]["ort_fp32_vs_torch_b1"], 2), _num(r["ratios"]["int8_vs_fp32_b1"], 2), _commit(r)]
+             for label, r in rows]
+    return ["### Latency", "",
+            f"Median ms over {first['repeats']} calls after {first['warmup']} warm-up, one thread per engine, "
+            f"{first['cpu']['model']} ({first['cpu']['logical_cores']} cores), idle machine "
+            f"(`fedunlearn edge latency --repeats {first['repeats']}`).", "",
+            *_table(["model / data (export)", "torch b1", "ORT fp32 b1", "ORT int8 b1", "torch b32", "ORT fp32 b32",
+                     "ORT int8 b32", "fp32 / torch b1", "int8 / fp32 b1", "commit"], table), ""]
+
+
+def _targets(root: Path, exports: Sequence[_Export], latency: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    paths = sorted((root / "edge").glob("*/edge.json"))
+    if not paths:
+        return []
+    values: dict[str, list[tuple[float, str]]] = {}
+    for e in exports:
+        for name, figures in e.metrics.items():
+            values.setdefault(name, []).extend((v, e.label) for v in figures)
+    for label, result in latency:
+        for name, ratio in result["ratios"].items():
+            values.setdefault(name, []).append((ratio, label))
+    rows = []
+    for name, target in _load(paths[0])["targets"].items():
+        worst: Callable[..., tuple[float, str]] = max if target["op"] == "<=" else min
+        value, where = worst(values.get(name, [(float("nan"), "-")]))
+        met = value <= target["value"] if target["op"] == "<=" else value >= target["value"]
+        rows.append([f"`{name}` {target['op']} {target['value']:g}", f"{value:.3g}", where, "yes" if met else "**no**"])
+    return ["### Against the edge targets", "",
+            "The targets recorded in edge.json; the worst figure over every table above (latency ratios from the "
+            "idle-machine runs).", "", *_table(["target", "worst", "where", "met"], rows), ""]
+
+
+# ---------------------------------------------------------------- centralised benchmark
+
+
+def _bench_row(root: Path, path: Path, bench: Mapping[str, Any]) -> list[object]:
+    methods = bench["methods"]
+    remi, retrain, original = methods["remi"], methods[bench["gold_standard"]], methods["original"]
+    others = {m: e["avg_gap"] for m, e in methods.items() if m not in ("remi", "original", bench["gold_standard"])}
+    best = min(others, key=others.__getitem__)
+    sizes = bench["sizes"]
+    return [_link(root, path.with_suffix(".md"), f"{bench['dataset']} / {bench['model']} / `{bench['forget']}`"),
+            f"{sizes['forget']} of {sizes['train']}", len(bench["seeds"]), _num(remi["avg_gap"], 2),
+            f"{best} {_num(others[best], 2)}", _num(original["avg_gap"], 2),
+            _num(abs(remi["mia_auc"] - retrain["mia_auc"])), _num(remi["seconds"] / retrain["seconds"]),
+            f"{remi['ta'] - original['ta']:+.2f}", remi.get("stop_reason", "-"), _commit(bench)]
+
+
+def _bench(root: Path) -> list[str]:
+    benches = [(p, _load(p)) for p in sorted((root / "bench").glob("*/bench.json"))]
+    if not benches:
+        return []
+    summary = [_bench_row(root, p, b) for p, b in benches]
+    methods = list(dict.fromkeys(m for _, b in benches for m in b["methods"]))
+    gaps = [[m, *(_num(b["methods"][m]["avg_gap"], 2) if m in b["methods"] else "-" for _, b in benches)]
+            for m in methods]
+    return ["## Centralised benchmark", "",
+            "`fedunlearn bench`, mean over seeds. `avg_gap` is the mean \\|x - retrain\\| over ua, ra, ta and "
+            "mia_efficacy (lower is better); the full tables, with standard deviations, are on each linked page. "
+            "How these runs were made: [method.md](method.md#the-published-benchmark).", "",
+            *_table(["bench", "forget / train", "seeds", "remi avg_gap", "best other", "original avg_gap",
+                     "\\|remi mia_auc - retrain's\\|", "remi s / retrain s", "remi ta - original's", "remi stopped",
+                     "commit"], summary), "",
+            "`avg_gap` of every method:", "",
+            *_table(["method", *(f"{b['dataset']} `{b['forget']}`" for _, b in benches)], gaps), ""]
+
+
+# ---------------------------------------------------------------- CLI and service
+
+
+def _startup(result: Mapping[str, Any]) -> list[str]:
+    goal = result["goal"]
+    rows = [[f"`{name}`", _num(c["median_seconds"], 2), _num(c["median_peak_rss_mib"], 0), c["loads"]]
+            for name, c in result["commands"].items()]
+    return ["## CLI startup", "",
+            f"Median of {result['runs']} fresh processes, {result['cpus']} CPUs at load average "
+            f"{result['load_average']:.2f}; goal under {goal['seconds']:g} s and {goal['peak_rss_mib']:g} MiB; "
+            f"commit {_commit(result)}. [cli/startup.md](cli/startup.md).", "",
+            *_table(["command", "wall s", "peak MiB", "loads"], rows), ""]
+
+
+def _load_bench(result: Mapping[str, Any]) -> list[str]:
+    rows = [[p["phase"], p["callers"], "yes" if p["training"] else "no",
+             _num(p["latency_ms"]["submit"]["p50_ms"], 1), _num(p["latency_ms"]["submit"]["p99_ms"], 1),
+             f"{p['acknowledged']} of {p['attempts']}", _num(p["acknowledged_per_s"], 1)]
+            for p in result["phases"]]
+    checks = result["checks"]["ledger"]
+    return ["## Forget-request service under load", "",
+            f"One node, {result['parameters']['train_samples']} training samples, "
+            f"{result['machine']['cpus']} CPUs; commit {_commit(result)}. Every acknowledged request found "
+            f"afterwards: {checks['present']} of {checks['acknowledged']}; overall "
+            f"{'passed' if result['passed'] else 'FAILED'}. [security/load.md](security/load.md).", "",
+            *_table(["phase", "callers", "training alongside", "Submit p50 ms", "Submit p99 ms", "acknowledged",
+                     "acknowledged / s"], rows), ""]
+
+
+# ---------------------------------------------------------------- page
+
+
+def render(root: Path) -> str:
+    """The whole page from the JSON under ``root`` (the ``docs/`` folder); links are relative to it."""
+    exports, latency = _exports(root), _latency_rows(root)
+    lines = ["# Results", "",
+             f"Generated by `{COMMAND}` from the JSON files under `docs/`: do not edit by hand (a test fails when "
+             "this page and its JSON disagree). Each table names the commit its JSON records, or \"not recorded\" "
+             "where the JSON predates recording one; the linked pages hold every figure and the command that made "
+             "it. What the gate checks: [audit.md](audit.md).", "",
+             "## Federated unlearning under the leakage gate", "",
+             *_sweeps(root), *_optional(root, "audit/power.json", _power), *_runs(root),
+             *_optional(root, "federation/scaling/scaling.json", _scaling),
+             "## Edge", "",
+             "Exports of the centralised bench (`fedunlearn bench --edge`) and of federated runs (the requesting "
+             "clients audited every artifact with ONNX Runtime). How they were made: "
+             "[edge.md](edge.md#the-published-measurements).", "",
+             *_parity(exports), *_leakage(exports), *_latency(latency), *_targets(root, exports, latency),
+             *_bench(root), *_optional(root, "cli/startup.json", _startup),
+             *_optional(root, "security/load.json", _load_bench)]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write docs/results.md from the result JSON under docs/.")
+    parser.add_argument("--docs", type=Path, default=Path("docs"), help="the docs folder (default: docs)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page is out of date")
+    args = parser.parse_args(argv)
+    page, text = args.docs / PAGE, render(args.docs)
+    if args.check:
+        current = page.read_text() if page.exists() else ""
+        if current != text:
+            print(f"{page} is out of date: run `{COMMAND}`", file=sys.stderr)
+            return 1
+        return 0
+    page.write_text(text)
+    print(f"wrote {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

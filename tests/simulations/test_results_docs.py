@@ -1,0 +1,155 @@
+"""docs/results.md: assembled from the result JSON alone, and never out of date with the repository's JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulations import results_docs
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(root: Path, relative: str, data: dict[str, Any]) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _seed(seed: int, passed: bool, time_ratio: float, bytes_ratio: float) -> dict[str, Any]:
+    return {"seed": seed, "unlearned_passed": passed, "original_passed": False, "retrain_passed": True,
+            "time_ratio": time_ratio, "bytes_ratio": bytes_ratio}
+
+
+def _edge_model(agreement: float, ratio: float) -> dict[str, Any]:
+    return {"fp32_max_abs_diff": 2.5e-6, "int8_top1_agreement": agreement, "int8_ta_drop": 0.37,
+            "mia_auc_int8_gap": 0.0042, "fp32_bytes": 2048.0, "int8_bytes": 1024.0, "mia_auc_torch": 0.611,
+            "mia_auc_fp32": 0.612, "mia_auc_int8": 0.616, "int8_vs_fp32_b1": ratio}
+
+
+def _method(gap: float, auc: float, seconds: float, ta: float) -> dict[str, Any]:
+    return {"avg_gap": gap, "mia_auc": auc, "seconds": seconds, "ta": ta}
+
+
+def _report() -> dict[str, Any]:
+    artifacts = [{"model": "unlearned", "precision": "fp32", "bytes": 4096, "gate_passed": True},
+                 {"model": "unlearned", "precision": "int8-static", "bytes": 2048, "gate_passed": True}]
+    return {
+        "controls": {"original": {"passed": False}, "federated_retrain": {"passed": True}},
+        "scenario": "tiny-run", "clients": 7, "dataset": "digits", "model": "mlp", "commit": "feedface" * 5,
+        "unlearning": {"gate": {"passed": True, "worst_attack": "lira", "tolerance": 0.087}, "forget_auc": 0.521,
+                       "ta": 91.25},
+        "baselines": {"original": {"forget_auc": 0.733, "ta": 93.5}, "federated_retrain": {"forget_auc": 0.498,
+                                                                                         "ta": 92.75}},
+        "export": {"model": "unlearned", "parity_max_abs_diff": 3.5e-5, "int8_top1_agreement": 0.9871,
+                   "fp32_ta": 90.0, "int8_ta": 89.25, "artifacts": artifacts,
+                   "leakage": {"original": {"torch": 0.733, "fp32": 0.733, "int8": 0.741},
+                               "federated_retrain": {"torch": 0.498, "fp32": 0.498, "int8": 0.495},
+                               "unlearned": {"torch": 0.521, "fp32": 0.521, "int8": 0.524}}},
+    }
+
+
+def _fixtures(root: Path) -> None:
+    _write(root, "federation/memo/sweep.json", {
+        "scenario": "memo", "commit": "abcdef1234567890", "dirty": True, "command": "sweep",
+        "counts": {"of": 3, "original_failed": 3, "retrain_passed": 2, "unlearned_passed": 1},
+        "seeds": [_seed(0, True, 0.123, 0.045), _seed(1, False, 0.456, 0.067), _seed(2, False, 0.789, 0.089)]})
+    _write(root, "audit/power.json", {
+        "commit": "0badc0de" * 5, "config": {"dataset": "digits", "model": "mlp", "draws": 11, "nonmembers": 77,
+                                             "looks": 4},
+        "power": {"25": {"original": {"loss": 0.31, "reference": 0.64},
+                         "never_trained": {"loss": 0.02, "reference": 0.03}}}})
+    _write(root, "federation/tiny-run/report.json", _report())
+    (root / "federation/tiny-run/report.md").write_text("the run's own page")  # linked: it exists
+    _write(root, "federation/scaling/scaling.json", {"scenario": "tiny.toml", "points": [
+        {"clients": 12, "rounds": 2, "wall_seconds": 45.6, "peak_rss_mb": 789.0, "training_seconds": 12.3,
+         "unlearning_seconds": 4.5, "status": "completed"}]})
+    _write(root, "edge/e1/edge.json", {
+        "dataset": "digits", "model": "cnn", "seeds": [0, 1],
+        "targets": {"int8_top1_agreement": {"op": ">=", "value": 0.99},
+                    "int8_vs_fp32_b1": {"op": "<=", "value": 0.6}},
+        "models": {"original": _edge_model(0.9912, 1.1), "retrain": _edge_model(0.9934, 1.1),
+                   "remi": _edge_model(0.9956, 1.1)}})
+    _write(root, "edge/e1/seed-0-remi/bench-edge-quiet.json", {
+        "repeats": 200, "warmup": 5, "cpu": {"model": "Test CPU", "logical_cores": 2},
+        "engines": {e: {"b1": {"median_ms": m}, "b32": {"median_ms": 10 * m}}
+                    for e, m in (("torch", 0.432), ("ort_fp32", 0.123), ("ort_int8", 0.061))},
+        "ratios": {"ort_fp32_vs_torch_b1": 0.286, "int8_vs_fp32_b1": 0.496}})
+    _write(root, "bench/b1/bench.json", {
+        "dataset": "digits", "model": "cnn", "forget": "class:3", "seeds": [0, 1, 2], "gold_standard": "retrain",
+        "sizes": {"forget": 110, "train": 1079},
+        "methods": {"original": _method(49.83, 0.58, 2.0, 98.0), "retrain": _method(0.0, 0.44, 2.0, 98.5),
+                    "remi": {**_method(0.37, 0.40, 0.5, 98.25), "stop_reason": "budget; best at step 380"},
+                    "finetune": _method(0.61, 0.47, 0.3, 98.8), "fisher": _method(40.39, 0.55, 0.4, 82.0)}})
+    _write(root, "cli/startup.json", {
+        "commit": "1234567890ab" * 3, "runs": 5, "cpus": 2, "load_average": 1.25,
+        "goal": {"seconds": 0.5, "peak_rss_mib": 100.0},
+        "commands": {"fedunlearn --help": {"median_seconds": 0.417, "median_peak_rss_mib": 26.0, "loads": "typer"}}})
+    _write(root, "security/load.json", {
+        "commit": "c0ffee00" * 5, "passed": True, "parameters": {"train_samples": 4321}, "machine": {"cpus": 2},
+        "checks": {"ledger": {"acknowledged": 99, "present": 99}},
+        "phases": [{"phase": "idle", "callers": 1, "training": None, "acknowledged": 99, "attempts": 100,
+                    "acknowledged_per_s": 12.3, "latency_ms": {"submit": {"p50_ms": 3.21, "p99_ms": 65.4}}}]})
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> str:
+    _fixtures(tmp_path)
+    assert results_docs.main(["--docs", str(tmp_path)]) == 0
+    return (tmp_path / results_docs.PAGE).read_text()
+
+
+def test_the_sweep_and_gate_power_figures_land_in_the_page(page: str) -> None:
+    assert "| memo | 3 | 3/3 | 2/3 | 1/3 | 0.12 - 0.79 | 0.04 - 0.09 |" in page  # no sweep.md: no dead link
+    assert "`abcdef123456` (uncommitted changes)" in page
+    assert "| 25 | 0.31 | 0.64 | 0.02 | 0.03 |" in page and "11 draws" in page and "`0badc0de0bad`" in page
+
+
+def test_a_run_report_gives_its_row_export_and_leakage(page: str) -> None:
+    assert "| [tiny-run](federation/tiny-run/report.md) | 7 | mlp / digits | pass | lira | 0.087 |" in page
+    assert "0.521 / 0.733 / 0.498 | no | 91.25 / 92.75 | original FAIL, retrain pass | `feedfacefeed` |" in page
+    assert "| mlp / digits (tiny-run export, clients' audit) | 3.5e-05 | 98.71% | 0.75 | 4 / 2 |" in page
+    assert "0.733 / 0.733 / 0.741 | 0.498 / 0.498 / 0.495 | 0.521 / 0.521 / 0.524 | 0.008 |" in page
+    assert "| 12 | 2 | 45.6 | 789 | 12.3 | 4.5 | completed |" in page
+
+
+def test_edge_figures_and_targets_come_from_edge_json(page: str) -> None:
+    assert "| cnn / digits (bench, 2 seeds) | 2.5e-06 | 99.12 - 99.56% | 0.37 | 2 / 1 |" in page
+    assert "0.611 / 0.612 / 0.616" in page and "not recorded" in page
+    assert "| cnn / digits (bench export seed-0-remi) | 0.432 | 0.123 | 0.061 | 4.320 | 1.230 | 0.610 | 0.29 | 0.50 |" \
+        in page
+    assert "Median ms over 200 calls after 5 warm-up" in page and "Test CPU" in page
+    # the worst agreement over every source, a run's export included, misses the JSON's own target
+    assert "| `int8_top1_agreement` >= 0.99 | 0.987 | mlp / digits (tiny-run export, clients' audit) | **no** |" in page
+    assert "| `int8_vs_fp32_b1` <= 0.6 | 0.496 | cnn / digits (bench export seed-0-remi) | yes |" in page
+
+
+def test_bench_startup_and_load_figures_land_in_the_page(page: str) -> None:
+    assert ("| digits / cnn / `class:3` | 110 of 1079 | 3 | 0.37 | finetune 0.61 | 49.83 | "
+            "0.040 | 0.250 | +0.25 | budget; best at step 380 | not recorded |") in page
+    assert "| fisher | 40.39 |" in page
+    assert "| `fedunlearn --help` | 0.42 | 26 | typer |" in page and "load average 1.25" in page
+    assert "| idle | 1 | no | 3.2 | 65.4 | 99 of 100 | 12.3 |" in page and "4321 training samples" in page
+
+
+def test_check_reports_a_stale_page(tmp_path: Path, page: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert results_docs.main(["--docs", str(tmp_path), "--check"]) == 0
+    (tmp_path / results_docs.PAGE).write_text(page.replace("3/3", "2/3"))
+    assert results_docs.main(["--docs", str(tmp_path), "--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+
+
+def test_docs_results_md_matches_the_repository_json() -> None:
+    expected = results_docs.render(REPO / "docs")
+    assert (REPO / "docs" / results_docs.PAGE).read_text() == expected, (
+        "docs/results.md is out of date with the JSON under docs/: run `python -m simulations.results_docs`")
+
+
+def test_the_readme_quotes_the_memorise_sweep_as_its_json_says() -> None:
+    sweep = json.loads((REPO / "docs/federation/fashion-mnist-memorise/sweep.json").read_text())
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert results_docs.headline(sweep) in readme
+    assert "docs/results.md" in readme
