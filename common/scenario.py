@@ -17,6 +17,7 @@ from common.audit.gate import GateConfig
 from common.data.datasets import DATASETS
 from common.data.forget import parse_forget_spec
 from common.data.partition import parse_partitioner
+from common.edge.plan import ExportPlan
 from common.errors import ConfigError
 from common.models import MODELS
 from common.training import TrainConfig
@@ -81,16 +82,6 @@ class BaselinePlan:
 
 
 @dataclass(frozen=True)
-class ExportPlan:
-    """Edge export at the end of a run (after the gate): int8 "static" | "dynamic" | "none"; calibration:
-    how many of the server's test images calibrate static int8 (at most half the split; the other half
-    measures the artifacts' accuracy)."""
-
-    int8: str = "static"
-    calibration: int = 512
-
-
-@dataclass(frozen=True)
 class AuditPlan:
     """The gate's reference models (LiRA, RMIA): ``reference_models`` of the federation's architecture,
     trained once by the server on data no client holds, each on ``reference_size`` samples (default: as
@@ -135,6 +126,8 @@ class Scenario:
     unlearning: UnlearningPlan
     gate: GateConfig
     baselines: BaselinePlan
+    # the edge export after the gate; the server calibrates static int8 on its own test images (at most half
+    # the split, the rest measures the artifacts' accuracy)
     export: ExportPlan = field(default_factory=ExportPlan)
     audit: AuditPlan = field(default_factory=AuditPlan)
     requests: tuple[ScheduledRequest, ...] = ()
@@ -184,7 +177,7 @@ def _fits(value: Any, annotation: str) -> bool:
     checks = {"int": isinstance(value, int) and not isinstance(value, bool),
               "float": isinstance(value, int | float) and not isinstance(value, bool),
               "str": isinstance(value, str), "bool": isinstance(value, bool),
-              "Mapping": isinstance(value, dict),
+              "Mapping": isinstance(value, dict), "Int8Mode": isinstance(value, str),  # the plan parses it
               "tuple": isinstance(value, list) and all(isinstance(item, str) for item in value)}
     return any(ok for name, ok in checks.items() if name in alternatives)
 
@@ -230,10 +223,6 @@ def _validated(scenario: Scenario) -> Scenario:
                               f"got {key} = {share!r}")
     if scenario.baselines.federated_finetune_rounds < 0:
         raise ConfigError("[baselines].federated_finetune_rounds must be >= 0")
-    if scenario.export.int8 not in ("static", "dynamic", "none"):
-        raise ConfigError(f"[export].int8 must be \"static\", \"dynamic\" or \"none\", got {scenario.export.int8!r}")
-    if scenario.export.calibration < 1:
-        raise ConfigError(f"[export].calibration must be >= 1 images, got {scenario.export.calibration}")
     for i, request in enumerate(scenario.requests):
         _check_request(request, fed, f"requests[{i}]")
     return scenario

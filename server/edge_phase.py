@@ -14,15 +14,15 @@ model on noise). One that fails is not published; the reasons go into the
 report. What passes is published into the run's ``export/`` folder after the
 commit, with a manifest that names the committed requests.
 
-Calibration data is the server's own test split (half of it at most), never
-client data: the server holds nothing else.
+Static int8 is calibrated on part of the server's own test split (half of it
+at most, ``CalibrationSource.TEST_SET``), never on client data: the server
+holds nothing else.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,23 +31,16 @@ import torch
 
 from common.audit.gate import GateResult
 from common.audit.signals import Logits, torch_logits
-from common.checkpoint import state_sha256
 from common.data.tensors import DatasetBundle, LabeledData
-from common.edge.export import staging_dir
+from common.edge.inputs import PackageInputs, package_inputs
 from common.edge.manifest import set_audit
-from common.edge.package import (
-    EVAL_SAMPLES,
-    PARITY_SAMPLES,
-    Int8Mode,
-    PackageInputs,
-    build_artifacts,
-    dataset_manifest,
-    publish,
-)
+from common.edge.package import dataset_manifest
+from common.edge.pipeline import ExportJob, Package, stage_package
+from common.edge.plan import CalibrationSource, ExportPlan
+from common.edge.runtime import Manifest
 from common.edge.scoring import onnx_logits
 from common.errors import FedUnlearnError
 from common.models import ModelSpec, build_model
-from common.scenario import ExportPlan
 from common.training import top1_accuracy
 from server.aggregate import State
 from server.rounds import Federation
@@ -97,54 +90,55 @@ class EdgeRecord:
 
 @dataclass
 class StagedExport:
-    """Audited unlearned artifacts waiting in a staging folder for the commit."""
+    """The unlearned model's audited artifacts, staged until the commit (None: its export failed)."""
 
-    context: EdgeContext
-    stage: Path
-    manifest: dict[str, Any]
+    package: Package | None
     record: EdgeRecord
 
     def publish(self, committed: Sequence[str]) -> None:
-        """Move the artifacts that passed into ``out_dir``, the manifest naming the committed requests."""
-        if not self.manifest.get("artifacts"):
+        """Move the artifacts that passed into the export folder, the manifest naming the committed requests."""
+        if self.package is None or not self.package.manifest.artifacts:
             return
         requests = [dict(r, status="committed" if r["request_id"] in committed else "pending")
-                    for r in self.manifest["requests"]]
-        publish(self.stage, self.context.out_dir, {**self.manifest, "requests": requests})
-        self.record.published = sorted(self.manifest["artifacts"])
+                    for r in self.package.document["requests"]]
+        self.package.document = {**self.package.document, "requests": requests}
+        self.package.publish()
+        self.record.published = sorted(self.package.manifest.artifacts)
 
 
-def _split(test: LabeledData, calibration: int, seed: int) -> tuple[LabeledData, LabeledData]:
-    """(calibration images, evaluation images): disjoint, calibration at most half the split."""
-    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
-    count = min(calibration, len(test) // 2)
-    return test.subset(order[:count]), test.subset(order[count:][:EVAL_SAMPLES])
+def _inputs(context: EdgeContext, seed: int) -> PackageInputs:
+    return package_inputs(context.bundle.test, plan=context.plan, seed=seed,
+                          calibrate_on=CalibrationSource.TEST_SET)
 
 
-def _inputs(context: EdgeContext, seed: int) -> tuple[PackageInputs, LabeledData]:
-    calibration, evaluation = _split(context.bundle.test, context.plan.calibration, seed)
-    return PackageInputs(parity=evaluation.x[:PARITY_SAMPLES], evaluation=evaluation.x.numpy(),
-                         labels=evaluation.y.numpy(), calibration=calibration.x.numpy(), kind="test-set"), evaluation
+def _job(context: EdgeContext, spec: ModelSpec, state: State, inputs: PackageInputs,
+         requests: Sequence[Mapping[str, Any]], checkpoint: str) -> ExportJob:
+    description = dataset_manifest(spec, context.bundle, state, source_checkpoint=checkpoint, requests=requests)
+    return ExportJob(_model(spec, state), spec, description, inputs, context.plan.int8, context.out_dir)
+
+
+def _measured(inputs: PackageInputs) -> LabeledData:
+    if inputs.measured is None:  # package_inputs always measures on test images
+        raise FedUnlearnError("the edge export has no test images to measure its artifacts on")
+    return inputs.measured
 
 
 def export_unaudited(context: EdgeContext, spec: ModelSpec, state: State, seed: int) -> EdgeRecord:
     """The run's final model when no unlearning phase published one (no request, or none passed):
     nothing to audit it on, and its manifest honours no request."""
-    inputs, evaluation = _inputs(context, seed)
+    inputs = _inputs(context, seed)
+    evaluation = _measured(inputs)
     record = EdgeRecord()
-    with staging_dir(context.out_dir) as root:
-        manifest, verdict = build_artifacts(
-            _model(spec, state), spec, root, _manifest(context, spec, state, (), "../model.pt"),
-            parent_sha256=state_sha256(state), inputs=inputs, int8=_mode(context.plan.int8))
-        _note_parity(manifest, record)
-        record.reasons.extend([] if verdict is None else [f"final model: {verdict}"])
-        for file, entry in manifest["artifacts"].items():
-            ta = top1_accuracy(onnx_logits((root / file).read_bytes())(evaluation.x), evaluation.y)
+    with stage_package(_job(context, spec, state, inputs, (), "../model.pt")) as built:
+        _note_parity(built.manifest, record)
+        record.reasons.extend([] if built.verdict is None else [f"final model: {built.verdict}"])
+        for file, entry in built.manifest.artifacts.items():
+            ta = top1_accuracy(onnx_logits((built.folder / file).read_bytes())(evaluation.x), evaluation.y)
             record.artifacts.append(ArtifactFigures("final", file, entry["precision"], entry["sha256"],
                                                     entry["bytes"], ta, None, None))
         record.torch_ta["final"] = top1_accuracy(_torch_logits(spec, state)(evaluation.x), evaluation.y)
-        publish(root, context.out_dir, manifest)
-        record.published = sorted(manifest["artifacts"])
+        built.publish()
+        record.published = sorted(built.manifest.artifacts)
     return record
 
 
@@ -154,56 +148,47 @@ def _kept(data: LabeledData, forgotten_classes: tuple[int, ...]) -> LabeledData:
     return data.subset(~torch.isin(data.y, torch.tensor(forgotten_classes, dtype=torch.int64)))
 
 
-def _manifest(context: EdgeContext, spec: ModelSpec, state: State, requests: Sequence[Mapping[str, Any]],
-              checkpoint: str = "../models/unlearned.pt") -> dict[str, Any]:
-    return dataset_manifest(spec, context.bundle, state, source_checkpoint=checkpoint, requests=requests)
-
-
 @contextmanager
 def stage_exports(fed: Federation, context: EdgeContext, spec: ModelSpec, states: Mapping[str, State],
                   requesters: Mapping[int, Sequence[str]], requests: Sequence[Mapping[str, Any]],
                   forgotten_classes: tuple[int, ...], torch_gate: GateResult) -> Iterator[StagedExport]:
     """Export and audit every model of the leakage table; yields the unlearned artifacts, staged and
     gated, for ``publish`` after the commit (the manifest's top-level audit is the torch model's gate).
-    The staging folder is removed on exit."""
-    with staging_dir(context.out_dir) as root:
-        inputs, evaluation = _inputs(context, fed.scenario.seed)
-        scored = _kept(evaluation, forgotten_classes)
-        record = EdgeRecord()
-        staged = StagedExport(context, root / "unlearned", {}, record)
+    The staging folders are removed on exit."""
+    inputs = _inputs(context, fed.scenario.seed)
+    scored = _kept(_measured(inputs), forgotten_classes)
+    staged = StagedExport(None, EdgeRecord())
+    record = staged.record
+    with ExitStack() as stack:
         for name in EXPORTED_MODELS:
             if name not in states:
                 continue
-            stage = root / name
-            stage.mkdir()
-            manifest = _manifest(context, spec, states[name], requests)
+            job = _job(context, spec, states[name], inputs, requests, "../models/unlearned.pt")
             try:
-                manifest, verdict = build_artifacts(
-                    _model(spec, states[name]), spec, stage, manifest, parent_sha256=state_sha256(states[name]),
-                    inputs=inputs, int8=_mode(context.plan.int8))
+                built = stack.enter_context(stage_package(job))
             except FedUnlearnError as err:
                 record.reasons.append(f"{name}: export failed ({err})")
                 continue
-            if verdict is not None:
-                record.reasons.append(f"{name}: {verdict}")
+            if built.verdict is not None:
+                record.reasons.append(f"{name}: {built.verdict}")
             record.torch_ta[name] = top1_accuracy(_torch_logits(spec, states[name])(scored.x), scored.y)
             if name == "unlearned":
-                _note_parity(manifest, record)
-            manifest = _audit_artifacts(fed, stage, manifest, name, requesters, scored,
-                                        torch_gate.test_drop + record.torch_ta[name], record)
+                _note_parity(built.manifest, record)
+            _audit_artifacts(fed, built, name, requesters, scored, torch_gate.test_drop + record.torch_ta[name],
+                             record)
             if name == "unlearned":
-                staged.manifest = set_audit(manifest, {**_audit_summary(torch_gate, None),
-                                                       "audited_by": "requesting clients, torch"})
+                built.document = set_audit(built.document, {**_audit_summary(torch_gate, None),
+                                                            "audited_by": "requesting clients, torch"})
+                staged.package = built
         yield staged
 
 
-def _audit_artifacts(fed: Federation, stage: Path, manifest: dict[str, Any], name: str,
-                     requesters: Mapping[int, Sequence[str]], scored: LabeledData, reference_ta: float,
-                     record: EdgeRecord) -> dict[str, Any]:
-    """Each artifact audited by the requesters; an unlearned one that fails the gate leaves the manifest.
+def _audit_artifacts(fed: Federation, built: Package, name: str, requesters: Mapping[int, Sequence[str]],
+                     scored: LabeledData, reference_ta: float, record: EdgeRecord) -> None:
+    """Each artifact audited by the requesters; an unlearned one that fails the gate is dropped.
     reference_ta - artifact ta (on ``scored``) is the drop the gate judges (module docstring)."""
-    for file, entry in list(manifest["artifacts"].items()):
-        data = (stage / file).read_bytes()
+    for file, entry in built.manifest.artifacts.items():
+        data = (built.folder / file).read_bytes()
         audits = fed.audit_artifact(data, requesters, f"{name}-{entry['precision']}")
         ta = top1_accuracy(onnx_logits(data, expected_sha256=entry["sha256"])(scored.x), scored.y)
         judged = fed.judge(audits, reference_ta - ta)
@@ -213,14 +198,12 @@ def _audit_artifacts(fed: Federation, stage: Path, manifest: dict[str, Any], nam
             if gate is None or not gate.passed:
                 why = "no audit came back" if gate is None else "; ".join(gate.reasons)
                 record.reasons.append(f"{file} ({entry['precision']}) is not published: {why}")
-                del manifest["artifacts"][file]
-                os.unlink(stage / file)
+                built.drop(file)
             else:
-                manifest = set_audit(manifest, _audit_summary(gate, ta), artifact=file)
+                built.document = set_audit(built.document, _audit_summary(gate, ta), artifact=file)
         record.artifacts.append(ArtifactFigures(
             model=name, file=file, precision=entry["precision"], sha256=entry["sha256"], bytes=entry["bytes"],
             ta=ta, forget_auc=None if judged is None else judged.forget_auc, gate=gate))
-    return manifest
 
 
 def _audit_summary(gate: GateResult, ta: float | None) -> dict[str, Any]:
@@ -230,19 +213,13 @@ def _audit_summary(gate: GateResult, ta: float | None) -> dict[str, Any]:
             "test_drop": gate.test_drop, "ta": ta, "audited_by": "requesting clients, ONNX Runtime"}
 
 
-def _note_parity(manifest: Mapping[str, Any], record: EdgeRecord) -> None:
-    for entry in manifest["artifacts"].values():
+def _note_parity(manifest: Manifest, record: EdgeRecord) -> None:
+    for entry in manifest.artifacts.values():
         parity = entry["parity"]
         if entry["precision"] == "fp32":
             record.parity_max_abs_diff = float(parity["max_abs_diff"])
         else:
             record.int8_top1_agreement = float(parity["top1_agreement"])
-
-
-def _mode(int8: str) -> Int8Mode:
-    if int8 not in ("static", "dynamic", "none"):
-        raise FedUnlearnError(f"[export].int8 must be static, dynamic or none, got {int8!r}")
-    return int8  # type: ignore[return-value]
 
 
 def _model(spec: ModelSpec, state: State) -> torch.nn.Module:

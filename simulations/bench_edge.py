@@ -1,14 +1,14 @@
 """``fedunlearn bench --edge``: does forgetting survive ONNX export and int8, and what does the edge gain?
 
-For each seed, the original, retrain and remi models (whichever ran) are exported the way
-``fedunlearn edge export`` does it (``build_artifacts``: fp32 parity against torch, static int8 checked
-against fp32 on the test split) into ``OUT/edge/seed-<s>/<model>/``, next to a checkpoint of the
-weights. Every artifact then gets the bench's own audit (``SeedData.audit``, the one behind
-``mia_auc``) through ONNX Runtime, so a torch / fp32 / int8 difference is the engine's and not the
-audit's; ``fedunlearn edge latency`` times the three engines on one thread.
+For each seed, the original, retrain and remi models (whichever ran) go through the edge pipeline
+every export takes (``stage_package``: fp32 parity against torch, static int8 checked against fp32 on
+the test split) into ``OUT/edge/seed-<s>/<model>/``, next to a checkpoint of the weights. Every
+artifact then gets the bench's own audit (``SeedData.audit``, the one behind ``mia_auc``) through
+ONNX Runtime, so a torch / fp32 / int8 difference is the engine's and not the audit's;
+``fedunlearn edge latency`` times the three engines on one thread.
 
-Calibration images are retain images: the forget set must not decide the quantiser's activation
-ranges, and the test split stays the evaluation set the agreement and accuracy figures come from.
+Static int8 is calibrated on retain images (``CalibrationSource.TRAIN``): the forget set must not
+decide the quantiser's activation ranges, and the whole test split measures agreement and accuracy.
 """
 
 from __future__ import annotations
@@ -19,38 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from common.audit.report import AuditReport
 from common.checkpoint import dataset_meta, save_checkpoint
 from common.edge.bench import BATCH_SIZES, EdgeBench, run_edge_bench, write_edge_bench
-from common.edge.export import PARITY_ATOL, staging_dir
-from common.edge.package import (
-    FP32_NAME,
-    INT8_NAME,
-    MAX_INT8_DROP,
-    MIN_INT8_AGREEMENT,
-    PARITY_SAMPLES,
-    Int8Mode,
-    PackageInputs,
-    build_artifacts,
-    dataset_manifest,
-    publish,
-)
+from common.edge.export import PARITY_ATOL
+from common.edge.inputs import PackageInputs, package_inputs
+from common.edge.package import FP32_NAME, INT8_NAME, MAX_INT8_DROP, MIN_INT8_AGREEMENT, dataset_manifest
+from common.edge.pipeline import ExportJob, stage_package
+from common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
+from common.edge.runtime import Manifest
 from common.edge.scoring import onnx_logits
 from common.errors import ModelError
 from common.models import Classifier
 from simulations.bench import GOLD, BenchConfig, MethodRun, Progress, SeedData, SeedRun
 from simulations.bench_report import mean_std
 
-__all__ = ["CALIBRATION", "EDGE_MODELS", "METRICS", "TARGETS", "EdgeModelRun", "SeedEdge", "edge_markdown",
-           "edge_models", "edge_payload", "export_model", "package_inputs", "run_edge", "write_edge_report"]
+__all__ = ["EDGE_MODELS", "METRICS", "TARGETS", "EdgeModelRun", "SeedEdge", "edge_markdown", "edge_models",
+           "edge_payload", "export_model", "run_edge", "write_edge_report"]
 
 EDGE_MODELS = ("original", GOLD, "remi")
 PRECISIONS = ("torch", "fp32", "int8")
 ENGINES = ("torch", "ort_fp32", "ort_int8")  # edge latency's names (bench-edge.json)
 ARTIFACTS = {"fp32": FP32_NAME, "int8": INT8_NAME}
-CALIBRATION = 512
 CHECKPOINT = "model.pt"
 METRICS = (
     *(f"mia_auc_{p}" for p in PRECISIONS), "mia_auc_int8_gap",  # |int8 - fp32| forget AUC
@@ -74,7 +64,7 @@ class EdgeModelRun:
     name: str
     folder: Path
     reports: Mapping[str, AuditReport]  # "torch", "fp32", "int8"
-    manifest: Mapping[str, Any]
+    manifest: Manifest
     int8_verdict: str | None  # why the int8 model misses its bar, or None
     latency: EdgeBench
 
@@ -82,7 +72,7 @@ class EdgeModelRun:
         """Every one of ``METRICS`` for this model."""
         auc = {p: self.reports[p].mia_auc for p in PRECISIONS}
         ta = {p: self.reports[p].ta for p in PRECISIONS}
-        artifacts = self.manifest["artifacts"]
+        artifacts = self.manifest.artifacts
         values = {f"mia_auc_{p}": auc[p] for p in PRECISIONS} | {f"ta_{p}": ta[p] for p in PRECISIONS}
         values |= {"mia_auc_int8_gap": abs(auc["int8"] - auc["fp32"]), "int8_ta_drop": ta["fp32"] - ta["int8"],
                    "fp32_max_abs_diff": float(artifacts[FP32_NAME]["parity"]["max_abs_diff"]),
@@ -122,18 +112,8 @@ def edge_models(config: BenchConfig) -> tuple[str, ...]:
     return tuple(name for name in EDGE_MODELS if name in ran)
 
 
-def package_inputs(data: SeedData, int8: Int8Mode) -> PackageInputs:
-    """Parity on test images, int8 agreement on the whole test split, calibration on retain images."""
-    generator = torch.Generator().manual_seed(data.seed)
-    test = data.bundle.test
-    parity = test.x[torch.randperm(len(test), generator=generator)[:PARITY_SAMPLES]]
-    picked = torch.randperm(len(data.retain), generator=generator)[:CALIBRATION]
-    calibration = data.retain.x[picked].numpy() if int8 == "static" else None
-    return PackageInputs(parity, test.x.numpy(), test.y.numpy(), calibration, "test-set")
-
-
 def export_model(data: SeedData, model: Classifier, folder: Path, inputs: PackageInputs, *,
-                 int8: Int8Mode) -> tuple[dict[str, Any], str | None]:
+                 int8: Int8Mode) -> tuple[Manifest, str | None]:
     """model.pt, model.onnx, model.int8.onnx and manifest.json in ``folder``; the manifest and the int8 verdict.
 
     The checkpoint carries what ``fedunlearn edge export`` and ``edge latency`` read from one (dataset,
@@ -142,12 +122,10 @@ def export_model(data: SeedData, model: Classifier, folder: Path, inputs: Packag
     bundle, spec, state = data.bundle, data.spec, model.state_dict()
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / CHECKPOINT, state, spec, {**dataset_meta(bundle), "seed": data.seed})
-    manifest = dataset_manifest(spec, bundle, state, source_checkpoint=CHECKPOINT)
-    with staging_dir(folder / FP32_NAME) as stage:
-        manifest, verdict = build_artifacts(model, spec, stage, manifest, parent_sha256=manifest["parent_model_sha256"],
-                                            inputs=inputs, int8=int8)
-        publish(stage, folder, manifest)
-    return manifest, verdict
+    description = dataset_manifest(spec, bundle, state, source_checkpoint=CHECKPOINT)
+    with stage_package(ExportJob(model, spec, description, inputs, int8, folder)) as built:
+        built.publish()
+    return built.manifest, built.verdict
 
 
 def _edge_model(data: SeedData, name: str, run: MethodRun, folder: Path, inputs: PackageInputs, *,
@@ -156,24 +134,31 @@ def _edge_model(data: SeedData, name: str, run: MethodRun, folder: Path, inputs:
     manifest, verdict = export_model(data, run.model, folder, inputs, int8=int8)
     reports = {"torch": run.report}
     for precision, file in ARTIFACTS.items():
-        sha256 = manifest["artifacts"][file]["sha256"]
+        sha256 = manifest.artifacts[file]["sha256"]
         reports[precision] = data.audit(onnx_logits((folder / file).read_bytes(), expected_sha256=sha256))
     latency = run_edge_bench(folder / FP32_NAME, repeats=repeats, torch_model=folder / CHECKPOINT, seed=data.seed)
     write_edge_bench(latency, folder / "bench-edge.json")
     return EdgeModelRun(name, folder, reports, manifest, verdict, latency)
 
 
+def _plan(config: BenchConfig) -> ExportPlan:
+    """The bench's export: ``--edge-int8``, static int8 calibrated on the plan's default number of images."""
+    return ExportPlan(int8=Int8Mode.parse(config.edge_int8, "--edge-int8"))
+
+
 def run_edge(config: BenchConfig, runs: Sequence[SeedRun], out: Path,
              progress: Progress = lambda _: None) -> list[SeedEdge]:
     """Every edge model of every seed into ``out/edge/seed-<s>/<model>/``, audited and timed."""
+    plan = _plan(config)
     edged = []
     for run in runs:
-        inputs = package_inputs(run.data, config.edge_int8)
+        inputs = package_inputs(run.data.bundle.test, plan=plan, seed=run.data.seed,
+                                calibrate_on=CalibrationSource.TRAIN, train=run.data.retain, measure=None)
         models = {}
         for name in edge_models(config):
             progress(f"seed {run.seed}: edge {name}")
             models[name] = _edge_model(run.data, name, run.runs[name], out / "edge" / f"seed-{run.seed}" / name,
-                                       inputs, int8=config.edge_int8, repeats=config.edge_repeats)
+                                       inputs, int8=plan.int8, repeats=config.edge_repeats)
         edged.append(SeedEdge(run.seed, models))
     return edged
 
@@ -197,7 +182,7 @@ def edge_payload(config: BenchConfig, edged: Sequence[SeedEdge]) -> dict[str, An
     latency = edged[0].models[names[0]].latency
     return {
         "dataset": config.dataset, "model": config.model, "forget": config.forget,
-        "seeds": [seed.seed for seed in edged], "int8": config.edge_int8, "calibration": CALIBRATION,
+        "seeds": [seed.seed for seed in edged], "int8": config.edge_int8, "calibration": _plan(config).calibration,
         "repeats": config.edge_repeats, "metrics": list(METRICS),
         "targets": {metric: {"op": op, "value": bound} for metric, (op, bound) in TARGETS.items()},
         "models": models,

@@ -1,6 +1,6 @@
 """``fedunlearn edge``: export a model to ONNX, classify with an export, time the engines.
 
-Thin shells over ``simulations.export`` and ``common.edge``. Each command imports
+Thin shells over ``common.edge``: options in, tables out. Each command imports
 its engine when it runs: ``predict`` pays for numpy and ONNX Runtime only (the
 torch-free ``common.edge.runtime``, the code a device runs), and help for nothing.
 """
@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,7 +22,7 @@ from simulations.deprecation import renamed_option
 
 if TYPE_CHECKING:
     from common.edge.bench import EdgeBench
-    from common.edge.runtime import EdgeError
+    from common.edge.runtime import EdgeError, Manifest
 
 __all__ = ["as_project_error", "edge_app", "export_command", "latency_command", "predict_command"]
 
@@ -37,11 +36,11 @@ def as_project_error(err: EdgeError) -> FedUnlearnError:
     return DataError(str(err)) if isinstance(err, EdgeInputError) else ModelError(str(err))
 
 
-def _export_table(manifest: Mapping[str, Any], out: Path) -> Table:
-    table = Table(title=f"{manifest['architecture']} -> {out}")
+def _export_table(manifest: Manifest, out: Path) -> Table:
+    table = Table(title=f"{manifest.architecture} -> {out}")
     for column in ("artifact", "precision", "KiB", "sha256", "parity"):
         table.add_column(column, justify="right" if column == "KiB" else "left")
-    for name, entry in manifest["artifacts"].items():
+    for name, entry in manifest.artifacts.items():
         parity = entry["parity"]
         text = f"max|diff| {parity['max_abs_diff']:.2g}"
         if "top1_agreement" in parity:
@@ -56,8 +55,8 @@ def _export_table(manifest: Mapping[str, Any], out: Path) -> Table:
 @edge_app.command("export")
 def export_command(
     source: Path = typer.Argument(..., help="RUN_DIR (holding model.pt and scenario.json) or a MODEL.pt file."),
-    int8: str = typer.Option("static", help="static (calibrated on real data) | dynamic | none"),
-    calibration: int = typer.Option(512, help="Training samples that calibrate static int8."),
+    int8: str = typer.Option("static", help="static (calibrated on training images) | dynamic | none"),
+    calibration: int = typer.Option(512, help="How many training images calibrate static int8."),
     out: Path | None = typer.Option(None, help="Output folder (default: RUN_DIR/export, or export/ beside the .pt)."),
     dataset: str | None = typer.Option(None, help="Dataset the model was trained on (default: checkpoint/scenario)."),
     data_dir: Path | None = typer.Option(None, help="Directory holding the dataset files."),
@@ -67,22 +66,22 @@ def export_command(
     """Export a model to ONNX (fp32 + int8) for edge devices, with a hash-checked manifest."""
     from common.edge.manifest import MANIFEST_NAME
     from common.edge.package import FP32_NAME, INT8_NAME
-    from simulations.export import ExportPlan, run_export
+    from common.edge.plan import ExportPlan, Int8Mode
+    from common.edge.source import export_checkpoint
 
     console = Console(stderr=True)
     data_dir = renamed_option(data_dir, data_root, old="--data-root", new="--data-dir")
-    plan = ExportPlan(source=source, int8=int8, calibration=calibration, out=out,  # type: ignore[arg-type]
-                      dataset=dataset, data_dir=data_dir)
+    plan = ExportPlan(int8=Int8Mode.parse(int8, "--int8"), calibration=calibration)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # printed once below
-        result = run_export(plan)
+        result = export_checkpoint(source, plan=plan, out=out, dataset=dataset, data_dir=data_dir)
     for message in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(result.manifest, indent=2, sort_keys=True))
+        typer.echo(json.dumps(result.manifest.raw, indent=2, sort_keys=True))
     else:
         Console().print(_export_table(result.manifest, result.folder))
-        written = [name for name in (FP32_NAME, INT8_NAME) if name in result.manifest["artifacts"]]
+        written = [name for name in (FP32_NAME, INT8_NAME) if name in result.manifest.artifacts]
         Console().print(f"wrote {', '.join(written)} and {MANIFEST_NAME} in {result.folder}")
 
 

@@ -114,7 +114,7 @@ def _ort_run(model: EdgeModel) -> Run:
 def _torch_run(path: Path, manifest: Manifest) -> Run:
     """The checkpoint's eager forward pass, after checking it holds the weights the ONNX file came from."""
     module, meta = load_checkpoint(path)
-    expected = manifest.raw.get("parent_model_sha256")
+    expected = manifest.parent_model_sha256
     if meta["model_sha256"] != expected:
         raise ModelError(f"{path} holds weights {meta['model_sha256']}, but {manifest.path} was exported from "
                          f"{expected}; pass the matching checkpoint with --torch-model")
@@ -130,11 +130,11 @@ def _torch_run(path: Path, manifest: Manifest) -> Run:
 def _checkpoint_path(manifest: Manifest, torch_model: Path | None) -> Path | None:
     if torch_model is not None:
         return Path(torch_model)
-    source = manifest.raw.get("source_checkpoint")
+    source = manifest.source_checkpoint
     if source is None:
         return None
     try:
-        path = export_file(manifest, str(source), "source_checkpoint")
+        path = export_file(manifest, source, "source_checkpoint")
     except EdgeModelError as err:  # e.g. a federation run's ../model.pt: the user may vouch for it
         raise ModelError(f"{err}; to compare against that checkpoint anyway, pass it with --torch-model") from err
     if not path.is_file():
@@ -233,8 +233,8 @@ def _assemble(fp32: EdgeModel, engines: dict[str, EngineResult | None], timing: 
     fp32_bytes = onnx32.bytes if onnx32 else None
     int8_bytes = int8.bytes if int8 else None
     return EdgeBench(
-        model=str(fp32.path), architecture=str(manifest.raw.get("architecture")),
-        parent_model_sha256=str(manifest.raw.get("parent_model_sha256")),
+        model=str(fp32.path), architecture=str(manifest.architecture),
+        parent_model_sha256=str(manifest.parent_model_sha256),
         input_shape=[None, *manifest.input_chw], engines=engines,
         ratios={"ort_fp32_vs_torch_b1": _ratio(onnx32, eager), "int8_vs_fp32_b1": _ratio(int8, onnx32)},
         sizes={"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes,

@@ -2,9 +2,10 @@
 
 This is the writing side (export, federation, bench). Devices read manifests
 with ``common.edge.runtime``, which must stay one copyable file, so the format
-and file names are defined there and taken from it here. Manifests are plain
-JSON dicts; every function here returns a new dict and leaves its argument as
-it was.
+and file names are defined there and taken from it here. Here a manifest is
+the JSON document itself, a dict; every function returns a new dict and leaves
+its argument as it was. Its typed reading is the runtime's ``Manifest``, which
+is what the export pipeline hands its callers.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ __all__ = [
     "FORMAT",
     "MANIFEST_NAME",
     "RawPreprocessing",
-        "manifest_path_for",
+    "manifest_path_for",
     "new_manifest",
     "read_manifest",
+    "remove_artifact",
     "request_summary",
     "set_artifact",
     "set_audit",
@@ -136,6 +138,15 @@ def set_artifact(manifest: Mapping[str, Any], name: str, entry: Mapping[str, Any
     artifacts[name] = copy.deepcopy(dict(entry))
     if "audit" in previous and "audit" not in entry and previous.get("sha256") == entry["sha256"]:
         artifacts[name]["audit"] = previous["audit"]
+    return updated
+
+
+def remove_artifact(manifest: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``manifest`` without ``artifacts[name]``: a file that is not published is not described either."""
+    updated = copy.deepcopy(dict(manifest))
+    artifacts = updated.get("artifacts", {})
+    if artifacts.pop(name, None) is None:
+        raise ModelError(f"manifest has no artifact {name!r} to remove; it lists {sorted(artifacts)}")
     return updated
 
 

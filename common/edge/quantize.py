@@ -30,14 +30,14 @@ from onnxruntime.quantization import (
 )
 
 from common.edge.export import INPUT_NAME, OUTPUT_NAME, staging_dir
+from common.edge.plan import Int8Mode
 from common.errors import ConfigError, ModelError
 from common.files import sha256_file
 
-__all__ = ["Agreement", "QuantMode", "QuantizeInfo", "StaticSettings", "int8_agreement", "quantize_int8"]
+__all__ = ["Agreement", "QuantizeInfo", "StaticSettings", "int8_agreement", "quantize_int8"]
 
 logger = logging.getLogger(__name__)
 
-QuantMode = Literal["static", "dynamic"]
 Calibrator = Literal["minmax", "entropy", "percentile"]
 _CALIBRATORS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                 "percentile": CalibrationMethod.Percentile}
@@ -109,7 +109,7 @@ class _Batches(CalibrationDataReader):  # type: ignore[misc]
         return next(self._batches, None)
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, *, mode: QuantMode, calibration: np.ndarray | None,
+def quantize_int8(fp32_path: Path, out_path: Path, *, mode: Int8Mode, calibration: np.ndarray | None,
                   evaluation: np.ndarray, labels: np.ndarray | None = None,
                   settings: StaticSettings = StaticSettings()) -> QuantizeInfo:
     """Quantise ``fp32_path`` into ``out_path`` and measure it against the fp32 model.
@@ -122,10 +122,11 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: QuantMode, calibrati
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     if not fp32_path.is_file():
         raise ModelError(f"fp32 model {fp32_path} does not exist")
-    if mode not in ("static", "dynamic"):
-        raise ConfigError(f"int8 mode must be 'static' or 'dynamic', got {mode!r}")
-    calibrated = calibration if mode == "static" and calibration is not None else np.empty((0,), np.float32)
-    if mode == "static" and len(calibrated) == 0:
+    mode = Int8Mode.parse(mode, "int8 mode")
+    if mode is Int8Mode.NONE:
+        raise ConfigError("int8 mode none quantises nothing; ask for static or dynamic")
+    calibrated = calibration if mode is Int8Mode.STATIC and calibration is not None else np.empty((0,), np.float32)
+    if mode is Int8Mode.STATIC and len(calibrated) == 0:
         raise ConfigError("static int8 quantisation needs calibration inputs; pass a dataset or use dynamic")
     if len(evaluation) == 0 or (labels is not None and len(labels) != len(evaluation)):
         raise ConfigError(f"need evaluation inputs with one label each, got {len(evaluation)} inputs and "
@@ -146,17 +147,17 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, mode: QuantMode, calibrati
         digest, size = sha256_file(draft), draft.stat().st_size
         os.replace(draft, out_path)
     return QuantizeInfo(path=out_path, sha256=digest, bytes=size,
-                        precision="int8-static" if mode == "static" else "int8-dynamic",
+                        precision="int8-static" if mode is Int8Mode.STATIC else "int8-dynamic",
                         parent_sha256=sha256_file(fp32_path), calibration_samples=len(calibrated),
                         agreement=agreement)
 
 
-def _quantize(fp32_path: Path, prepared: Path, draft: Path, mode: QuantMode, calibration: np.ndarray,
+def _quantize(fp32_path: Path, prepared: Path, draft: Path, mode: Int8Mode, calibration: np.ndarray,
               settings: StaticSettings) -> None:
     # Shape inference + graph optimisation first (BatchNorm folded into convs, constants folded), as ORT
     # advises: it quantises the graph that will actually run and gives the calibrator every tensor's shape.
     quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-    if mode == "static":
+    if mode is Int8Mode.STATIC:
         _quantize_static(prepared, draft, calibration.astype(np.float32, copy=False), settings)
     else:
         # MatMul/Gemm only: with Conv too (ConvInteger), ORT's CPU provider ran 5x (cnn) to 27x (mobilenet)

@@ -54,6 +54,7 @@ __all__ = [
     "format_predictions",
     "load_inputs",
     "main",
+    "parse_manifest",
     "preprocess",
     "read_manifest",
     "softmax",
@@ -84,9 +85,16 @@ class EdgeInputError(EdgeError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """The parts of manifest.json the runtime relies on, validated. ``input_chw`` is (C, H, W)."""
+    """manifest.json, validated and typed where a reader relies on it; ``raw`` is the whole JSON object.
+
+    ``input_chw`` is (C, H, W). The runtime itself needs the input, output, preprocessing and artifacts;
+    architecture, parent_model_sha256 and source_checkpoint are for tools (None when absent).
+    """
 
     path: Path
+    architecture: str | None
+    parent_model_sha256: str | None
+    source_checkpoint: str | None
     class_names: tuple[str, ...]
     input_name: str
     output_name: str
@@ -133,6 +141,11 @@ def _field(blob: dict[str, Any], key: str, kind: type, manifest: Path) -> Any:
     return value
 
 
+def _text(blob: dict[str, Any], key: str) -> str | None:
+    value = blob.get(key)
+    return value if isinstance(value, str) else None
+
+
 def read_manifest(model_path: Path) -> Manifest:
     """Read and validate the manifest.json beside ``model_path`` (the model file itself is not read)."""
     path = Path(model_path).parent / MANIFEST_NAME
@@ -143,6 +156,11 @@ def read_manifest(model_path: Path) -> Manifest:
                              "folder (model + manifest.json), the runtime refuses a model it cannot verify") from err
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EdgeModelError(f"{path} is not valid JSON ({err}); copy it again from the export") from err
+    return parse_manifest(blob, path)
+
+
+def parse_manifest(blob: Any, path: Path) -> Manifest:
+    """Validate a manifest's JSON object; ``path`` is where it lives (or will), for messages and file names."""
     if not isinstance(blob, dict) or blob.get("format") != MANIFEST_FORMAT:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise EdgeModelError(f"{path}: format must be {MANIFEST_FORMAT!r}, got {found!r}")
@@ -169,8 +187,10 @@ def read_manifest(model_path: Path) -> Manifest:
         raise EdgeModelError(f"{path}: preprocessing needs scale > 0, std > 0 and raw_min < raw_max, got {prep!r}")
     artifacts = _field(blob, "artifacts", dict, path)
     return Manifest(
-        path=path, class_names=tuple(names), input_name=str(spec.get("name", "input")),
-        output_name=str(output.get("name", "logits")), input_chw=(shape[1], shape[2], shape[3]), scale=scale,
+        path=path, architecture=_text(blob, "architecture"), parent_model_sha256=_text(blob, "parent_model_sha256"),
+        source_checkpoint=_text(blob, "source_checkpoint"), class_names=tuple(names),
+        input_name=str(spec.get("name", "input")), output_name=str(output.get("name", "logits")),
+        input_chw=(shape[1], shape[2], shape[3]), scale=scale,
         mean=tuple(_number(m, "preprocessing.mean", path) for m in mean), std=std_values,
         raw_min=raw_min, raw_max=raw_max, artifacts=artifacts, raw=blob,
     )

@@ -26,11 +26,12 @@ from common.edge.manifest import (
     verify_artifact,
     write_manifest,
 )
+from common.edge.plan import ExportPlan
+from common.edge.source import export_checkpoint
 from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
 from common.models import Classifier, ModelSpec
 from simulations.cli import app as fedunlearn
 from simulations.edge_cli import export_command
-from simulations.export import ExportPlan, run_export
 from tests.edge.exports import make_run_dir
 
 CONTRACT_KEYS = {"format", "created", "architecture", "num_classes", "class_names", "input", "output",
@@ -149,7 +150,7 @@ def test_audit_figures_are_settable_and_survive_a_reexport(exported: Path, tmp_p
     out = tmp_path / "export"
     write_manifest(out, audited)
     assert read_manifest(out) == audited
-    again = run_export(ExportPlan(source=exported, int8="none", out=out)).manifest
+    again = export_checkpoint(exported, plan=ExportPlan(int8="none"), out=out).manifest.raw
     assert again["audit"] == audited["audit"]  # same weights: the federation's audit still holds
 
 
@@ -157,7 +158,7 @@ def test_int8_none_writes_no_int8_and_removes_a_stale_one(exported: Path, tmp_pa
     out = tmp_path / "export"
     out.mkdir()
     (out / "model.int8.onnx").write_bytes(b"stale int8 from another model")
-    manifest = run_export(ExportPlan(source=exported / "model.pt", int8="none", out=out)).manifest
+    manifest = export_checkpoint(exported / "model.pt", plan=ExportPlan(int8="none"), out=out).manifest.raw
     assert set(manifest["artifacts"]) == {"model.onnx"}
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
     assert (out / manifest["source_checkpoint"]).resolve() == (exported / "model.pt").resolve()
@@ -183,7 +184,7 @@ def test_a_corrupt_checkpoint_writes_nothing(tmp_path: Path, exported: Path,
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes((exported / "model.pt").read_bytes()[:5000])
     with pytest.raises(ModelError, match="cannot be loaded"):
-        run_export(ExportPlan(source=truncated, out=out, dataset="digits"))
+        export_checkpoint(truncated, out=out, dataset="digits")
     assert _unchanged(out, files)
 
 
@@ -193,7 +194,7 @@ def test_an_unknown_architecture_writes_nothing(tmp_path: Path, good_export: tup
     torch.save({"spec": {"name": "vit_tiny", "in_channels": 1, "image_size": 8, "num_classes": 10},
                 "state": {}, "model_sha256": "0" * 64, "meta": {}}, odd)
     with pytest.raises(ModelError, match="vit_tiny"):
-        run_export(ExportPlan(source=odd, out=out, dataset="digits"))
+        export_checkpoint(odd, out=out, dataset="digits")
     assert _unchanged(out, files)
 
 
@@ -203,7 +204,7 @@ def test_a_missing_source_writes_nothing(tmp_path: Path, good_export: tuple[Path
         if source.name == "empty-run":
             source.mkdir()
         with pytest.raises(ModelError, match=r"does not exist|has no model\.pt"):
-            run_export(ExportPlan(source=source, out=out))
+            export_checkpoint(source, out=out)
     assert _unchanged(out, files)
 
 
@@ -215,7 +216,7 @@ def test_a_failed_int8_step_leaves_the_previous_export(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(package, "quantize_int8", failing)
     with pytest.raises(ModelError, match="simulated"):
-        run_export(ExportPlan(source=exported, out=out))
+        export_checkpoint(exported, out=out)
     assert _unchanged(out, files)  # the new model.onnx was staged, never moved in
 
 
@@ -226,7 +227,7 @@ def test_a_failed_first_export_leaves_no_folder(monkeypatch: pytest.MonkeyPatch,
 
     monkeypatch.setattr(package, "export_onnx", failing)
     with pytest.raises(ModelError, match="simulated"):
-        run_export(ExportPlan(source=exported, out=tmp_path / "fresh"))
+        export_checkpoint(exported, out=tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
 
 
@@ -235,7 +236,7 @@ def test_a_bare_checkpoint_needs_to_know_its_preprocessing(tmp_path: Path, digit
     bare = tmp_path / "bare.pt"
     save_checkpoint(bare, digits_cnn.state_dict(), digits_spec)
     with pytest.raises(ConfigError, match="--dataset"):
-        run_export(ExportPlan(source=bare))
+        export_checkpoint(bare)
     assert not (tmp_path / "export").exists()
 
 
@@ -246,12 +247,12 @@ def test_without_data_parity_uses_random_inputs_and_int8_goes_dynamic(tmp_path: 
     meta = {"preprocessing": prep, "class_names": list("abcdefghij")}
     save_checkpoint(bare, digits_cnn.state_dict(), digits_spec, meta)
     with pytest.warns(RuntimeWarning) as caught:
-        result = run_export(ExportPlan(source=bare))
+        result = export_checkpoint(bare)
     assert [str(w.message) for w in caught] == list(result.warnings)
     assert any("random inputs" in message for message in result.warnings)
     assert any("dynamically" in message for message in result.warnings)
     assert result.folder == tmp_path / "export"
-    manifest = result.manifest
+    manifest = result.manifest.raw
     fp32, int8 = manifest["artifacts"]["model.onnx"], manifest["artifacts"]["model.int8.onnx"]
     assert fp32["parity"]["inputs"] == "random" and fp32["parity"]["max_abs_diff"] <= 1e-4
     assert int8["precision"] == "int8-dynamic" and int8["parity"]["inputs"] == "random"
@@ -266,8 +267,8 @@ def test_without_data_parity_uses_random_inputs_and_int8_goes_dynamic(tmp_path: 
 def test_the_torchscript_fallback_is_recorded_in_the_manifest(monkeypatch: pytest.MonkeyPatch, run_dir: Path) -> None:
     monkeypatch.setattr(package, "MIN_INT8_AGREEMENT", 1.01)  # an unreachable bar: the int8 verdict must be recorded
     with pytest.warns(RuntimeWarning) as caught:
-        result = run_export(ExportPlan(source=run_dir, int8="dynamic"))
-    manifest = result.manifest
+        result = export_checkpoint(run_dir, plan=ExportPlan(int8="dynamic"))
+    manifest = result.manifest.raw
     assert [str(w.message) for w in caught] == list(result.warnings)
     assert any("simulated dynamo failure" in w for w in result.warnings)
     fp32 = manifest["artifacts"]["model.onnx"]
@@ -335,13 +336,13 @@ def test_manifest_building_blocks_refuse_what_does_not_fit() -> None:
 
 
 def test_an_audited_export_of_another_model_is_not_replaced(run_dir: Path) -> None:
-    first = run_export(ExportPlan(source=run_dir, int8="none"))
-    manifest = set_audit(first.manifest, {"passed": True}, artifact="model.onnx")
+    first = export_checkpoint(run_dir, plan=ExportPlan(int8="none"))
+    manifest = set_audit(first.manifest.raw, {"passed": True}, artifact="model.onnx")
     manifest["parent_model_sha256"] = "0" * 64  # as if the federation had exported (and audited) another model
     write_manifest(first.folder, manifest)
     before = (first.folder / "model.onnx").read_bytes()
     with pytest.raises(ConfigError, match="audited artifacts of another model"):
-        run_export(ExportPlan(source=run_dir, int8="none"))
+        export_checkpoint(run_dir, plan=ExportPlan(int8="none"))
     assert (first.folder / "model.onnx").read_bytes() == before
-    elsewhere = run_export(ExportPlan(source=run_dir, int8="none", out=run_dir / "final-export"))
+    elsewhere = export_checkpoint(run_dir, plan=ExportPlan(int8="none"), out=run_dir / "final-export")
     assert (elsewhere.folder / "model.onnx").is_file()

@@ -1,15 +1,16 @@
-"""A run's model (or any model.pt) -> model.onnx, model.int8.onnx, manifest.json (``fedunlearn edge export``).
+"""A saved model (a run folder or any model.pt) as an edge export: what ``fedunlearn edge export`` runs.
 
-The dataset the model was trained on supplies real inputs: test samples for
-the parity checks, training samples to calibrate static int8. It is named by
-``--dataset``, else by the checkpoint's metadata, else by the run's
-scenario.json. Without one, only a checkpoint that records its preprocessing
-can be exported, checked on random inputs in the raw value range (the
-manifest says so) and quantised dynamically.
+The dataset the model was trained on supplies real inputs: test images for
+the checks, training images to calibrate static int8. It is named by the
+caller, else by the checkpoint's metadata, else by the run's scenario.json.
+Without one, only a checkpoint that records its preprocessing can be exported,
+checked on random inputs in the raw value range (the manifest says so) and
+quantised dynamically.
 
-Everything is built and checked in a staging folder first; the files replace
-the old ones only when all of them passed, the manifest last, so a failed
-export leaves the previous one as it was.
+The export itself is ``common.edge.pipeline``'s: nothing replaces the old
+files until every new one passed its checks. A re-export by hand also keeps
+what the federation's clients audited: the figures of the same weights carry
+over, and an audited export of other weights is never replaced.
 """
 
 from __future__ import annotations
@@ -22,45 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from common.checkpoint import load_checkpoint
 from common.data.datasets import load_dataset
 from common.data.tensors import DatasetBundle
-from common.edge.export import staging_dir
-from common.edge.manifest import (
-    MANIFEST_NAME,
-    RawPreprocessing,
-    new_manifest,
-    read_manifest,
-    set_audit,
-)
-from common.edge.package import (
-    EVAL_SAMPLES,
-    FP32_NAME,
-    PARITY_SAMPLES,
-    Int8Mode,
-    PackageInputs,
-    build_artifacts,
-    publish,
-)
+from common.edge.inputs import package_inputs, random_inputs
+from common.edge.manifest import MANIFEST_NAME, RawPreprocessing, new_manifest, read_manifest, set_audit
+from common.edge.package import FP32_NAME
+from common.edge.pipeline import ExportJob, stage_package
+from common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
+from common.edge.runtime import Manifest
 from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
 from common.files import sha256_file
 from common.models import ModelSpec
 
-__all__ = ["ExportPlan", "ExportResult", "run_export"]
-
-
-@dataclass(frozen=True)
-class ExportPlan:
-    """What to export and how, resolved from the command line."""
-
-    source: Path
-    int8: Int8Mode = "static"
-    calibration: int = 512
-    out: Path | None = None
-    dataset: str | None = None
-    data_dir: Path | None = None
+__all__ = ["ExportResult", "export_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +44,7 @@ class ExportResult:
     """Where the export went, its manifest (as written) and every warning raised on the way."""
 
     folder: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     warnings: tuple[str, ...]
 
 
@@ -90,9 +66,8 @@ def _read_optional_json(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _resolve_source(plan: ExportPlan) -> _Source:
+def _resolve_source(source: Path, out: Path | None) -> _Source:
     """RUN_DIR -> RUN_DIR/model.pt (+ scenario.json, report.json); MODEL.pt -> itself (+ a scenario.json beside it)."""
-    source = plan.source
     if source.is_dir():
         checkpoint = source / "model.pt"
         if not checkpoint.is_file():
@@ -105,15 +80,16 @@ def _resolve_source(plan: ExportPlan) -> _Source:
     scenario = _read_optional_json(folder / "scenario.json")
     # report.json's requests describe the run's final model only: use them when this is that very file.
     report = _read_optional_json(folder / "report.json") if checkpoint.name == "model.pt" else {}
-    return _Source(checkpoint, plan.out or folder / "export", scenario, report)
+    return _Source(checkpoint, out or folder / "export", scenario, report)
 
 
-def _load_bundle(plan: ExportPlan, meta: Mapping[str, Any], src: _Source, spec: ModelSpec) -> DatasetBundle | None:
+def _load_bundle(dataset: str | None, data_dir: Path | None, meta: Mapping[str, Any], src: _Source,
+                 spec: ModelSpec) -> DatasetBundle | None:
     data = src.scenario.get("data", {}) if isinstance(src.scenario.get("data"), dict) else {}
-    name = plan.dataset or meta.get("dataset") or data.get("dataset")
+    name = dataset or meta.get("dataset") or data.get("dataset")
     if not name:
         return None
-    root = plan.data_dir or data.get("data_dir")
+    root = data_dir or data.get("data_dir")
     bundle = load_dataset(str(name), root=root, download=False, seed=int(src.scenario.get("seed", 0)))
     expected = (spec.in_channels, spec.image_size, spec.image_size)
     if bundle.input_shape != expected or bundle.num_classes != spec.num_classes:
@@ -143,24 +119,6 @@ def _preprocessing(meta: Mapping[str, Any], bundle: DatasetBundle | None) -> Raw
             raise DataError(f"checkpoint preprocessing {recorded!r} differs from dataset {bundle.name!r}'s "
                             f"{known}; export with the dataset the model was trained on")
     return prep
-
-
-def _inputs(plan: ExportPlan, bundle: DatasetBundle | None, prep: RawPreprocessing, spec: ModelSpec) -> PackageInputs:
-    generator = torch.Generator().manual_seed(0)
-    if bundle is None:
-        # Honest but weak: uniform raw values in the declared range, preprocessed like real ones.
-        raw = prep.raw_min + (prep.raw_max - prep.raw_min) * torch.rand(
-            PARITY_SAMPLES, spec.in_channels, spec.image_size, spec.image_size, generator=generator)
-        mean = torch.tensor(prep.mean).view(1, -1, 1, 1)
-        std = torch.tensor(prep.std).view(1, -1, 1, 1)
-        x = ((raw / prep.scale - mean) / std).float()
-        return PackageInputs(x, x.numpy(), None, None, "random")
-    test = bundle.test.subset(torch.randperm(len(bundle.test), generator=generator)[:EVAL_SAMPLES])
-    calibration = None
-    if plan.int8 == "static":
-        picked = torch.randperm(len(bundle.train), generator=generator)[: plan.calibration]
-        calibration = bundle.train.x[picked].numpy()
-    return PackageInputs(test.x[:PARITY_SAMPLES], test.x.numpy(), test.y.numpy(), calibration, "test-set")
 
 
 def _keep_audited_exports(out: Path, model_sha256: str) -> None:
@@ -207,12 +165,13 @@ def _describe(src: _Source, meta: Mapping[str, Any], spec: ModelSpec, bundle: Da
         source_checkpoint=os.path.relpath(src.checkpoint.resolve(), src.out.resolve()), requests=requests)
 
 
-def run_export(plan: ExportPlan) -> ExportResult:
-    """Export, quantise, write the manifest. Warnings are raised (warnings.warn) and returned."""
-    if plan.int8 not in ("static", "dynamic", "none"):
-        raise ConfigError(f"--int8 must be static, dynamic or none, got {plan.int8!r}")
-    if plan.int8 == "static" and plan.calibration < 1:
-        raise ConfigError(f"--calibration must be >= 1 for static int8, got {plan.calibration}")
+def export_checkpoint(source: Path, *, plan: ExportPlan | None = None, out: Path | None = None,
+                      dataset: str | None = None, data_dir: Path | None = None) -> ExportResult:
+    """Export RUN_DIR/model.pt or MODEL.pt into ``out`` (default: RUN_DIR/export, or export/ beside the .pt).
+
+    Warnings are raised (warnings.warn) and returned, in the order they arose.
+    """
+    plan = plan or ExportPlan()
     notes: list[str] = []
     int8_notes: list[str] = []  # also recorded in the int8 artifact's entry
 
@@ -222,33 +181,29 @@ def run_export(plan: ExportPlan) -> ExportResult:
         if int8:
             int8_notes.append(message)
 
-    src = _resolve_source(plan)
+    src = _resolve_source(source, out)
     model, meta = load_checkpoint(src.checkpoint)
     _keep_audited_exports(src.out, meta["model_sha256"])
     spec: ModelSpec = meta["spec"]
-    bundle = _load_bundle(plan, meta, src, spec)
+    bundle = _load_bundle(dataset, data_dir, meta, src, spec)
     prep = _preprocessing(meta, bundle)
-    mode = plan.int8
+    int8 = plan.int8
     if bundle is None:
         warn("no dataset known: parity is checked on random inputs in the raw value range, not real data")
-        if mode == "static":
-            mode = "dynamic"
+        if int8 is Int8Mode.STATIC:
+            int8 = Int8Mode.DYNAMIC
             warn("static int8 needs calibration data; quantised dynamically instead (pass --dataset for static)",
                  int8=True)
-    inputs = _inputs(plan, bundle, prep, spec)
-    manifest = _describe(src, meta, spec, bundle, prep, warn)
-    fresh = not src.out.exists()
-    try:
-        with staging_dir(src.out / FP32_NAME) as stage:
-            manifest, verdict = build_artifacts(model, spec, stage, manifest, parent_sha256=meta["model_sha256"],
-                                                inputs=inputs, int8=mode, int8_notes=int8_notes)
-            notes.extend(manifest["artifacts"][FP32_NAME].get("warnings", []))  # export_onnx has warned already
-            if verdict is not None:
-                warn(verdict)
-            publish(stage, src.out, _carry_audit(src.out, manifest))
-    except BaseException:
-        if fresh and src.out.is_dir() and not any(src.out.iterdir()):
-            src.out.rmdir()  # a failed first export leaves no empty folder behind
-        raise
-    return ExportResult(src.out, read_manifest(src.out), tuple(notes))
-
+        inputs = random_inputs(prep, spec)
+    else:
+        inputs = package_inputs(bundle.test, plan=plan, seed=0, calibrate_on=CalibrationSource.TRAIN,
+                                train=bundle.train)
+    job = ExportJob(model, spec, _describe(src, meta, spec, bundle, prep, warn), inputs, int8, src.out,
+                    tuple(int8_notes))
+    with stage_package(job) as built:
+        notes.extend(built.document["artifacts"][FP32_NAME].get("warnings", []))  # export_onnx has warned already
+        if built.verdict is not None:
+            warn(built.verdict)
+        built.document = _carry_audit(src.out, built.document)
+        built.publish()
+    return ExportResult(src.out, built.manifest, tuple(notes))
