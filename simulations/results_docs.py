@@ -118,19 +118,24 @@ def _controls(controls: Mapping[str, Any] | None) -> str:
     if not controls:
         return "none"
     verdict = {True: "pass", False: "FAIL", None: "-"}
-    return (f"original {verdict[controls['original'].get('passed')]}, "
+    return (f"original {verdict[(controls.get('original') or {}).get('passed')]}, "
             f"retrain {verdict[(controls.get('federated_retrain') or {}).get('passed')]}")
 
 
 def _run_row(root: Path, path: Path, report: Mapping[str, Any]) -> list[object]:
+    """One single run's row; a run whose last phase pooled no audit has no gate to quote."""
     unlearning, base = report["unlearning"], report["baselines"]
-    gate = unlearning["gate"]
-    original, retrain = base["original"], base["federated_retrain"]
-    within = abs(original["forget_auc"] - 0.5) <= gate["tolerance"]
+    gate = unlearning["gate"] or {}
+    original, retrain = base["original"], base["federated_retrain"] or {}
+    judged = gate and original.get("forget_auc") is not None
+    within = abs(original["forget_auc"] - 0.5) <= gate["tolerance"] if judged else None
     return [_link(root, path.with_suffix(".md")), report["clients"], f"{report['model']} / {report['dataset']}",
-            "pass" if gate["passed"] else "FAIL", gate.get("worst_attack", "-"), _num(gate["tolerance"]),
-            f"{_num(unlearning['forget_auc'])} / {_num(original['forget_auc'])} / {_num(retrain['forget_auc'])}",
-            "yes" if within else "no", f"{_num(unlearning['ta'], 2)} / {_num(retrain['ta'], 2)}",
+            "no audit pooled" if not gate else "pass" if gate["passed"] else "FAIL",
+            gate.get("attack", gate.get("worst_attack", "-")), _num(gate.get("tolerance")),
+            f"{_num(unlearning['forget_auc'])} / {_num(original.get('forget_auc'))} / "
+            f"{_num(retrain.get('forget_auc'))}",
+            {True: "yes", False: "no", None: "-"}[within],
+            f"{_num(unlearning['ta'], 2)} / {_num(retrain.get('ta'), 2)}",
             _controls(report.get("controls")), _commit(report)]
 
 
@@ -139,10 +144,11 @@ def _runs(root: Path) -> list[str]:
     rows = [_run_row(root, p, r) for p, r in reports if r.get("unlearning")]
     return ["### Single runs", "",
             "One run per scenario. \"Original within tolerance\": whether the do-nothing model's forget AUC "
-            "(loss attack) lies within the tolerance of 0.5 that the run's gate applied. Runs without controls "
-            "predate the gate's verdicts on the original and retrain; they show that the machinery runs, not that "
-            "anything was forgotten.", "",
-            *_table(["run", "clients", "model / data", "gate", "gate's worst attack", "tolerance",
+            "(the gate's deciding attack) lies within the tolerance of 0.5 that the run's gate applied. Runs "
+            "without controls predate the gate's verdicts on the original and retrain; they show that the machinery "
+            "runs, not that anything was forgotten. \"No audit pooled\": no requester could audit its forget set "
+            "(for a class request, a node holding no sealed samples of the class), so those requests stay pending.", "",
+            *_table(["run", "clients", "model / data", "gate", "gate's deciding attack", "tolerance",
                      "forget AUC unlearned / original / retrain", "original within tolerance",
                      "ta unlearned / retrain", "controls", "commit"], rows), ""]
 
