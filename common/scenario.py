@@ -22,6 +22,7 @@ from common.errors import ConfigError
 from common.models import MODELS
 from common.training import TrainConfig
 from common.unlearning import METHODS, parse_params
+from common.unlearning.projected_ascent import PROJECTED_ASCENT
 
 __all__ = ["AuditPlan", "BaselinePlan", "DataPlan", "ExportPlan", "FederationPlan", "Scenario", "ScheduledRequest",
            "UnlearningPlan", "load_scenario", "parse_scenario"]
@@ -77,8 +78,40 @@ class UnlearningPlan:
 
 @dataclass(frozen=True)
 class BaselinePlan:
+    """The baselines each phase is judged beside (docs/baselines.md). FedEraser stores the training updates
+    of every ``federaser_interval``-th round (0: off) and calibrates them with ``federaser_calibration_ratio``
+    of the local epochs; ``pga`` runs projected gradient ascent on the requesters (ball radius a share of
+    the global model's norm, SGD step ``pga_lr``, ``pga_max_steps`` steps at most), then
+    ``pga_finetune_rounds`` FedAvg rounds."""
+
     federated_retrain: bool = True
     federated_finetune_rounds: int = 2
+    federaser_interval: int = 0
+    federaser_calibration_ratio: float = 0.5
+    pga: bool = False
+    pga_radius: float = 0.05
+    pga_lr: float = 0.01
+    pga_max_steps: int = 100
+    pga_finetune_rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.federaser_interval < 0:
+            raise ConfigError(f"federaser_interval must be >= 0 rounds (0: FedEraser off), "
+                              f"got {self.federaser_interval}")
+        if not 0 < self.federaser_calibration_ratio <= 1:
+            raise ConfigError(f"federaser_calibration_ratio must be in (0, 1] (a share of the local epochs), "
+                              f"got {self.federaser_calibration_ratio}")
+        if self.pga_finetune_rounds < 0:
+            raise ConfigError(f"pga_finetune_rounds must be >= 0, got {self.pga_finetune_rounds}")
+        for key, value in self.pga_params().items():  # the ascent's own checks, named by this table's key
+            try:
+                parse_params(PROJECTED_ASCENT, {key: value})
+            except ConfigError as err:
+                raise ConfigError(f"pga_{key}: {err}") from err
+
+    def pga_params(self) -> dict[str, Any]:
+        """The hyper-parameters the requesters' projected ascent is sent (its own checks apply)."""
+        return {"radius": self.pga_radius, "lr": self.pga_lr, "max_steps": self.pga_max_steps}
 
 
 @dataclass(frozen=True)

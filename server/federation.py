@@ -101,7 +101,7 @@ def run_federation(
             began = time.perf_counter()
         with fed.messenger.metered() as traffic:
             trainers = [n for n, s in statuses.items() if s.num_train > 0]
-            state = fed.train_round(state, round_, trainers)
+            state = fed.train_round(state, round_, trainers, keep=True)
         record.training_seconds += time.perf_counter() - began
         record.training_bytes += status_traffic.total + traffic.total
         ta = evaluator.ta(state)

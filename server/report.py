@@ -1,7 +1,7 @@
 """The run directory: report.json (machine), report.md (people), plots and model files.
 
 The report's shape is stable for outside readers: scenario facts, training,
-requests, the unlearning phase with its gate, the three baselines, artifacts
+requests, the unlearning phase with its gate, the baselines (docs/baselines.md), artifacts
 (paths relative to the run directory) and, in a simulation, the ground truth
 (forgotten and test sample ids) for outside evaluation.
 """
@@ -29,7 +29,7 @@ from server.unlearning_phase import ModelFigures, PhaseRecord
 
 __all__ = ["build_report", "write_failure", "write_run"]
 
-BASELINES = ("federated_retrain", "federated_finetune", "original")
+BASELINES = ("federated_retrain", "federated_finetune", "federaser", "pga", "original")
 CONTROLS = ("original", "federated_retrain")
 
 
@@ -113,11 +113,13 @@ def _export(record: RunRecord) -> dict[str, Any] | None:
 
 
 def _baseline(phase: PhaseRecord, name: str) -> dict[str, Any] | None:
+    """A baseline's figures and the gate's verdict on it, with the deciding attack and every attack's reading."""
     figures = _figures(phase.baselines.get(name))
     verdict = phase.verdicts.get(name)
     if figures is None:
         return None
-    gate = None if verdict is None else {"passed": verdict.passed, "reasons": list(verdict.reasons)}
+    gate = None if verdict is None else {"passed": verdict.passed, "reasons": list(verdict.reasons),
+                                         "attack": verdict.attack, "attacks": _readings(verdict)}
     return {**figures, "gate": gate}
 
 
@@ -244,6 +246,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             verdict = "-" if not row.get("gate") else ("pass" if row["gate"]["passed"] else "fail")
             lines.append(f"| {name} | {row['rounds']} | {row['seconds']:.1f} | {row['bytes'] / 1e6:.2f} | "
                          f"{_cell(row['ta'])} | {_cell(row['ua'])} | {_cell(row['forget_auc'], 3)} | {verdict} |")
+    erased = report["baselines"].get("federaser")
+    if erased:
+        lines += ["", f"FedEraser kept {erased['storage_bytes'] / 1e6:.2f} MB of client updates on the server and "
+                      f"rebuilt from {erased['rounds']} stored rounds."]
     lines += _export_markdown(report.get("export"))
     lines += ["", "Requests:", ""] + [
         f"- {r['request_id']} (partition {r['partition']}, {r['kind']}, {r['num_samples']} samples): {r['status']}"

@@ -27,9 +27,11 @@ from common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_ga
 from common.audit.local import AttackFigures, LocalAudit
 from common.errors import ConfigError, FedUnlearnError
 from common.scenario import Scenario
+from common.training import TrainConfig
 from server.aggregate import State, fedavg, rejection_reason
 from server.messaging import Messenger
 from server.references import ReferenceModels, calibration_content
+from server.update_history import UpdateHistory
 
 __all__ = ["AuditRound", "Federation", "NodeStatus", "Update", "arrays", "settled_nodes", "wait_for_nodes"]
 
@@ -126,6 +128,7 @@ class Federation:
     partitions: dict[int, int] = field(default_factory=dict)  # node id -> partition, from the last status
     statuses: dict[int, NodeStatus] = field(default_factory=dict)  # the last status of each node
     references: ReferenceModels | None = None  # set once the nodes hold their statistics (``calibrate``)
+    history: UpdateHistory = field(default_factory=UpdateHistory)  # training updates kept for FedEraser
 
     def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
         fed = self.scenario.federation
@@ -194,13 +197,25 @@ class Federation:
             updates.append(Update(node, state, metrics.get(P.NUM_EXAMPLES, 0.0), metrics, states.get(P.TRAIN_ARRAYS)))
         return updates
 
-    def train_round(self, state: State, round_: int, nodes: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-        """One FedAvg round on retain data; the state stays as it was if no valid update arrives."""
-        content = RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(round_)})
+    def train_updates(self, state: State, round_: int, nodes: Sequence[int] | None = None, *, label: str = "train",
+                      recipe: TrainConfig | None = None) -> list[Update]:
+        """The nodes' local trainings of ``state`` (the federation's recipe unless given): the valid updates
+        with examples to weigh them by; every failure is noted under ``<label> round <round_>``."""
+        extra = {} if recipe is None else {P.RECIPE: json.dumps(asdict(recipe))}
+        content = RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(round_, **extra)})
         replies = self.messenger.broadcast(nodes if nodes is not None else self.nodes, P.MSG_TRAIN, content,
-                                           f"train-{round_}")
-        self.note(f"train round {round_}", replies.failures)
-        updates = [u for u in self.collect_updates(replies.answers, state, f"train round {round_}") if u.weight > 0]
+                                           f"{label}-{round_}")
+        self.note(f"{label} round {round_}", replies.failures)
+        return [u for u in self.collect_updates(replies.answers, state, f"{label} round {round_}") if u.weight > 0]
+
+    def train_round(self, state: State, round_: int, nodes: Sequence[int] | None = None, *,
+                    keep: bool = False) -> dict[str, torch.Tensor]:
+        """One FedAvg round on retain data; the state stays as it was if no valid update arrives. ``keep``:
+        a round of the run's own training, whose updates ``history`` stores when FedEraser is on."""
+        updates = self.train_updates(state, round_, nodes)
+        if keep:
+            self.history.keep(round_, self.scenario.baselines.federaser_interval, state,
+                              {u.node_id: u.state for u in updates})
         if not updates:
             self.failures.append(f"train round {round_}: no valid update; the model was kept")
             return {k: v.clone() for k, v in state.items()}

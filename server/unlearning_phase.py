@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from flwr.app import ConfigRecord, RecordDict
@@ -22,9 +22,12 @@ from common import protocol as P
 from common.audit.gate import GateResult
 from common.checkpoint import state_sha256
 from common.models import ModelSpec, build_model
+from common.unlearning.projected_ascent import PROJECTED_ASCENT
 from server.aggregate import State, clip_update, train_and_forget_update, update_norm
+from server.baselines import Anchor, fedavg_rounds, pga
 from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from server.evaluation import CentralEvaluator
+from server.federaser import federaser
 from server.rounds import AuditRound, Federation, NodeStatus, arrays
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
@@ -42,6 +45,7 @@ class ModelFigures:
     ta: float
     ua: float | None
     forget_auc: float | None
+    storage_bytes: int = 0  # what the server kept to build it (FedEraser's stored updates)
 
 
 @dataclass
@@ -232,23 +236,37 @@ def _control(fed: Federation, evaluator: CentralEvaluator, record: PhaseRecord, 
 
 def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, record: PhaseRecord,
                requesters: dict[int, list[str]], nodes: list[int], after_round: int, original_ta: float) -> None:
-    plan = fed.scenario.baselines
-    runs = []
+    """Each baseline built its own way (server/baselines.py), timed and metered alone, then audited and
+    judged like the unlearned model."""
+    plan, original = fed.scenario.baselines, record.states["original"]
+    runs: list[tuple[str, Callable[[], Anchor]]] = []
     if plan.federated_retrain and after_round > 0:
         fresh = build_model(spec, seed=fed.scenario.seed).state_dict()
-        runs.append(("federated_retrain", fresh, after_round))
+        runs.append(("federated_retrain", lambda: fedavg_rounds(fed, fresh, after_round, nodes)))
     if plan.federated_finetune_rounds > 0:
-        runs.append(("federated_finetune", record.states["original"], plan.federated_finetune_rounds))
-    for name, start, rounds in runs:
+        runs.append(("federated_finetune",
+                     lambda: fedavg_rounds(fed, original, plan.federated_finetune_rounds, nodes)))
+    if fed.history.start is not None:
+        runs.append(("federaser", lambda: federaser(fed, nodes)))
+    if plan.pga:
+        trainers = [n for n in nodes if n not in requesters]
+        # a record of its own: the round's seed and combine rule as the phase's, its client work not the phase's
+        scratch = PhaseRecord(after_round, PROJECTED_ASCENT, [], record.forgotten_classes)
+
+        def ascend(pga_fed: Federation, state: State) -> dict[str, torch.Tensor]:
+            return _unlearning_round(pga_fed, state, {n: list(ids) for n, ids in requesters.items()}, trainers,
+                                     1, scratch)
+
+        runs.append(("pga", lambda: pga(fed, original, nodes, ascend)))
+    for name, run in runs:
         began = time.perf_counter()
         with fed.messenger.metered() as traffic:
-            state = dict(start)
-            for round_ in range(1, rounds + 1):
-                state = fed.train_round(state, round_, nodes)
-        seconds, spent = time.perf_counter() - began, traffic.total
-        record.states[name] = state
-        _control(fed, evaluator, record, name, state, requesters, original_ta, rounds=rounds, seconds=seconds,
-                 bytes_=spent)
+            anchor = run()
+        seconds = time.perf_counter() - began
+        record.states[name] = anchor.state
+        _control(fed, evaluator, record, name, anchor.state, requesters, original_ta, rounds=anchor.rounds,
+                 seconds=seconds, bytes_=traffic.total)
+        record.baselines[name] = replace(record.baselines[name], storage_bytes=anchor.storage_bytes)
 
 
 def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: str,

@@ -3,7 +3,7 @@
 Importing this package registers every method.
 """
 
-from common.unlearning import baselines, fisher, remi, salun  # noqa: F401  (registration)
+from common.unlearning import baselines, fisher, projected_ascent, remi, salun  # noqa: F401  (registration)
 from common.unlearning.base import (
     METHODS,
     UnlearningResult,
