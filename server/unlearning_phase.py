@@ -106,7 +106,7 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     plan: dict[int, tuple[str, RecordDict]] = {}
     for node, ids in requesters.items():
         extra = {} if fed.references is None else {P.CALIBRATION: fed.references.digest}
-        config = fed.instructions(seed_round, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(dict(unl.params)),
+        config = fed.instructions(seed_round, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(unl.method_params()),
                                              P.REQUEST_IDS: ids, **extra})
         plan[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: config}))
     for node in trainers:

@@ -72,6 +72,15 @@ def test_values_and_defaults() -> None:
     assert parse_scenario(_doc(data={"train_size": None})).data.train_size is None
 
 
+def test_a_federation_runs_remi_with_its_federated_defaults_under_the_scenarios_params() -> None:
+    assert parse_scenario(BASE).unlearning.method_params() == {"noise_z": 0.5, "patience": 3}
+    chosen = parse_scenario(_doc(unlearning={"params": {"noise_z": 2.0, "lr": 0.01}})).unlearning
+    assert chosen.method_params() == {"noise_z": 2.0, "patience": 3, "lr": 0.01}
+    assert parse_scenario(_doc(unlearning={"method": "finetune"})).unlearning.method_params() == {}
+    with pytest.raises(ConfigError, match="noise_z"):
+        parse_scenario(_doc(unlearning={"params": {"noise_z": -1}}))
+
+
 @pytest.mark.parametrize(
     ("changes", "path"),
     [
