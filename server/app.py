@@ -27,11 +27,11 @@ from common.scenario import Scenario, load_scenario
 from common.world import SimulatedWorld
 from server.edge_phase import EdgeContext
 from server.evaluation import CentralEvaluator
-from server.federation import Event, RunRecord, run_federation
+from server.federation import Federation, settled_nodes, wait_for_nodes
 from server.messaging import Messenger
 from server.references import scenario_references
 from server.report import write_failure, write_run
-from server.rounds import Federation, settled_nodes, wait_for_nodes
+from server.run import Event, RunRecord, run_federation
 
 __all__ = ["app", "create_server_app", "resolve_path", "scenario_from_config"]
 

@@ -18,7 +18,7 @@ import torch
 
 from common.unlearning.projected_ascent import PROJECTED_ASCENT
 from server.aggregate import State
-from server.rounds import Federation
+from server.federation import Federation
 
 __all__ = ["Anchor", "UnlearningRound", "fedavg_rounds", "pga"]
 

@@ -43,7 +43,7 @@ from common.errors import FedUnlearnError
 from common.models import ModelSpec, build_model
 from common.training import top1_accuracy
 from server.aggregate import State
-from server.rounds import Federation
+from server.federation import Federation
 
 __all__ = ["ArtifactFigures", "EdgeContext", "EdgeRecord", "StagedExport", "export_unaudited", "stage_exports"]
 

@@ -31,7 +31,7 @@ import torch
 from common.errors import FedUnlearnError
 from server.aggregate import State, fedavg
 from server.baselines import Anchor
-from server.rounds import Federation
+from server.federation import Federation
 from server.update_history import difference
 
 __all__ = ["calibrated_update", "calibration_epochs", "federaser"]

@@ -1,135 +1,308 @@
-"""The whole run: FedAvg rounds, a status check before each, an unlearning phase when needed.
+"""The federation as the server sees it, and the exchanges every phase is built from.
 
-Before every round the server asks each node for its status. Pending requests
-(not yet tried ``max_attempts`` times) start an unlearning phase before the
-round trains. In a simulation, a ``SimulatedWorld`` files the scenario's
-requests after their round, exactly as operators would on real nodes.
+A ``Federation`` knows the connected nodes (node id -> partition, learned by
+asking ``query.status``: node ids are random) and how to build instructions.
+``train_round``, ``collect_updates`` and ``audit`` are the steps; training,
+unlearning and the baselines are loops over them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.serverapp import Grid
 
-from common.audit.gate import GateResult
-from common.errors import FedUnlearnError
-from common.models import ModelSpec, build_model
-from common.world import SimulatedWorld
-from server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
-from server.evaluation import CentralEvaluator
-from server.references import ReferenceModels
-from server.rounds import Federation, NodeStatus
-from server.unlearning_phase import PhaseRecord, run_unlearning_phase
+from common import protocol as P
+from common.audit.attacks import ATTACKS
+from common.audit.calibrated import CALIBRATED_ATTACKS
+from common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_gate, pool_audits
+from common.audit.local import AttackFigures, LocalAudit
+from common.errors import ConfigError, FedUnlearnError
+from common.scenario import Scenario
+from common.training import TrainConfig
+from server.aggregate import State, fedavg, rejection_reason
+from server.messaging import Messenger
+from server.references import ReferenceModels, calibration_content
+from server.update_history import UpdateHistory
 
-__all__ = ["Event", "RunRecord", "run_federation"]
+__all__ = ["AuditRound", "Federation", "NodeStatus", "Update", "arrays", "settled_nodes", "wait_for_nodes"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Event:
-    """Progress for whoever watches (the simulate command's progress bar)."""
+class NodeStatus:
+    node_id: int
+    partition: int
+    num_train: int
+    num_holdout: int
+    pending: tuple[str, ...]
+    pending_kinds: tuple[str, ...]
+    pending_samples: int
+    pending_counts: tuple[int, ...]
+    pending_classes: tuple[int, ...]
+    layout: Mapping[str, Any] = field(default_factory=dict)  # how its data was cut (common.nodes.NodeLayout)
 
-    kind: str  # "round", "phase-round", "phase-done"
-    round: int
-    detail: str = ""
+    def samples_under(self, request_ids: Sequence[str]) -> int:
+        """How many samples this node said the named pending requests hold."""
+        counts = dict(zip(self.pending, self.pending_counts, strict=False))
+        return sum(counts.get(r, 0) for r in request_ids)
+
+
+@dataclass(frozen=True)
+class AuditRound:
+    """One round of audits: the audits that passed the server's checks, by node (only their requests may be
+    committed), and why the others were not pooled."""
+
+    audits: dict[int, LocalAudit]
+    problems: dict[int, str]
+
+    @property
+    def nodes(self) -> tuple[int, ...]:
+        return tuple(self.audits)
+
+    @property
+    def pooled(self) -> PooledAudit | None:
+        return pool_audits(list(self.audits.values())) if self.audits else None
+
+
+@dataclass(frozen=True)
+class Update:
+    """A node's reply: ``state`` is its model; an unlearning node also sends ``trained``, its ordinary
+    retain-data training of the same global model (None otherwise)."""
+
+    node_id: int
+    state: dict[str, torch.Tensor]
+    weight: float
+    metrics: dict[str, float]
+    trained: dict[str, torch.Tensor] | None = None
+
+
+def wait_for_nodes(grid: Grid, expected: int, timeout: float) -> list[int]:
+    """Node ids once ``expected`` nodes are connected (SuperNodes may join late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= expected:
+            return nodes
+        if time.monotonic() > deadline:
+            raise FedUnlearnError(f"only {len(nodes)} of {expected} nodes connected within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def settled_nodes(grid: Grid, quiet: float = 2.0, timeout: float = 60.0) -> list[int]:
+    """Node ids once at least one node is connected and none joined for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    nodes: list[int] = []
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        current = sorted(grid.get_node_ids())
+        if current != nodes:
+            nodes, stable_since = current, time.monotonic()
+        elif nodes and time.monotonic() - stable_since >= quiet:
+            return nodes
+        time.sleep(0.2)
+    if not nodes:
+        raise FedUnlearnError(f"no node connected within {timeout:.0f} s")
+    return nodes
+
+
+def arrays(state: State) -> ArrayRecord:
+    return ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in state.items()})
 
 
 @dataclass
-class RunRecord:
-    partitions: dict[int, int] = field(default_factory=dict)  # node id -> partition
-    accuracy: list[tuple[int, float]] = field(default_factory=list)  # (round, ta)
-    training_seconds: float = 0.0
-    training_bytes: int = 0
-    phases: list[PhaseRecord] = field(default_factory=list)
-    final_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    final_ta: float = 0.0
-    final_export: EdgeRecord | None = None  # set when no phase published an export: the final model's
-    failures: list[str] = field(default_factory=list)
-    references: dict[str, float | int] | None = None  # the audit's reference models: count and one-off cost
+class Federation:
+    messenger: Messenger
+    scenario: Scenario
+    nodes: list[int]
+    failures: list[str] = field(default_factory=list)  # everything that went wrong, for the report
+    partitions: dict[int, int] = field(default_factory=dict)  # node id -> partition, from the last status
+    statuses: dict[int, NodeStatus] = field(default_factory=dict)  # the last status of each node
+    references: ReferenceModels | None = None  # set once the nodes hold their statistics (``calibrate``)
+    history: UpdateHistory = field(default_factory=UpdateHistory)  # training updates kept for FedEraser
+
+    def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
+        fed = self.scenario.federation
+        return ConfigRecord({
+            P.ROUND: round_, P.SEED: self.scenario.seed * 100_003 + round_, P.MODEL: fed.model,
+            P.RECIPE: json.dumps(asdict(fed.recipe())), P.DEVICE: fed.device, **extra,
+        })
+
+    def note(self, what: str, failures: Mapping[int, str]) -> None:
+        for node, why in failures.items():
+            self.failures.append(f"{what}: node {node}: {why}")
+
+    def status(self) -> dict[int, NodeStatus]:
+        replies = self.messenger.broadcast(self.nodes, P.MSG_STATUS, RecordDict(), "status")
+        self.note("query.status", replies.failures)
+        statuses = {}
+        for node, content in replies.answers.items():
+            record = content.config_records[P.STATUS]
+            statuses[node] = NodeStatus(
+                node_id=node, partition=int(record[P.PARTITION]), num_train=int(record[P.NUM_TRAIN]),
+                num_holdout=int(record[P.NUM_HOLDOUT]),
+                pending=tuple(str(r) for r in record[P.PENDING_REQUESTS]),
+                pending_kinds=tuple(str(k) for k in record[P.PENDING_KINDS]),
+                pending_samples=int(record[P.PENDING_SAMPLES]),
+                pending_counts=tuple(int(c) for c in record[P.PENDING_COUNTS]),
+                pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
+                layout=json.loads(str(record.get(P.LAYOUT, "{}"))),
+            )
+            self.partitions[node] = statuses[node].partition
+        self.statuses.update(statuses)
+        for status in statuses.values():
+            _check_layout(status, self.scenario)
+        return statuses
+
+    def calibrate(self, references: ReferenceModels) -> None:
+        """Send the reference models once; each node keeps their statistics on its samples. A node that
+        fails here cannot be audited with them, so its requests will fail the gate, not pass it."""
+        replies = self.messenger.broadcast(self.nodes, P.MSG_CALIBRATE,
+                                           calibration_content(references, self.instructions(0)), "calibrate")
+        self.note("evaluate.calibrate", replies.failures)
+        for node, content in replies.answers.items():
+            digest = content.config_records.get(P.STATUS, ConfigRecord()).get(P.CALIBRATION)
+            if digest != references.digest:
+                self.failures.append(f"evaluate.calibrate: node {node} kept calibration {str(digest)[:12]!r}, "
+                                     f"not {references.digest[:12]}")
+        self.references = references
+
+    def collect_updates(self, answers: Mapping[int, RecordDict], current: State, what: str) -> list[Update]:
+        """Valid updates only; a reply with wrong shapes or NaN/Inf is rejected and reported."""
+        updates = []
+        # in partition order, so that the float sums of an aggregate do not depend on who answered first
+        for node, content in sorted(answers.items(), key=lambda item: (self.partitions.get(item[0], -1), item[0])):
+            try:
+                states = {name: record.to_torch_state_dict() for name, record in content.array_records.items()
+                          if name in (P.ARRAYS, P.TRAIN_ARRAYS)}
+                state = states[P.ARRAYS]
+                metrics = {k: float(v) for k, v in content.metric_records[P.METRICS].items()}  # type: ignore[arg-type]
+            except (KeyError, TypeError, ValueError) as err:
+                self.note(what, {node: f"malformed reply ({err})"})
+                continue
+            reason = next((f"{name}: {why}" for name, candidate in states.items()
+                           if (why := rejection_reason(candidate, current)) is not None), None)
+            if reason is not None:
+                self.note(what, {node: f"update rejected: {reason}"})
+                continue
+            updates.append(Update(node, state, metrics.get(P.NUM_EXAMPLES, 0.0), metrics, states.get(P.TRAIN_ARRAYS)))
+        return updates
+
+    def train_updates(self, state: State, round_: int, nodes: Sequence[int] | None = None, *, label: str = "train",
+                      recipe: TrainConfig | None = None) -> list[Update]:
+        """The nodes' local trainings of ``state`` (the federation's recipe unless given): the valid updates
+        with examples to weigh them by; every failure is noted under ``<label> round <round_>``."""
+        extra = {} if recipe is None else {P.RECIPE: json.dumps(asdict(recipe))}
+        content = RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(round_, **extra)})
+        replies = self.messenger.broadcast(nodes if nodes is not None else self.nodes, P.MSG_TRAIN, content,
+                                           f"{label}-{round_}")
+        self.note(f"{label} round {round_}", replies.failures)
+        return [u for u in self.collect_updates(replies.answers, state, f"{label} round {round_}") if u.weight > 0]
+
+    def train_round(self, state: State, round_: int, nodes: Sequence[int] | None = None, *,
+                    keep: bool = False) -> dict[str, torch.Tensor]:
+        """One FedAvg round on retain data; the state stays as it was if no valid update arrives. ``keep``:
+        a round of the run's own training, whose updates ``history`` stores when FedEraser is on."""
+        updates = self.train_updates(state, round_, nodes)
+        if keep:
+            self.history.keep(round_, self.scenario.baselines.federaser_interval, state,
+                              {u.node_id: u.state for u in updates})
+        if not updates:
+            self.failures.append(f"train round {round_}: no valid update; the model was kept")
+            return {k: v.clone() for k, v in state.items()}
+        return fedavg([(u.state, u.weight) for u in updates])
+
+    def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
+        """Checked and pooled membership audit of ``state`` by the requesting nodes."""
+        return self._audit(lambda ids: RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self._audit_config(ids)}),
+                           requesters, label)
+
+    def audit_artifact(self, model_bytes: bytes, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
+        """The same audit of an exported ONNX model: each node runs it with ONNX Runtime."""
+        digest = hashlib.sha256(model_bytes).hexdigest()
+        return self._audit(lambda ids: RecordDict({P.CONFIG: self._audit_config(
+            ids, **{P.ARTIFACT: model_bytes, P.ARTIFACT_SHA256: digest})}), requesters, label)
+
+    @property
+    def looks(self) -> int:
+        """Every look the gate may take before it publishes: each round of each attempt, and the audit of
+        each exported artifact (fp32, and int8 unless it is off) of a candidate that passed."""
+        unlearning, artifacts = self.scenario.unlearning, 1 + (self.scenario.export.int8 != "none")
+        return unlearning.max_attempts * (unlearning.max_rounds + artifacts)
+
+    def judge(self, audits: AuditRound, test_drop: float) -> GateResult | None:
+        """The gate on one round of audits (None when no audit could be pooled). Every look counts:
+        the false-alarm rate is split over all of ``looks``."""
+        if not audits.audits:
+            return None
+        by_partition = {f"partition {self.partitions.get(node, node)}": audit for node, audit in audits.audits.items()}
+        return leakage_gate(by_partition, test_drop, self.scenario.gate, looks=self.looks)
+
+    def _audit_config(self, ids: list[str], **extra: Any) -> ConfigRecord:
+        if self.references is not None:
+            extra[P.CALIBRATION] = self.references.digest
+        return self.instructions(0, **{P.REQUEST_IDS: ids, **extra})
+
+    def _audit(self, content: Callable[[list[str]], RecordDict], requesters: Mapping[int, Sequence[str]],
+               label: str) -> AuditRound:
+        plan = {node: (P.MSG_AUDIT, content(list(ids))) for node, ids in requesters.items()}
+        replies = self.messenger.ask(plan, f"audit-{label}")
+        problems = dict(replies.failures)
+        audits: dict[int, LocalAudit] = {}
+        for node, reply in sorted(replies.answers.items()):
+            audit = _local_audit(reply)
+            status = self.statuses.get(node)
+            if isinstance(audit, str):
+                problems[node] = audit
+            elif status is None:
+                problems[node] = "sent an audit but never reported its status"
+            elif (why := audit_problem(audit, expected_forget=status.samples_under(requesters[node]),
+                                       max_holdout=status.num_holdout,
+                                       required=self.scenario.gate.attacks)) is not None:
+                problems[node] = why
+            else:
+                audits[node] = audit
+        self.note(f"audit {label}", {node: f"not pooled: {why}" for node, why in problems.items()})
+        return AuditRound(audits, problems)
 
 
-def _partition_map(statuses: dict[int, NodeStatus]) -> dict[int, int]:
-    seen = Counter(s.partition for s in statuses.values())
-    clashes = sorted(p for p, n in seen.items() if n > 1)
-    if clashes:
-        raise FedUnlearnError(f"several nodes claim partition(s) {clashes}; give each node its own node directory")
-    return {n: s.partition for n, s in statuses.items()}
+def _check_layout(status: NodeStatus, scenario: Scenario) -> None:
+    """A node cut from the dataset differently from what the scenario says would hold data the server
+    believes no client holds (the references' public split) or audit the wrong sets: stop the run."""
+    data = scenario.data
+    expected = {"dataset": data.dataset, "partitioner": data.partitioner, "holdout_fraction": data.holdout_fraction,
+                "train_size": data.train_size, "seed": scenario.seed, "num_partitions": scenario.federation.clients,
+                "mislabeled": data.mislabeled_share(status.partition)}
+    for key, want in expected.items():
+        if key in status.layout and status.layout[key] != want:
+            raise ConfigError(
+                f"node {status.node_id} was made with {key}={status.layout[key]!r} but the scenario says {want!r} "
+                f"([data], [scenario].seed or [federation].clients): re-create the node with `fedunlearn node init` "
+                "flags that match the scenario, or fix the scenario")
 
 
-def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: int) -> dict[int, NodeStatus]:
-    """Statuses of nodes whose pending requests may still be tried."""
-    due = {}
-    for node, status in statuses.items():
-        live = tuple(r for r in status.pending if attempts[r] < max_attempts)
-        if live != status.pending:
-            log.warning("node %d: requests %s reached %d attempts; left pending", node,
-                        sorted(set(status.pending) - set(live)), max_attempts)
-        due[node] = replace(status, pending=live)
-    return due
-
-
-def run_federation(
-    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, world: SimulatedWorld | None = None,
-    on_event: Callable[[Event], None] | None = None, edge: EdgeContext | None = None,
-    references: ReferenceModels | None = None,
-) -> RunRecord:
-    scenario = fed.scenario
-    notify = on_event or (lambda _e: None)
-    record = RunRecord()
-    if references is not None:
-        record.references = _calibrate(fed, references)
-    state = build_model(spec, seed=scenario.seed).state_dict()
-    attempts: Counter[str] = Counter()
-    for round_ in range(1, scenario.federation.rounds + 1):
-        began = time.perf_counter()
-        with fed.messenger.metered() as status_traffic:
-            statuses = _due(fed.status(), attempts, scenario.unlearning.max_attempts)
-        record.partitions = record.partitions or _partition_map(statuses)
-        if any(s.pending for s in statuses.values()):
-            attempts.update(r for s in statuses.values() for r in s.pending)
-            phase, state = run_unlearning_phase(
-                fed, evaluator, spec, state, statuses, after_round=round_ - 1,
-                on_round=lambda k, gate, r=round_: notify(Event("phase-round", r, _gate_text(k, gate))), edge=edge)
-            record.phases.append(phase)
-            notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))
-            began = time.perf_counter()
-        with fed.messenger.metered() as traffic:
-            trainers = [n for n, s in statuses.items() if s.num_train > 0]
-            state = fed.train_round(state, round_, trainers, keep=True)
-        record.training_seconds += time.perf_counter() - began
-        record.training_bytes += status_traffic.total + traffic.total
-        ta = evaluator.ta(state)
-        record.accuracy.append((round_, ta))
-        notify(Event("round", round_, f"ta {ta:.1f}%"))
-        if world is not None:
-            world.file_due(round_)
-    record.final_state, record.final_ta = state, record.accuracy[-1][1]
-    if edge is not None and not any(p.export is not None for p in record.phases):
-        # no phase exported (no request, or none passed): the final model, with nothing to audit it on;
-        # a phase whose artifacts failed their gate leaves nothing published, on purpose
-        record.final_export = export_unaudited(edge, spec, state, scenario.seed)
-    record.failures = list(fed.failures)
-    return record
-
-
-def _calibrate(fed: Federation, references: ReferenceModels) -> dict[str, float | int]:
-    """Hand the references to every node once; their cost is the audit's one-off price, kept apart."""
-    began = time.perf_counter()
-    with fed.messenger.metered() as traffic:
-        fed.calibrate(references)
-    return {"models": len(references), "train_size": references.train_size, "epochs": references.epochs,
-            "training_seconds": references.seconds, "calibration_seconds": time.perf_counter() - began,
-            "calibration_bytes": traffic.total}
-
-
-def _gate_text(k: int, gate: GateResult | None) -> str:
-    if gate is None:
-        return f"unlearning round {k}: no audit could be pooled, fail"
-    auc = "no deciding attack" if gate.forget_auc is None else f"{gate.attack} AUC {gate.forget_auc:.3f}"
-    return f"unlearning round {k}: {auc}, {'pass' if gate.passed else 'fail'}"
+def _local_audit(reply: RecordDict) -> LocalAudit | str:
+    """A reply's figures, or why they cannot be read (missing keys, wrong types); keys of attacks the
+    server does not know are ignored."""
+    try:
+        metrics: Mapping[str, Any] = reply.metric_records[P.METRICS]
+        if int(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:
+            return "holds no non-members to compare its forget set with"
+        names = [n for n in (*ATTACKS.names(), *CALIBRATED_ATTACKS.names()) if P.AUC_PREFIX + n in metrics]
+        return LocalAudit(
+            forget_size=int(metrics[P.FORGET_SIZE]), holdout_size=int(metrics[P.HOLDOUT_SIZE]),
+            forget_accuracy=float(metrics[P.FORGET_ACCURACY]), holdout_accuracy=float(metrics[P.HOLDOUT_ACCURACY]),
+            attacks={n: AttackFigures(auc=float(metrics[P.AUC_PREFIX + n]),
+                                      tpr_at_1pct_fpr=float(metrics[P.TPR_PREFIX + n])) for n in names},
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        return f"malformed audit ({type(err).__name__}: {str(err)[:120]})"

@@ -18,7 +18,7 @@ from common.audit import attack_scores, compute_signals, roc_curve
 from common.data.tensors import LabeledData
 from common.models import ModelSpec, build_model
 from common.world import SimulatedWorld
-from server.federation import RunRecord
+from server.run import RunRecord
 
 __all__ = ["plot_run"]
 

@@ -23,8 +23,8 @@ from common.provenance import git_commit
 from common.scenario import Scenario
 from common.world import SimulatedWorld
 from server.evidence import evidence
-from server.federation import RunRecord
 from server.plots import plot_run
+from server.run import RunRecord
 from server.unlearning_phase import ModelFigures, PhaseRecord
 
 __all__ = ["build_report", "write_failure", "write_run"]

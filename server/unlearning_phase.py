@@ -28,7 +28,7 @@ from server.baselines import Anchor, fedavg_rounds, pga
 from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from server.evaluation import CentralEvaluator
 from server.federaser import federaser
-from server.rounds import AuditRound, Federation, NodeStatus, arrays
+from server.federation import AuditRound, Federation, NodeStatus, arrays
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
 

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from common.errors import ConfigError
 
 if TYPE_CHECKING:
-    from server.federation import Event
+    from server.run import Event
 
 __all__ = ["scale_command", "simulate_command"]
 

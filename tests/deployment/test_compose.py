@@ -225,5 +225,5 @@ def test_make_certs_covers_every_name_the_services_are_dialled_by() -> None:
 
 
 def test_nodes_are_cut_as_the_deployment_scenario_says() -> None:
-    """The server refuses nodes whose layout differs from the scenario (server/rounds.py): keep them equal."""
+    """The server refuses nodes whose layout differs from the scenario (server/federation.py): keep them equal."""
     assert load_scenario(REPO / "simulations" / "digits-deploy.toml").data.train_size == T.TRAIN_SIZE

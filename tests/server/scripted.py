@@ -23,9 +23,9 @@ from common import protocol as P
 from common.models import ModelSpec, build_model
 from common.scenario import Scenario
 from server.aggregate import State, update_norm
-from server.federation import RunRecord, run_federation
+from server.federation import Federation
 from server.messaging import Messenger
-from server.rounds import Federation
+from server.run import RunRecord, run_federation
 from tests.server.in_process import Fault, InProcessGrid
 
 __all__ = ["SPEC", "FiledRequest", "ScriptedEvaluator", "ScriptedNode", "ScriptedWorld", "scripted_run"]

@@ -17,9 +17,9 @@ from common.models import build_model
 from common.scenario import BaselinePlan, Scenario, parse_scenario
 from common.unlearning.projected_ascent import PROJECTED_ASCENT
 from server.federaser import calibrated_update, calibration_epochs, federaser
+from server.federation import Federation
 from server.messaging import Messenger
 from server.report import build_report, render_markdown
-from server.rounds import Federation
 from server.update_history import UpdateHistory
 from tests.server.in_process import InProcessGrid, tiny_scenario
 from tests.server.scripted import SPEC, ScriptedNode, scripted_client_app, scripted_run

@@ -21,10 +21,10 @@ from common.models import ModelSpec
 from common.nodes import NodeDirectory, RequestStatus
 from common.world import SimulatedWorld
 from server.evaluation import CentralEvaluator
-from server.federation import RunRecord, run_federation
+from server.federation import Federation
 from server.messaging import Messenger
 from server.references import scenario_references
-from server.rounds import Federation
+from server.run import RunRecord, run_federation
 from tests.server.faults import failing, huge, leaky_audit, nan, replacing_arrays, reshaped, silent
 from tests.server.in_process import InProcessGrid, TinyRun, in_process_grid, tiny_scenario
 

@@ -1,0 +1,135 @@
+"""The whole run: FedAvg rounds, a status check before each, an unlearning phase when needed.
+
+Before every round the server asks each node for its status. Pending requests
+(not yet tried ``max_attempts`` times) start an unlearning phase before the
+round trains. In a simulation, a ``SimulatedWorld`` files the scenario's
+requests after their round, exactly as operators would on real nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from common.audit.gate import GateResult
+from common.errors import FedUnlearnError
+from common.models import ModelSpec, build_model
+from common.world import SimulatedWorld
+from server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
+from server.evaluation import CentralEvaluator
+from server.federation import Federation, NodeStatus
+from server.references import ReferenceModels
+from server.unlearning_phase import PhaseRecord, run_unlearning_phase
+
+__all__ = ["Event", "RunRecord", "run_federation"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress for whoever watches (the simulate command's progress bar)."""
+
+    kind: str  # "round", "phase-round", "phase-done"
+    round: int
+    detail: str = ""
+
+
+@dataclass
+class RunRecord:
+    partitions: dict[int, int] = field(default_factory=dict)  # node id -> partition
+    accuracy: list[tuple[int, float]] = field(default_factory=list)  # (round, ta)
+    training_seconds: float = 0.0
+    training_bytes: int = 0
+    phases: list[PhaseRecord] = field(default_factory=list)
+    final_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    final_ta: float = 0.0
+    final_export: EdgeRecord | None = None  # set when no phase published an export: the final model's
+    failures: list[str] = field(default_factory=list)
+    references: dict[str, float | int] | None = None  # the audit's reference models: count and one-off cost
+
+
+def _partition_map(statuses: dict[int, NodeStatus]) -> dict[int, int]:
+    seen = Counter(s.partition for s in statuses.values())
+    clashes = sorted(p for p, n in seen.items() if n > 1)
+    if clashes:
+        raise FedUnlearnError(f"several nodes claim partition(s) {clashes}; give each node its own node directory")
+    return {n: s.partition for n, s in statuses.items()}
+
+
+def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: int) -> dict[int, NodeStatus]:
+    """Statuses of nodes whose pending requests may still be tried."""
+    due = {}
+    for node, status in statuses.items():
+        live = tuple(r for r in status.pending if attempts[r] < max_attempts)
+        if live != status.pending:
+            log.warning("node %d: requests %s reached %d attempts; left pending", node,
+                        sorted(set(status.pending) - set(live)), max_attempts)
+        due[node] = replace(status, pending=live)
+    return due
+
+
+def run_federation(
+    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, world: SimulatedWorld | None = None,
+    on_event: Callable[[Event], None] | None = None, edge: EdgeContext | None = None,
+    references: ReferenceModels | None = None,
+) -> RunRecord:
+    scenario = fed.scenario
+    notify = on_event or (lambda _e: None)
+    record = RunRecord()
+    if references is not None:
+        record.references = _calibrate(fed, references)
+    state = build_model(spec, seed=scenario.seed).state_dict()
+    attempts: Counter[str] = Counter()
+    for round_ in range(1, scenario.federation.rounds + 1):
+        began = time.perf_counter()
+        with fed.messenger.metered() as status_traffic:
+            statuses = _due(fed.status(), attempts, scenario.unlearning.max_attempts)
+        record.partitions = record.partitions or _partition_map(statuses)
+        if any(s.pending for s in statuses.values()):
+            attempts.update(r for s in statuses.values() for r in s.pending)
+            phase, state = run_unlearning_phase(
+                fed, evaluator, spec, state, statuses, after_round=round_ - 1,
+                on_round=lambda k, gate, r=round_: notify(Event("phase-round", r, _gate_text(k, gate))), edge=edge)
+            record.phases.append(phase)
+            notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))
+            began = time.perf_counter()
+        with fed.messenger.metered() as traffic:
+            trainers = [n for n, s in statuses.items() if s.num_train > 0]
+            state = fed.train_round(state, round_, trainers, keep=True)
+        record.training_seconds += time.perf_counter() - began
+        record.training_bytes += status_traffic.total + traffic.total
+        ta = evaluator.ta(state)
+        record.accuracy.append((round_, ta))
+        notify(Event("round", round_, f"ta {ta:.1f}%"))
+        if world is not None:
+            world.file_due(round_)
+    record.final_state, record.final_ta = state, record.accuracy[-1][1]
+    if edge is not None and not any(p.export is not None for p in record.phases):
+        # no phase exported (no request, or none passed): the final model, with nothing to audit it on;
+        # a phase whose artifacts failed their gate leaves nothing published, on purpose
+        record.final_export = export_unaudited(edge, spec, state, scenario.seed)
+    record.failures = list(fed.failures)
+    return record
+
+
+def _calibrate(fed: Federation, references: ReferenceModels) -> dict[str, float | int]:
+    """Hand the references to every node once; their cost is the audit's one-off price, kept apart."""
+    began = time.perf_counter()
+    with fed.messenger.metered() as traffic:
+        fed.calibrate(references)
+    return {"models": len(references), "train_size": references.train_size, "epochs": references.epochs,
+            "training_seconds": references.seconds, "calibration_seconds": time.perf_counter() - began,
+            "calibration_bytes": traffic.total}
+
+
+def _gate_text(k: int, gate: GateResult | None) -> str:
+    if gate is None:
+        return f"unlearning round {k}: no audit could be pooled, fail"
+    auc = "no deciding attack" if gate.forget_auc is None else f"{gate.attack} AUC {gate.forget_auc:.3f}"
+    return f"unlearning round {k}: {auc}, {'pass' if gate.passed else 'fail'}"
