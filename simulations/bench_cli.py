@@ -120,7 +120,7 @@ def bench(
         reference_models=reference_models, ulira_shadows=ulira_shadows,
     )
     _, params = config.validate()
-    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = shlex.join(["fedunlearn", *sys.argv[1:]])  # also when started as python -c "...main()"
     console = Console(stderr=True)
     # per seed: the original, the references, every method, every U-LiRA shadow, every edge model
     steps = seeds * (len(config.all_methods) + 2 + ulira_shadows + (len(edge_models(config)) if edge else 0))

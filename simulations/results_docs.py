@@ -328,7 +328,29 @@ def _bench(root: Path) -> list[str]:
                      "\\|remi mia_auc - retrain's\\|", "remi s / retrain s", "remi ta - original's", "remi stopped",
                      "commit"], summary), "",
             "`avg_gap` of every method:", "",
-            *_table(["method", *(f"{b['dataset']} `{b['forget']}`" for _, b in benches)], gaps), ""]
+            *_table(["method", *(f"{b['dataset']} `{b['forget']}`" for _, b in benches)], gaps), "",
+            *(line for path, bench in benches for line in _strong_audits(root, path, bench))]
+
+
+def _strong_audits(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str]:
+    """A bench's per-example attacks and U-LiRA, where it ran them (older benches did not)."""
+    methods = bench["methods"]
+    ran = {a for m in methods.values() for a, figures in m.get("attacks", {}).items() if isinstance(figures, dict)}
+    attacks = [a for a in ("lira", "rmia", "loss") if a in ran]  # the strong ones and the population baseline
+    if not attacks:
+        return []
+    shadows = {m["ulira"]["shadows"] for m in methods.values() if m.get("ulira")}
+    rows = [[name, *(_num(m.get("attacks", {}).get(a, {}).get("tpr_at_1pct_fpr"), 2) for a in attacks),
+             _num((m.get("ulira") or {}).get("accuracy")), _num((m.get("ulira") or {}).get("accuracy_std"))]
+            for name, m in methods.items()]
+    page = _link(root, path.with_suffix(".md"), f"{bench['dataset']} `{bench['forget']}`")
+    references = bench.get("references", {}).get("models", "-")
+    return [f"Per-example attacks and U-LiRA on {page} ({len(bench['seeds'])} seeds, {references} reference models, "
+            f"U-LiRA over {', '.join(map(str, sorted(shadows))) or '-'} shadow splits; U-LiRA accuracy 0.5: the "
+            "method's outputs on the forget samples cannot be told from retraining's; retrain's own row is the "
+            "floor two independent retrainings reach):", "",
+            *_table(["method", *(f"{a} TPR % at 1% FPR" for a in attacks), "U-LiRA accuracy", "± std over seeds"],
+                    rows), ""]
 
 
 # ---------------------------------------------------------------- CLI and service

@@ -84,6 +84,15 @@ def _fixtures(root: Path) -> None:
         "methods": {"original": _method(49.83, 0.58, 2.0, 98.0), "retrain": _method(0.0, 0.44, 2.0, 98.5),
                     "remi": {**_method(0.37, 0.40, 0.5, 98.25), "stop_reason": "budget; best at step 380"},
                     "finetune": _method(0.61, 0.47, 0.3, 98.8), "fisher": _method(40.39, 0.55, 0.4, 82.0)}})
+    strong = {name: {**_method(gap, 0.5, 1.0, 98.0),
+                     "attacks": {"lira": {"tpr_at_1pct_fpr": lira}, "rmia": {"tpr_at_1pct_fpr": 2 * lira},
+                                 "loss": {"tpr_at_1pct_fpr": 0.9}, "entropy": {"tpr_at_1pct_fpr": 0.8}},
+                     "ulira": {"accuracy": ulira, "accuracy_std": 0.012, "shadows": 16}}
+              for name, gap, lira, ulira in (("original", 2.0, 3.25, 0.612), ("retrain", 0.0, 1.0, 0.503),
+                                              ("remi", 1.0, 1.5, 0.541), ("finetune", 1.2, 1.75, 0.588))}
+    _write(root, "bench/b2/bench.json", {
+        "dataset": "digits", "model": "cnn", "forget": "random:0.1", "seeds": [0, 1], "gold_standard": "retrain",
+        "sizes": {"forget": 108, "train": 1079}, "references": {"models": 8}, "methods": strong})
     _write(root, "cli/startup.json", {
         "commit": "1234567890ab" * 3, "runs": 5, "cpus": 2, "load_average": 1.25,
         "goal": {"seconds": 0.5, "peak_rss_mib": 100.0},
@@ -130,7 +139,12 @@ def test_edge_figures_and_targets_come_from_edge_json(page: str) -> None:
 def test_bench_startup_and_load_figures_land_in_the_page(page: str) -> None:
     assert ("| digits / cnn / `class:3` | 110 of 1079 | 3 | 0.37 | finetune 0.61 | 49.83 | "
             "0.040 | 0.250 | +0.25 | budget; best at step 380 | not recorded |") in page
-    assert "| fisher | 40.39 |" in page
+    assert "| fisher | 40.39 | - |" in page
+    # per-example attacks and U-LiRA, only for the bench that ran them, only the strong attacks and loss
+    assert "U-LiRA on digits `random:0.1` (2 seeds, 8 reference models, U-LiRA over 16 shadow splits" in page
+    assert "| original | 3.25 | 6.50 | 0.90 | 0.612 | 0.012 |" in page
+    assert "| remi | 1.50 | 3.00 | 0.90 | 0.541 |" in page
+    assert "entropy TPR" not in page and "U-LiRA on digits `class:3`" not in page
     assert "| `fedunlearn --help` | 0.42 | 26 | typer |" in page and "load average 1.25" in page
     assert "| idle | 1 | no | 3.2 | 65.4 | 99 of 100 | 12.3 |" in page and "4321 training samples" in page
 
