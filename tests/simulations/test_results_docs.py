@@ -162,8 +162,9 @@ def test_docs_results_md_matches_the_repository_json() -> None:
         "docs/results.md is out of date with the JSON under docs/: run `python -m simulations.results_docs`")
 
 
-def test_the_readme_quotes_the_memorise_sweep_as_its_json_says() -> None:
-    sweep = json.loads((REPO / "docs/federation/fashion-mnist-memorise/sweep.json").read_text())
+@pytest.mark.parametrize("scenario", ["fashion-mnist-memorise", "fashion-mnist-mislabeled"])
+def test_the_readme_quotes_each_sweep_as_its_json_says(scenario: str) -> None:
+    sweep = json.loads((REPO / f"docs/federation/{scenario}/sweep.json").read_text())
     readme = " ".join((REPO / "README.md").read_text().split())
     assert results_docs.headline(sweep) in readme
     assert "docs/results.md" in readme
