@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 from flwr.app import ConfigRecord, RecordDict
@@ -89,11 +89,11 @@ def _judge(fed: Federation, evaluator: CentralEvaluator, state: State, requester
     return _Judged(audits, fed.judge(audits, original_ta - ta), ta)
 
 
-def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int) -> ModelFigures:
+def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int, storage_bytes: int = 0) -> ModelFigures:
     gate = judged.gate
     return ModelFigures(rounds=rounds, seconds=seconds, bytes=bytes_, ta=judged.ta,
                         ua=None if gate is None else 100.0 - gate.forget_accuracy,
-                        forget_auc=None if gate is None else gate.forget_auc)
+                        forget_auc=None if gate is None else gate.forget_auc, storage_bytes=storage_bytes)
 
 
 def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
@@ -226,10 +226,11 @@ def run_unlearning_phase(
 
 def _control(fed: Federation, evaluator: CentralEvaluator, record: PhaseRecord, name: str, state: State,
              requesters: Mapping[int, list[str]], original_ta: float, *, rounds: int = 0, seconds: float = 0.0,
-             bytes_: int = 0) -> None:
+             bytes_: int = 0, storage_bytes: int = 0) -> None:
     """Audit a baseline on the same forget sets and judge it with the same gate."""
     judged = _judge(fed, evaluator, state, requesters, record.forgotten_classes, original_ta, name)
-    record.baselines[name] = _figures(judged, rounds=rounds, seconds=seconds, bytes_=bytes_)
+    record.baselines[name] = _figures(judged, rounds=rounds, seconds=seconds, bytes_=bytes_,
+                                      storage_bytes=storage_bytes)
     if judged.gate is not None:
         record.verdicts[name] = judged.gate
 
@@ -265,8 +266,7 @@ def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, re
         seconds = time.perf_counter() - began
         record.states[name] = anchor.state
         _control(fed, evaluator, record, name, anchor.state, requesters, original_ta, rounds=anchor.rounds,
-                 seconds=seconds, bytes_=traffic.total)
-        record.baselines[name] = replace(record.baselines[name], storage_bytes=anchor.storage_bytes)
+                 seconds=seconds, bytes_=traffic.total, storage_bytes=anchor.storage_bytes)
 
 
 def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: str,

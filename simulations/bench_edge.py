@@ -33,6 +33,7 @@ from common.errors import ModelError
 from common.models import Classifier
 from simulations.bench import GOLD, BenchConfig, MethodRun, Progress, SeedData, SeedRun
 from simulations.bench_report import mean_std
+from simulations.markdown import table
 
 __all__ = ["EDGE_MODELS", "METRICS", "TARGETS", "EdgeModelRun", "SeedEdge", "edge_markdown", "edge_models",
            "edge_payload", "export_model", "run_edge", "write_edge_report"]
@@ -197,10 +198,6 @@ def _cell(entry: Mapping[str, Any], metric: str, fmt: str, scale: float = 1.0) -
     return f"{entry[metric] * scale:{fmt}} ± {entry[metric + '_std'] * scale:{fmt}}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def edge_markdown(payload: Mapping[str, Any]) -> str:
     """The ``## Edge`` section: leakage per precision, export parity, latency and size."""
     models: Mapping[str, Mapping[str, Any]] = payload["models"]
@@ -219,10 +216,10 @@ def edge_markdown(payload: Mapping[str, Any]) -> str:
         f"the test split; latency: median of {payload['repeats']} calls, one thread per engine, "
         f"CPU {payload['cpu'].get('model')}. Mean ± std over seeds {payload['seeds']}.", "",
         "Forget-set MIA AUC (the bench's loss attack) and test accuracy per precision:", "",
-        *_table(["model", "auc torch", "auc fp32", "auc int8", "auc abs(int8 - fp32)",
+        *table(["model", "auc torch", "auc fp32", "auc int8", "auc abs(int8 - fp32)",
                  "ta torch", "ta fp32", "ta int8"], leakage), "",
-        *_table(["model", "fp32 max abs logit diff", "int8 top-1 agreement %", "int8 ta drop (points)"], parity), "",
-        *_table(["model", *(f"{eng} b{b} ms" for b in BATCH_SIZES for eng in ENGINES), "fp32/torch b1",
+        *table(["model", "fp32 max abs logit diff", "int8 top-1 agreement %", "int8 ta drop (points)"], parity), "",
+        *table(["model", *(f"{eng} b{b} ms" for b in BATCH_SIZES for eng in ENGINES), "fp32/torch b1",
                  "int8/fp32 b1", "fp32 KiB", "int8 KiB"], latency), "",
         "Targets missed (means): " + ("none" if not misses else ""), *misses, "",
     ])

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simulations.markdown import table
+
 __all__ = ["PAGE", "headline", "main", "render"]
 
 PAGE = "results.md"
@@ -52,11 +54,6 @@ def _span(values: Iterable[float | None], digits: int = 2, fmt: str = "f") -> st
         return "-"
     lo, hi = f"{present[0]:.{digits}{fmt}}", f"{present[-1]:.{digits}{fmt}}"
     return lo if lo == hi else f"{lo} - {hi}"
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
 def _optional(root: Path, relative: str, section: Callable[[Mapping[str, Any]], list[str]]) -> list[str]:
@@ -95,7 +92,7 @@ def _sweeps(root: Path) -> list[str]:
     return ["### Seed sweeps", "",
             "One run per seed; the gate's verdicts on the unlearned model and on its two controls. Time and bytes "
             "are the unlearning phase's (failed attempts included) as a share of federated retrain's.", "",
-            *_table(["scenario", "seeds", "original failed", "retrain passed", "unlearned passed",
+            *table(["scenario", "seeds", "original failed", "retrain passed", "unlearned passed",
                      "time / retrain", "bytes / retrain", "commit"], rows), ""]
 
 
@@ -110,7 +107,7 @@ def _power(result: Mapping[str, Any]) -> list[str]:
             f"false-alarm rate split over {config['looks']} looks; commit {_commit(result)}. Details and the "
             "reference designs: "
             "[audit/power.md](audit/power.md).", "",
-            *_table(["forget-set size", "original, loss", "original, LiRA + RMIA", "never trained on them, loss",
+            *table(["forget-set size", "original, loss", "original, LiRA + RMIA", "never trained on them, loss",
                      "never trained on them, LiRA + RMIA"], rows), ""]
 
 
@@ -148,7 +145,7 @@ def _runs(root: Path) -> list[str]:
             "without controls predate the gate's verdicts on the original and retrain; they show that the machinery "
             "runs, not that anything was forgotten. \"No audit pooled\": no requester could audit its forget set "
             "(for a class request, a node holding no sealed samples of the class), so those requests stay pending.", "",
-            *_table(["run", "clients", "model / data", "gate", "gate's deciding attack", "tolerance",
+            *table(["run", "clients", "model / data", "gate", "gate's deciding attack", "tolerance",
                      "forget AUC unlearned / original / retrain", "original within tolerance",
                      "ta unlearned / retrain", "controls", "commit"], rows), ""]
 
@@ -160,7 +157,7 @@ def _scaling(result: Mapping[str, Any]) -> list[str]:
     return ["### Scaling", "",
             f"`fedunlearn scale {result['scenario']}`: wall time and peak memory of the whole process tree; commit "
             f"{_commit(result)}. [federation/scaling/scaling.md](federation/scaling/scaling.md).", "",
-            *_table(["clients", "rounds", "wall s", "peak RSS MB", "training s", "unlearning s", "status"], rows),
+            *table(["clients", "rounds", "wall s", "peak RSS MB", "training s", "unlearning s", "status"], rows),
             ""]
 
 
@@ -231,7 +228,7 @@ def _parity(exports: Sequence[_Export]) -> list[str]:
     return ["### Parity and quantization", "",
             "A bench row ranges over its original, retrain and unlearned models, a run row is the model its run "
             "exported; agreement and accuracy on the test split.", "",
-            *_table(["model / data (source)", "fp32 max \\|logit diff\\|", "int8 top-1 agreement",
+            *table(["model / data (source)", "fp32 max \\|logit diff\\|", "int8 top-1 agreement",
                      "int8 ta drop (points)", "fp32 / int8 KiB", "details", "commit"], rows), ""]
 
 
@@ -243,7 +240,7 @@ def _leakage(exports: Sequence[_Export]) -> list[str]:
             for e in exports if e.leakage]
     return ["### Does quantization change leakage?", "",
             "Forget-set AUC (loss attack) as torch / fp32 ONNX / int8 ONNX.", "",
-            *_table(["model / data (source)", "original", "retrain", "unlearned", "largest \\|int8 - fp32\\|"],
+            *table(["model / data (source)", "original", "retrain", "unlearned", "largest \\|int8 - fp32\\|"],
                     rows), ""]
 
 
@@ -263,15 +260,15 @@ def _latency(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     def ms(result: Mapping[str, Any], engine: str, batch: str) -> str:
         return _num(result["engines"][engine][batch]["median_ms"])
 
-    table = [[label, *(ms(r, e, b) for b in ("b1", "b32") for e in ("torch", "ort_fp32", "ort_int8")),
+    timings = [[label, *(ms(r, e, b) for b in ("b1", "b32") for e in ("torch", "ort_fp32", "ort_int8")),
               _num(r["ratios"]["ort_fp32_vs_torch_b1"], 2), _num(r["ratios"]["int8_vs_fp32_b1"], 2), _commit(r)]
              for label, r in rows]
     return ["### Latency", "",
             f"Median ms over {first['repeats']} calls after {first['warmup']} warm-up, one thread per engine, "
             f"{first['cpu']['model']} ({first['cpu']['logical_cores']} cores), idle machine "
             f"(`fedunlearn edge latency --repeats {first['repeats']}`).", "",
-            *_table(["model / data (export)", "torch b1", "ORT fp32 b1", "ORT int8 b1", "torch b32", "ORT fp32 b32",
-                     "ORT int8 b32", "fp32 / torch b1", "int8 / fp32 b1", "commit"], table), ""]
+            *table(["model / data (export)", "torch b1", "ORT fp32 b1", "ORT int8 b1", "torch b32", "ORT fp32 b32",
+                     "ORT int8 b32", "fp32 / torch b1", "int8 / fp32 b1", "commit"], timings), ""]
 
 
 def _targets(root: Path, exports: Sequence[_Export], latency: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
@@ -293,7 +290,7 @@ def _targets(root: Path, exports: Sequence[_Export], latency: Sequence[tuple[str
         rows.append([f"`{name}` {target['op']} {target['value']:g}", f"{value:.3g}", where, "yes" if met else "**no**"])
     return ["### Against the edge targets", "",
             "The targets recorded in edge.json; the worst figure over every table above (latency ratios from the "
-            "idle-machine runs).", "", *_table(["target", "worst", "where", "met"], rows), ""]
+            "idle-machine runs).", "", *table(["target", "worst", "where", "met"], rows), ""]
 
 
 # ---------------------------------------------------------------- centralised benchmark
@@ -324,11 +321,11 @@ def _bench(root: Path) -> list[str]:
             "`fedunlearn bench`, mean over seeds. `avg_gap` is the mean \\|x - retrain\\| over ua, ra, ta and "
             "mia_efficacy (lower is better); the full tables, with standard deviations, are on each linked page. "
             "How these runs were made: [method.md](method.md#the-published-benchmark).", "",
-            *_table(["bench", "forget / train", "seeds", "remi avg_gap", "best other", "original avg_gap",
+            *table(["bench", "forget / train", "seeds", "remi avg_gap", "best other", "original avg_gap",
                      "\\|remi mia_auc - retrain's\\|", "remi s / retrain s", "remi ta - original's", "remi stopped",
                      "commit"], summary), "",
             "`avg_gap` of every method:", "",
-            *_table(["method", *(f"{b['dataset']} `{b['forget']}`" for _, b in benches)], gaps), "",
+            *table(["method", *(f"{b['dataset']} `{b['forget']}`" for _, b in benches)], gaps), "",
             *(line for path, bench in benches for line in _strong_audits(root, path, bench))]
 
 
@@ -349,7 +346,7 @@ def _strong_audits(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str
             f"U-LiRA over {', '.join(map(str, sorted(shadows))) or '-'} shadow splits; U-LiRA accuracy 0.5: the "
             "method's outputs on the forget samples cannot be told from retraining's; retrain's own row is the "
             "floor two independent retrainings reach):", "",
-            *_table(["method", *(f"{a} TPR % at 1% FPR" for a in attacks), "U-LiRA accuracy", "± std over seeds"],
+            *table(["method", *(f"{a} TPR % at 1% FPR" for a in attacks), "U-LiRA accuracy", "± std over seeds"],
                     rows), ""]
 
 
@@ -364,7 +361,7 @@ def _startup(result: Mapping[str, Any]) -> list[str]:
             f"Median of {result['runs']} fresh processes, {result['cpus']} CPUs at load average "
             f"{result['load_average']:.2f}; goal under {goal['seconds']:g} s and {goal['peak_rss_mib']:g} MiB; "
             f"commit {_commit(result)}. [cli/startup.md](cli/startup.md).", "",
-            *_table(["command", "wall s", "peak MiB", "loads"], rows), ""]
+            *table(["command", "wall s", "peak MiB", "loads"], rows), ""]
 
 
 def _load_bench(result: Mapping[str, Any]) -> list[str]:
@@ -378,7 +375,7 @@ def _load_bench(result: Mapping[str, Any]) -> list[str]:
             f"{result['machine']['cpus']} CPUs; commit {_commit(result)}. Every acknowledged request found "
             f"afterwards: {checks['present']} of {checks['acknowledged']}; overall "
             f"{'passed' if result['passed'] else 'FAILED'}. [security/load.md](security/load.md).", "",
-            *_table(["phase", "callers", "training alongside", "Submit p50 ms", "Submit p99 ms", "acknowledged",
+            *table(["phase", "callers", "training alongside", "Submit p50 ms", "Submit p99 ms", "acknowledged",
                      "acknowledged / s"], rows), ""]
 
 
