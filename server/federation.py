@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -53,8 +53,15 @@ class NodeStatus:
 
     def samples_under(self, request_ids: Sequence[str]) -> int:
         """How many samples this node said the named pending requests hold."""
-        counts = dict(zip(self.pending, self.pending_counts, strict=False))
+        counts = dict(zip(self.pending, self.pending_counts, strict=True))
         return sum(counts.get(r, 0) for r in request_ids)
+
+    def keeping(self, request_ids: Sequence[str]) -> NodeStatus:
+        """This status with only the named pending requests, each with its own kind and count."""
+        rows = [row for row in zip(self.pending, self.pending_kinds, self.pending_counts, strict=True)
+                if row[0] in request_ids]
+        return replace(self, pending=tuple(r for r, _, _ in rows), pending_kinds=tuple(k for _, k, _ in rows),
+                       pending_counts=tuple(c for _, _, c in rows), pending_samples=sum(c for _, _, c in rows))
 
 
 @dataclass(frozen=True)
@@ -142,22 +149,20 @@ class Federation:
             self.failures.append(f"{what}: node {node}: {why}")
 
     def status(self) -> dict[int, NodeStatus]:
+        """The nodes' statuses; a node whose status is malformed or contradicts itself sits this round out
+        (noted, its last status forgotten), so nothing it claims there can steer a phase."""
         replies = self.messenger.broadcast(self.nodes, P.MSG_STATUS, RecordDict(), "status")
-        self.note("query.status", replies.failures)
+        problems = dict(replies.failures)
         statuses = {}
         for node, content in replies.answers.items():
-            record = content.config_records[P.STATUS]
-            statuses[node] = NodeStatus(
-                node_id=node, partition=int(record[P.PARTITION]), num_train=int(record[P.NUM_TRAIN]),
-                num_holdout=int(record[P.NUM_HOLDOUT]),
-                pending=tuple(str(r) for r in record[P.PENDING_REQUESTS]),
-                pending_kinds=tuple(str(k) for k in record[P.PENDING_KINDS]),
-                pending_samples=int(record[P.PENDING_SAMPLES]),
-                pending_counts=tuple(int(c) for c in record[P.PENDING_COUNTS]),
-                pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
-                layout=json.loads(str(record.get(P.LAYOUT, "{}"))),
-            )
-            self.partitions[node] = statuses[node].partition
+            status = _node_status(node, content, self.scenario.federation.clients)
+            if isinstance(status, str):
+                problems[node] = status
+                self.statuses.pop(node, None)
+                continue
+            statuses[node] = status
+            self.partitions[node] = status.partition
+        self.note("query.status", problems)
         self.statuses.update(statuses)
         for status in statuses.values():
             _check_layout(status, self.scenario)
@@ -288,6 +293,48 @@ def _check_layout(status: NodeStatus, scenario: Scenario) -> None:
                 f"node {status.node_id} was made with {key}={status.layout[key]!r} but the scenario says {want!r} "
                 f"([data], [scenario].seed or [federation].clients): re-create the node with `fedunlearn node init` "
                 "flags that match the scenario, or fix the scenario")
+
+
+def _node_status(node: int, content: RecordDict, clients: int) -> NodeStatus | str:
+    """A status reply as the server may use it, or why it cannot be (missing keys, wrong types, figures
+    that contradict each other)."""
+    try:
+        record = content.config_records[P.STATUS]
+        layout = json.loads(str(record.get(P.LAYOUT, "{}")))
+        if not isinstance(layout, dict):
+            return "malformed status (its layout is not a JSON object)"
+        status = NodeStatus(
+            node_id=node, partition=int(record[P.PARTITION]), num_train=int(record[P.NUM_TRAIN]),
+            num_holdout=int(record[P.NUM_HOLDOUT]),
+            pending=tuple(str(r) for r in record[P.PENDING_REQUESTS]),
+            pending_kinds=tuple(str(k) for k in record[P.PENDING_KINDS]),
+            pending_samples=int(record[P.PENDING_SAMPLES]),
+            pending_counts=tuple(int(c) for c in record[P.PENDING_COUNTS]),
+            pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
+            layout=layout,
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        return f"malformed status ({type(err).__name__}: {str(err)[:120]})"
+    return _status_problem(status, clients) or status
+
+
+def _status_problem(status: NodeStatus, clients: int) -> str | None:
+    """Why a status contradicts itself or the scenario (None if it does not): its per-request lists must
+    line up, each request hold at least one sample (the ledger refuses empty ones) and the total be their sum."""
+    if not 0 <= status.partition < clients:
+        return f"partition {status.partition} is outside 0..{clients - 1}"
+    if min(status.num_train, status.num_holdout) < 0:
+        return f"negative sizes (train {status.num_train}, hold-out {status.num_holdout})"
+    if not len(status.pending) == len(status.pending_kinds) == len(status.pending_counts):
+        return (f"{len(status.pending)} pending requests but {len(status.pending_kinds)} kinds and "
+                f"{len(status.pending_counts)} counts")
+    if len(set(status.pending)) != len(status.pending):
+        return "a pending request is listed twice"
+    if any(count < 1 for count in status.pending_counts):
+        return f"a pending request holds no samples (counts {list(status.pending_counts)[:10]})"
+    if sum(status.pending_counts) != status.pending_samples:
+        return f"pending samples {status.pending_samples} are not the sum of its requests' {sum(status.pending_counts)}"
+    return None
 
 
 def _local_audit(reply: RecordDict) -> LocalAudit | str:

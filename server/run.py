@@ -12,7 +12,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -70,7 +70,7 @@ def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: 
         if live != status.pending:
             log.warning("node %d: requests %s reached %d attempts; left pending", node,
                         sorted(set(status.pending) - set(live)), max_attempts)
-        due[node] = replace(status, pending=live)
+        due[node] = status.keeping(live)
     return due
 
 

@@ -281,6 +281,15 @@ def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: 
         for node, ids in requesters.items()
     }
     replies = fed.messenger.ask(plan, "commit")
-    fed.note("query.commit", replies.failures)
-    for content in replies.answers.values():
-        record.committed.extend(str(r) for r in content.config_records[P.STATUS][P.COMMITTED])
+    problems = dict(replies.failures)
+    for node, content in sorted(replies.answers.items()):
+        try:
+            said = {str(r) for r in content.config_records[P.STATUS][P.COMMITTED]}
+        except (KeyError, TypeError) as err:
+            problems[node] = f"malformed reply ({type(err).__name__}: {str(err)[:120]})"
+            continue
+        # a node's word counts only for the requests it was asked to commit: those passed the gate
+        record.committed.extend(r for r in requesters[node] if r in said)
+        if unasked := sorted(said - set(requesters[node])):
+            problems[node] = f"claimed to commit requests it was not asked to: {unasked[:5]}"
+    fed.note("query.commit", problems)

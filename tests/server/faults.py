@@ -4,7 +4,8 @@ serve real ClientApps (test_federation.py) and scripted nodes (test_fault_replie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
@@ -12,7 +13,10 @@ from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
 from common import protocol as P
 from tests.server.in_process import Fault
 
-__all__ = ["failing", "huge", "leaky_audit", "nan", "replacing_arrays", "reshaped", "silent"]
+__all__ = ["ServerDied", "failing", "failing_once", "huge", "leaky_audit", "lost_reply", "nan", "replacing_arrays",
+           "reshaped", "rewriting", "server_dies_at", "silent", "with_fields"]
+
+Rewrite = Callable[[RecordDict], RecordDict]
 
 
 def failing(kind: str) -> Fault:
@@ -23,6 +27,66 @@ def failing(kind: str) -> Fault:
         return honest()
 
     return fault
+
+
+def failing_once(kind: str) -> Fault:
+    """The node's ClientApp crashes on its first message of type ``kind`` only: a retry finds it well."""
+    crashed: list[Message] = []
+
+    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
+        if message.metadata.message_type == kind and not crashed:
+            crashed.append(message)
+            return Message(Error(code=2, reason="ClientApp crashed"), reply_to=message)
+        return honest()
+
+    return fault
+
+
+def lost_reply(kind: str) -> Fault:
+    """The node does its work on messages of type ``kind``, but its reply never reaches the server."""
+    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
+        reply = honest()
+        return None if message.metadata.message_type == kind else reply
+
+    return fault
+
+
+class ServerDied(Exception):
+    """The ServerApp process ended (killed, out of memory) in the middle of an exchange."""
+
+
+def server_dies_at(kind: str) -> Fault:
+    """The server dies just before its message of type ``kind`` reaches this node."""
+    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
+        if message.metadata.message_type == kind:
+            raise ServerDied(f"the server died before sending {kind} to node {message.metadata.dst_node_id}")
+        return honest()
+
+    return fault
+
+
+def rewriting(rewrites: Mapping[str, Rewrite]) -> Fault:
+    """Replies to each message type named in ``rewrites`` carry ``rewrites[type](honest content)`` instead:
+    a node that lies about what it holds or did."""
+    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
+        reply = honest()
+        rewrite = rewrites.get(message.metadata.message_type)
+        if rewrite is None or reply.has_error():
+            return reply
+        return Message(rewrite(reply.content), reply_to=message)
+
+    return fault
+
+
+def with_fields(record: str, change: Callable[[dict[str, Any]], Mapping[str, Any]]) -> Rewrite:
+    """A rewrite of one config or metric record of a reply: ``change`` maps its honest fields to those sent."""
+    def rewrite(content: RecordDict) -> RecordDict:
+        changed = content.copy()
+        honest = content[record]
+        changed[record] = type(honest)(dict(change(dict(honest))))  # type: ignore[arg-type]
+        return changed
+
+    return rewrite
 
 
 def silent(message: Message, honest: Callable[[], Message]) -> Message | None:

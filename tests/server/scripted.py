@@ -28,7 +28,8 @@ from server.messaging import Messenger
 from server.run import RunRecord, run_federation
 from tests.server.in_process import Fault, InProcessGrid
 
-__all__ = ["SPEC", "FiledRequest", "ScriptedEvaluator", "ScriptedNode", "ScriptedWorld", "scripted_run"]
+__all__ = ["SPEC", "FiledRequest", "ScriptedEvaluator", "ScriptedNode", "ScriptedWorld", "assert_only_audited_commits",
+           "scripted_nodes", "scripted_run"]
 
 SPEC = ModelSpec("cnn", 1, 8, 10)
 FORGET_SIZE = 30  # samples under each scripted request
@@ -162,13 +163,30 @@ class ScriptedEvaluator:
         return max(0.0, 100.0 * (1.0 - update_norm(TARGET, state) / update_norm(TARGET, self.initial)))
 
 
+def scripted_nodes(clients: int) -> dict[int, ScriptedNode]:
+    """``clients`` fresh scripted nodes, ids 100, 101, ... by partition."""
+    return {100 + i: ScriptedNode(partition=i) for i in range(clients)}
+
+
 def scripted_run(scenario: Scenario, faults: dict[int, Fault] | None = None,
-                 ) -> tuple[RunRecord, ScriptedWorld, InProcessGrid]:
-    """The server loop over ``scenario.federation.clients`` scripted nodes (ids 100, 101, ...)."""
-    nodes = {100 + i: ScriptedNode(partition=i) for i in range(scenario.federation.clients)}
+                 nodes: dict[int, ScriptedNode] | None = None) -> tuple[RunRecord, ScriptedWorld, InProcessGrid]:
+    """The server loop over scripted nodes: ``nodes`` as a previous run left them (a restarted server),
+    or ``scenario.federation.clients`` fresh ones."""
+    nodes = nodes if nodes is not None else scripted_nodes(scenario.federation.clients)
     world = ScriptedWorld(scenario, nodes)
     grid = InProcessGrid(scripted_client_app(nodes), {n: Path(f"scripted-{n}") for n in nodes},  # type: ignore[arg-type]
                          faults or {})
     fed = Federation(Messenger(grid, timeout=60), scenario, grid.get_node_ids())  # type: ignore[arg-type]
     record = run_federation(fed, ScriptedEvaluator(), SPEC, world=world)  # type: ignore[arg-type]
     return record, world, grid
+
+
+def assert_only_audited_commits(record: RunRecord, nodes: dict[int, ScriptedNode]) -> None:
+    """What the run claims committed is committed on its node under that phase's published model, and
+    every receipt on any node cites a passing gate."""
+    receipts = {request: receipt for node in nodes.values() for request, receipt in node.receipts.items()}
+    for phase in record.phases:
+        for request in phase.committed:
+            assert phase.passed and receipts[request]["model_hash_after"] == phase.model_hash
+    for request, receipt in receipts.items():
+        assert receipt["audit"]["passed"] is True, f"{request} was committed without a passing audit"  # type: ignore[index]

@@ -163,3 +163,14 @@ class StatusMessenger:
 
     def broadcast(self, nodes: list[int], kind: str, content: RecordDict, group: str) -> Replies:
         return Replies(answers={node: self.reply for node in nodes})
+
+
+def test_a_status_narrowed_to_some_requests_keeps_each_ones_own_count() -> None:
+    """The run drops requests that ran out of attempts; the rest must keep their own counts, or an honest
+    audit of them would disagree with the status and never be pooled."""
+    status = NodeStatus(node_id=100, partition=0, num_train=500, num_holdout=200, pending=("old", "new"),
+                        pending_kinds=("class", "sample"), pending_samples=50, pending_counts=(10, 40),
+                        pending_classes=())
+    narrowed = status.keeping(["new"])
+    assert (narrowed.pending, narrowed.pending_kinds, narrowed.pending_counts) == (("new",), ("sample",), (40,))
+    assert narrowed.samples_under(["new"]) == narrowed.pending_samples == 40

@@ -13,9 +13,21 @@ import pytest
 import torch
 
 from common import protocol as P
-from tests.server.faults import failing, huge, leaky_audit, nan, replacing_arrays, reshaped, silent
+from tests.server.faults import (
+    ServerDied,
+    failing,
+    failing_once,
+    huge,
+    leaky_audit,
+    lost_reply,
+    nan,
+    replacing_arrays,
+    reshaped,
+    server_dies_at,
+    silent,
+)
 from tests.server.in_process import tiny_scenario
-from tests.server.scripted import scripted_run
+from tests.server.scripted import assert_only_audited_commits, scripted_nodes, scripted_run
 
 
 def _finite(state: dict[str, torch.Tensor]) -> bool:
@@ -112,3 +124,40 @@ def test_a_crash_during_commit_leaves_that_request_pending_and_unpublished_as_co
     assert crashed.request_id not in phase.committed and fine.request_id in phase.committed
     assert crashed.request_id in world.node(0).pending and not world.node(0).receipts  # nothing purged
     assert any("query.commit" in f and "node 100" in f for f in record.failures)
+
+
+def test_a_commit_that_crashed_once_is_finished_by_the_next_phase() -> None:
+    record, world, _ = scripted_run(tiny_scenario(), {100: failing_once(P.MSG_COMMIT)})
+    first, second = record.phases
+    crashed = world.filed[0].request_id
+    assert first.passed and crashed not in first.committed
+    assert second.passed and second.committed == [crashed]  # the node's retry, after a fresh unlearning and audit
+    assert world.node(0).receipts[crashed]["model_hash_after"] == second.model_hash
+    assert_only_audited_commits(record, world.nodes)
+    assert not any(node.pending for node in world.nodes.values())  # nothing lost
+
+
+def test_a_commit_whose_reply_is_lost_is_done_once_and_claimed_by_nobody() -> None:
+    """The node committed and purged, the server never heard: it must not claim the commit, and the
+    request, no longer pending, must not be unlearned or committed again."""
+    record, world, grid = scripted_run(tiny_scenario(), {100: lost_reply(P.MSG_COMMIT)})
+    unheard = world.filed[0].request_id
+    assert all(unheard not in p.committed for p in record.phases)
+    assert unheard in world.node(0).receipts and not world.node(0).pending
+    assert any("query.commit" in f and "node 100" in f and "no reply" in f for f in record.failures)
+    assert sum(m.metadata.message_type == P.MSG_COMMIT and m.metadata.dst_node_id == 100 for m in grid.sent) == 1
+    assert_only_audited_commits(record, world.nodes)
+
+
+def test_a_server_that_dies_while_committing_is_finished_by_the_restarted_server() -> None:
+    nodes = scripted_nodes(3)
+    with pytest.raises(ServerDied):  # node 100's commit went out, node 101's never did
+        scripted_run(tiny_scenario(), {101: server_dies_at(P.MSG_COMMIT)}, nodes)
+    [done] = nodes[100].receipts
+    [waiting] = nodes[101].pending
+    assert not nodes[101].receipts and nodes[101].pending[waiting] > 0  # its samples still there
+    record, _, _ = scripted_run(tiny_scenario(with_requests=False), nodes=nodes)
+    [phase] = record.phases
+    assert phase.passed and phase.committed == [waiting] and nodes[100].receipts.keys() == {done}
+    assert_only_audited_commits(record, nodes)
+    assert not any(node.pending for node in nodes.values())

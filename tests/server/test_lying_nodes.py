@@ -1,0 +1,120 @@
+"""Nodes that lie to the server, through the whole server loop with scripted nodes: in ``query.status``,
+consistently in their status and audit, in their commit reply, and with an update that costs accuracy.
+Whatever they say, only requests whose audit was pooled into a passing gate are committed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from common import protocol as P
+from tests.server.faults import leaky_audit, replacing_arrays, rewriting, with_fields
+from tests.server.in_process import tiny_scenario
+from tests.server.scripted import TARGET, assert_only_audited_commits, scripted_run
+
+Fields = dict[str, Any]
+
+
+def _ghost_request(fields: Fields) -> Fields:
+    return {**fields, P.PENDING_REQUESTS: [*fields[P.PENDING_REQUESTS], "ghost"],
+            P.PENDING_KINDS: [*fields[P.PENDING_KINDS], "sample"], P.PENDING_COUNTS: [*fields[P.PENDING_COUNTS], 0]}
+
+
+@pytest.mark.parametrize(("lie", "words"), [
+    (lambda f: {**f, P.PENDING_SAMPLES: f[P.PENDING_SAMPLES] + 1}, "not the sum"),
+    (lambda f: {**f, P.PENDING_COUNTS: [*f[P.PENDING_COUNTS], 5]}, "pending requests but"),
+    (_ghost_request, "holds no samples"),
+    (lambda f: {**f, P.PARTITION: 7}, "partition 7 is outside"),
+    (lambda f: {**f, P.NUM_HOLDOUT: -1}, "negative sizes"),
+    (lambda f: {**f, P.NUM_TRAIN: "many"}, "malformed status (ValueError"),
+    (lambda f: {k: v for k, v in f.items() if k != P.PENDING_COUNTS}, "malformed status (KeyError"),
+])
+def test_a_status_that_contradicts_itself_keeps_its_node_out_of_the_round(
+    lie: Callable[[Fields], Fields], words: str,
+) -> None:
+    record, world, grid = scripted_run(tiny_scenario(), {100: rewriting({P.MSG_STATUS: with_fields(P.STATUS, lie)})})
+    assert sum(f.startswith("query.status: node 100") and words in f for f in record.failures) == 4  # every round
+    assert {m.metadata.message_type for m in grid.sent if m.metadata.dst_node_id == 100} == {P.MSG_STATUS}
+    liar, honest = world.filed[0].request_id, world.filed[1].request_id
+    assert liar in world.node(0).pending and honest in world.node(1).receipts
+    assert len(record.accuracy) == 4  # the run went on without it
+    assert_only_audited_commits(record, world.nodes)
+
+
+def test_a_status_that_inflates_a_forget_set_gets_its_audit_refused() -> None:
+    """A node may claim any count; its audit must then speak for that many samples or not be pooled."""
+    def inflate(fields: Fields) -> Fields:
+        return {**fields, P.PENDING_COUNTS: [c * 1000 for c in fields[P.PENDING_COUNTS]],
+                P.PENDING_SAMPLES: fields[P.PENDING_SAMPLES] * 1000}
+
+    record, world, _ = scripted_run(tiny_scenario(), {100: rewriting({P.MSG_STATUS: with_fields(P.STATUS, inflate)})})
+    assert all(p.gate_nodes in ((101,), ()) for p in record.phases)
+    assert any("node 100" in f and "disagrees with the 30000 samples its status reported" in f for f in record.failures)
+    assert world.filed[0].request_id in world.node(0).pending
+    assert world.filed[1].request_id in world.node(1).receipts
+    assert_only_audited_commits(record, world.nodes)
+
+
+def test_a_consistent_liar_cannot_dilute_another_clients_leak() -> None:
+    """Node 100 claims a forget set 10,000 times its size in its status and its audit alike: the server
+    cannot tell. It swamps the pool, but node 101's own audit is judged on its own and its leak fails the gate."""
+    scale = 10_000
+
+    def status(fields: Fields) -> Fields:
+        return {**fields, P.PENDING_COUNTS: [c * scale for c in fields[P.PENDING_COUNTS]],
+                P.PENDING_SAMPLES: fields[P.PENDING_SAMPLES] * scale}
+
+    def audit(fields: Fields) -> Fields:
+        return {**fields, P.FORGET_SIZE: fields[P.FORGET_SIZE] * scale}
+
+    liar = rewriting({P.MSG_STATUS: with_fields(P.STATUS, status), P.MSG_AUDIT: with_fields(P.METRICS, audit)})
+    record, world, grid = scripted_run(tiny_scenario(), {100: liar, 101: leaky_audit})
+    first = record.phases[0].gate_history[0]
+    assert record.phases[0].gate_nodes == (100, 101)  # the liar's figures pass every check
+    assert first.forget_auc is not None and abs(first.forget_auc - 0.5) < 0.01  # the pool sees nothing
+    assert not first.passed and any(r.startswith("partition 1:") for r in first.reasons)
+    assert not any(p.committed for p in record.phases)
+    assert not any(m.metadata.message_type == P.MSG_COMMIT for m in grid.sent)
+    assert all(f.request_id in world.node(f.partition).pending for f in world.filed)
+
+
+@pytest.mark.parametrize(("claim", "words"), [
+    (lambda f: {**f, P.COMMITTED: [*f[P.COMMITTED], "req-1-2-1", "made-up"]}, "not asked to: ['made-up', 'req-1-2-1']"),
+    (lambda f: {}, "malformed reply (KeyError"),
+])
+def test_a_commit_reply_counts_only_for_the_requests_the_node_was_asked_to_commit(
+    claim: Callable[[Fields], Fields], words: str,
+) -> None:
+    """Node 100 claims more than it was asked (another node's request, an invented one), or sends nothing
+    readable: the run never lists a request as committed on such a word."""
+    scenario = tiny_scenario()
+    record, world, _ = scripted_run(scenario, {100: rewriting({P.MSG_COMMIT: with_fields(P.STATUS, claim)})})
+    committed = [r for p in record.phases for r in p.committed]
+    assert "made-up" not in committed and committed.count("req-1-2-1") <= 1
+    assert any(f.startswith("query.commit: node 100") and words in f for f in record.failures)
+    assert world.filed[1].request_id == "req-1-2-1"  # the other node's request the liar claimed
+    assert_only_audited_commits(record, world.nodes)
+
+
+def _away_from_target(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An unlearning reply that moves the model away from what every node trains towards."""
+    return {k: v + 3.0 * (v - TARGET[k]) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def test_an_unlearning_update_that_costs_accuracy_fails_the_gate_on_utility() -> None:
+    """A finite update near the norm bound that hurts everyone's accuracy: the gate's test-accuracy check
+    catches it, no candidate is published and nothing is committed on it. The honest requester's request
+    waits too: a hostile requester can hold up a phase (the safe direction), not pass it."""
+    record, world, _ = scripted_run(tiny_scenario(), {100: replacing_arrays(P.MSG_UNLEARN, _away_from_target)})
+    assert len(record.phases) == 2
+    for phase in record.phases:
+        first = phase.gate_history[0]
+        assert not first.passed and not first.leaked
+        assert any("test accuracy dropped" in r for r in first.reasons)
+        assert phase.round_kinds == ["unlearn", "repair"]  # trained back, then judged again
+        assert phase.model_hash is None and not phase.committed
+    assert all(f.request_id in world.node(f.partition).pending for f in world.filed)
+    assert record.final_ta > 80.0  # training went on from the last published model
