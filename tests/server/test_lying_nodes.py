@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from flwr.app import ArrayRecord, RecordDict
 
 from common import protocol as P
-from tests.server.faults import leaky_audit, replacing_arrays, rewriting, with_fields
+from tests.server.faults import huge, leaky_audit, replacing_arrays, rewriting, with_fields
 from tests.server.in_process import tiny_scenario
 from tests.server.scripted import TARGET, assert_only_audited_commits, scripted_run
 
@@ -118,3 +119,22 @@ def test_an_unlearning_update_that_costs_accuracy_fails_the_gate_on_utility() ->
         assert phase.model_hash is None and not phase.committed
     assert all(f.request_id in world.node(f.partition).pending for f in world.filed)
     assert record.final_ta > 80.0  # training went on from the last published model
+
+
+def test_a_requester_cannot_loosen_its_own_bound_with_a_huge_training_half() -> None:
+    """The bound is relative to the round's largest training update, and a requester sends a training
+    half too: making that huge lifts the bound, but the huge half lands in FedAvg and the candidate
+    fails the gate on utility."""
+    def both_huge(content: RecordDict) -> RecordDict:
+        changed = content.copy()
+        for name in (P.ARRAYS, P.TRAIN_ARRAYS):
+            changed[name] = ArrayRecord(torch_state_dict=huge(content[name].to_torch_state_dict()))  # type: ignore[union-attr]
+        return changed
+
+    record, world, _ = scripted_run(tiny_scenario(), {100: rewriting({P.MSG_UNLEARN: both_huge})})
+    for phase in record.phases:
+        assert all(w["update_scale"] == 1.0 for w in phase.client_work)  # the bound was lifted ...
+        assert not phase.passed and phase.model_hash is None and not phase.committed  # ... and it did not help
+        assert any("test accuracy dropped" in r for r in phase.gate_history[0].reasons)
+    assert all(f.request_id in world.node(f.partition).pending for f in world.filed)
+    assert record.final_ta > 80.0
