@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +43,11 @@ import tomli_w
 
 from tests.deployment import topology as T
 
-__all__ = ["Loopback", "LoopbackError", "ManagedProcess", "free_ports", "make_certs", "stop_process", "train_ids"]
+__all__ = ["DEPLOY_SCENARIO", "Loopback", "LoopbackError", "ManagedProcess", "free_ports", "lean_run_config",
+           "make_certs", "stop_process", "train_ids"]
 
 REPO = Path(__file__).resolve().parents[2]
+DEPLOY_SCENARIO = REPO / "simulations" / "digits-deploy.toml"
 CONNECTION = "fedunlearn-loopback"
 FINISHED = "finished"
 
@@ -83,6 +86,20 @@ def train_ids(node_dir: Path) -> list[int]:
 
     ids: list[int] = NodeDirectory.open(node_dir).train().ids.tolist()
     return ids
+
+
+def lean_run_config(root: Path, *, rounds: int, int8: bool) -> dict[str, Any]:
+    """Run config for the deployment's scenario without baselines (and without the int8 export unless asked):
+    the deployment tests concern requests, gate, commit and processes, not the comparison tables, and on two
+    cores each baseline costs a ClientApp process per message on every node. The baselines themselves run on
+    real ClientApps in tests/server (the session's ``tiny_run``)."""
+    scenario = tomllib.loads(DEPLOY_SCENARIO.read_text())
+    scenario["baselines"] = {"federated_retrain": False, "federated_finetune_rounds": 0}
+    if not int8:
+        scenario["export"] = {"int8": "none"}
+    path = root / "scenario.toml"
+    path.write_text(tomli_w.dumps(scenario))
+    return {"scenario": str(path), "run-dir": str(root / "run"), "nodes-root": "", "rounds": rounds}
 
 
 def _port_open(port: int) -> bool:

@@ -18,19 +18,16 @@ import json
 import os
 import threading
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
 
 from tests.deployment import topology as T
-from tests.deployment.loopback import REPO, Loopback, ManagedProcess, train_ids
+from tests.deployment.loopback import REPO, Loopback, ManagedProcess, lean_run_config, train_ids
 
-SCENARIO = REPO / "simulations" / "digits-deploy.toml"
 RUN_TIMEOUT = float(os.environ.get("FEDUNLEARN_LOOPBACK_TIMEOUT", "1200"))
 # How long the SuperLink trusts a heartbeat, the ServerApp's (then it fails the run) and a SuperNode's (then it
 # lists the node offline); Flower 1.42: 2 x 30 s.
@@ -39,17 +36,6 @@ FAIL_TIMEOUT = HEARTBEAT_TTL + 240.0  # slack for a loaded machine
 UNLEARN_RECEIVED = r"Receiving: train\.unlearn message"
 TRAIN_RECEIVED = r"Receiving: train message"
 FILERS, WAVE = 3, 15  # threads, and requests filed in each of two waves
-
-
-def _config(tmp_path: Path, rounds: int) -> dict[str, Any]:
-    """The deployment's scenario without baselines and int8 export: these faults concern the phase's snapshot,
-    gate and commit, not the comparison tables, which cost most of a phase on two cores."""
-    scenario = tomllib.loads(SCENARIO.read_text())
-    scenario["baselines"] = {"federated_retrain": False, "federated_finetune_rounds": 0}
-    scenario["export"] = {"int8": "none"}
-    path = tmp_path / "scenario.toml"
-    path.write_text(tomli_w.dumps(scenario))
-    return {"scenario": str(path), "run-dir": str(tmp_path / "run"), "nodes-root": "", "rounds": rounds}
 
 
 def _consistent_ledgers(lb: Loopback) -> dict[str, dict[str, Any]]:
@@ -91,7 +77,7 @@ def test_superlink_killed_mid_phase_fails_the_run_and_commits_nothing(tmp_path: 
                       "--reason", "fault test: erasure pending when the SuperLink dies")
         (filed,) = lb.ledger(node_dirs[0])
 
-        run_id = lb.run_app(REPO, _config(tmp_path, rounds=1))
+        run_id = lb.run_app(REPO, lean_run_config(tmp_path, rounds=1, int8=False))
         lb.wait_log(supernodes[0], UNLEARN_RECEIVED, timeout=RUN_TIMEOUT)  # the phase is under way
         lb.kill(superlink)
         killed_at = time.monotonic()
@@ -158,7 +144,7 @@ def test_requests_filed_over_grpc_while_the_federation_runs(tmp_path: Path) -> N
         supernodes = lb.start_supernodes()
         lb.start_request_services([1])
 
-        run_id = lb.run_app(REPO, _config(tmp_path, rounds=2))
+        run_id = lb.run_app(REPO, lean_run_config(tmp_path, rounds=2, int8=False))
         # round 1 found nothing pending and trains: these reach round 2's status snapshot
         lb.wait_log(supernodes[0], TRAIN_RECEIVED, timeout=RUN_TIMEOUT)
         before = _file_concurrently(lb, 1, ids[:WAVE])

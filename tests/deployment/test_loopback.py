@@ -2,8 +2,8 @@
 
 One SuperLink and three SuperNodes with TLS (certificates from scripts/make-certs.sh),
 node directories made by `fedunlearn node init`, a forget request filed through the
-CLI on node 1 and one through node 2's gRPC endpoint, the app run with `flwr run`,
-and then: the run finished (its status, not `flwr run`'s exit code), the report's
+CLI on node 1 and one through node 2's gRPC endpoint, the app run with `flwr run` (one round,
+no baselines: ``lean_run_config``), and then: the run finished (its status, not `flwr run`'s exit code), the report's
 gate passed, both ledgers say `committed`, and the forgotten samples are gone.
 """
 
@@ -20,13 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.deployment import topology as T
-from tests.deployment.loopback import REPO, Loopback, ManagedProcess, stop_process, train_ids
+from tests.deployment.loopback import REPO, Loopback, ManagedProcess, lean_run_config, stop_process, train_ids
 
-SCENARIO = REPO / "simulations" / "digits-deploy.toml"
-# Run config beyond scenario / run-dir / nodes-root (ServerApp overrides, [tool.flwr.app.config]):
-# one round is enough, as requests filed before the run are handled before round 1 (and every
-# round costs about a minute on CI's two cores).
-OVERRIDES = {"rounds": 1}
 RUN_TIMEOUT = float(os.environ.get("FEDUNLEARN_LOOPBACK_TIMEOUT", "1200"))
 FORGET_PER_NODE = 8
 
@@ -36,7 +31,6 @@ def test_compose_topology_on_loopback(tmp_path: Path) -> None:
     from client.request_service import RequestClient
 
     run_dir = tmp_path / "run"
-    scenario = SCENARIO
     with Loopback(tmp_path / "deploy") as lb:
         node_dirs = lb.init_nodes()
         forget = {i: train_ids(node_dirs[i - 1])[:FORGET_PER_NODE] for i in (1, 2)}
@@ -56,8 +50,8 @@ def test_compose_topology_on_loopback(tmp_path: Path) -> None:
             grpc_request = client.submit(ids=forget[2], reason="loopback test: erasure filed over gRPC")
         assert grpc_request["status"] == "pending"
 
-        run_id = lb.run_app(REPO, {"scenario": str(scenario), "run-dir": str(run_dir), "nodes-root": "",
-                                   **OVERRIDES})
+        # one round is enough: requests filed before the run are handled before round 1
+        run_id = lb.run_app(REPO, lean_run_config(tmp_path, rounds=1, int8=True))
         run = lb.wait_run(run_id, timeout=RUN_TIMEOUT)
         assert run["status"] == "finished:completed", (
             f"run {run_id}: {run['status']} ({run['status-details']})\n{lb.diagnostics(run_id)}")
