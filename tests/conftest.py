@@ -1,5 +1,6 @@
-"""Suite-wide settings: one intra-op thread, so tests on two CI cores do not oversubscribe; the session's
-one hand-made ONNX export, shared by the edge runtime, edge bench and CLI startup tests."""
+"""Suite-wide settings: one intra-op thread, so tests on two CI cores do not oversubscribe; costly shared
+fixtures built once per run; the session's one hand-made ONNX export, shared by the edge runtime, edge bench
+and CLI startup tests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,22 @@ import pytest
 import torch
 
 from tests.edge.exports import make_export
+
+# Module- or session-scoped fixtures that cost a federation or a bench run. pytest-xdist builds such a fixture
+# once on every worker that meets a test needing it; scripts/test.sh runs --dist loadgroup, so every test that
+# reads one goes to the xdist group named after it, and the fixture is built once per run.
+BUILT_ONCE = frozenset({"tiny_run", "bench_dir", "random_run", "ulira_run", "edge_bench", "load_bench",
+                        "memorising_world"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns the groups into node ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests of each costly fixture, and start the slow tests first: they are the long chains
+    (deployments, federations) that bound a parallel run's wall time, and the fast ones fill in around them."""
+    for item in items:
+        for name in sorted(BUILT_ONCE.intersection(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.xdist_group(name))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session", autouse=True)

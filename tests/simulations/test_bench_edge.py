@@ -22,10 +22,11 @@ from simulations.cli import app
 
 MODELS = ("original", "retrain", "remi")
 FILES = ("model.pt", "model.onnx", "model.int8.onnx", "manifest.json", "bench-edge.json")
+EdgeBench = tuple[Path, dict[str, Any], dict[str, Any]]  # out folder, the bench's --json, edge.json
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+def edge_bench(tmp_path_factory: pytest.TempPathFactory) -> EdgeBench:
     out = tmp_path_factory.mktemp("edge")
     result = CliRunner().invoke(app, [
         "bench", "--dataset", "digits", "--model", "cnn", "--forget", "random:0.1", "--methods", "retrain,remi",
@@ -37,8 +38,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any],
 
 
 @pytest.mark.slow
-def test_edge_json_has_every_metric_for_every_model(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
-    edge = run[2]
+def test_edge_json_has_every_metric_for_every_model(edge_bench: EdgeBench) -> None:
+    edge = edge_bench[2]
     assert edge["seeds"] == [0]
     assert edge["int8"] == "static"
     assert edge["metrics"] == list(METRICS)
@@ -55,8 +56,8 @@ def test_edge_json_has_every_metric_for_every_model(run: tuple[Path, dict[str, A
 
 
 @pytest.mark.slow
-def test_exports_keep_parity_and_int8_agrees(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
-    for name, entry in run[2]["models"].items():
+def test_exports_keep_parity_and_int8_agrees(edge_bench: EdgeBench) -> None:
+    for name, entry in edge_bench[2]["models"].items():
         assert entry["fp32_max_abs_diff"] <= 1e-4, name
         assert entry["int8_top1_agreement"] >= 0.9, name
         assert entry["int8_ta_drop"] == pytest.approx(entry["ta_fp32"] - entry["ta_int8"])
@@ -64,9 +65,9 @@ def test_exports_keep_parity_and_int8_agrees(run: tuple[Path, dict[str, Any], di
 
 @pytest.mark.slow
 def test_every_precision_is_audited_and_fp32_audits_like_torch(
-    run: tuple[Path, dict[str, Any], dict[str, Any]]
+    edge_bench: EdgeBench
 ) -> None:
-    bench_json, edge = run[1], run[2]
+    bench_json, edge = edge_bench[1], edge_bench[2]
     for name in MODELS:
         entry = edge["models"][name]
         for precision in PRECISIONS:
@@ -80,22 +81,22 @@ def test_every_precision_is_audited_and_fp32_audits_like_torch(
 
 
 @pytest.mark.slow
-def test_latencies_and_sizes_are_measured(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
-    for name, entry in run[2]["models"].items():
+def test_latencies_and_sizes_are_measured(edge_bench: EdgeBench) -> None:
+    for name, entry in edge_bench[2]["models"].items():
         for metric in METRICS:
             if metric.endswith("_ms") or metric.endswith("_bytes"):
                 assert entry[metric] > 0, f"{name}.{metric}"
         assert entry["int8_bytes"] < entry["fp32_bytes"]
         assert entry["ort_fp32_vs_torch_b1"] == pytest.approx(entry["ort_fp32_b1_ms"] / entry["torch_b1_ms"])
-    assert run[2]["cpu"]["logical_cores"] >= 1
+    assert edge_bench[2]["cpu"]["logical_cores"] >= 1
 
 
 @pytest.mark.slow
 def test_each_export_folder_is_complete_and_names_its_checkpoint(
-    run: tuple[Path, dict[str, Any], dict[str, Any]]
+    edge_bench: EdgeBench
 ) -> None:
     for name in MODELS:
-        folder = run[0] / "edge" / "seed-0" / name
+        folder = edge_bench[0] / "edge" / "seed-0" / name
         for file in FILES:
             assert (folder / file).is_file(), f"{name}/{file}"
         manifest = read_manifest(folder)
@@ -110,15 +111,15 @@ def test_each_export_folder_is_complete_and_names_its_checkpoint(
 
 
 @pytest.mark.slow
-def test_reports_show_the_three_edge_tables(run: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
-    section = (run[0] / "edge.md").read_text()
-    assert section in (run[0] / "bench.md").read_text()
+def test_reports_show_the_three_edge_tables(edge_bench: EdgeBench) -> None:
+    section = (edge_bench[0] / "edge.md").read_text()
+    assert section in (edge_bench[0] / "bench.md").read_text()
     assert section.startswith("## Edge")
     for header in ("auc int8", "int8 top-1 agreement %", "int8/fp32 b1", "int8 KiB"):
         assert header in section
     for name in MODELS:
         assert section.count(f"| {name} |") == 3
-    assert json.loads((run[0] / "config.json").read_text())["edge"] is True
+    assert json.loads((edge_bench[0] / "config.json").read_text())["edge"] is True
 
 
 def test_edge_models_are_those_that_ran() -> None:

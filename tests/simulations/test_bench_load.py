@@ -18,47 +18,47 @@ STATS = {"count", "p50_ms", "p99_ms", "mean_ms", "max_ms"}
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def load_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("load") / "load.json"
     run_benchmark(TINY, out)
     return dict(json.loads(out.read_text()), path=str(out))
 
 
 @pytest.mark.slow
-def test_the_json_names_its_source_and_every_phase(result: dict[str, Any]) -> None:
-    assert {"commit", "dirty", "command", "parameters", "machine", "phases", "checks", "passed"} <= set(result)
-    assert result["command"].startswith("python -m simulations.bench_load --out ")
-    assert result["parameters"]["train_samples"] == TINY.samples
-    assert [p["phase"] for p in result["phases"]] == ["idle", "concurrent", "loaded"]
-    assert [p["attempts"] for p in result["phases"]] == [TINY.idle_requests, TINY.idle_requests, TINY.requests]
-    for phase in result["phases"]:
+def test_the_json_names_its_source_and_every_phase(load_bench: dict[str, Any]) -> None:
+    assert {"commit", "dirty", "command", "parameters", "machine", "phases", "checks", "passed"} <= set(load_bench)
+    assert load_bench["command"].startswith("python -m simulations.bench_load --out ")
+    assert load_bench["parameters"]["train_samples"] == TINY.samples
+    assert [p["phase"] for p in load_bench["phases"]] == ["idle", "concurrent", "loaded"]
+    assert [p["attempts"] for p in load_bench["phases"]] == [TINY.idle_requests, TINY.idle_requests, TINY.requests]
+    for phase in load_bench["phases"]:
         assert set(phase["latency_ms"]) == {"submit", "submit_refused", "status"}
         assert all(set(stats) == STATS for stats in phase["latency_ms"].values())
         assert phase["latency_ms"]["submit"]["count"] == phase["latency_ms"]["status"]["count"] == phase["acknowledged"]
-    idle, concurrent, loaded = result["phases"]
+    idle, concurrent, loaded = load_bench["phases"]
     assert idle["training"] is None and concurrent["training"] is None
     assert loaded["training"]["rounds_started"] >= 1
 
 
 @pytest.mark.slow
-def test_every_acknowledged_request_is_kept_once_and_listed_once(result: dict[str, Any]) -> None:
-    acknowledged = sum(p["acknowledged"] for p in result["phases"])
-    assert acknowledged == sum(p["expected_acknowledged"] for p in result["phases"])
-    assert sum(sum(p["refused"].values()) for p in result["phases"]) > 0  # the planned refusals happened
+def test_every_acknowledged_request_is_kept_once_and_listed_once(load_bench: dict[str, Any]) -> None:
+    acknowledged = sum(p["acknowledged"] for p in load_bench["phases"])
+    assert acknowledged == sum(p["expected_acknowledged"] for p in load_bench["phases"])
+    assert sum(sum(p["refused"].values()) for p in load_bench["phases"]) > 0  # the planned refusals happened
     for where in ("ledger", "list"):
-        check = result["checks"][where]
+        check = load_bench["checks"][where]
         assert check["acknowledged"] == check["present"] == acknowledged
         assert check["duplicates"] == check["missing"] == check["mismatched"] == check["unexpected"] == 0
-    listing = result["checks"]["list"]
+    listing = load_bench["checks"]["list"]
     assert listing["pages"] == -(-acknowledged // TINY.page_size) and listing["largest_page"] == TINY.page_size
-    assert result["passed"]
+    assert load_bench["passed"]
 
 
 @pytest.mark.slow
-def test_render_writes_the_tables_beside_the_json(result: dict[str, Any]) -> None:
-    main(["--render", result["path"]])
-    text = Path(result["path"]).with_suffix(".md").read_text()
-    assert f"python -m simulations.bench_load --render {result['path']}" in text
+def test_render_writes_the_tables_beside_the_json(load_bench: dict[str, Any]) -> None:
+    main(["--render", load_bench["path"]])
+    text = Path(load_bench["path"]).with_suffix(".md").read_text()
+    assert f"python -m simulations.bench_load --render {load_bench['path']}" in text
     assert text.count("| idle | 1 | no |") == 1 and "| loaded | 4 |" in text and "Overall: passed" in text
 
 
