@@ -66,8 +66,9 @@ class InProcessGrid:
         return replies
 
 
-def tiny_scenario(*, with_requests: bool = True, **federation: Any) -> Scenario:
-    """Three digits clients, four rounds, sample requests from partitions 0 and 1 after round 2."""
+def tiny_scenario(*, with_requests: bool = True, baselines: bool = True, **federation: Any) -> Scenario:
+    """Three digits clients, four rounds, sample requests from partitions 0 and 1 after round 2. Without
+    ``baselines`` (a third of a run) for tests whose checks they do not touch: they run after the gate."""
     requests = [{"round": 2, "partition": 0, "forget": "random:0.1"},
                 {"round": 2, "partition": 1, "forget": "random:0.1"}]
     return parse_scenario({
@@ -76,7 +77,8 @@ def tiny_scenario(*, with_requests: bool = True, **federation: Any) -> Scenario:
         "federation": {"clients": 3, "rounds": 4, "local_epochs": 1, "batch_size": 32, "device": "cpu",
                        **federation},
         "unlearning": {"max_rounds": 2, "params": {"max_steps": 40}},
-        "baselines": {"federated_finetune_rounds": 1},
+        "baselines": ({"federated_finetune_rounds": 1} if baselines
+                      else {"federated_retrain": False, "federated_finetune_rounds": 0}),
         "audit": {"reference_models": 4},
         "requests": requests if with_requests else [],
     })

@@ -1,8 +1,8 @@
 """The whole server loop against real ClientApps in this process (no Ray): happy path, privacy, faults.
 
 The happy-path and privacy checks read the session's one federation (``tiny_run`` in conftest.py). Each
-fault test runs a federation of its own and is marked slow; test_fault_replies.py makes the same faults
-with scripted nodes in the default run."""
+fault test runs a federation of its own, without baselines, and is marked slow; test_fault_replies.py makes
+the same faults with scripted nodes in the default run."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ from server.references import scenario_references
 from server.run import RunRecord, run_federation
 from tests.server.faults import failing, huge, leaky_audit, nan, replacing_arrays, reshaped, silent
 from tests.server.in_process import InProcessGrid, TinyRun, in_process_grid, tiny_scenario
+
+
+def _world(tmp_path: Path, **changes: Any) -> SimulatedWorld:
+    """A fault run's world: the tiny scenario (with ``changes``) without baselines, which decide nothing these
+    faults touch and are checked on the session's federation (``tiny_run``)."""
+    return SimulatedWorld(tiny_scenario(baselines=False, **changes), tmp_path / "nodes")
 
 
 def _run(world: SimulatedWorld, grid: InProcessGrid) -> RunRecord:
@@ -104,7 +110,7 @@ def test_no_sample_id_reaches_the_server(tiny_run: TinyRun) -> None:
 
 @pytest.mark.slow
 def test_a_requester_crashing_during_unlearning_keeps_its_request_pending(tmp_path: Path) -> None:
-    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    world = _world(tmp_path)
     grid = in_process_grid(world, {100: failing(P.MSG_UNLEARN)})  # partition 0 always crashes while unlearning
     record = _run(world, grid)
     crashed, fine = world.filed[0], world.filed[1]
@@ -118,8 +124,7 @@ def test_a_requester_crashing_during_unlearning_keeps_its_request_pending(tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize(("corrupt", "why"), [(nan, "NaN or Inf"), (reshaped, "has shape")])
 def test_bad_updates_are_rejected_and_reported(tmp_path: Path, corrupt: Callable[..., Any], why: str) -> None:
-    scenario = tiny_scenario(with_requests=False, rounds=2)
-    world = SimulatedWorld(scenario, tmp_path / "nodes")
+    world = _world(tmp_path, with_requests=False, rounds=2)
     grid = in_process_grid(world, {101: replacing_arrays(P.MSG_TRAIN, corrupt)})
     record = _run(world, grid)
     assert sum("node 101" in f and why in f for f in record.failures) == 2  # once per round
@@ -128,7 +133,7 @@ def test_bad_updates_are_rejected_and_reported(tmp_path: Path, corrupt: Callable
 
 @pytest.mark.slow
 def test_a_requester_whose_training_half_is_corrupt_is_rejected_and_its_request_stays_pending(tmp_path: Path) -> None:
-    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    world = _world(tmp_path)
     grid = in_process_grid(world, {100: replacing_arrays(P.MSG_UNLEARN, nan, P.TRAIN_ARRAYS)})
     record = _run(world, grid)
     assert any("node 100" in f and P.TRAIN_ARRAYS in f and "NaN or Inf" in f for f in record.failures)
@@ -139,8 +144,7 @@ def test_a_requester_whose_training_half_is_corrupt_is_rejected_and_its_request_
 
 @pytest.mark.slow
 def test_a_silent_node_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
-    scenario = tiny_scenario(with_requests=False, rounds=2)
-    world = SimulatedWorld(scenario, tmp_path / "nodes")
+    world = _world(tmp_path, with_requests=False, rounds=2)
     grid = in_process_grid(world, {102: silent})
     record = _run(world, grid)
     assert any("node 102" in f and "no reply" in f for f in record.failures)
@@ -149,7 +153,7 @@ def test_a_silent_node_is_reported_and_the_run_goes_on(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_failing_gate_publishes_and_commits_nothing(tmp_path: Path) -> None:
-    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    world = _world(tmp_path)
     grid = in_process_grid(world, {100: leaky_audit, 101: leaky_audit})
     record = _run(world, grid)
     phase = record.phases[0]
@@ -175,7 +179,7 @@ def test_unknown_request_ids_from_the_server_change_nothing(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_a_requester_whose_audit_crashes_is_not_committed_and_the_audited_one_is(tmp_path: Path) -> None:
-    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    world = _world(tmp_path)
     grid = in_process_grid(world, {100: failing(P.MSG_AUDIT)})
     record = _run(world, grid)
     crashed, audited = world.filed[0], world.filed[1]
@@ -193,7 +197,7 @@ def test_a_requester_whose_audit_crashes_is_not_committed_and_the_audited_one_is
 
 @pytest.mark.slow
 def test_a_huge_finite_unlearning_update_is_bounded_and_cannot_wreck_the_model(tmp_path: Path) -> None:
-    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    world = _world(tmp_path)
     grid = in_process_grid(world, {100: replacing_arrays(P.MSG_UNLEARN, huge)})
     record = _run(world, grid)
     phase = record.phases[0]
@@ -205,7 +209,7 @@ def test_a_huge_finite_unlearning_update_is_bounded_and_cannot_wreck_the_model(t
 
 @pytest.mark.slow
 def test_nan_in_a_requesters_unlearned_arrays_is_rejected_and_its_request_stays_pending(tmp_path: Path) -> None:
-    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    world = _world(tmp_path)
     grid = in_process_grid(world, {100: replacing_arrays(P.MSG_UNLEARN, nan)})
     record = _run(world, grid)
     assert any("node 100" in f and "NaN or Inf" in f for f in record.failures)
@@ -215,7 +219,7 @@ def test_nan_in_a_requesters_unlearned_arrays_is_rejected_and_its_request_stays_
 
 @pytest.mark.slow
 def test_a_crash_during_commit_leaves_that_request_pending_and_unpublished_as_committed(tmp_path: Path) -> None:
-    world = SimulatedWorld(tiny_scenario(), tmp_path / "nodes")
+    world = _world(tmp_path)
     grid = in_process_grid(world, {100: failing(P.MSG_COMMIT)})
     record = _run(world, grid)
     phase = next(p for p in record.phases if p.passed)
