@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -446,19 +447,35 @@ class Loopback:
         run: dict[str, Any] = runs[0]
         return run
 
-    def wait_run(self, run_id: str, timeout: float, poll: float = 5.0) -> dict[str, Any]:
-        """Poll until the run's status is finished:* and return its `flwr ls` record; stop it on timeout."""
+    def serverapp_alive(self) -> bool:
+        """Whether a ServerApp runs in the tree of a started process not killed on purpose (whose orphans
+        are dying), read from /proc after ``snapshot``."""
+        for process in (p for p in self.processes if not p.killed):
+            for pid in process.live_tree():
+                with contextlib.suppress(OSError):
+                    if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        return True
+        return False
+
+    def wait_run(self, run_id: str, timeout: float, poll: float = 5.0, quiet: float = 60.0) -> dict[str, Any]:
+        """Poll until the run's status is finished:* and return its `flwr ls` record; stop it on timeout.
+
+        Each `flwr ls` costs a Flower CLI start (about two CPU seconds, taken from the run on two cores), so
+        while a ServerApp is alive, and the run therefore not finished, it is asked only every ``quiet`` s."""
         deadline = time.monotonic() + timeout
+        asked = -math.inf
         while True:
             self.snapshot()
             dead = [p for p in self.processes if p.failed()]
             if dead:
                 raise LoopbackError(f"run {run_id}: {', '.join(p.name for p in dead)} exited\n"
                                     + self.diagnostics(run_id))
-            with contextlib.suppress(LoopbackError, subprocess.TimeoutExpired):
-                run = self.run_status(run_id)
-                if str(run.get("status", "")).startswith(FINISHED):
-                    return run
+            if not self.serverapp_alive() or time.monotonic() - asked >= quiet:
+                asked = time.monotonic()
+                with contextlib.suppress(LoopbackError, subprocess.TimeoutExpired):
+                    run = self.run_status(run_id)
+                    if str(run.get("status", "")).startswith(FINISHED):
+                        return run
             if time.monotonic() > deadline:
                 self.flwr("stop", run_id, CONNECTION, timeout=60)
                 raise LoopbackError(f"run {run_id} did not finish within {timeout:.0f}s\n"
