@@ -18,14 +18,22 @@ membership against unless ``--param remi.calibrated=false``): per sample of the
 training pool and the hold-out, the mean over the references whose half left it
 out (``bench_expectation``). Class forgetting gets none, as its reference set
 is relabelled and the statistics do not describe it.
+
+Two controls run beside the methods, on the same seeds. The floor: per seed a
+second retrain under its own training seed, whose gap to the first says how far
+two models that never saw the forget set differ by chance alone. Variants
+(``--variant NAME=METHOD:KEY=VALUE``): a method run again under another name with
+some hyper-parameters fixed, the ablations of a method on the very seeds,
+originals and references it ran on.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import IntEnum
+from enum import IntEnum, unique
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,13 +54,14 @@ from common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_p
 from common.unlearning.reference import build_reference, build_utility
 from simulations.bench_expectation import SampleStatistics, expected_confidence
 
-__all__ = ["BenchConfig", "BenchReferences", "MethodRun", "SeedData", "SeedRun", "Stream", "derived_seed", "run_bench",
-           "train_model", "train_references"]
+__all__ = ["BenchConfig", "BenchReferences", "MethodRun", "SeedData", "SeedRun", "Stream", "Variant", "derived_seed",
+           "run_bench", "train_model", "train_references"]
 
 GOLD = "retrain"
 MIN_ULIRA_SHADOWS = 4  # paired splits: each target is forgotten in at least two shadows, one to score, one to fit
 
 
+@unique  # a stream added with another's value would silently share its seeds
 class Stream(IntEnum):
     """What a ``derived_seed`` is for, so that no two purposes ever share a seed."""
 
@@ -60,6 +69,38 @@ class Stream(IntEnum):
     ULIRA_SPLITS = 2  # U-LiRA's targets and shadow splits
     SHADOW = 3  # a shadow's original (and its methods, as the bench's methods share the original's seed)
     SHADOW_RETRAIN = 4  # a shadow's model retrained without its forget set, U-LiRA's yardstick
+    FLOOR_RETRAIN = 5  # the second retrain per seed, whose gap to the first is the floor of avg_gap
+
+
+VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # it names a table row and a progress line
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An ablation: the registered ``method`` run again under ``name``, with ``params`` (raw strings, typed
+    by ``parse_params``) fixed over the method's own ``--param`` overrides, so that only they differ."""
+
+    name: str
+    method: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``NAME=METHOD:KEY=VALUE,KEY=VALUE``, as ``--variant`` takes it; ``NAME=METHOD`` keeps the defaults."""
+        usage = f"--variant takes NAME=METHOD:KEY=VALUE,KEY=VALUE (e.g. remi-no-mi=remi:lambda_mia=0), got {text!r}"
+        name, sep, rest = text.partition("=")
+        method, _, pairs = rest.partition(":")
+        params: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in pairs.split(","))):
+            key, eq, value = (part.strip() for part in pair.partition("="))
+            if not (eq and key and value):
+                raise ConfigError(usage)
+            if key in params:
+                raise ConfigError(f"--variant {name.strip()}: {key} is given twice in {text!r}")
+            params[key] = value
+        if not (sep and name.strip() and method.strip()) or ":" in name:  # a colon before = : NAME= is missing
+            raise ConfigError(usage)
+        return cls(name.strip(), method.strip(), params)
 
 
 @dataclass(frozen=True)
@@ -83,11 +124,45 @@ class BenchConfig:
     edge_repeats: int = 30  # timed calls per engine and batch size in the edge latency benchmark
     reference_models: int = 8  # K references per seed for LiRA / RMIA
     ulira_shadows: int = 0  # S shadow splits per seed for U-LiRA (bench_ulira); 0 = off
+    variants: tuple[Variant, ...] = ()  # ablations, run after the methods on the same seeds
 
     @property
     def all_methods(self) -> tuple[str, ...]:
         """The methods to run, retrain always included: every gap is measured against it."""
         return self.methods if GOLD in self.methods else (GOLD, *self.methods)
+
+    @property
+    def lineup(self) -> dict[str, str]:
+        """Run name -> registered method: every method under its own name, then every variant under its own."""
+        return {**{name: name for name in self.all_methods}, **{v.name: v.method for v in self.variants}}
+
+    def _check_variants(self) -> None:
+        """A variant's name must be new (a table row of its own) and its method registered."""
+        taken = {"original", *METHODS.names()}
+        seen: set[str] = set()
+        for variant in self.variants:
+            if not VARIANT_NAME.fullmatch(variant.name):
+                raise ConfigError(f"--variant name {variant.name!r} must be letters, digits and _.+- starting "
+                                  "with a letter or digit, e.g. remi-no-mi")
+            if variant.name in taken:
+                raise ConfigError(f"--variant name {variant.name!r} is taken by a method or the original; "
+                                  f"pick another, e.g. {variant.method}-ablated")
+            if variant.name in seen:
+                raise ConfigError(f"--variant name {variant.name!r} is given twice")
+            seen.add(variant.name)
+            METHODS.get(variant.method)
+
+    def _params(self) -> dict[str, Any]:
+        """Typed hyper-parameters per run name: a method's ``--param`` overrides, a variant's on top of its
+        method's."""
+        params = {name: parse_params(name, self.method_params.get(name, {})) for name in self.all_methods}
+        for variant in self.variants:
+            try:
+                params[variant.name] = parse_params(variant.method,
+                                                    {**self.method_params.get(variant.method, {}), **variant.params})
+            except ConfigError as exc:
+                raise ConfigError(f"--variant {variant.name}: {exc}") from None
+        return params
 
     def validate(self) -> tuple[ForgetSpec, dict[str, Any]]:
         """Fail on any bad name or value now, before minutes of training."""
@@ -102,7 +177,8 @@ class BenchConfig:
         unknown = set(self.method_params) - set(self.methods)
         if unknown:
             raise ConfigError(f"hyper-parameters given for methods not run: {', '.join(sorted(unknown))}")
-        params = {name: parse_params(name, self.method_params.get(name, {})) for name in self.all_methods}
+        self._check_variants()
+        params = self._params()
         if self.edge_int8 not in ("static", "dynamic"):
             raise ConfigError(f"--edge-int8 must be static or dynamic, got {self.edge_int8!r}")
         if self.edge_repeats < 1:
@@ -210,14 +286,23 @@ class MethodRun:
 
 @dataclass(frozen=True)
 class SeedRun:
+    """One seed: the original and every method or variant by run name; ``floor`` the second retrain, kept
+    out of ``runs`` so that it is in no table of methods and its time in no method's."""
+
     seed: int
     sizes: Mapping[str, int]
     runs: Mapping[str, MethodRun]
     data: SeedData
     references: BenchReferences
+    floor: MethodRun
 
     def gap(self, method: str) -> float:
         return avg_gap(self.runs[method].report, self.runs[GOLD].report)
+
+    @property
+    def floor_gap(self) -> float:
+        """avg_gap between two retrains of this seed: the noise below which no gap means anything."""
+        return avg_gap(self.floor.report, self.runs[GOLD].report)
 
 
 Progress = Callable[[str], None]
@@ -276,8 +361,8 @@ def _split(bundle: DatasetBundle, config: BenchConfig, seed: int) -> tuple[Label
 
 def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, params: Mapping[str, Any],
              seed: int, progress: Progress) -> SeedRun:
-    """Train the original and the references, run each method from the original, audit all against the
-    same data and the same references."""
+    """Train the original and the references, run each method and variant from the original, then the
+    floor's second retrain; audit all against the same data and the same references."""
     device = resolve_device(config.device)
     train_data, holdout = _split(bundle, config, seed)
     forget_ids = select_forget_ids(forget, train_data, num_classes=bundle.num_classes, seed=seed)
@@ -295,15 +380,20 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
     def audited(model: Classifier, seconds: float, result: UnlearningResult | None) -> MethodRun:
         return MethodRun(model, data.audit(torch_logits(model, device=device)), seconds, result)
 
+    def run(label: str, method: str, method_params: Any, task: UnlearningTask) -> MethodRun:
+        progress(f"seed {seed}: {label}")
+        result = run_method(method, task, method_params)
+        return audited(result.model, result.seconds, result)
+
     task = data.task(original, retain=retain, forget=forget_data, recipe=config.recipe, device=device, seed=seed)
     runs = {"original": audited(original, original_seconds, None)}
-    for name in config.all_methods:
-        progress(f"seed {seed}: {name}")
-        result = run_method(name, task, params[name])
-        runs[name] = audited(result.model, result.seconds, result)
+    runs |= {name: run(name, method, params[name], task) for name, method in config.lineup.items()}
+    # the floor is retrain itself under a seed of its own stream: same data, recipe and code, another draw
+    floor = run(f"floor, {GOLD} under another seed", GOLD, params[GOLD],
+                replace(task, seed=derived_seed(seed, Stream.FLOOR_RETRAIN, 0)))
     sizes = {"train": len(train_data), "retain": len(retain), "forget": len(forget_data),
              "holdout": len(holdout), "test": len(bundle.test)}
-    return SeedRun(seed, sizes, runs, data, references)
+    return SeedRun(seed, sizes, runs, data, references, floor)
 
 
 def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> list[SeedRun]:

@@ -100,12 +100,18 @@ def bench(
     ulira_shadows: int = typer.Option(0, help="U-LiRA shadow splits per seed (0 = off; 16 or more recommended, "
                                                "each retrains an original, every method and a retrain; needs "
                                                "--forget random:<fraction>)."),
+    variant: list[str] = typer.Option(
+        [], "--variant", help="Ablation NAME=METHOD:KEY=VALUE,KEY=VALUE, repeatable: METHOD run again as NAME on the "
+                              "same seeds with those hyper-parameters fixed over its --param ones, e.g. "
+                              "remi-no-mi=remi:lambda_mia=0. It gets a row in every table, its paired difference "
+                              "to remi and methods.NAME.variant_of in bench.json."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
     from common.device import resolve_device
     from common.training import TrainConfig
-    from simulations.bench import BenchConfig, run_bench
+    from simulations.bench import BenchConfig, Variant, run_bench
     from simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
     from simulations.bench_report import write_report
     from simulations.bench_ulira import run_ulira
@@ -118,12 +124,14 @@ def bench(
         method_params=parse_method_params(param), data_root=data_dir, download=download,
         edge=edge, edge_int8=edge_int8, edge_repeats=edge_repeats,  # type: ignore[arg-type]
         reference_models=reference_models, ulira_shadows=ulira_shadows,
+        variants=tuple(Variant.parse(item) for item in variant),
     )
     _, params = config.validate()
     command = shlex.join(["fedunlearn", *sys.argv[1:]])  # also when started as python -c "...main()"
     console = Console(stderr=True)
-    # per seed: the original, the references, every method, every U-LiRA shadow, every edge model
-    steps = seeds * (len(config.all_methods) + 2 + ulira_shadows + (len(edge_models(config)) if edge else 0))
+    # per seed: the original, the references, every method and variant, the floor, every U-LiRA shadow and
+    # every edge model
+    steps = seeds * (len(config.lineup) + 3 + ulira_shadows + (len(edge_models(config)) if edge else 0))
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("starting", total=steps)

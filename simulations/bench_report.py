@@ -4,7 +4,9 @@ Metrics are means over seeds with ``<metric>_std`` beside them, under the
 DESIGN metric names, so tables from different runs line up; every method also
 keeps its per-seed values (``per_seed``), from which the means were taken. The
 JSON names the commit and the command that made it, so a table in ``docs/``
-can be traced and regenerated.
+can be traced and regenerated. Beside the methods it keeps the floor (two
+retrains' avg_gap per seed) and every method's paired difference to ReMI
+(``bench_compare``); a variant is a method entry that names what it ablates.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import numpy as np
 from common.audit.calibrated import CALIBRATED_ATTACKS
 from common.audit.report import GAP_METRICS, PRIMARY_ATTACK
 from common.provenance import git_commit
-from simulations.bench import GOLD, BenchConfig, SeedRun
+from simulations.bench import GOLD, BenchConfig, SeedRun, Variant
+from simulations.bench_compare import comparison_markdown, comparisons
 from simulations.bench_ulira import SeedULira
 
 __all__ = ["ATTACK_FIELDS", "METRICS", "mean_std", "strongest_reference_attack", "summarize", "write_report"]
@@ -79,8 +82,10 @@ def _aggregate(per_seed: Sequence[Mapping[str, Any]], shadows: int) -> dict[str,
     return entry
 
 
-def summarize(runs: Sequence[SeedRun], ulira: Sequence[SeedULira] = ()) -> dict[str, dict[str, Any]]:
-    """methods.<name> -> {metric: mean, metric_std: std, attacks, ulira, params, per_seed} over seeds."""
+def summarize(runs: Sequence[SeedRun], ulira: Sequence[SeedULira] = (),
+              variants: Sequence[Variant] = ()) -> dict[str, dict[str, Any]]:
+    """methods.<name> -> {metric: mean, metric_std: std, attacks, ulira, params, per_seed} over seeds; a
+    variant's entry also names its method (``variant_of``) and the hyper-parameters it fixed (``overrides``)."""
     if ulira and [u.seed for u in ulira] != [run.seed for run in runs]:
         raise ValueError("U-LiRA results must come one per bench seed, in the same order")
     shadows = ulira[0].results["original"].shadows if ulira else 0
@@ -93,7 +98,23 @@ def summarize(runs: Sequence[SeedRun], ulira: Sequence[SeedULira] = ()) -> dict[
             entry["params"] = dict(result.params)
         entry["per_seed"] = per_seed
         summary[method] = entry
+    for variant in variants:
+        entry = summary[variant.name]
+        entry["variant_of"] = variant.method
+        entry["overrides"] = {key: entry["params"][key] for key in variant.params}
     return summary
+
+
+def _floor(runs: Sequence[SeedRun]) -> dict[str, Any]:
+    """floor.avg_gap: per seed the gap between retrain and a second retrain under another training seed;
+    floor.seconds: that second training, counted in no method's time."""
+    def figure(values: list[float]) -> dict[str, Any]:
+        array = np.array(values)
+        return {"mean": round(float(array.mean()), DIGITS), "std": round(float(array.std()), DIGITS),
+                "per_seed": [round(v, DIGITS) for v in values]}
+
+    return {"method": GOLD, "avg_gap": figure([run.floor_gap for run in runs]),
+            "seconds": figure([run.floor.seconds for run in runs])}
 
 
 def _references(runs: Sequence[SeedRun]) -> dict[str, Any]:
@@ -118,6 +139,27 @@ def _expectation_note(payload: Mapping[str, Any]) -> str:
             else " ReMI ignored it (remi.calibrated=false)." if remi else "")
     return ("Every method's task carried what the references that never trained on a sample expect of it "
             f"(`expected_confidence`).{used}")
+
+
+def _floor_markdown(floor: Mapping[str, Any]) -> list[str]:
+    gap, seconds = floor["avg_gap"], floor["seconds"]
+    per_seed = ", ".join(f"{v:.2f}" for v in gap["per_seed"])
+    return [
+        "## Floor: retrain against retrain",
+        "",
+        f"Per seed a second {GOLD}, on the same retain set with the same recipe and another training seed; the "
+        f"avg_gap between the two retrains is {gap['mean']:.2f} ± {gap['std']:.2f} (per seed: {per_seed}). "
+        f"Below this, no difference means anything. Its training ({seconds['mean']:.1f} s per seed) is counted "
+        "in no method's seconds.",
+    ]
+
+
+def _variants_note(methods: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sentence naming each variant's method and what it fixed; empty without variants."""
+    described = [f"`{name}` is {entry['variant_of']} with "
+                 + (", ".join(f"{k}={v}" for k, v in entry["overrides"].items()) or "its defaults")
+                 for name, entry in methods.items() if "variant_of" in entry]
+    return (" Variants, on the same seeds and originals: " + "; ".join(described) + ".") if described else ""
 
 
 def _ulira(ulira: Sequence[SeedULira]) -> dict[str, Any] | None:
@@ -194,13 +236,17 @@ def _markdown(payload: dict[str, Any]) -> str:
         f"commit `{payload['commit']}`{dirty}; command: `{payload['command']}`",
         "",
         "Percentages 0-100, AUC 0-1, mean ± std over seeds; `avg_gap` is the mean |x - retrain| "
-        "over ua, ra, ta, mia_efficacy (lower is better). " + _expectation_note(payload),
+        "over ua, ra, ta, mia_efficacy (lower is better). " + _expectation_note(payload)
+        + _variants_note(payload["methods"]),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for method, entry in payload["methods"].items():
         lines.append(f"| {method} | " + " | ".join(_cell(entry, m) for m in METRICS) + " |")
+    lines += ["", *_floor_markdown(payload["floor"])]
+    if payload["comparisons"]:
+        lines += ["", *comparison_markdown(payload["comparisons"])]
     lines += ["", *_per_example_section(payload)]
     return "\n".join(lines) + "\n"
 
@@ -244,7 +290,7 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
     ulira: one ``run_ulira`` result per seed, or none when it was off. command: the command line that
     made the run (None when it did not come from one, e.g. a test)."""
     out.mkdir(parents=True, exist_ok=True)
-    methods = summarize(runs, ulira)
+    methods = summarize(runs, ulira, config.variants)
     commit, dirty = git_commit()
     payload = {
         "dataset": config.dataset,
@@ -259,7 +305,9 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
         "gold_standard": GOLD,
         "references": _references(runs),
         "ulira": _ulira(ulira),
+        "floor": _floor(runs),
         "methods": methods,
+        "comparisons": comparisons(methods),
         "config": _config_dict(config),
     }
     (out / "bench.json").write_text(json.dumps(payload, indent=2))

@@ -105,7 +105,7 @@ def _statistic(model: Classifier, targets: LabeledData, device: torch.device) ->
 
 
 def run_ulira(config: BenchConfig, run: SeedRun, params: Mapping[str, Any], progress: Progress) -> SeedULira:
-    """Train, unlearn (every method of ``config``) and retrain ``config.ulira_shadows`` shadows of one seed,
+    """Train, unlearn (every method and variant of ``config``) and retrain ``config.ulira_shadows`` shadows of one seed,
     then score every method, and the do-nothing original, against the retrained shadows."""
     data, shadows, device = run.data, config.ulira_shadows, resolve_device(config.device)
     pool = concat(data.retain, data.forget)
@@ -113,7 +113,7 @@ def run_ulira(config: BenchConfig, run: SeedRun, params: Mapping[str, Any], prog
     splits = shadow_splits(len(pool), forget_size, shadows,
                            torch.Generator().manual_seed(derived_seed(data.seed, Stream.ULIRA_SPLITS, 0)))
     targets = pool.subset(splits.targets)
-    names = ("original", *config.all_methods)
+    names = ("original", *config.lineup)
     unlearned = {name: np.zeros((shadows, len(targets))) for name in names}
     retrained = np.zeros((shadows, len(targets)))
     started = time.perf_counter()
@@ -126,8 +126,8 @@ def run_ulira(config: BenchConfig, run: SeedRun, params: Mapping[str, Any], prog
         original, _ = train_model(data.spec, shadow, config.recipe, device, seed)
         task = data.task(original, retain=retain, forget=forget, recipe=config.recipe, device=device, seed=seed)
         unlearned["original"][s] = _statistic(original, targets, device)
-        for name in config.all_methods:
-            unlearned[name][s] = _statistic(run_method(name, task, params[name]).model, targets, device)
+        for name, method in config.lineup.items():
+            unlearned[name][s] = _statistic(run_method(method, task, params[name]).model, targets, device)
         yardstick, _ = train_model(data.spec, retain, config.recipe, device,
                                    derived_seed(data.seed, Stream.SHADOW_RETRAIN, s))
         retrained[s] = _statistic(yardstick, targets, device)

@@ -26,7 +26,7 @@ from common.training import TrainConfig
 from common.unlearning import METHODS, UnlearningResult, UnlearningTask, run_method
 from common.unlearning.remi import RemiParams
 from simulations import bench, bench_ulira
-from simulations.bench import BenchConfig, SeedRun, Stream, derived_seed, run_bench
+from simulations.bench import GOLD, BenchConfig, SeedRun, Stream, Variant, derived_seed, run_bench
 from simulations.bench_expectation import SampleStatistics, expected_confidence
 from simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
 from simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
@@ -202,7 +202,8 @@ def test_report_files_exist(bench_dir: BenchDir) -> None:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     table = (out / "bench.md").read_text()
     for method in ("original", "retrain", "remi", "finetune"):
-        assert table.count(f"| {method} |") == 2  # the metrics table and the per-example one
+        # the metrics table and the per-example one; the paired differences to remi add all but remi and retrain
+        assert table.count(f"| {method} |") == (2 if method in ("remi", "retrain") else 3), method
     for metric in DESIGN_METRICS:
         assert metric in table
     assert "strongest TPR@1%" in table and "loss TPR@1%" in table and "U-LiRA" not in table
@@ -215,7 +216,8 @@ def test_report_files_exist(bench_dir: BenchDir) -> None:
 @pytest.mark.slow
 def test_progress_reports_each_seed_and_method(bench_dir: BenchDir) -> None:
     progress = bench_dir[2]
-    assert len(progress) == CONFIG.seeds * (len(CONFIG.all_methods) + 2)  # + the original and the references
+    # + the original, the references and the floor's second retrain
+    assert len(progress) == CONFIG.seeds * (len(CONFIG.all_methods) + 3)
     for seed in range(CONFIG.seeds):
         for method in CONFIG.all_methods:
             assert any(f"seed {seed}" in line and method in line for line in progress)
@@ -225,7 +227,8 @@ def test_progress_reports_each_seed_and_method(bench_dir: BenchDir) -> None:
 
 
 RANDOM = replace(CONFIG, forget="random:0.1", methods=("retrain", "remi"), reference_models=3,
-                 method_params={"remi": {"max_steps": "20"}})
+                 method_params={"remi": {"max_steps": "20"}},
+                 variants=(Variant("remi-no-kl", "remi", {"lambda_kl": "0"}),))
 
 
 @dataclass(frozen=True)
@@ -314,9 +317,11 @@ def test_bench_expectation_uses_only_references_whose_half_excluded_the_sample(r
 
 
 def test_every_method_of_a_sample_request_gets_the_expectation(random_run: RandomRun) -> None:
-    assert [name for name, _ in random_run.tasks] == [*RANDOM.all_methods] * RANDOM.seeds
+    # per seed: every method, the variant (as its method) and the floor's second retrain
+    per_seed = [*RANDOM.all_methods, "remi", "retrain"]
+    assert [name for name, _ in random_run.tasks] == per_seed * RANDOM.seeds
     for i, (name, task) in enumerate(random_run.tasks):
-        run = random_run.runs[i // len(RANDOM.all_methods)]
+        run = random_run.runs[i // len(per_seed)]
         expected = task.expected_confidence
         assert expected is not None and expected is run.data.expected, name
         assert set(task.forget.ids.tolist()) | set(task.reference.ids.tolist()) <= set(expected)
@@ -344,6 +349,97 @@ def test_the_expectation_is_recorded_and_remi_calibrated_turns_it_off(random_run
     assert params["remi"].calibrated is False
 
 
+# --- the floor: a second retrain per seed; variants: a method again, with fixed hyper-parameters -----
+
+
+@pytest.fixture
+def random_report(random_run: RandomRun, tmp_path: Path) -> tuple[dict[str, Any], str]:
+    payload = write_report(RANDOM, "cpu", random_run.runs, tmp_path)
+    return json.loads(json.dumps(payload)), (tmp_path / "bench.md").read_text()
+
+
+def _tasks_of(random_run: RandomRun, seed: int) -> Tasks:
+    per_seed = len(random_run.tasks) // RANDOM.seeds
+    return random_run.tasks[seed * per_seed:(seed + 1) * per_seed]
+
+
+def test_the_floor_is_retrain_again_under_a_seed_of_its_own_stream(random_run: RandomRun) -> None:
+    for run in random_run.runs:
+        (retrain, gold), *_, (floor_method, floor) = _tasks_of(random_run, run.seed)
+        assert retrain == floor_method == GOLD
+        assert floor.seed == derived_seed(run.seed, Stream.FLOOR_RETRAIN, 0) != gold.seed == run.seed
+        assert floor.retain is gold.retain and floor.recipe == gold.recipe
+        assert run.floor.result is not None and run.floor.result.method == GOLD
+        first, second = (m.model.state_dict() for m in (run.runs[GOLD], run.floor))
+        assert any(not torch.equal(first[k], second[k]) for k in first)  # another draw, not a copy
+        assert run.floor_gap == pytest.approx(bench.avg_gap(run.floor.report, run.runs[GOLD].report))
+
+
+def test_the_floor_is_reported_apart_from_every_method(random_run: RandomRun,
+                                                       random_report: tuple[dict[str, Any], str]) -> None:
+    payload, table = random_report
+    floor = payload["floor"]
+    gaps = [run.floor_gap for run in random_run.runs]
+    assert floor["avg_gap"]["per_seed"] == [round(gap, 4) for gap in gaps]
+    assert floor["avg_gap"]["mean"] == pytest.approx(np.mean(gaps), abs=1e-4)
+    assert floor["avg_gap"]["std"] == pytest.approx(np.std(gaps), abs=1e-4)
+    assert floor["seconds"]["per_seed"] == [round(run.floor.seconds, 4) for run in random_run.runs]
+    retrain_seconds = [seed["seconds"] for seed in payload["methods"][GOLD]["per_seed"]]
+    assert retrain_seconds == [round(run.runs[GOLD].seconds, 4) for run in random_run.runs]
+    assert f"is {floor['avg_gap']['mean']:.2f} ± {floor['avg_gap']['std']:.2f}" in table
+    assert "Below this, no difference means anything" in table
+
+
+def test_a_variant_runs_its_method_on_the_same_task_with_only_its_keys_changed(random_run: RandomRun) -> None:
+    for run in random_run.runs:
+        tasks = [task for name, task in _tasks_of(random_run, run.seed) if name == "remi"]
+        assert len(tasks) == 2 and tasks[0] is tasks[1]  # remi and its variant: one task, one original
+        remi, variant = run.runs["remi"].result, run.runs["remi-no-kl"].result
+        assert remi is not None and variant is not None
+        assert variant.params == {**remi.params, "lambda_kl": 0.0}
+        assert variant.params["max_steps"] == 20  # remi's --param carries over
+
+
+def test_variants_are_reported_like_methods_and_paired_with_remi(random_report: tuple[dict[str, Any], str]) -> None:
+    payload, table = random_report
+    entry = payload["methods"]["remi-no-kl"]
+    assert entry["variant_of"] == "remi" and entry["overrides"] == {"lambda_kl": 0.0}
+    assert "variant_of" not in payload["methods"]["remi"]
+    assert set(payload["comparisons"]) == {"original", "remi-no-kl"}
+    paired = payload["comparisons"]["remi-no-kl"]["avg_gap"]
+    remi = payload["methods"]["remi"]["per_seed"]
+    differences = [v["avg_gap"] - r["avg_gap"] for v, r in zip(entry["per_seed"], remi, strict=True)]
+    assert paired["n"] == RANDOM.seeds
+    assert paired["mean_difference"] == pytest.approx(np.mean(differences), abs=1e-4)
+    assert paired["ci_low"] <= paired["mean_difference"] <= paired["ci_high"]
+    assert table.count("| remi-no-kl |") == 3  # metrics, paired differences, per-example attacks
+    assert "`remi-no-kl` is remi with lambda_kl=0.0" in table
+    assert payload["config"]["variants"] == [{"name": "remi-no-kl", "method": "remi", "params": {"lambda_kl": "0"}}]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("remi-no-mi=remi:lambda_mia=0", Variant("remi-no-mi", "remi", {"lambda_mia": "0"})),
+    ("remi-all=remi:scope=all, lambda_kl=0.5", Variant("remi-all", "remi", {"scope": "all", "lambda_kl": "0.5"})),
+    ("remi-again=remi", Variant("remi-again", "remi", {})),
+])
+def test_variant_option_is_parsed(text: str, expected: Variant) -> None:
+    assert Variant.parse(text) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("remi", "NAME=METHOD:KEY=VALUE"),
+    ("remi:lambda_mia=0", "NAME=METHOD:KEY=VALUE"),
+    ("=remi:lambda_mia=0", "NAME=METHOD:KEY=VALUE"),
+    ("x=", "NAME=METHOD:KEY=VALUE"),
+    ("x=remi:lambda_mia", "NAME=METHOD:KEY=VALUE"),
+    ("x=remi:lambda_mia=", "NAME=METHOD:KEY=VALUE"),
+    ("x=remi:lambda_mia=0,lambda_mia=1", "lambda_mia is given twice"),
+])
+def test_malformed_variant_option_says_the_form(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Variant.parse(text)
+
+
 def test_strongest_reference_attack_is_the_higher_mean() -> None:
     entry = {"attacks": {"lira": {"tpr_at_1pct_fpr": 3.0}, "rmia": {"tpr_at_1pct_fpr": 4.5}}}
     assert strongest_reference_attack(entry) == "rmia"
@@ -353,7 +449,8 @@ def test_strongest_reference_attack_is_the_higher_mean() -> None:
 
 # --- U-LiRA ------------------------------------------------------------------------------------------
 
-ULIRA = replace(CONFIG, forget="random:0.1", methods=("retrain", "finetune"), seeds=1, ulira_shadows=4)
+ULIRA = replace(CONFIG, forget="random:0.1", methods=("retrain", "finetune"), seeds=1, ulira_shadows=4,
+                variants=(Variant("finetune-1", "finetune", {"epochs": "1"}),))
 
 
 @dataclass(frozen=True)
@@ -390,7 +487,7 @@ def test_ulira_is_reported_for_every_method_and_the_original(ulira_run: ULiraRun
     data = ulira_run.run.data
     assert seed["forget_size"] == shadow_forget_size(0.1, len(data.retain) + len(data.forget))
     assert seed["targets"] == 2 * seed["forget_size"]
-    for method in ("original", *ULIRA.all_methods):
+    for method in ("original", *ULIRA.lineup):
         entry = saved["methods"][method]
         assert entry["ulira"]["shadows"] == ULIRA.ulira_shadows
         assert 0.0 <= entry["ulira"]["accuracy"] <= 1.0
@@ -403,6 +500,8 @@ def test_ulira_is_reported_for_every_method_and_the_original(ulira_run: ULiraRun
     table = (ulira_run.out / "bench.md").read_text()
     assert "U-LiRA accuracy" in table
     assert "| retrain | " in table
+    assert saved["methods"]["finetune-1"]["variant_of"] == "finetune"  # shadows run variants too
+    assert saved["comparisons"] is None and "paired CI" not in table  # no remi, nothing to pair with
 
 
 def test_each_shadow_forgets_its_targets_and_retrains_under_another_seed(ulira_run: ULiraRun) -> None:
@@ -427,7 +526,7 @@ def test_each_shadow_forgets_its_targets_and_retrains_under_another_seed(ulira_r
 
 def test_shadow_tasks_carry_the_expectation_of_references_that_never_saw_a_target(ulira_run: ULiraRun) -> None:
     run, tasks = ulira_run.run, ulira_run.shadow_tasks
-    assert len(tasks) == ULIRA.ulira_shadows * len(ULIRA.all_methods)
+    assert len(tasks) == ULIRA.ulira_shadows * len(ULIRA.lineup)
     samples = run.references.samples
     trained = [samples.trained_on(k) for k in range(ULIRA.reference_models)]
     for _, task in tasks:
@@ -494,6 +593,13 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"reference_models": 1}, ["--reference-models", ">= 2"]),
         ({"forget": "random:0.1", "ulira_shadows": 2}, ["--ulira-shadows", ">= 4", "16"]),
         ({"ulira_shadows": 8}, ["--ulira-shadows", "random:", "class:3"]),
+        ({"variants": (Variant("finetune", "remi"),)}, ["'finetune'", "taken"]),
+        ({"variants": (Variant("original", "remi"),)}, ["'original'", "taken"]),
+        ({"variants": (Variant("a", "remi"), Variant("a", "finetune"))}, ["'a'", "twice"]),
+        ({"variants": (Variant("a|b", "remi"),)}, ["'a|b'", "letters, digits"]),
+        ({"variants": (Variant("x", "nope"),)}, ["nope", *METHODS.names()]),
+        ({"variants": (Variant("x", "remi", {"lambda_mi": "0"}),)}, ["--variant x", "remi.lambda_mi", "lambda_mia"]),
+        ({"variants": (Variant("x", "remi", {"scope": "some"}),)}, ["--variant x", "remi.scope", "top"]),
     ],
 )
 def test_bad_configuration_fails_before_training(

@@ -69,13 +69,17 @@ def test_bench_table_run_with_a_method_param(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = runner.invoke(app, [
         "bench", "--dataset", "digits", "--model", "mlp", "--forget", "random:0.1", "--methods", "finetune",
-        "--param", "finetune.epochs=1", "--epochs", "1", "--device", "cpu", "--out", str(out),
+        "--param", "finetune.epochs=1", "--variant", "finetune-lr=finetune:lr=0.01", "--epochs", "1",
+        "--device", "cpu", "--out", str(out),
     ])
     assert result.exit_code == 0, result.output
     assert "finetune" in result.stdout and "retrain" in result.stdout
     assert "bench.json" in "".join(result.stdout.split())  # rich may fold a long path
     saved = json.loads((out / "bench.json").read_text())
     assert saved["methods"]["finetune"]["params"]["epochs"] == 1
+    variant = saved["methods"]["finetune-lr"]
+    assert variant["variant_of"] == "finetune" and variant["overrides"] == {"lr": 0.01}
+    assert variant["params"]["epochs"] == 1  # finetune's --param carries over to its variant
 
 
 def test_project_errors_surface_as_config_errors_under_the_runner(tmp_path: Path) -> None:
@@ -97,8 +101,12 @@ BAD_INPUTS = [
     (["--reference-models", "1"], ["--reference-models", ">= 2"]),
     (["--ulira-shadows", "2"], ["--ulira-shadows", ">= 4"]),
     (["--forget", "class:1", "--ulira-shadows", "4"], ["random:<fraction>"]),
+    (["--variant", "remi:lambda_mia=0"], ["NAME=METHOD:KEY=VALUE", "remi-no-mi=remi:lambda_mia=0"]),
+    (["--variant", "finetune=remi:lambda_mia=0"], ["'finetune'", "taken"]),
+    (["--variant", "remi-no-mi=remi:lambda_mi=0"], ["--variant remi-no-mi", "remi.lambda_mi", "lambda_mia"]),
 ]
-BAD_IDS = ["dataset", "method", "forget", "param-key", "param-form", "references", "shadows", "ulira-class"]
+BAD_IDS = ["dataset", "method", "forget", "param-key", "param-form", "references", "shadows", "ulira-class",
+           "variant-form", "variant-name", "variant-key"]
 
 
 def _run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str],

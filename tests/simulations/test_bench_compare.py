@@ -1,0 +1,106 @@
+"""Paired differences to ReMI: known t intervals on fixed per-seed figures, and no interval from one seed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from simulations.bench_compare import comparison_markdown, comparisons, paired_interval
+
+# t quantiles from a printed table (two-sided 95%), not from scipy, so that the test checks the call
+T_975_DF2 = 4.302653
+T_975_DF4 = 2.776445
+
+
+def test_three_seeds_give_the_hand_computed_interval() -> None:
+    # differences 1.0, 1.5, 2.5: mean 5/3, sample variance (16 + 1 + 25) / 36 / 2 = 7/12, se = sqrt(7/12 / 3)
+    interval = paired_interval([2.0, 3.0, 4.5], [1.0, 1.5, 2.0])
+    half = T_975_DF2 * (7 / 36) ** 0.5
+    assert interval.n == 3
+    assert interval.mean == pytest.approx(5 / 3)
+    assert interval.low == pytest.approx(5 / 3 - half, abs=1e-5)  # -0.2306
+    assert interval.high == pytest.approx(5 / 3 + half, abs=1e-5)  # 3.5640
+    assert interval.excludes_zero is False
+
+
+def test_five_seeds_whose_interval_excludes_zero() -> None:
+    # differences .05 .06 .03 .04 .05: mean .046, sample variance .00052 / 4, se = sqrt(.00013 / 5)
+    interval = paired_interval([0.60, 0.62, 0.58, 0.61, 0.59], [0.55, 0.56, 0.55, 0.57, 0.54])
+    half = T_975_DF4 * (0.00013 / 5) ** 0.5
+    assert (interval.low, interval.high) == pytest.approx((0.046 - half, 0.046 + half), abs=1e-6)
+    assert interval.low == pytest.approx(0.03184, abs=1e-5)
+    assert interval.excludes_zero is True
+    flipped = paired_interval([0.55, 0.56, 0.55, 0.57, 0.54], [0.60, 0.62, 0.58, 0.61, 0.59])
+    assert (flipped.low, flipped.high) == pytest.approx((-interval.high, -interval.low))
+    assert flipped.excludes_zero is True
+
+
+def test_one_seed_has_a_difference_and_no_interval() -> None:
+    interval = paired_interval([2.0], [0.5])
+    assert interval.mean == 1.5 and interval.n == 1
+    assert interval.low is None and interval.high is None and interval.excludes_zero is None
+    assert interval.to_dict() == {"mean_difference": 1.5, "ci_low": None, "ci_high": None, "n": 1,
+                                  "excludes_zero": None}
+
+
+def test_unpaired_figures_are_refused() -> None:
+    with pytest.raises(ValueError, match="same non-zero number"):
+        paired_interval([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="same non-zero number"):
+        paired_interval([], [])
+
+
+def _entry(gaps: list[float], ulira: list[float] | None = None, seeds: list[int] | None = None) -> dict[str, Any]:
+    per_seed: list[dict[str, Any]] = [{"seed": s, "avg_gap": g} for s, g in zip(seeds or range(len(gaps)), gaps,
+                                                                                strict=True)]
+    for seed, accuracy in zip(per_seed, ulira or [], strict=False):
+        seed["ulira"] = {"accuracy": accuracy}
+    return {"per_seed": per_seed}
+
+
+def test_every_method_but_remi_and_retrain_is_paired_with_remi() -> None:
+    methods = {
+        "original": _entry([3.0, 4.0, 5.5], [0.70, 0.72, 0.71]),
+        "retrain": _entry([0.0, 0.0, 0.0], [0.50, 0.50, 0.50]),
+        "remi": _entry([1.0, 1.5, 2.0], [0.55, 0.56, 0.55]),
+        "finetune": _entry([2.0, 3.0, 4.5], [0.60, 0.62, 0.58]),
+        "remi-no-kl": _entry([1.0, 1.5, 2.0], [0.55, 0.56, 0.55]),
+    }
+    table = comparisons(methods)
+    assert table is not None and list(table) == ["original", "finetune", "remi-no-kl"]
+    finetune = table["finetune"]["avg_gap"]
+    half = T_975_DF2 * (7 / 36) ** 0.5
+    assert finetune["mean_difference"] == pytest.approx(5 / 3, abs=1e-4)
+    assert (finetune["ci_low"], finetune["ci_high"]) == pytest.approx((5 / 3 - half, 5 / 3 + half), abs=1e-4)
+    assert finetune["n"] == 3 and finetune["excludes_zero"] is False
+    # differences .05 .06 .03 -> mean .0467; the same figures as remi's give a zero-width interval at 0
+    assert table["finetune"]["ulira_accuracy"]["mean_difference"] == pytest.approx(0.0467, abs=1e-4)
+    assert table["remi-no-kl"]["avg_gap"] == {"mean_difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 3,
+                                              "excludes_zero": False}
+    lines = comparison_markdown(table)
+    assert lines[0] == "## method − remi, 95% paired CI"
+    assert "| finetune | +1.667 | [-0.231, +3.564] | no | +0.047 |" in "\n".join(lines)
+    assert "no interval" not in "\n".join(lines)
+
+
+def test_without_ulira_only_avg_gap_is_paired_and_without_remi_nothing() -> None:
+    methods = {"remi": _entry([1.0, 2.0]), "finetune": _entry([2.0, 2.5])}
+    table = comparisons(methods)
+    assert table is not None and list(table["finetune"]) == ["avg_gap"]
+    assert comparisons({"finetune": _entry([2.0]), "retrain": _entry([0.0])}) is None
+
+
+def test_one_seed_is_recorded_as_null_and_said_so() -> None:
+    table = comparisons({"remi": _entry([1.0], [0.55]), "finetune": _entry([1.25], [0.6])})
+    assert table is not None
+    assert table["finetune"]["avg_gap"]["ci_low"] is None
+    assert table["finetune"]["ulira_accuracy"]["excludes_zero"] is None
+    text = "\n".join(comparison_markdown(table))
+    assert "With one seed there is no interval" in text
+    assert "| finetune | +0.250 | none (n = 1) | - | +0.050 | none (n = 1) | - |" in text
+
+
+def test_methods_from_other_seeds_do_not_pair() -> None:
+    with pytest.raises(ValueError, match="different seeds"):
+        comparisons({"remi": _entry([1.0, 2.0], seeds=[0, 1]), "finetune": _entry([1.0, 2.0], seeds=[0, 2])})
