@@ -1,5 +1,6 @@
 """A scenario small enough for end-to-end tests (Ray, flwr run): three digits clients, four rounds,
-sample requests after round 2, when the model has learned enough for the gate to mean something."""
+sample requests after round 2, when the model has learned enough for the gate to mean something. No baselines:
+these checks concern the runtimes, and the baselines run on real ClientApps in tests/server (``tiny_run``)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ max_rounds = 2
 [unlearning.params]
 max_steps = 40
 [baselines]
-federated_finetune_rounds = 1
+federated_retrain = false
+federated_finetune_rounds = 0
 [audit]
 reference_models = 4
 {requests}"""
