@@ -26,7 +26,9 @@ Exported = tuple[dict[str, Any], Path, SimulatedWorld, InProcessGrid]
 
 
 def _run(root: Path, faults: dict[int, Callable[..., Message | None]] | None = None) -> Exported:
-    world = SimulatedWorld(tiny_scenario(), root / "nodes")
+    """A federation of its own, without baselines: their artifacts are audited like the others, on
+    ``tiny_run``, and what is published depends on the unlearned model's alone."""
+    world = SimulatedWorld(tiny_scenario(baselines=False), root / "nodes")
     grid = in_process_grid(world, faults)
     run(grid, world.scenario, {}, root / "run", world=world)  # type: ignore[arg-type]
     return json.loads((root / "run" / "report.json").read_text()), root / "run", world, grid
