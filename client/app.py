@@ -14,9 +14,9 @@ from typing import Any
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from client import handlers
-from client.session import NodeSession
-from common import protocol as P
+from fedunlearn.client import handlers
+from fedunlearn.client.session import NodeSession
+from fedunlearn.common import protocol as P
 
 __all__ = ["app", "create_client_app"]
 

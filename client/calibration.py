@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.audit.calibrated import Calibration
-from common.audit.signals import compute_signals
-from common.data.tensors import LabeledData
-from common.errors import DataError, RequestError
-from common.files import atomic_write_bytes
-from common.models import Classifier
+from fedunlearn.common.audit.calibrated import Calibration
+from fedunlearn.common.audit.signals import compute_signals
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import DataError, RequestError
+from fedunlearn.common.files import atomic_write_bytes
+from fedunlearn.common.models import Classifier
 
 __all__ = ["CalibrationTable", "drop_samples"]
 

@@ -28,9 +28,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from common.errors import ConfigError, DataError, RequestError
-from common.nodes.ledger import Ledger
-from common.nodes.text import clip, printable
+from fedunlearn.common.errors import ConfigError, DataError, RequestError
+from fedunlearn.common.nodes.ledger import Ledger
+from fedunlearn.common.nodes.text import clip, printable
 
 __all__ = ["forget", "init", "node_app", "reject", "requests", "serve"]
 
@@ -70,8 +70,8 @@ def init(
     download: bool = typer.Option(False, help="Download the dataset if it is missing."),
 ) -> None:
     """Materialise one client's world: train part, local hold-out, sample ids, ledger.sqlite."""
-    from common.data.datasets import load_dataset
-    from common.nodes.directory import NodeLayout, materialise_node
+    from fedunlearn.common.data.datasets import load_dataset
+    from fedunlearn.common.nodes.directory import NodeLayout, materialise_node
 
     index, total = _parse_partition(partition)
     layout = NodeLayout(dataset=dataset, partition=index, num_partitions=total, partitioner=partitioner,
@@ -106,7 +106,7 @@ def forget(
     reason: str = typer.Option(..., help="Why (kept in the ledger and the receipt)."),
 ) -> None:
     """File a forget request; prints its id once it is durable."""
-    from common.nodes.records import NodeRecords  # the request is checked against the node's sample index
+    from fedunlearn.common.nodes.records import NodeRecords  # the request is checked against the node's sample index
 
     node = NodeRecords.open(node_dir)
     request = node.submit(ids=_parse_ids(ids) if ids is not None else None, target_class=class_id,
@@ -175,9 +175,9 @@ def serve(
         False, help="Accept calls without a bearer token: anyone who reaches the port can file requests."),
 ) -> None:
     """Serve Submit / Status / List for this node until interrupted; each call is logged to stderr."""
-    from client.request_service import start_request_server
+    from fedunlearn.client.request_service import start_request_server
 
-    with _logged_to_stderr("client.request_service", "common.nodes"):
+    with _logged_to_stderr("fedunlearn.client.request_service", "fedunlearn.common.nodes"):
         server, bound = start_request_server(node_dir, port=port, host=host, token=token, tls_cert=tls_cert,
                                              tls_key=tls_key, insecure=insecure,
                                              allow_unauthenticated=allow_unauthenticated)

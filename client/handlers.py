@@ -15,22 +15,22 @@ import torch
 import torch.nn.functional as F
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-from client.calibration import CalibrationTable, drop_samples
-from client.session import NodeSession, model_arrays
-from common import protocol as P
-from common.audit.local import comparison_sets, local_leakage_audit
-from common.audit.signals import Logits, torch_logits
-from common.checkpoint import states_sha256
-from common.data.splits import holdout_roles
-from common.data.tensors import LabeledData, concat
-from common.edge.scoring import onnx_logits
-from common.errors import RequestError
-from common.models import Classifier, ModelSpec
-from common.nodes import ForgetRequest, NodeDirectory, RequestStatus
-from common.training import predict_logits, top1_accuracy, train
-from common.unlearning import UnlearningTask, parse_params, run_method
-from common.unlearning.base import Granularity
-from common.unlearning.reference import build_reference, build_utility
+from fedunlearn.client.calibration import CalibrationTable, drop_samples
+from fedunlearn.client.session import NodeSession, model_arrays
+from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.local import comparison_sets, local_leakage_audit
+from fedunlearn.common.audit.signals import Logits, torch_logits
+from fedunlearn.common.checkpoint import states_sha256
+from fedunlearn.common.data.splits import holdout_roles
+from fedunlearn.common.data.tensors import LabeledData, concat
+from fedunlearn.common.edge.scoring import onnx_logits
+from fedunlearn.common.errors import RequestError
+from fedunlearn.common.models import Classifier, ModelSpec
+from fedunlearn.common.nodes import ForgetRequest, NodeDirectory, RequestStatus
+from fedunlearn.common.training import predict_logits, top1_accuracy, train
+from fedunlearn.common.unlearning import UnlearningTask, parse_params, run_method
+from fedunlearn.common.unlearning.base import Granularity
+from fedunlearn.common.unlearning.reference import build_reference, build_utility
 
 __all__ = ["audit", "calibrate", "commit", "evaluate", "status", "train_round", "unlearn"]
 

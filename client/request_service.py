@@ -39,11 +39,11 @@ from typing import Any, NoReturn
 
 import grpc
 
-from client.proto import forget_requests_pb2 as pb
-from client.proto import forget_requests_pb2_grpc as pb_grpc
-from common.errors import ConfigError, FedUnlearnError, RequestError
-from common.nodes import ForgetRequest, NodeDirectory, NodeRecords, RequestStatus
-from common.nodes.text import clip
+from fedunlearn.client.proto import forget_requests_pb2 as pb
+from fedunlearn.client.proto import forget_requests_pb2_grpc as pb_grpc
+from fedunlearn.common.errors import ConfigError, FedUnlearnError, RequestError
+from fedunlearn.common.nodes import ForgetRequest, NodeDirectory, NodeRecords, RequestStatus
+from fedunlearn.common.nodes.text import clip
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 
-from common import protocol as P
-from common.device import resolve_device
-from common.errors import ConfigError, ModelError
-from common.models import Classifier, ModelSpec, build_model
-from common.nodes import NodeDirectory
-from common.training import TrainConfig
-from common.world import partition_dir
+from fedunlearn.common import protocol as P
+from fedunlearn.common.device import resolve_device
+from fedunlearn.common.errors import ConfigError, ModelError
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
+from fedunlearn.common.nodes import NodeDirectory
+from fedunlearn.common.training import TrainConfig
+from fedunlearn.common.world import partition_dir
 
 __all__ = ["NodeSession", "model_arrays", "node_dir_for"]
 

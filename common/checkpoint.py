@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from common.data.tensors import DatasetBundle
-from common.errors import ModelError
-from common.models import Classifier, ModelSpec, build_model
-from common.nodes.storage import atomic_write_bytes, sha256_file
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.errors import ModelError
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
+from fedunlearn.common.nodes.storage import atomic_write_bytes, sha256_file
 
 __all__ = ["dataset_meta", "load_checkpoint", "save_checkpoint", "state_sha256", "states_sha256"]
 

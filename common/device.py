@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["DEVICE_NAMES", "DeviceName", "resolve_device"]
 

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from common.errors import ModelError
-from common.registry import Registry
+from fedunlearn.common.errors import ModelError
+from fedunlearn.common.registry import Registry
 
 __all__ = ["MODELS", "Classifier", "ModelSpec", "build_model"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from common.errors import UnknownNameError
+from fedunlearn.common.errors import UnknownNameError
 
 __all__ = ["Registry"]
 

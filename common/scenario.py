@@ -13,16 +13,16 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common.audit.gate import GateConfig
-from common.data.datasets import DATASETS
-from common.data.forget import parse_forget_spec
-from common.data.partition import parse_partitioner
-from common.edge.plan import ExportPlan
-from common.errors import ConfigError
-from common.models import MODELS
-from common.training import TrainConfig
-from common.unlearning import METHODS, parse_params
-from common.unlearning.projected_ascent import PROJECTED_ASCENT
+from fedunlearn.common.audit.gate import GateConfig
+from fedunlearn.common.data.datasets import DATASETS
+from fedunlearn.common.data.forget import parse_forget_spec
+from fedunlearn.common.data.partition import parse_partitioner
+from fedunlearn.common.edge.plan import ExportPlan
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import MODELS
+from fedunlearn.common.training import TrainConfig
+from fedunlearn.common.unlearning import METHODS, parse_params
+from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
 
 __all__ = ["FEDERATED_METHOD_DEFAULTS", "AuditPlan", "BaselinePlan", "DataPlan", "ExportPlan", "FederationPlan",
            "Scenario", "ScheduledRequest", "UnlearningPlan", "load_scenario", "parse_scenario"]

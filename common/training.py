@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, NonFiniteError
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, NonFiniteError
 
 __all__ = [
     "TrainConfig",

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from common.data.datasets import load_dataset
-from common.data.forget import parse_forget_spec, select_forget_ids
-from common.data.tensors import DatasetBundle
-from common.errors import RequestError
-from common.nodes import NodeDirectory, NodeLayout, materialise_node
-from common.scenario import TAG_PREFIX, Scenario, ScheduledRequest
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.forget import parse_forget_spec, select_forget_ids
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.errors import RequestError
+from fedunlearn.common.nodes import NodeDirectory, NodeLayout, materialise_node
+from fedunlearn.common.scenario import TAG_PREFIX, Scenario, ScheduledRequest
 
 __all__ = ["FiledRequest", "SimulatedWorld", "partition_dir"]
 

@@ -27,6 +27,13 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     echo "$WANT" > "$STAMP"
 fi
 
+# The editable install maps fedunlearn.common etc. onto the checkout through an import hook, which
+# mypy, IDEs and a bare PYTHONPATH cannot run: this link tree shows them the same namespace.
+mkdir -p .namespace/fedunlearn
+for package in common client server simulations; do
+    ln -sfn "../../$package" ".namespace/fedunlearn/$package"
+done
+
 # Flower must not reinstall dependencies per run, phone home, or write outside the project.
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export FLWR_DISABLE_UPDATE_CHECK=1

@@ -18,20 +18,20 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common import protocol as P
-from common.data.datasets import load_dataset
-from common.device import resolve_device
-from common.errors import ConfigError, FedUnlearnError
-from common.models import ModelSpec
-from common.scenario import Scenario, load_scenario
-from common.world import SimulatedWorld
-from server.edge_phase import EdgeContext
-from server.evaluation import CentralEvaluator
-from server.federation import Federation, settled_nodes, wait_for_nodes
-from server.messaging import Messenger
-from server.references import scenario_references
-from server.report import write_failure, write_run
-from server.run import Event, RunRecord, run_federation
+from fedunlearn.common import protocol as P
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.device import resolve_device
+from fedunlearn.common.errors import ConfigError, FedUnlearnError
+from fedunlearn.common.models import ModelSpec
+from fedunlearn.common.scenario import Scenario, load_scenario
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.edge_phase import EdgeContext
+from fedunlearn.server.evaluation import CentralEvaluator
+from fedunlearn.server.federation import Federation, settled_nodes, wait_for_nodes
+from fedunlearn.server.messaging import Messenger
+from fedunlearn.server.references import scenario_references
+from fedunlearn.server.report import write_failure, write_run
+from fedunlearn.server.run import Event, RunRecord, run_federation
 
 __all__ = ["app", "create_server_app", "resolve_path", "scenario_from_config"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from common.unlearning.projected_ascent import PROJECTED_ASCENT
-from server.aggregate import State
-from server.federation import Federation
+from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
+from fedunlearn.server.aggregate import State
+from fedunlearn.server.federation import Federation
 
 __all__ = ["Anchor", "UnlearningRound", "fedavg_rounds", "pga"]
 

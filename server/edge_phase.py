@@ -29,21 +29,21 @@ from typing import Any
 
 import torch
 
-from common.audit.gate import GateResult
-from common.audit.signals import Logits, torch_logits
-from common.data.tensors import DatasetBundle, LabeledData
-from common.edge.inputs import PackageInputs, package_inputs
-from common.edge.manifest import set_audit
-from common.edge.package import dataset_manifest
-from common.edge.pipeline import ExportJob, Package, stage_package
-from common.edge.plan import CalibrationSource, ExportPlan
-from common.edge.runtime import Manifest
-from common.edge.scoring import onnx_logits
-from common.errors import FedUnlearnError
-from common.models import ModelSpec, build_model
-from common.training import top1_accuracy
-from server.aggregate import State
-from server.federation import Federation
+from fedunlearn.common.audit.gate import GateResult
+from fedunlearn.common.audit.signals import Logits, torch_logits
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
+from fedunlearn.common.edge.inputs import PackageInputs, package_inputs
+from fedunlearn.common.edge.manifest import set_audit
+from fedunlearn.common.edge.package import dataset_manifest
+from fedunlearn.common.edge.pipeline import ExportJob, Package, stage_package
+from fedunlearn.common.edge.plan import CalibrationSource, ExportPlan
+from fedunlearn.common.edge.runtime import Manifest
+from fedunlearn.common.edge.scoring import onnx_logits
+from fedunlearn.common.errors import FedUnlearnError
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.training import top1_accuracy
+from fedunlearn.server.aggregate import State
+from fedunlearn.server.federation import Federation
 
 __all__ = ["ArtifactFigures", "EdgeContext", "EdgeRecord", "StagedExport", "export_unaudited", "stage_exports"]
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from common.checkpoint import state_sha256
-from common.data.tensors import LabeledData
-from common.models import ModelSpec, build_model
-from common.training import accuracy
-from server.aggregate import State
+from fedunlearn.common.checkpoint import state_sha256
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.training import accuracy
+from fedunlearn.server.aggregate import State
 
 __all__ = ["CentralEvaluator"]
 

@@ -9,7 +9,7 @@ size, and makes no claim.
 
 from __future__ import annotations
 
-from common.audit.gate import GateResult
+from fedunlearn.common.audit.gate import GateResult
 
 __all__ = ["evidence"]
 

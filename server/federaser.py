@@ -28,11 +28,11 @@ from dataclasses import replace
 
 import torch
 
-from common.errors import FedUnlearnError
-from server.aggregate import State, fedavg
-from server.baselines import Anchor
-from server.federation import Federation
-from server.update_history import difference
+from fedunlearn.common.errors import FedUnlearnError
+from fedunlearn.server.aggregate import State, fedavg
+from fedunlearn.server.baselines import Anchor
+from fedunlearn.server.federation import Federation
+from fedunlearn.server.update_history import difference
 
 __all__ = ["calibrated_update", "calibration_epochs", "federaser"]
 

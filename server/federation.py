@@ -20,18 +20,18 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
-from common import protocol as P
-from common.audit.attacks import ATTACKS
-from common.audit.calibrated import CALIBRATED_ATTACKS
-from common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_gate, pool_audits
-from common.audit.local import AttackFigures, LocalAudit
-from common.errors import ConfigError, FedUnlearnError
-from common.scenario import Scenario
-from common.training import TrainConfig
-from server.aggregate import State, fedavg, rejection_reason
-from server.messaging import Messenger
-from server.references import ReferenceModels, calibration_content
-from server.update_history import UpdateHistory
+from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.attacks import ATTACKS
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
+from fedunlearn.common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_gate, pool_audits
+from fedunlearn.common.audit.local import AttackFigures, LocalAudit
+from fedunlearn.common.errors import ConfigError, FedUnlearnError
+from fedunlearn.common.scenario import Scenario
+from fedunlearn.common.training import TrainConfig
+from fedunlearn.server.aggregate import State, fedavg, rejection_reason
+from fedunlearn.server.messaging import Messenger
+from fedunlearn.server.references import ReferenceModels, calibration_content
+from fedunlearn.server.update_history import UpdateHistory
 
 __all__ = ["AuditRound", "Federation", "NodeStatus", "Update", "arrays", "settled_nodes", "wait_for_nodes"]
 

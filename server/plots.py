@@ -14,11 +14,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from common.audit import attack_scores, compute_signals, roc_curve
-from common.data.tensors import LabeledData
-from common.models import ModelSpec, build_model
-from common.world import SimulatedWorld
-from server.run import RunRecord
+from fedunlearn.common.audit import PRIMARY_ATTACK, attack_scores, compute_signals, roc_curve
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.run import RunRecord
 
 __all__ = ["plot_run"]
 
@@ -78,11 +78,11 @@ def _roc(path: Path, world: SimulatedWorld, record: RunRecord, spec: ModelSpec) 
         model.load_state_dict(state)
         cpu = torch.device("cpu")
         members, others = compute_signals(model, forget, device=cpu), compute_signals(model, nonmembers, device=cpu)
-        fpr, tpr = roc_curve(attack_scores("loss", members), attack_scores("loss", others))
+        fpr, tpr = roc_curve(attack_scores(PRIMARY_ATTACK, members), attack_scores(PRIMARY_ATTACK, others))
         ax.plot(fpr, tpr, label=name)
     ax.plot([1e-3, 1], [1e-3, 1], color="black", linewidth=0.8)
     ax.set(xscale="log", yscale="log", xlim=(1e-3, 1), ylim=(1e-3, 1), xlabel="false positive rate",
-           ylabel="true positive rate", title="Loss attack, forget vs non-members")
+           ylabel="true positive rate", title=f"{PRIMARY_ATTACK} attack, forget vs non-members")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -24,15 +24,15 @@ from dataclasses import dataclass
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from common import protocol as P
-from common.checkpoint import states_sha256
-from common.data.splits import federation_pool
-from common.data.tensors import DatasetBundle, LabeledData
-from common.errors import ConfigError
-from common.models import ModelSpec, build_model
-from common.scenario import Scenario
-from common.training import TrainConfig, train
-from server.aggregate import State
+from fedunlearn.common import protocol as P
+from fedunlearn.common.checkpoint import states_sha256
+from fedunlearn.common.data.splits import federation_pool
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.scenario import Scenario
+from fedunlearn.common.training import TrainConfig, train
+from fedunlearn.server.aggregate import State
 
 __all__ = ["ReferenceModels", "calibration_content", "scenario_references", "train_references"]
 

@@ -14,18 +14,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.audit.gate import GateResult
-from common.checkpoint import dataset_meta, save_checkpoint
-from common.data.tensors import DatasetBundle
-from common.models import ModelSpec
-from common.nodes.storage import atomic_write_json
-from common.provenance import git_commit
-from common.scenario import Scenario
-from common.world import SimulatedWorld
-from server.evidence import evidence
-from server.plots import plot_run
-from server.run import RunRecord
-from server.unlearning_phase import ModelFigures, PhaseRecord
+from fedunlearn.common.audit.gate import GateResult
+from fedunlearn.common.checkpoint import dataset_meta, save_checkpoint
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.models import ModelSpec
+from fedunlearn.common.nodes.storage import atomic_write_json
+from fedunlearn.common.provenance import git_commit
+from fedunlearn.common.scenario import Scenario
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.evidence import evidence
+from fedunlearn.server.plots import plot_run
+from fedunlearn.server.run import RunRecord
+from fedunlearn.server.unlearning_phase import ModelFigures, PhaseRecord
 
 __all__ = ["build_report", "write_failure", "write_run"]
 

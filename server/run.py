@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from common.audit.gate import GateResult
-from common.errors import FedUnlearnError
-from common.models import ModelSpec, build_model
-from common.world import SimulatedWorld
-from server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
-from server.evaluation import CentralEvaluator
-from server.federation import Federation, NodeStatus
-from server.references import ReferenceModels
-from server.unlearning_phase import PhaseRecord, run_unlearning_phase
+from fedunlearn.common.audit.gate import GateResult
+from fedunlearn.common.errors import FedUnlearnError
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
+from fedunlearn.server.evaluation import CentralEvaluator
+from fedunlearn.server.federation import Federation, NodeStatus
+from fedunlearn.server.references import ReferenceModels
+from fedunlearn.server.unlearning_phase import PhaseRecord, run_unlearning_phase
 
 __all__ = ["Event", "RunRecord", "run_federation"]
 

@@ -18,17 +18,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
-from common import protocol as P
-from common.audit.gate import GateResult
-from common.checkpoint import state_sha256
-from common.models import ModelSpec, build_model
-from common.unlearning.projected_ascent import PROJECTED_ASCENT
-from server.aggregate import State, clip_update, train_and_forget_update, update_norm
-from server.baselines import Anchor, fedavg_rounds, pga
-from server.edge_phase import EdgeContext, EdgeRecord, stage_exports
-from server.evaluation import CentralEvaluator
-from server.federaser import federaser
-from server.federation import AuditRound, Federation, NodeStatus, arrays
+from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.gate import GateResult
+from fedunlearn.common.checkpoint import state_sha256
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
+from fedunlearn.server.aggregate import State, clip_update, train_and_forget_update, update_norm
+from fedunlearn.server.baselines import Anchor, fedavg_rounds, pga
+from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, stage_exports
+from fedunlearn.server.evaluation import CentralEvaluator
+from fedunlearn.server.federaser import federaser
+from fedunlearn.server.federation import AuditRound, Federation, NodeStatus, arrays
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from server.aggregate import State
+from fedunlearn.server.aggregate import State
 
 __all__ = ["StoredRound", "UpdateHistory", "difference"]
 

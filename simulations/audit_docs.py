@@ -1,4 +1,4 @@
-"""Render the audit's result files as markdown: ``python -m simulations.audit_docs``.
+"""Render the audit's result files as markdown: ``python -m fedunlearn.simulations.audit_docs``.
 
 Reads ``docs/audit/power.json`` (``simulations.audit_power``) and every
 ``docs/federation/*/sweep.json`` (``simulations.seed_sweep``) and writes a

@@ -30,16 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
-from common.audit.gate import GateConfig, leakage_gate
-from common.audit.local import LocalAudit, local_leakage_audit
-from common.audit.roc import roc_auc, tpr_at_fpr
-from common.audit.signals import Signals, compute_signals, torch_logits
-from common.data.datasets import load_dataset
-from common.data.tensors import LabeledData
-from common.models import Classifier, ModelSpec, build_model
-from common.provenance import git_commit
-from common.training import TrainConfig, train
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
+from fedunlearn.common.audit.gate import GateConfig, leakage_gate
+from fedunlearn.common.audit.local import LocalAudit, local_leakage_audit
+from fedunlearn.common.audit.roc import roc_auc, tpr_at_fpr
+from fedunlearn.common.audit.signals import Signals, compute_signals, torch_logits
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
+from fedunlearn.common.provenance import git_commit
+from fedunlearn.common.training import TrainConfig, train
 
 __all__ = ["PowerConfig", "main", "run_power"]
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=PowerConfig.epochs)
     args = parser.parse_args(argv)
     config = PowerConfig(draws=args.draws, references=args.references, epochs=args.epochs)
-    command = " ".join(["python -m simulations.audit_power", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m fedunlearn.simulations.audit_power", *(argv if argv is not None else sys.argv[1:])])
     commit, dirty = git_commit()
     result = {"commit": commit, "dirty": dirty, "command": command, **run_power(config)}
     args.out.mkdir(parents=True, exist_ok=True)

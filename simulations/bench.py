@@ -35,24 +35,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, unique
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from common.audit.calibrated import Calibration
-from common.audit.report import AuditReport, ReferenceStatistics, audit_model, avg_gap
-from common.audit.signals import Logits, compute_signals, torch_logits
-from common.data.datasets import DATASETS, load_dataset, train_holdout_split
-from common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
-from common.data.tensors import DatasetBundle, LabeledData, concat
-from common.device import resolve_device
-from common.errors import ConfigError
-from common.models import MODELS, Classifier, ModelSpec, build_model
-from common.training import TrainConfig, seed_everything, train
-from common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
-from common.unlearning.reference import build_reference, build_utility
-from simulations.bench_expectation import SampleStatistics, expected_confidence
+from fedunlearn.common.audit.calibrated import Calibration
+from fedunlearn.common.audit.report import AuditReport, ReferenceStatistics, audit_model, avg_gap
+from fedunlearn.common.audit.signals import Logits, compute_signals, torch_logits
+from fedunlearn.common.data.datasets import DATASETS, load_dataset, train_holdout_split
+from fedunlearn.common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData, concat
+from fedunlearn.common.device import resolve_device
+from fedunlearn.common.edge.plan import Int8Mode
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import MODELS, Classifier, ModelSpec, build_model
+from fedunlearn.common.training import TrainConfig, seed_everything, train
+from fedunlearn.common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
+from fedunlearn.common.unlearning.reference import build_reference, build_utility
+from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
 
 __all__ = ["BenchConfig", "BenchReferences", "MethodRun", "SeedData", "SeedRun", "Stream", "Variant", "derived_seed",
            "run_bench", "train_model", "train_references"]
@@ -120,7 +121,7 @@ class BenchConfig:
     data_root: Path | None = None
     download: bool = False
     edge: bool = False  # also export original/retrain/remi to ONNX fp32 + int8 and audit those (bench_edge)
-    edge_int8: Literal["static", "dynamic"] = "static"
+    edge_int8: Int8Mode = Int8Mode.STATIC  # parsed from text by validate(); the edge bench needs an int8 model
     edge_repeats: int = 30  # timed calls per engine and batch size in the edge latency benchmark
     reference_models: int = 8  # K references per seed for LiRA / RMIA
     ulira_shadows: int = 0  # S shadow splits per seed for U-LiRA (bench_ulira); 0 = off
@@ -179,8 +180,8 @@ class BenchConfig:
             raise ConfigError(f"hyper-parameters given for methods not run: {', '.join(sorted(unknown))}")
         self._check_variants()
         params = self._params()
-        if self.edge_int8 not in ("static", "dynamic"):
-            raise ConfigError(f"--edge-int8 must be static or dynamic, got {self.edge_int8!r}")
+        if Int8Mode.parse(self.edge_int8, "--edge-int8") is Int8Mode.NONE:
+            raise ConfigError("--edge-int8 must be static or dynamic: the edge bench compares int8 with fp32")
         if self.edge_repeats < 1:
             raise ConfigError(f"--edge-repeats must be >= 1, got {self.edge_repeats}")
         if self.reference_models < 2:

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["bench", "parse_method_params"]
 
@@ -46,8 +46,8 @@ def _summary_table(payload: dict) -> Table:
 def _per_example_table(payload: dict) -> Table:
     """TPR at 1% FPR of the reference-model attacks next to the loss attack's, and U-LiRA: what bench.md's
     second table shows, kept apart so that each table fits a terminal."""
-    from common.audit.calibrated import CALIBRATED_ATTACKS
-    from common.audit.report import PRIMARY_ATTACK
+    from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
+    from fedunlearn.common.audit.report import PRIMARY_ATTACK
 
     table = Table(title="per-example attacks (TPR % at 1% FPR)" + (" and U-LiRA" if payload["ulira"] else ""))
     attacks = (*CALIBRATED_ATTACKS.names(), PRIMARY_ATTACK)
@@ -109,12 +109,12 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
-    from common.device import resolve_device
-    from common.training import TrainConfig
-    from simulations.bench import BenchConfig, Variant, run_bench
-    from simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
-    from simulations.bench_report import write_report
-    from simulations.bench_ulira import run_ulira
+    from fedunlearn.common.device import resolve_device
+    from fedunlearn.common.training import TrainConfig
+    from fedunlearn.simulations.bench import BenchConfig, Variant, run_bench
+    from fedunlearn.simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
+    from fedunlearn.simulations.bench_report import write_report
+    from fedunlearn.simulations.bench_ulira import run_ulira
 
     config = BenchConfig(
         dataset=dataset, model=model, forget=forget,

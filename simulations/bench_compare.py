@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from simulations.bench import GOLD
+from fedunlearn.simulations.bench import GOLD
 
 __all__ = ["LEVEL", "REFERENCE", "PairedInterval", "comparison_markdown", "comparisons", "paired_interval"]
 

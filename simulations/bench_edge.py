@@ -19,21 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.audit.report import AuditReport
-from common.checkpoint import dataset_meta, save_checkpoint
-from common.edge.bench import BATCH_SIZES, EdgeBench, run_edge_bench, write_edge_bench
-from common.edge.export import PARITY_ATOL
-from common.edge.inputs import PackageInputs, package_inputs
-from common.edge.package import FP32_NAME, INT8_NAME, MAX_INT8_DROP, MIN_INT8_AGREEMENT, dataset_manifest
-from common.edge.pipeline import ExportJob, stage_package
-from common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
-from common.edge.runtime import Manifest
-from common.edge.scoring import onnx_logits
-from common.errors import ModelError
-from common.models import Classifier
-from simulations.bench import GOLD, BenchConfig, MethodRun, Progress, SeedData, SeedRun
-from simulations.bench_report import mean_std
-from simulations.markdown import table
+from fedunlearn.common.audit.report import AuditReport
+from fedunlearn.common.checkpoint import dataset_meta, save_checkpoint
+from fedunlearn.common.edge.bench import BATCH_SIZES, EdgeBench, run_edge_bench, write_edge_bench
+from fedunlearn.common.edge.export import PARITY_ATOL
+from fedunlearn.common.edge.inputs import PackageInputs, package_inputs
+from fedunlearn.common.edge.package import FP32_NAME, INT8_NAME, MAX_INT8_DROP, MIN_INT8_AGREEMENT, dataset_manifest
+from fedunlearn.common.edge.pipeline import ExportJob, stage_package
+from fedunlearn.common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
+from fedunlearn.common.edge.runtime import Manifest
+from fedunlearn.common.edge.scoring import onnx_logits
+from fedunlearn.common.errors import ModelError
+from fedunlearn.common.models import Classifier
+from fedunlearn.simulations.bench import GOLD, BenchConfig, MethodRun, Progress, SeedData, SeedRun
+from fedunlearn.simulations.bench_report import mean_std
+from fedunlearn.simulations.markdown import table
 
 __all__ = ["EDGE_MODELS", "METRICS", "TARGETS", "EdgeModelRun", "SeedEdge", "edge_markdown", "edge_models",
            "edge_payload", "export_model", "run_edge", "write_edge_report"]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audit.calibrated import Calibration
+from fedunlearn.common.audit.calibrated import Calibration
 
 __all__ = ["SampleStatistics", "expected_confidence", "out_mean"]
 

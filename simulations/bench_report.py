@@ -23,12 +23,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from common.audit.calibrated import CALIBRATED_ATTACKS
-from common.audit.report import GAP_METRICS, PRIMARY_ATTACK
-from common.provenance import git_commit
-from simulations.bench import GOLD, BenchConfig, SeedRun, Variant
-from simulations.bench_compare import comparison_markdown, comparisons
-from simulations.bench_ulira import SeedULira
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
+from fedunlearn.common.audit.report import GAP_METRICS, PRIMARY_ATTACK
+from fedunlearn.common.provenance import git_commit
+from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Variant
+from fedunlearn.simulations.bench_compare import comparison_markdown, comparisons
+from fedunlearn.simulations.bench_ulira import SeedULira
 
 __all__ = ["ATTACK_FIELDS", "METRICS", "mean_std", "strongest_reference_attack", "summarize", "write_report"]
 

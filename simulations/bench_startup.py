@@ -1,6 +1,6 @@
 """How fast the CLI starts: wall time and peak memory of the commands typed most, each in a fresh process.
 
-``python -m simulations.bench_startup --out docs/cli/startup.json`` makes a digits
+``python -m fedunlearn.simulations.bench_startup --out docs/cli/startup.json`` makes a digits
 node directory and a small ONNX export in a temporary folder, runs each command
 once to warm the disk cache and then ``--runs`` times, and keeps the medians. It
 writes the JSON and renders ``startup.md`` beside it (``--render-only`` redoes
@@ -27,13 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.nodes.storage import atomic_write_json
-from common.provenance import git_commit
+from fedunlearn.common.nodes.storage import atomic_write_json
+from fedunlearn.common.provenance import git_commit
 
 __all__ = ["COMMANDS", "GOAL", "Command", "main", "measure", "prepare", "render"]
 
 GOAL = {"seconds": 0.5, "peak_rss_mib": 100.0}
-CLI = ("-c", "from simulations.cli import main; main()")
+CLI = ("-c", "from fedunlearn.simulations.cli import main; main()")
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,9 @@ def prepare(folder: Path, ids: int) -> None:
     first ``ids`` of its training sample ids (ids.json), an fp32 export of an untrained cnn and one input."""
     import numpy as np
 
-    from common.checkpoint import save_checkpoint
-    from common.models import ModelSpec, build_model
-    from common.nodes import NodeDirectory
+    from fedunlearn.common.checkpoint import save_checkpoint
+    from fedunlearn.common.models import ModelSpec, build_model
+    from fedunlearn.common.nodes import NodeDirectory
 
     cli = [sys.executable, *CLI]
     subprocess.run([*cli, "node", "init", "--dataset", "digits", "--partition", "0/4", "--node-dir",
@@ -95,7 +95,8 @@ def measure(runs: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                        "from simulations.bench_startup import prepare; prepare(Path(sys.argv[1]), int(sys.argv[2]))",
+                        "from fedunlearn.simulations.bench_startup import prepare; "
+                        "prepare(Path(sys.argv[1]), int(sys.argv[2]))",
                         tmp, str(runs + 1)], check=True)
         ids = iter(json.loads((folder / "ids.json").read_text()))  # each forget files a request of its own
         paths = {"node": str(folder / "node"), "model": str(folder / "export" / "model.onnx"),
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.render_only:
         commit, dirty = git_commit()
-        command = " ".join(["python -m simulations.bench_startup", *(argv if argv is not None else sys.argv[1:])])
+        flags = argv if argv is not None else sys.argv[1:]
+        command = " ".join(["python -m fedunlearn.simulations.bench_startup", *flags])
         load = os.getloadavg()[0]
         commands = measure(args.runs)
         atomic_write_json(args.out, {

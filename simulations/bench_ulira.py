@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.audit.signals import compute_signals
-from common.audit.ulira import ULiraResult, ulira_accuracy
-from common.data.tensors import LabeledData, concat
-from common.device import resolve_device
-from common.errors import ConfigError
-from common.models import Classifier
-from common.unlearning import run_method
-from simulations.bench import BenchConfig, Progress, SeedRun, Stream, derived_seed, train_model
+from fedunlearn.common.audit.signals import compute_signals
+from fedunlearn.common.audit.ulira import ULiraResult, ulira_accuracy
+from fedunlearn.common.data.tensors import LabeledData, concat
+from fedunlearn.common.device import resolve_device
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.unlearning import run_method
+from fedunlearn.simulations.bench import BenchConfig, Progress, SeedRun, Stream, derived_seed, train_model
 
 __all__ = ["SeedULira", "ShadowSplits", "run_ulira", "shadow_forget_size", "shadow_splits"]
 

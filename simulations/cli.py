@@ -21,10 +21,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from client import cli as node_cli
-from common.errors import FedUnlearnError
-from simulations import bench_cli, edge_cli, registry_cli, simulate_cli
-from simulations.deprecation import add_old_spellings
+from fedunlearn.client import cli as node_cli
+from fedunlearn.common.errors import FedUnlearnError
+from fedunlearn.simulations import bench_cli, edge_cli, registry_cli, simulate_cli
+from fedunlearn.simulations.deprecation import add_old_spellings
 
 __all__ = ["OLD_SPELLINGS", "app", "main"]
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import typer
 
-from common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["add_old_spellings", "renamed_option"]
 

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
-from simulations.deprecation import renamed_option
+from fedunlearn.common.errors import ConfigError, DataError, FedUnlearnError, ModelError
+from fedunlearn.simulations.deprecation import renamed_option
 
 if TYPE_CHECKING:
-    from common.edge.bench import EdgeBench
-    from common.edge.runtime import EdgeError, Manifest
+    from fedunlearn.common.edge.bench import EdgeBench
+    from fedunlearn.common.edge.runtime import EdgeError, Manifest
 
 __all__ = ["as_project_error", "edge_app", "export_command", "latency_command", "predict_command"]
 
@@ -31,7 +31,7 @@ edge_app = typer.Typer(help="ONNX models for edge devices: export, predict, late
 
 def as_project_error(err: EdgeError) -> FedUnlearnError:
     """The runtime's own error (it imports nothing from the project) as the CLI's error family, same text."""
-    from common.edge.runtime import EdgeInputError
+    from fedunlearn.common.edge.runtime import EdgeInputError
 
     return DataError(str(err)) if isinstance(err, EdgeInputError) else ModelError(str(err))
 
@@ -64,10 +64,10 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print manifest.json instead of a table."),
 ) -> None:
     """Export a model to ONNX (fp32 + int8) for edge devices, with a hash-checked manifest."""
-    from common.edge.manifest import MANIFEST_NAME
-    from common.edge.package import FP32_NAME, INT8_NAME
-    from common.edge.plan import ExportPlan, Int8Mode
-    from common.edge.source import export_checkpoint
+    from fedunlearn.common.edge.manifest import MANIFEST_NAME
+    from fedunlearn.common.edge.package import FP32_NAME, INT8_NAME
+    from fedunlearn.common.edge.plan import ExportPlan, Int8Mode
+    from fedunlearn.common.edge.source import export_checkpoint
 
     console = Console(stderr=True)
     data_dir = renamed_option(data_dir, data_root, old="--data-root", new="--data-dir")
@@ -93,7 +93,7 @@ def predict_command(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of one line per input."),
 ) -> None:
     """Classify inputs with a verified ONNX export (the same code as the on-device runtime.py)."""
-    from common.edge.runtime import EdgeError, EdgeModel, format_predictions
+    from fedunlearn.common.edge.runtime import EdgeError, EdgeModel, format_predictions
 
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
@@ -131,8 +131,8 @@ def latency_command(
     json_out: bool = typer.Option(False, "--json", help="Print the JSON instead of a table."),
 ) -> None:
     """Latency of torch eager, ONNX Runtime fp32 and int8 on the same inputs, one thread each."""
-    from common.edge.bench import run_edge_bench, write_edge_bench
-    from common.edge.runtime import EdgeError
+    from fedunlearn.common.edge.bench import run_edge_bench, write_edge_bench
+    from fedunlearn.common.edge.runtime import EdgeError
 
     try:
         result = run_edge_bench(model, repeats=repeats, torch_model=torch_model)

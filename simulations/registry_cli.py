@@ -16,12 +16,12 @@ __all__ = ["list_registries", "registry_names"]
 
 def registry_names() -> dict[str, list[str]]:
     """Each family's registered names, as `fedunlearn list --json` prints them."""
-    from common.audit.attacks import ATTACKS
-    from common.data.datasets import DATASETS
-    from common.data.partition import PARTITIONERS
-    from common.models import MODELS
-    from common.unlearning import METHODS
-    from common.unlearning.leakage import LEAKAGE
+    from fedunlearn.common.audit.attacks import ATTACKS
+    from fedunlearn.common.data.datasets import DATASETS
+    from fedunlearn.common.data.partition import PARTITIONERS
+    from fedunlearn.common.models import MODELS
+    from fedunlearn.common.unlearning import METHODS
+    from fedunlearn.common.unlearning.leakage import LEAKAGE
 
     return {
         "datasets": DATASETS.names(),

@@ -1,4 +1,4 @@
-"""Assemble ``docs/results.md`` from the result JSON under ``docs/``: ``python -m simulations.results_docs``.
+"""Assemble ``docs/results.md`` from the result JSON under ``docs/``: ``python -m fedunlearn.simulations.results_docs``.
 
 It only assembles. Every figure on the page is read from a JSON file when the page is made: the seed
 sweeps and the gate's power (``docs/federation/*/sweep.json``, ``docs/audit/power.json``), the single
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulations.markdown import table
+from fedunlearn.simulations.markdown import table
 
 __all__ = ["PAGE", "headline", "main", "render"]
 
 PAGE = "results.md"
-COMMAND = "python -m simulations.results_docs"
+COMMAND = "python -m fedunlearn.simulations.results_docs"
 # the three models every edge table shows, by the names a bench and a run's export give them
 _BENCH_NAMES = {"original": "original", "retrain": "retrain", "remi": "unlearned"}
 _RUN_NAMES = {"original": "original", "federated_retrain": "retrain", "unlearned": "unlearned"}

@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common.errors import ConfigError, FedUnlearnError
-from common.nodes.storage import atomic_write_json
+from fedunlearn.common.errors import ConfigError, FedUnlearnError
+from fedunlearn.common.nodes.storage import atomic_write_json
 
 __all__ = ["ScalingPoint", "measure_scaling", "tree_rss_bytes"]
 
@@ -70,7 +70,7 @@ class ScalingPoint:
 
 def _run_one(scenario: Path, clients: int, rounds: int, out: Path, interval: float) -> ScalingPoint:
     run_dir = out / f"clients-{clients}"
-    command = [sys.executable, "-c", "from simulations.cli import main; main()", "simulate", str(scenario),
+    command = [sys.executable, "-c", "from fedunlearn.simulations.cli import main; main()", "simulate", str(scenario),
                "--clients", str(clients), "--rounds", str(rounds), "--out", str(run_dir)]
     log = (out / f"clients-{clients}.log").open("w")
     started, peak = time.perf_counter(), 0

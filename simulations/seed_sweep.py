@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.nodes.storage import atomic_write_json
-from common.provenance import git_commit
+from fedunlearn.common.nodes.storage import atomic_write_json
+from fedunlearn.common.provenance import git_commit
 
 __all__ = ["seed_summary", "sweep"]
 
@@ -65,13 +65,13 @@ def sweep(scenario: Path, seeds: list[int], runs: Path, out: Path, note: str = "
         run_dir = runs / f"seed-{seed}"
         report_path = run_dir / "report.json"
         if not report_path.exists() or json.loads(report_path.read_text()).get("status") != "completed":
-            simulate = [sys.executable, "-c", "from simulations.cli import main; main()", "simulate"]
+            simulate = [sys.executable, "-c", "from fedunlearn.simulations.cli import main; main()", "simulate"]
             subprocess.run([*simulate, str(scenario), "--seed", str(seed), "--out", str(run_dir)], check=True)
         rows.append(seed_summary(json.loads(report_path.read_text())))
     commit, dirty = git_commit()
     summary = {
         "scenario": scenario.stem, "commit": commit, "dirty": dirty,
-        "command": f"python -m simulations.seed_sweep {scenario} --seeds {','.join(map(str, seeds))}",
+        "command": f"python -m fedunlearn.simulations.seed_sweep {scenario} --seeds {','.join(map(str, seeds))}",
         "note": note,
         "seeds": rows,
         "counts": {"original_failed": _count(rows, "original_passed", False),

@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import protocol as P
-from common.device import resolve_device
-from common.errors import FedUnlearnError
-from common.nodes.storage import atomic_write_json
-from common.scenario import Scenario
-from common.world import SimulatedWorld
+from fedunlearn.common import protocol as P
+from fedunlearn.common.device import resolve_device
+from fedunlearn.common.errors import FedUnlearnError
+from fedunlearn.common.nodes.storage import atomic_write_json
+from fedunlearn.common.scenario import Scenario
+from fedunlearn.common.world import SimulatedWorld
 
 __all__ = ["FLOWER_ENV", "default_run_dir", "simulate"]
 
@@ -53,8 +53,8 @@ def simulate(scenario: Scenario, run_dir: Path, *, gpu_fraction: float = 0.25,
     os.environ.setdefault("FLWR_HOME", str(Path(".flwr").resolve()))
     from flwr.simulation import run_simulation  # Ray is imported only when a simulation runs
 
-    from client.app import create_client_app
-    from server.app import create_server_app
+    from fedunlearn.client.app import create_client_app
+    from fedunlearn.server.app import create_server_app
 
     run_dir = run_dir.resolve()
     nodes_root = run_dir / "nodes"

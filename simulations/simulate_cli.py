@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError
 
 if TYPE_CHECKING:
-    from server.run import Event
+    from fedunlearn.server.run import Event
 
 __all__ = ["scale_command", "simulate_command"]
 
@@ -31,8 +31,8 @@ def simulate_command(
     seed: int | None = typer.Option(None, help="Override [scenario].seed (data cut, partitions, training)."),
 ) -> None:
     """Run SCENARIO end to end and write report.json, report.md, plots, node directories and model.pt."""
-    from common.scenario import load_scenario
-    from simulations.simulate import default_run_dir, simulate
+    from fedunlearn.common.scenario import load_scenario
+    from fedunlearn.simulations.simulate import default_run_dir, simulate
 
     scenario = load_scenario(scenario_path).with_overrides(clients=clients, rounds=rounds, device=device, seed=seed)
     run_dir = out or default_run_dir(scenario)
@@ -61,8 +61,8 @@ def scale_command(
     out: Path = typer.Option(Path("runs/scaling"), help="Where runs, logs and scaling.json/md go."),
 ) -> None:
     """Wall time and peak memory (whole process tree) of SCENARIO at several client counts."""
-    from common.scenario import load_scenario
-    from simulations.scaling import measure_scaling
+    from fedunlearn.common.scenario import load_scenario
+    from fedunlearn.simulations.scaling import measure_scaling
 
     try:
         counts = [int(c) for c in clients.split(",") if c.strip()]

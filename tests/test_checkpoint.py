@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint, save_checkpoint, state_sha256
-from common.errors import ModelError
-from common.models import ModelSpec, build_model
-from common.nodes.storage import sha256_file
+from fedunlearn.common.checkpoint import load_checkpoint, save_checkpoint, state_sha256
+from fedunlearn.common.errors import ModelError
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.nodes.storage import sha256_file
 
 SPEC = ModelSpec(name="mlp", in_channels=1, image_size=8, num_classes=10)
 

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from common.data.datasets import load_dataset
-from common.nodes import NodeDirectory, NodeLayout, RequestStatus, materialise_node
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.nodes import NodeDirectory, NodeLayout, RequestStatus, materialise_node
 
 # The child opens the node, then kills itself with SIGKILL right after the step named by CRASH_AT.
 CHILD = textwrap.dedent("""
     import os, signal, sys, torch
-    import common.nodes.directory as directory
-    import common.nodes.storage as storage
-    from common.nodes import NodeDirectory
-    from common.unlearning import UnlearningTask, run_method, parse_params
-    from common.unlearning.reference import build_reference
-    from common.models import ModelSpec, build_model
-    from common.training import TrainConfig
+    import fedunlearn.common.nodes.directory as directory
+    import fedunlearn.common.nodes.storage as storage
+    from fedunlearn.common.nodes import NodeDirectory
+    from fedunlearn.common.unlearning import UnlearningTask, run_method, parse_params
+    from fedunlearn.common.unlearning.reference import build_reference
+    from fedunlearn.common.models import ModelSpec, build_model
+    from fedunlearn.common.training import TrainConfig
 
     node_dir, request_id, crash_at = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -49,7 +49,7 @@ CHILD = textwrap.dedent("""
     task = UnlearningTask(original=build_model(spec, seed=0), spec=spec, retain=node.retain(),
                           forget=node.forget_set([request]), reference=build_reference(node.holdout(), "sample"),
                           recipe=TrainConfig(), granularity="sample", device=torch.device("cpu"), seed=0)
-    import common.unlearning.remi as remi
+    import fedunlearn.common.unlearning.remi as remi
     after(remi, "local_audit", "during-unlearning")  # ReMI's first audit, before any step is kept
     run_method("remi", task, parse_params("remi", {"max_steps": 5}))
     node.commit([request_id], {"model_hash_before": "a", "model_hash_after": "b", "audit": {}})

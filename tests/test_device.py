@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.device import DEVICE_NAMES, resolve_device
-from common.errors import ConfigError
+from fedunlearn.common.device import DEVICE_NAMES, resolve_device
+from fedunlearn.common.errors import ConfigError
 
 
 def _mps_available() -> bool:

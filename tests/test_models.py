@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from common.data.datasets import load_dataset
-from common.errors import ConfigError, ModelError, UnknownNameError
-from common.models import MODELS, Classifier, ModelSpec, build_model
-from common.training import TrainConfig, accuracy, train
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.errors import ConfigError, ModelError, UnknownNameError
+from fedunlearn.common.models import MODELS, Classifier, ModelSpec, build_model
+from fedunlearn.common.training import TrainConfig, accuracy, train
 
 # (in_channels, image_size): digits, MNIST-like, CIFAR-like
 GEOMETRIES = [(1, 8), (1, 28), (3, 32)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import typer
 
-from simulations.cli import app
+from fedunlearn.simulations.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

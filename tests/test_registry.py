@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import ConfigError, UnknownNameError
-from common.registry import Registry
+from fedunlearn.common.errors import ConfigError, UnknownNameError
+from fedunlearn.common.registry import Registry
 
 
 def _widgets() -> Registry[int]:

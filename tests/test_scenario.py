@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from common.audit.gate import GateConfig
-from common.errors import ConfigError, UnknownNameError
-from common.scenario import Scenario, load_scenario, parse_scenario
+from fedunlearn.common.audit.gate import GateConfig
+from fedunlearn.common.errors import ConfigError, UnknownNameError
+from fedunlearn.common.scenario import Scenario, load_scenario, parse_scenario
 
 SIMULATIONS = Path(__file__).resolve().parent.parent / "simulations"
 SHIPPED = sorted(SIMULATIONS.glob("*.toml"))

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, NonFiniteError
-from common.models import ModelSpec, build_model
-from common.training import TrainConfig, accuracy, predict_logits, train
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, NonFiniteError
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.training import TrainConfig, accuracy, predict_logits, train
 
 CPU = torch.device("cpu")
 SPEC = ModelSpec(name="mlp", in_channels=1, image_size=4, num_classes=3)

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from common.data.datasets import load_dataset
-from common.data.tensors import DatasetBundle
-from common.nodes import RequestStatus
-from common.scenario import Scenario, parse_scenario
-from common.world import SimulatedWorld, partition_dir
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.nodes import RequestStatus
+from fedunlearn.common.scenario import Scenario, parse_scenario
+from fedunlearn.common.world import SimulatedWorld, partition_dir
 
 CLIENTS = 3
 FORGET_CLASS = 4

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from client.proto import forget_requests_pb2 as client_dot_proto_dot_forget__requests__pb2
+from fedunlearn.client.proto import forget_requests_pb2 as fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in client/proto/forget_requests_pb2_grpc.py depends on'
+        + ' but the generated code in fedunlearn/client/proto/forget_requests_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class ForgetRequestsStub:
         """
         self.Submit = channel.unary_unary(
                 '/fedunlearn.requests.v1.ForgetRequests/Submit',
-                request_serializer=client_dot_proto_dot_forget__requests__pb2.SubmitRequest.SerializeToString,
-                response_deserializer=client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
+                request_serializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
                 _registered_method=True)
         self.Status = channel.unary_unary(
                 '/fedunlearn.requests.v1.ForgetRequests/Status',
-                request_serializer=client_dot_proto_dot_forget__requests__pb2.StatusRequest.SerializeToString,
-                response_deserializer=client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
+                request_serializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.StatusRequest.SerializeToString,
+                response_deserializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
                 _registered_method=True)
         self.List = channel.unary_unary(
                 '/fedunlearn.requests.v1.ForgetRequests/List',
-                request_serializer=client_dot_proto_dot_forget__requests__pb2.ListRequest.SerializeToString,
-                response_deserializer=client_dot_proto_dot_forget__requests__pb2.ListResponse.FromString,
+                request_serializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.ListRequest.SerializeToString,
+                response_deserializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.ListResponse.FromString,
                 _registered_method=True)
 
 
@@ -85,18 +85,18 @@ def add_ForgetRequestsServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Submit': grpc.unary_unary_rpc_method_handler(
                     servicer.Submit,
-                    request_deserializer=client_dot_proto_dot_forget__requests__pb2.SubmitRequest.FromString,
-                    response_serializer=client_dot_proto_dot_forget__requests__pb2.RequestSummary.SerializeToString,
+                    request_deserializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.SubmitRequest.FromString,
+                    response_serializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.RequestSummary.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
-                    request_deserializer=client_dot_proto_dot_forget__requests__pb2.StatusRequest.FromString,
-                    response_serializer=client_dot_proto_dot_forget__requests__pb2.RequestSummary.SerializeToString,
+                    request_deserializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.StatusRequest.FromString,
+                    response_serializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.RequestSummary.SerializeToString,
             ),
             'List': grpc.unary_unary_rpc_method_handler(
                     servicer.List,
-                    request_deserializer=client_dot_proto_dot_forget__requests__pb2.ListRequest.FromString,
-                    response_serializer=client_dot_proto_dot_forget__requests__pb2.ListResponse.SerializeToString,
+                    request_deserializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.ListRequest.FromString,
+                    response_serializer=fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.ListResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -124,8 +124,8 @@ class ForgetRequests:
             request,
             target,
             '/fedunlearn.requests.v1.ForgetRequests/Submit',
-            client_dot_proto_dot_forget__requests__pb2.SubmitRequest.SerializeToString,
-            client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
+            fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.SubmitRequest.SerializeToString,
+            fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
             options,
             channel_credentials,
             insecure,
@@ -151,8 +151,8 @@ class ForgetRequests:
             request,
             target,
             '/fedunlearn.requests.v1.ForgetRequests/Status',
-            client_dot_proto_dot_forget__requests__pb2.StatusRequest.SerializeToString,
-            client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
+            fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.StatusRequest.SerializeToString,
+            fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.RequestSummary.FromString,
             options,
             channel_credentials,
             insecure,
@@ -178,8 +178,8 @@ class ForgetRequests:
             request,
             target,
             '/fedunlearn.requests.v1.ForgetRequests/List',
-            client_dot_proto_dot_forget__requests__pb2.ListRequest.SerializeToString,
-            client_dot_proto_dot_forget__requests__pb2.ListResponse.FromString,
+            fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.ListRequest.SerializeToString,
+            fedunlearn_dot_client_dot_proto_dot_forget__requests__pb2.ListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,9 +7,9 @@ approximators used inside the unlearning loss.
 
 from __future__ import annotations
 
-from common.audit.attacks import ATTACKS, AttackFn, AttackResult, attack_scores, run_attack, run_attacks
-from common.audit.efficacy import DEFAULT_MAX_TRAIN, mia_efficacy
-from common.audit.report import (
+from fedunlearn.common.audit.attacks import ATTACKS, AttackFn, AttackResult, attack_scores, run_attack, run_attacks
+from fedunlearn.common.audit.efficacy import DEFAULT_MAX_TRAIN, mia_efficacy
+from fedunlearn.common.audit.report import (
     GAP_METRICS,
     PRIMARY_ATTACK,
     AuditReport,
@@ -17,8 +17,8 @@ from common.audit.report import (
     audit_model,
     avg_gap,
 )
-from common.audit.roc import CIMethod, auc_confidence_interval, auc_variance, roc_auc, roc_curve, tpr_at_fpr
-from common.audit.signals import Signals, compute_signals, signals_from_logits
+from fedunlearn.common.audit.roc import CIMethod, auc_confidence_interval, auc_variance, roc_auc, roc_curve, tpr_at_fpr
+from fedunlearn.common.audit.signals import Signals, compute_signals, signals_from_logits
 
 __all__ = [
     "ATTACKS",

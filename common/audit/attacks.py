@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.audit.roc import roc_auc, tpr_at_fpr
-from common.audit.signals import Signals
-from common.errors import ConfigError
-from common.registry import Registry
+from fedunlearn.common.audit.roc import roc_auc, tpr_at_fpr
+from fedunlearn.common.audit.signals import Signals
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.registry import Registry
 
 __all__ = ["ATTACKS", "AttackFn", "AttackResult", "attack_scores", "run_attack", "run_attacks"]
 

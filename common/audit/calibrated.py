@@ -27,8 +27,8 @@ import numpy as np
 from scipy.special import log_expit, logsumexp
 from scipy.stats import norm
 
-from common.errors import ConfigError
-from common.registry import Registry
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.registry import Registry
 
 __all__ = ["CALIBRATED_ATTACKS", "CalibratedAttackFn", "Calibration", "lira_scores", "rmia_scores"]
 

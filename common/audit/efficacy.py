@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.svm import SVC
 
-from common.audit.signals import Signals
-from common.errors import ConfigError
+from fedunlearn.common.audit.signals import Signals
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_TRAIN", "mia_efficacy"]
 

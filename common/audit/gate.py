@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import norm
 
-from common.audit.attacks import ATTACKS
-from common.audit.calibrated import CALIBRATED_ATTACKS
-from common.audit.local import AttackFigures, LocalAudit
-from common.errors import ConfigError, DataError
+from fedunlearn.common.audit.attacks import ATTACKS
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
+from fedunlearn.common.audit.local import AttackFigures, LocalAudit
+from fedunlearn.common.errors import ConfigError, DataError
 
 __all__ = ["AttackVerdict", "GateConfig", "GateResult", "PooledAttack", "PooledAudit", "audit_problem",
            "leakage_gate", "null_auc_variance", "pool_audits"]

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common.audit.attacks import ATTACKS, attack_scores
-from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
-from common.audit.roc import roc_auc, tpr_at_fpr
-from common.audit.signals import Logits, Signals, signals_from_logits
-from common.data.tensors import LabeledData
-from common.errors import DataError
-from common.training import top1_accuracy
-from common.unlearning.base import Granularity
-from common.unlearning.reference import build_reference
+from fedunlearn.common.audit.attacks import ATTACKS, attack_scores
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
+from fedunlearn.common.audit.roc import roc_auc, tpr_at_fpr
+from fedunlearn.common.audit.signals import Logits, Signals, signals_from_logits
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.training import top1_accuracy
+from fedunlearn.common.unlearning.base import Granularity
+from fedunlearn.common.unlearning.reference import build_reference
 
 __all__ = ["AttackFigures", "ComparisonSets", "LocalAudit", "comparison_sets", "local_leakage_audit"]
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from common.audit.attacks import AttackResult, attack_scores, run_attacks
-from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
-from common.audit.efficacy import mia_efficacy
-from common.audit.roc import roc_auc, roc_curve, tpr_at_fpr
-from common.audit.signals import Logits, Signals, logits_signals
-from common.data.tensors import LabeledData
-from common.errors import ConfigError
+from fedunlearn.common.audit.attacks import AttackResult, attack_scores, run_attacks
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
+from fedunlearn.common.audit.efficacy import mia_efficacy
+from fedunlearn.common.audit.roc import roc_auc, roc_curve, tpr_at_fpr
+from fedunlearn.common.audit.signals import Logits, Signals, logits_signals
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["GAP_METRICS", "PRIMARY_ATTACK", "AuditReport", "ReferenceStatistics", "audit_from_signals", "audit_model",
            "avg_gap"]

@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["CIMethod", "auc_confidence_interval", "auc_variance", "roc_auc", "roc_curve", "tpr_at_fpr"]
 

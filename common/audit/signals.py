@@ -19,9 +19,9 @@ import torch
 from scipy.special import log_softmax, logsumexp
 from torch import nn
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, NonFiniteError
-from common.training import predict_logits
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, NonFiniteError
+from fedunlearn.common.training import predict_logits
 
 __all__ = ["Logits", "Signals", "compute_signals", "logits_signals", "signals_from_logits", "torch_logits"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from common.audit.calibrated import PER_EXAMPLE_VARIANCE_MIN
-from common.errors import ConfigError
+from fedunlearn.common.audit.calibrated import PER_EXAMPLE_VARIANCE_MIN
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["MIN_FORGOTTEN_SHADOWS", "ULiraResult", "ulira_accuracy"]
 

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
-from common.data.cifar import read_cifar_batches, read_cifar_names
-from common.data.idx import read_idx
-from common.data.sources import DataSource, corrupt_file_error, locate
-from common.data.splits import stratified_pick, train_holdout_split
-from common.data.svhn import read_svhn_mat
-from common.data.tensors import DatasetBundle, LabeledData, Preprocessing
-from common.registry import Registry
+from fedunlearn.common.data.cifar import read_cifar_batches, read_cifar_names
+from fedunlearn.common.data.idx import read_idx
+from fedunlearn.common.data.sources import DataSource, corrupt_file_error, locate
+from fedunlearn.common.data.splits import stratified_pick, train_holdout_split
+from fedunlearn.common.data.svhn import read_svhn_mat
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData, Preprocessing
+from fedunlearn.common.registry import Registry
 
 __all__ = [
     "DATASETS",

@@ -14,8 +14,8 @@ from typing import Literal, get_args
 
 import torch
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, DataError
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, DataError
 
 __all__ = ["ForgetKind", "ForgetSpec", "parse_forget_spec", "select_forget_ids"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.sources import corrupt_file_error
+from fedunlearn.common.data.sources import corrupt_file_error
 
 __all__ = ["read_idx"]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common.errors import ConfigError, DataError, UnknownNameError
-from common.registry import Registry
+from fedunlearn.common.errors import ConfigError, DataError, UnknownNameError
+from fedunlearn.common.registry import Registry
 
 __all__ = [
     "DIRICHLET_MAX_TRIES",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import DataError
+from fedunlearn.common.errors import DataError
 
 __all__ = ["DATA_ROOT_ENV", "DataSource", "corrupt_file_error", "default_data_root", "locate"]
 

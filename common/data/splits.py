@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, DataError
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, DataError
 
 __all__ = ["HoldoutRoles", "federation_pool", "holdout_roles", "stratified_pick", "train_holdout_split"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from common.data.sources import corrupt_file_error
+from fedunlearn.common.data.sources import corrupt_file_error
 
 __all__ = ["read_svhn_mat"]
 

@@ -24,10 +24,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 import torch
 
-from common.checkpoint import load_checkpoint
-from common.edge.runtime import EdgeModel, EdgeModelError, Manifest, export_file, preprocess
-from common.errors import ConfigError, ModelError
-from common.nodes.storage import atomic_write_json
+from fedunlearn.common.checkpoint import load_checkpoint
+from fedunlearn.common.edge.runtime import EdgeModel, EdgeModelError, Manifest, export_file, preprocess
+from fedunlearn.common.errors import ConfigError, ModelError
+from fedunlearn.common.nodes.storage import atomic_write_json
 
 __all__ = ["BATCH_SIZES", "BENCH_FORMAT", "EdgeBench", "EngineResult", "Latency", "run_edge_bench",
            "write_edge_bench"]

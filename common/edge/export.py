@@ -28,9 +28,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from common.errors import ModelError
-from common.files import sha256_file
-from common.models import ModelSpec
+from fedunlearn.common.errors import ModelError
+from fedunlearn.common.files import sha256_file
+from fedunlearn.common.models import ModelSpec
 
 __all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "ExportInfo", "ExporterName", "export_onnx", "staging_dir"]
 

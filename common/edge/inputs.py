@@ -15,11 +15,11 @@ from typing import Literal
 import numpy as np
 import torch
 
-from common.data.tensors import LabeledData
-from common.edge.manifest import RawPreprocessing
-from common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
-from common.errors import DataError
-from common.models import ModelSpec
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.edge.manifest import RawPreprocessing
+from fedunlearn.common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.models import ModelSpec
 
 __all__ = ["EVAL_SAMPLES", "PARITY_SAMPLES", "PackageInputs", "package_inputs", "random_inputs"]
 

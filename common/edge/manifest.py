@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.edge.runtime import MANIFEST_FORMAT, MANIFEST_NAME
-from common.errors import DataError, ModelError
-from common.files import atomic_write_bytes, sha256_file
+from fedunlearn.common.edge.runtime import MANIFEST_FORMAT, MANIFEST_NAME
+from fedunlearn.common.errors import DataError, ModelError
+from fedunlearn.common.files import atomic_write_bytes, sha256_file
 
 __all__ = [
     "FORMAT",

@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import state_sha256
-from common.data.tensors import DatasetBundle
-from common.edge.export import ExportInfo, export_onnx
-from common.edge.inputs import PackageInputs
-from common.edge.manifest import RawPreprocessing, new_manifest, set_artifact
-from common.edge.plan import Int8Mode
-from common.edge.quantize import QuantizeInfo, quantize_int8
-from common.models import ModelSpec
+from fedunlearn.common.checkpoint import state_sha256
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.edge.export import ExportInfo, export_onnx
+from fedunlearn.common.edge.inputs import PackageInputs
+from fedunlearn.common.edge.manifest import RawPreprocessing, new_manifest, set_artifact
+from fedunlearn.common.edge.plan import Int8Mode
+from fedunlearn.common.edge.quantize import QuantizeInfo, quantize_int8
+from fedunlearn.common.models import ModelSpec
 
 __all__ = ["FP32_NAME", "INT8_NAME", "MAX_INT8_DROP", "MIN_INT8_AGREEMENT", "build_artifacts", "dataset_manifest"]
 

@@ -21,13 +21,13 @@ from typing import Any
 
 from torch import nn
 
-from common.edge.export import staging_dir
-from common.edge.inputs import PackageInputs
-from common.edge.manifest import MANIFEST_NAME, remove_artifact, validate_manifest, write_manifest
-from common.edge.package import FP32_NAME, INT8_NAME, build_artifacts
-from common.edge.plan import Int8Mode
-from common.edge.runtime import Manifest, parse_manifest
-from common.models import ModelSpec
+from fedunlearn.common.edge.export import staging_dir
+from fedunlearn.common.edge.inputs import PackageInputs
+from fedunlearn.common.edge.manifest import MANIFEST_NAME, remove_artifact, validate_manifest, write_manifest
+from fedunlearn.common.edge.package import FP32_NAME, INT8_NAME, build_artifacts
+from fedunlearn.common.edge.plan import Int8Mode
+from fedunlearn.common.edge.runtime import Manifest, parse_manifest
+from fedunlearn.common.models import ModelSpec
 
 __all__ = ["ExportJob", "Package", "stage_package"]
 

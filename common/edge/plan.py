@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError
 
 __all__ = ["CalibrationSource", "ExportPlan", "Int8Mode"]
 

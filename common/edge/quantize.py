@@ -29,10 +29,10 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from common.edge.export import INPUT_NAME, OUTPUT_NAME, staging_dir
-from common.edge.plan import Int8Mode
-from common.errors import ConfigError, ModelError
-from common.files import sha256_file
+from fedunlearn.common.edge.export import INPUT_NAME, OUTPUT_NAME, staging_dir
+from fedunlearn.common.edge.plan import Int8Mode
+from fedunlearn.common.errors import ConfigError, ModelError
+from fedunlearn.common.files import sha256_file
 
 __all__ = ["Agreement", "QuantizeInfo", "StaticSettings", "int8_agreement", "quantize_int8"]
 

@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from common.audit.signals import Logits
-from common.errors import ModelError
+from fedunlearn.common.audit.signals import Logits
+from fedunlearn.common.errors import ModelError
 
 __all__ = ["onnx_logits"]
 

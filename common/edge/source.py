@@ -23,18 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.checkpoint import load_checkpoint
-from common.data.datasets import load_dataset
-from common.data.tensors import DatasetBundle
-from common.edge.inputs import package_inputs, random_inputs
-from common.edge.manifest import MANIFEST_NAME, RawPreprocessing, new_manifest, read_manifest, set_audit
-from common.edge.package import FP32_NAME
-from common.edge.pipeline import ExportJob, stage_package
-from common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
-from common.edge.runtime import Manifest
-from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
-from common.files import sha256_file
-from common.models import ModelSpec
+from fedunlearn.common.checkpoint import load_checkpoint
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.edge.inputs import package_inputs, random_inputs
+from fedunlearn.common.edge.manifest import MANIFEST_NAME, RawPreprocessing, new_manifest, read_manifest, set_audit
+from fedunlearn.common.edge.package import FP32_NAME
+from fedunlearn.common.edge.pipeline import ExportJob, stage_package
+from fedunlearn.common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
+from fedunlearn.common.edge.runtime import Manifest
+from fedunlearn.common.errors import ConfigError, DataError, FedUnlearnError, ModelError
+from fedunlearn.common.files import sha256_file
+from fedunlearn.common.models import ModelSpec
 
 __all__ = ["ExportResult", "export_checkpoint"]
 

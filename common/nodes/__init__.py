@@ -2,7 +2,7 @@
 
 The names below are imported on first use: the ledger alone (listing or rejecting
 requests) and a node's records (filing one: ``NodeRecords``) need no torch, so
-``import common.nodes.ledger`` or ``common.nodes.records`` must not load the
+``import fedunlearn.common.nodes.ledger`` or ``common.nodes.records`` must not load the
 directory module, which does.
 """
 
@@ -12,9 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from common.nodes.directory import MISLABELED, NodeDirectory, NodeLayout, materialise_node
-    from common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
-    from common.nodes.records import NodeRecords
+    from fedunlearn.common.nodes.directory import MISLABELED, NodeDirectory, NodeLayout, materialise_node
+    from fedunlearn.common.nodes.ledger import ForgetRequest, Ledger, RequestKind, RequestStatus
+    from fedunlearn.common.nodes.records import NodeRecords
 
 __all__ = ["MISLABELED", "ForgetRequest", "Ledger", "NodeDirectory", "NodeLayout", "NodeRecords", "RequestKind",
            "RequestStatus", "materialise_node"]
@@ -27,4 +27,4 @@ _HOME = {"MISLABELED": "directory", "NodeDirectory": "directory", "NodeLayout": 
 def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"common.nodes.{_HOME[name]}"), name)
+    return getattr(importlib.import_module(f"fedunlearn.common.nodes.{_HOME[name]}"), name)

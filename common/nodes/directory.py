@@ -36,14 +36,14 @@ from typing import Any
 
 import torch
 
-from common.data.partition import parse_partitioner, partition
-from common.data.splits import federation_pool, stratified_pick
-from common.data.tensors import DatasetBundle, LabeledData
-from common.errors import ConfigError, DataError, RequestError
-from common.nodes.index import write_index
-from common.nodes.ledger import ForgetRequest, Ledger, RequestStatus
-from common.nodes.records import FORMAT, TRAIN_INDEX, NodeRecords
-from common.nodes.storage import (
+from fedunlearn.common.data.partition import parse_partitioner, partition
+from fedunlearn.common.data.splits import federation_pool, stratified_pick
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
+from fedunlearn.common.errors import ConfigError, DataError, RequestError
+from fedunlearn.common.nodes.index import write_index
+from fedunlearn.common.nodes.ledger import ForgetRequest, Ledger, RequestStatus
+from fedunlearn.common.nodes.records import FORMAT, TRAIN_INDEX, NodeRecords
+from fedunlearn.common.nodes.storage import (
     PRIVATE_DIR_MODE,
     PRIVATE_FILE_MODE,
     atomic_write_json,

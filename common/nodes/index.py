@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import DataError
-from common.nodes.storage import read_addressed, write_addressed
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.nodes.storage import read_addressed, write_addressed
 
 __all__ = ["MAGIC", "SampleIndex", "read_index", "write_index"]
 

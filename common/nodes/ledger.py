@@ -32,8 +32,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from common.errors import DataError, RequestError
-from common.nodes.text import checked_reason, clip
+from fedunlearn.common.errors import DataError, RequestError
+from fedunlearn.common.nodes.text import checked_reason, clip
 
 __all__ = ["ForgetRequest", "Ledger", "RequestKind", "RequestStatus"]
 

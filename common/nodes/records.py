@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from common.errors import DataError, RequestError
-from common.nodes.index import SampleIndex, read_index
-from common.nodes.ledger import ForgetRequest, Ledger, RequestKind
-from common.nodes.storage import PRIVATE_FILE_MODE, read_json
-from common.nodes.text import checked_reason
+from fedunlearn.common.errors import DataError, RequestError
+from fedunlearn.common.nodes.index import SampleIndex, read_index
+from fedunlearn.common.nodes.ledger import ForgetRequest, Ledger, RequestKind
+from fedunlearn.common.nodes.storage import PRIVATE_FILE_MODE, read_json
+from fedunlearn.common.nodes.text import checked_reason
 
 __all__ = ["FORMAT", "TRAIN_INDEX", "NodeRecords"]
 
@@ -56,7 +56,7 @@ class NodeRecords:
         """A node made before sample indexes existed is indexed once, by the full directory (it reads the
         samples, so this one time needs torch)."""
         if TRAIN_INDEX not in self.meta["files"]:
-            from common.nodes.directory import NodeDirectory
+            from fedunlearn.common.nodes.directory import NodeDirectory
 
             NodeDirectory.open(self.path)
             self._refresh()

@@ -21,11 +21,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.errors import DataError
-from common.files import atomic_write_bytes, sha256_file
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.files import atomic_write_bytes, sha256_file
 
 if TYPE_CHECKING:
-    from common.data.tensors import LabeledData
+    from fedunlearn.common.data.tensors import LabeledData
 
 __all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "atomic_write_bytes", "atomic_write_json", "private_dir",
            "read_addressed", "read_json", "read_samples", "sha256_file", "write_addressed", "write_samples"]
@@ -89,7 +89,7 @@ def read_samples(directory: Path, ref: dict[str, str]) -> LabeledData:
     """Load a referenced sample file after checking its hash (tensors only, no pickle)."""
     import torch
 
-    from common.data.tensors import LabeledData
+    from fedunlearn.common.data.tensors import LabeledData
 
     payload = read_addressed(directory, ref)
     try:

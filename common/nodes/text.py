@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from common.errors import RequestError
+from fedunlearn.common.errors import RequestError
 
 __all__ = ["MAX_REASON_CHARS", "checked_reason", "clip", "printable"]
 

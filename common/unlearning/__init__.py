@@ -3,8 +3,8 @@
 Importing this package registers every method.
 """
 
-from common.unlearning import baselines, fisher, projected_ascent, remi, salun  # noqa: F401  (registration)
-from common.unlearning.base import (
+from fedunlearn.common.unlearning import baselines, fisher, projected_ascent, remi, salun  # noqa: F401  (registration)
+from fedunlearn.common.unlearning.base import (
     METHODS,
     UnlearningResult,
     UnlearningTask,

@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import torch
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, NonFiniteError
-from common.models import Classifier, ModelSpec
-from common.registry import Registry
-from common.training import TrainConfig
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, NonFiniteError
+from fedunlearn.common.models import Classifier, ModelSpec
+from fedunlearn.common.registry import Registry
+from fedunlearn.common.training import TrainConfig
 
 __all__ = [
     "METHODS",

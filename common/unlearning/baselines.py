@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError
-from common.models import Classifier, build_model
-from common.training import OptimizerName, TrainConfig, check_finite, make_optimizer, train
-from common.unlearning.base import Outcome, UnlearningTask, register_method
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import Classifier, build_model
+from fedunlearn.common.training import OptimizerName, TrainConfig, check_finite, make_optimizer, train
+from fedunlearn.common.unlearning.base import Outcome, UnlearningTask, register_method
 
 __all__ = [
     "Batch",

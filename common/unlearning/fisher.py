@@ -17,10 +17,10 @@ import torch
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.models import Classifier
-from common.unlearning.base import Outcome, UnlearningTask, register_method
-from common.unlearning.baselines import check_positive, check_positive_int
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.unlearning.base import Outcome, UnlearningTask, register_method
+from fedunlearn.common.unlearning.baselines import check_positive, check_positive_int
 
 __all__ = ["FisherParams", "fisher_diagonal", "fisher_noise_std"]
 

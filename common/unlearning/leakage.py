@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.models import Classifier
-from common.registry import Registry
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.registry import Registry
 
 __all__ = [
     "LEAKAGE",

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from common.models import Classifier
-from common.training import accuracy, check_finite, make_optimizer
-from common.unlearning.base import Outcome, UnlearningTask, register_method
-from common.unlearning.baselines import check_fraction, check_positive, check_positive_int
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.training import accuracy, check_finite, make_optimizer
+from fedunlearn.common.unlearning.base import Outcome, UnlearningTask, register_method
+from fedunlearn.common.unlearning.baselines import check_fraction, check_positive, check_positive_int
 
 __all__ = ["PROJECTED_ASCENT", "ProjectedAscentParams", "parameter_distance", "project_to_ball"]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from common.data.tensors import LabeledData
-from common.errors import DataError
-from common.unlearning.base import Granularity
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.unlearning.base import Granularity
 
 __all__ = ["build_reference", "build_utility"]
 

@@ -45,11 +45,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common.audit.roc import roc_auc
-from common.data.tensors import LabeledData
-from common.errors import ConfigError
-from common.models import Classifier
-from common.training import (
+from fedunlearn.common.audit.roc import roc_auc
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.training import (
     OptimizerName,
     batched_forward,
     check_finite,
@@ -57,8 +57,8 @@ from common.training import (
     predict_logits,
     top1_accuracy,
 )
-from common.unlearning.base import Outcome, TracePoint, UnlearningTask, register_method
-from common.unlearning.leakage import (
+from fedunlearn.common.unlearning.base import Outcome, TracePoint, UnlearningTask, register_method
+from fedunlearn.common.unlearning.leakage import (
     LEAKAGE,
     LeakageApproximator,
     Outputs,

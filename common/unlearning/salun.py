@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.models import Classifier
-from common.unlearning.base import Outcome, UnlearningTask, register_method
-from common.unlearning.baselines import StepParams, check_fraction, random_label_finetune
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.unlearning.base import Outcome, UnlearningTask, register_method
+from fedunlearn.common.unlearning.baselines import StepParams, check_fraction, random_label_finetune
 
 __all__ = ["SalunParams", "forget_gradient", "saliency_mask"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.audit.attacks import ATTACKS, AttackResult, attack_scores, run_attack, run_attacks
-from common.audit.signals import Signals, signals_from_logits
-from common.errors import ConfigError, UnknownNameError
+from fedunlearn.common.audit.attacks import ATTACKS, AttackResult, attack_scores, run_attack, run_attacks
+from fedunlearn.common.audit.signals import Signals, signals_from_logits
+from fedunlearn.common.errors import ConfigError, UnknownNameError
 
 
 def _confident(margins: np.ndarray, k: int = 3) -> Signals:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from common.audit.attacks import ATTACKS
-from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration, lira_scores, rmia_scores
-from common.audit.roc import roc_auc, tpr_at_fpr
-from common.errors import ConfigError, UnknownNameError
+from fedunlearn.common.audit.attacks import ATTACKS
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS, Calibration, lira_scores, rmia_scores
+from fedunlearn.common.audit.roc import roc_auc, tpr_at_fpr
+from fedunlearn.common.errors import ConfigError, UnknownNameError
 
 
 def _difficult_world(n: int, k: int, shift: float, seed: int = 0) -> tuple[np.ndarray, Calibration, np.ndarray]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.audit.efficacy import mia_efficacy
-from common.audit.signals import Signals, signals_from_logits
-from common.errors import ConfigError
+from fedunlearn.common.audit.efficacy import mia_efficacy
+from fedunlearn.common.audit.signals import Signals, signals_from_logits
+from fedunlearn.common.errors import ConfigError
 
 
 def _with_confidence(p_y: np.ndarray) -> Signals:

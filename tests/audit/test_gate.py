@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from common.audit.gate import (
+from fedunlearn.common.audit.gate import (
     GateConfig,
     audit_problem,
     leakage_gate,
     null_auc_variance,
     pool_audits,
 )
-from common.audit.local import AttackFigures, LocalAudit
-from common.audit.roc import auc_confidence_interval, auc_variance, roc_auc
-from common.errors import ConfigError, DataError
+from fedunlearn.common.audit.local import AttackFigures, LocalAudit
+from fedunlearn.common.audit.roc import auc_confidence_interval, auc_variance, roc_auc
+from fedunlearn.common.errors import ConfigError, DataError
 
 Z95 = 1.959964
 

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from common.audit.attacks import ATTACKS
-from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
-from common.audit.gate import GateConfig, leakage_gate, null_auc_variance
-from common.audit.local import comparison_sets, local_leakage_audit
-from common.audit.signals import compute_signals, torch_logits
-from common.data.datasets import load_dataset
-from common.data.tensors import LabeledData
-from common.errors import DataError
-from common.models import Classifier, ModelSpec, build_model
-from common.training import TrainConfig, accuracy, train
+from fedunlearn.common.audit.attacks import ATTACKS
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
+from fedunlearn.common.audit.gate import GateConfig, leakage_gate, null_auc_variance
+from fedunlearn.common.audit.local import comparison_sets, local_leakage_audit
+from fedunlearn.common.audit.signals import compute_signals, torch_logits
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
+from fedunlearn.common.training import TrainConfig, accuracy, train
 
 CPU = torch.device("cpu")
 

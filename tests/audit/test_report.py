@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from common.audit.attacks import ATTACKS
-from common.audit.report import GAP_METRICS, AuditReport, audit_from_signals, audit_model, avg_gap
-from common.audit.signals import Signals, signals_from_logits, torch_logits
-from common.data.tensors import LabeledData
-from common.errors import ConfigError
+from fedunlearn.common.audit.attacks import ATTACKS
+from fedunlearn.common.audit.report import GAP_METRICS, AuditReport, audit_from_signals, audit_model, avg_gap
+from fedunlearn.common.audit.signals import Signals, signals_from_logits, torch_logits
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError
 
 
 def _rows(spec: list[tuple[int, int, float]], k: int = 3) -> Signals:

@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from common.audit.roc import auc_confidence_interval, roc_auc, roc_curve, tpr_at_fpr
-from common.errors import ConfigError
+from fedunlearn.common.audit.roc import auc_confidence_interval, roc_auc, roc_curve, tpr_at_fpr
+from fedunlearn.common.errors import ConfigError
 
 
 def _gaussian_scores(shift: float, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

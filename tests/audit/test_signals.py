@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common.audit.signals import Signals, compute_signals, signals_from_logits
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, NonFiniteError
+from fedunlearn.common.audit.signals import Signals, compute_signals, signals_from_logits
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, NonFiniteError
 
 
 def _from_probs(probs: list[list[float]], labels: list[int]) -> Signals:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from common.audit.calibrated import PER_EXAMPLE_VARIANCE_MIN
-from common.audit.ulira import ulira_accuracy
-from common.errors import ConfigError
+from fedunlearn.common.audit.calibrated import PER_EXAMPLE_VARIANCE_MIN
+from fedunlearn.common.audit.ulira import ulira_accuracy
+from fedunlearn.common.errors import ConfigError
 
 
 def _world(shadows: int, targets: int, shift: float, *, seed: int = 0, share: float = 1.0,

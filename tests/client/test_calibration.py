@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from client.calibration import FOLDER, CalibrationTable, drop_samples
-from common.data.tensors import LabeledData
-from common.errors import DataError, RequestError
-from common.models import ModelSpec, build_model
+from fedunlearn.client.calibration import FOLDER, CalibrationTable, drop_samples
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import DataError, RequestError
+from fedunlearn.common.models import ModelSpec, build_model
 
 DIGEST = "ab" * 32
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from common.nodes import NodeDirectory
-from simulations.cli import main
+from fedunlearn.common.nodes import NodeDirectory
+from fedunlearn.simulations.cli import main
 
 
 def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -208,7 +208,7 @@ def test_node_serve_binds_loopback_and_warns_without_a_token(
     node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("FEDUNLEARN_REQUEST_TOKEN", raising=False)
-    monkeypatch.setattr("client.cli.threading.Event", _StopAtOnce)
+    monkeypatch.setattr("fedunlearn.client.cli.threading.Event", _StopAtOnce)
     code, out, err = _main(monkeypatch, capsys, "node", "serve", "--node-dir", str(node_dir), "--port", "0",
                            "--insecure", "--allow-unauthenticated")
     assert code == 0, err

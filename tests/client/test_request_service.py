@@ -17,20 +17,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from client import request_service
-from client.proto import forget_requests_pb2 as pb
-from client.proto import forget_requests_pb2_grpc as pb_grpc
-from client.request_service import (
+from fedunlearn.client import request_service
+from fedunlearn.client.proto import forget_requests_pb2 as pb
+from fedunlearn.client.proto import forget_requests_pb2_grpc as pb_grpc
+from fedunlearn.client.request_service import (
     MAX_PAGE_SIZE,
     RemoteRequestError,
     RequestClient,
     UnauthenticatedError,
     start_request_server,
 )
-from common.data.datasets import load_dataset
-from common.data.tensors import DatasetBundle
-from common.errors import ConfigError, DataError, RequestError
-from common.nodes import NodeDirectory, NodeLayout, materialise_node
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.errors import ConfigError, DataError, RequestError
+from fedunlearn.common.nodes import NodeDirectory, NodeLayout, materialise_node
 
 TOKEN = "s3cret-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -273,7 +273,7 @@ def test_insecure_still_needs_a_token(node: NodeDirectory) -> None:
 
 def test_allow_unauthenticated_serves_anyone_and_says_so(node: NodeDirectory,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="client.request_service"):
+    with caplog.at_level(logging.WARNING, logger="fedunlearn.client.request_service"):
         server, port = start_request_server(node.path, port=0, insecure=True, allow_unauthenticated=True)
     try:
         with RequestClient(f"127.0.0.1:{port}", timeout=10) as anyone:
@@ -311,7 +311,7 @@ def test_the_server_listens_on_loopback_unless_told_otherwise(node: NodeDirector
 
 def test_a_plaintext_server_on_a_public_interface_warns(node: NodeDirectory,
                                                         caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="client.request_service"):
+    with caplog.at_level(logging.WARNING, logger="fedunlearn.client.request_service"):
         server, _ = start_request_server(node.path, port=0, host="0.0.0.0", token=TOKEN, insecure=True)
     server.stop(None)
     assert any("cross the network unencrypted" in r.getMessage() for r in caplog.records)
@@ -409,7 +409,7 @@ def test_reads_neither_wait_for_the_node_lock_nor_load_samples(
     client: RequestClient, served: str, node: NodeDirectory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     filed = client.submit(ids=node.train().ids[:2].tolist(), reason="r")
-    monkeypatch.setattr("common.nodes.directory.read_samples",
+    monkeypatch.setattr("fedunlearn.common.nodes.directory.read_samples",
                         lambda *a, **k: pytest.fail("a read loaded the samples"))
     with (node.path / ".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a trainer purging right now
@@ -425,7 +425,8 @@ def test_submit_checks_the_sample_index_and_follows_a_purge(
     first = client.submit(ids=train.ids[:2].tolist(), reason="r")
     NodeDirectory.open(node.path).commit([first["request_id"]], {"method": "remi"})  # a new sample file and index
     k = int(train.y[2])
-    monkeypatch.setattr("common.nodes.directory.read_samples", lambda *a, **k: pytest.fail("Submit loaded samples"))
+    monkeypatch.setattr("fedunlearn.common.nodes.directory.read_samples",
+                        lambda *a, **k: pytest.fail("Submit loaded samples"))
     with pytest.raises(RemoteRequestError, match="not training samples") as err:
         client.submit(ids=train.ids[:1].tolist(), reason="r")
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -436,7 +437,7 @@ def test_submit_checks_the_sample_index_and_follows_a_purge(
 def test_calls_are_logged_with_the_caller_never_the_token(
     served: str, node: NodeDirectory, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="client.request_service"):
+    with caplog.at_level(logging.INFO, logger="fedunlearn.client.request_service"):
         with RequestClient(served, token=TOKEN, timeout=10) as c:
             filed = c.submit(ids=node.train().ids[:3].tolist(), reason="private reason")
             c.list()

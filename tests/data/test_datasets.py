@@ -16,11 +16,11 @@ import scipy.io
 import torch
 from sklearn.datasets import load_digits
 
-from common.data.datasets import DATASETS, DIGITS_TEST_FRACTION, load_dataset, train_holdout_split
-from common.data.idx import read_idx
-from common.data.sources import DATA_ROOT_ENV, default_data_root
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, DataError, UnknownNameError
+from fedunlearn.common.data.datasets import DATASETS, DIGITS_TEST_FRACTION, load_dataset, train_holdout_split
+from fedunlearn.common.data.idx import read_idx
+from fedunlearn.common.data.sources import DATA_ROOT_ENV, default_data_root
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, DataError, UnknownNameError
 
 if TYPE_CHECKING:
     from .conftest import FakeDownloads, Writers

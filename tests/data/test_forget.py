@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, DataError
+from fedunlearn.common.data.forget import ForgetSpec, parse_forget_spec, select_forget_ids
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, DataError
 
 
 def _train(labels: list[int]) -> LabeledData:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.data.partition import (
+from fedunlearn.common.data.partition import (
     DIRICHLET_MAX_TRIES,
     PARTITIONERS,
     PartitionerSpec,
@@ -13,7 +13,7 @@ from common.data.partition import (
     parse_partitioner,
     partition,
 )
-from common.errors import ConfigError, DataError, UnknownNameError
+from fedunlearn.common.errors import ConfigError, DataError, UnknownNameError
 
 SPECS = ["iid", "class", "dirichlet:0.1", "dirichlet:1", "dirichlet:100"]
 

@@ -83,7 +83,7 @@ def make_certs(out: Path) -> Path:
 
 def train_ids(node_dir: Path) -> list[int]:
     """Ids of the training samples still on a node's disk (those under pending requests included)."""
-    from common.nodes import NodeDirectory
+    from fedunlearn.common.nodes import NodeDirectory
 
     ids: list[int] = NodeDirectory.open(node_dir).train().ids.tolist()
     return ids

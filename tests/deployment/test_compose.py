@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.scenario import load_scenario
+from fedunlearn.common.scenario import load_scenario
 from tests.deployment import topology as T
 
 REPO = Path(__file__).resolve().parents[2]

@@ -105,7 +105,7 @@ def test_superlink_killed_mid_phase_fails_the_run_and_commits_nothing(tmp_path: 
 
 def _file_concurrently(lb: Loopback, node: int, ids: list[int]) -> dict[str, int]:
     """One request per id, filed from FILERS threads, each with its own client; request id -> sample id."""
-    from client.request_service import RequestClient
+    from fedunlearn.client.request_service import RequestClient
 
     acknowledged: dict[str, int] = {}
     errors: list[str] = []

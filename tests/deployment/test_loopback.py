@@ -28,7 +28,7 @@ FORGET_PER_NODE = 8
 
 @pytest.mark.slow
 def test_compose_topology_on_loopback(tmp_path: Path) -> None:
-    from client.request_service import RequestClient
+    from fedunlearn.client.request_service import RequestClient
 
     run_dir = tmp_path / "run"
     with Loopback(tmp_path / "deploy") as lb:

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from common.data.datasets import load_dataset
-from common.data.tensors import DatasetBundle
-from common.edge.export import ExportInfo, export_onnx
-from common.models import Classifier, ModelSpec, build_model
-from common.training import TrainConfig, seed_everything, train
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.edge.export import ExportInfo, export_onnx
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
+from fedunlearn.common.training import TrainConfig, seed_everything, train
 from tests.edge.exports import make_run_dir
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from common.checkpoint import save_checkpoint, state_sha256
-from common.models import Classifier, ModelSpec, build_model
+from fedunlearn.common.checkpoint import save_checkpoint, state_sha256
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
 
 __all__ = ["DIGITS", "SPEC", "copy_export", "make_export", "make_run_dir", "write_manifest"]
 

@@ -13,13 +13,13 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from common.checkpoint import save_checkpoint
-from common.edge.bench import run_edge_bench
-from common.edge.runtime import EdgeModelError
-from common.errors import ConfigError, ModelError
-from common.models import build_model
-from simulations.cli import app as fedunlearn
-from simulations.edge_cli import latency_command
+from fedunlearn.common.checkpoint import save_checkpoint
+from fedunlearn.common.edge.bench import run_edge_bench
+from fedunlearn.common.edge.runtime import EdgeModelError
+from fedunlearn.common.errors import ConfigError, ModelError
+from fedunlearn.common.models import build_model
+from fedunlearn.simulations.cli import app as fedunlearn
+from fedunlearn.simulations.edge_cli import latency_command
 from tests.edge.exports import SPEC, copy_export, write_manifest
 
 LATENCY_KEYS = {"median_ms", "p90_ms"}

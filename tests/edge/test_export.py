@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import common.edge.export as export_module
-from common.data.tensors import DatasetBundle
-from common.edge.export import ExportInfo, export_onnx
-from common.errors import ModelError
-from common.models import Classifier, ModelSpec
+import fedunlearn.common.edge.export as export_module
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.edge.export import ExportInfo, export_onnx
+from fedunlearn.common.errors import ModelError
+from fedunlearn.common.models import Classifier, ModelSpec
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-import common.edge.package as package
-from common.checkpoint import save_checkpoint, state_sha256
-from common.data.tensors import DatasetBundle
-from common.edge.manifest import (
+import fedunlearn.common.edge.package as package
+from fedunlearn.common.checkpoint import save_checkpoint, state_sha256
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.edge.manifest import (
     RawPreprocessing,
     new_manifest,
     read_manifest,
@@ -26,12 +26,12 @@ from common.edge.manifest import (
     verify_artifact,
     write_manifest,
 )
-from common.edge.plan import ExportPlan
-from common.edge.source import export_checkpoint
-from common.errors import ConfigError, DataError, FedUnlearnError, ModelError
-from common.models import Classifier, ModelSpec
-from simulations.cli import app as fedunlearn
-from simulations.edge_cli import export_command
+from fedunlearn.common.edge.plan import ExportPlan
+from fedunlearn.common.edge.source import export_checkpoint
+from fedunlearn.common.errors import ConfigError, DataError, FedUnlearnError, ModelError
+from fedunlearn.common.models import Classifier, ModelSpec
+from fedunlearn.simulations.cli import app as fedunlearn
+from fedunlearn.simulations.edge_cli import export_command
 from tests.edge.exports import make_run_dir
 
 CONTRACT_KEYS = {"format", "created", "architecture", "num_classes", "class_names", "input", "output",
@@ -91,7 +91,13 @@ def test_artifacts_carry_their_hashes_and_measurements(exported: Path) -> None:
     assert int8["precision"] == "int8-static" and int8["calibration_samples"] == 300
     assert int8["parent_sha256"] == fp32["sha256"]
     assert int8["parity"]["top1_agreement"] >= 0.95 and int8["parity"]["inputs"] == "test-set"
-    assert "warnings" not in fp32 and "warnings" not in int8
+    assert "warnings" not in fp32
+    # int8 kernels differ by CPU (AVX2 against AVX-512 VNNI), and this briefly trained cnn has borderline
+    # predictions: whether it meets the bar varies by machine, but the warning must say so exactly when it misses
+    parity = int8["parity"]
+    misses = (parity["top1_agreement"] < package.MIN_INT8_AGREEMENT
+              or parity["fp32_accuracy"] - parity["int8_accuracy"] > package.MAX_INT8_DROP)
+    assert ("warnings" in int8) == misses, int8
 
 
 def test_requests_are_summarised_without_sample_ids(exported: Path) -> None:

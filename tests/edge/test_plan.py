@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.data.tensors import LabeledData
-from common.edge.inputs import EVAL_SAMPLES, PARITY_SAMPLES, package_inputs
-from common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
-from common.errors import ConfigError
-from common.scenario import parse_scenario
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.edge.inputs import EVAL_SAMPLES, PARITY_SAMPLES, package_inputs
+from fedunlearn.common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.scenario import parse_scenario
 
 
 def test_an_int8_mode_is_parsed_in_one_place_and_named_where_it_came_from() -> None:

@@ -11,10 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from common.data.tensors import DatasetBundle
-from common.edge.export import ExportInfo
-from common.edge.quantize import QuantizeInfo, int8_agreement, quantize_int8
-from common.errors import ConfigError, ModelError
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.edge.export import ExportInfo
+from fedunlearn.common.edge.quantize import QuantizeInfo, int8_agreement, quantize_int8
+from fedunlearn.common.errors import ConfigError, ModelError
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,17 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from common.data.tensors import Preprocessing
-from common.edge import runtime
-from common.edge.runtime import EdgeError, EdgeInputError, EdgeModel, EdgeModelError, read_manifest
-from common.errors import DataError, ModelError
+from fedunlearn.common.data.tensors import Preprocessing
+from fedunlearn.common.edge import runtime
+from fedunlearn.common.edge.runtime import EdgeError, EdgeInputError, EdgeModel, EdgeModelError, read_manifest
+from fedunlearn.common.errors import DataError, ModelError
 from tests.edge.exports import DIGITS, write_manifest
 
 RUNTIME_FILE = Path(runtime.__file__)
 
 
 def torch_probabilities(root: Path, raw: np.ndarray, prep: dict[str, Any] = DIGITS) -> np.ndarray:
-    from common.checkpoint import load_checkpoint
+    from fedunlearn.common.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(root / "model.pt")
     x = Preprocessing(prep["scale"], tuple(prep["mean"]), tuple(prep["std"])).apply(torch.from_numpy(raw))
@@ -124,7 +124,7 @@ def test_predict_command_prints_what_the_script_prints(built: Path, raw: np.ndar
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 
-    from simulations.edge_cli import predict_command
+    from fedunlearn.simulations.edge_cli import predict_command
 
     app = typer.Typer()
     app.command()(predict_command)
@@ -141,7 +141,7 @@ def test_predict_command_prints_what_the_script_prints(built: Path, raw: np.ndar
 
 
 def test_the_old_predict_spelling_still_predicts_and_warns(built: Path, raw: np.ndarray, tmp_path: Path) -> None:
-    from simulations.cli import app
+    from fedunlearn.simulations.cli import app
 
     np.save(tmp_path / "x.npy", raw[:2])
     argv = [str(built / "model.onnx"), str(tmp_path / "x.npy")]
@@ -374,7 +374,7 @@ def test_oversized_inputs_exit_2_from_the_script_and_the_cli(built: Path, tmp_pa
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     import typer
 
-    from simulations.edge_cli import predict_command
+    from fedunlearn.simulations.edge_cli import predict_command
 
     write, suffix, message = BAD_INPUTS[case]
     write(tmp_path / "input")

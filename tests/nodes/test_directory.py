@@ -10,10 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.data.datasets import load_dataset
-from common.data.tensors import DatasetBundle
-from common.errors import ConfigError, DataError, RequestError
-from common.nodes import NodeDirectory, NodeLayout, NodeRecords, RequestStatus, directory, materialise_node, records
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.errors import ConfigError, DataError, RequestError
+from fedunlearn.common.nodes import (
+    NodeDirectory,
+    NodeLayout,
+    NodeRecords,
+    RequestStatus,
+    directory,
+    materialise_node,
+    records,
+)
 
 PARTITIONS = 5
 REASON = "data subject asked for erasure"

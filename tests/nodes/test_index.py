@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import DataError
-from common.nodes.index import MAGIC, read_index, write_index
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.nodes.index import MAGIC, read_index, write_index
 
 
 def test_an_index_is_sorted_by_id_and_answers_membership_and_classes(tmp_path: Path) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import common.nodes.ledger as ledger_module
-from common.errors import DataError, RequestError
-from common.nodes.ledger import Ledger, RequestStatus
+import fedunlearn.common.nodes.ledger as ledger_module
+from fedunlearn.common.errors import DataError, RequestError
+from fedunlearn.common.nodes.ledger import Ledger, RequestStatus
 
 REASON = "GDPR art. 17 request #1"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.handlers import _like
-from common.data.datasets import load_dataset
-from common.errors import ConfigError
-from common.nodes import MISLABELED, NodeLayout, materialise_node
-from common.scenario import parse_scenario
-from common.world import SimulatedWorld
+from fedunlearn.client.handlers import _like
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.nodes import MISLABELED, NodeLayout, materialise_node
+from fedunlearn.common.scenario import parse_scenario
+from fedunlearn.common.world import SimulatedWorld
 
 
 def test_a_mislabeled_node_flips_and_tags_a_share_of_both_parts(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.data.tensors import LabeledData
-from common.nodes.storage import read_samples, write_samples
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.nodes.storage import read_samples, write_samples
 
 
 @pytest.fixture

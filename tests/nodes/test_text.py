@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import RequestError
-from common.nodes.text import MAX_REASON_CHARS, checked_reason, clip, printable
+from fedunlearn.common.errors import RequestError
+from fedunlearn.common.nodes.text import MAX_REASON_CHARS, checked_reason, clip, printable
 
 
 def test_checked_reason_strips_and_bounds() -> None:

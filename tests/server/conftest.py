@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from common.data.datasets import load_dataset
-from common.world import SimulatedWorld
-from server.app import run
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.app import run
 from tests.server.in_process import TinyRun, in_process_grid, shifted_ids, tiny_scenario
 
 

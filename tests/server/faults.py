@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
 
-from common import protocol as P
+from fedunlearn.common import protocol as P
 from tests.server.in_process import Fault
 
 __all__ = ["ServerDied", "failing", "failing_once", "huge", "leaky_audit", "lost_reply", "nan", "replacing_arrays",

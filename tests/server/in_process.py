@@ -17,11 +17,11 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import create_client_app
-from common import protocol as P
-from common.data.tensors import DatasetBundle, LabeledData
-from common.scenario import Scenario, parse_scenario
-from common.world import SimulatedWorld
+from fedunlearn.client.app import create_client_app
+from fedunlearn.common import protocol as P
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
+from fedunlearn.common.scenario import Scenario, parse_scenario
+from fedunlearn.common.world import SimulatedWorld
 
 Fault = Callable[[Message, Callable[[], Message]], Message | None]
 

@@ -19,13 +19,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from common import protocol as P
-from common.models import ModelSpec, build_model
-from common.scenario import Scenario
-from server.aggregate import State, update_norm
-from server.federation import Federation
-from server.messaging import Messenger
-from server.run import RunRecord, run_federation
+from fedunlearn.common import protocol as P
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.scenario import Scenario
+from fedunlearn.server.aggregate import State, update_norm
+from fedunlearn.server.federation import Federation
+from fedunlearn.server.messaging import Messenger
+from fedunlearn.server.run import RunRecord, run_federation
 from tests.server.in_process import Fault, InProcessGrid
 
 __all__ = ["SPEC", "FiledRequest", "ScriptedEvaluator", "ScriptedNode", "ScriptedWorld", "assert_only_audited_commits",

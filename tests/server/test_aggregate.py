@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.aggregate import clip_update, fedavg, rejection_reason, train_and_forget_update, update_norm
+from fedunlearn.server.aggregate import clip_update, fedavg, rejection_reason, train_and_forget_update, update_norm
 
 
 def _state(weight: float, bias: float, steps: int = 0) -> dict[str, torch.Tensor]:

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
-from common import protocol as P
-from common.errors import ConfigError
-from common.scenario import parse_scenario
-from server.federation import Federation, NodeStatus
-from server.messaging import Replies
+from fedunlearn.common import protocol as P
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.scenario import parse_scenario
+from fedunlearn.server.federation import Federation, NodeStatus
+from fedunlearn.server.messaging import Replies
 
 HONEST: dict[str, float] = {
     P.FORGET_SIZE: 40, P.HOLDOUT_SIZE: 60, P.FORGET_ACCURACY: 90.0, P.HOLDOUT_ACCURACY: 90.0,

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from flwr.app import Message
 
-from common import protocol as P
-from common.edge.runtime import EdgeModel
-from common.world import SimulatedWorld
-from server.app import run
+from fedunlearn.common import protocol as P
+from fedunlearn.common.edge.runtime import EdgeModel
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.app import run
 from tests.server.faults import leaky_audit
 from tests.server.in_process import InProcessGrid, TinyRun, in_process_grid, tiny_scenario
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from common.audit.gate import GateConfig, GateResult, leakage_gate
-from common.audit.local import AttackFigures, LocalAudit
-from server.evidence import evidence
+from fedunlearn.common.audit.gate import GateConfig, GateResult, leakage_gate
+from fedunlearn.common.audit.local import AttackFigures, LocalAudit
+from fedunlearn.server.evidence import evidence
 
 
 def _gate(auc: float, test_drop: float = 0.0) -> GateResult:

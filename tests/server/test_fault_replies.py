@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from common import protocol as P
+from fedunlearn.common import protocol as P
 from tests.server.faults import (
     ServerDied,
     failing,

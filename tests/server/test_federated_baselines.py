@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import torch
 
-from common import protocol as P
-from common.errors import ConfigError
-from common.models import build_model
-from common.scenario import BaselinePlan, Scenario, parse_scenario
-from common.unlearning.projected_ascent import PROJECTED_ASCENT
-from server.federaser import calibrated_update, calibration_epochs, federaser
-from server.federation import Federation
-from server.messaging import Messenger
-from server.report import build_report, render_markdown
-from server.update_history import UpdateHistory
+from fedunlearn.common import protocol as P
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import build_model
+from fedunlearn.common.scenario import BaselinePlan, Scenario, parse_scenario
+from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
+from fedunlearn.server.federaser import calibrated_update, calibration_epochs, federaser
+from fedunlearn.server.federation import Federation
+from fedunlearn.server.messaging import Messenger
+from fedunlearn.server.report import build_report, render_markdown
+from fedunlearn.server.update_history import UpdateHistory
 from tests.server.in_process import InProcessGrid, tiny_scenario
 from tests.server.scripted import SPEC, ScriptedNode, scripted_client_app, scripted_run
 

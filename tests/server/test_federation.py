@@ -15,16 +15,16 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from client.app import create_client_app
-from common import protocol as P
-from common.models import ModelSpec
-from common.nodes import NodeDirectory, RequestStatus
-from common.world import SimulatedWorld
-from server.evaluation import CentralEvaluator
-from server.federation import Federation
-from server.messaging import Messenger
-from server.references import scenario_references
-from server.run import RunRecord, run_federation
+from fedunlearn.client.app import create_client_app
+from fedunlearn.common import protocol as P
+from fedunlearn.common.models import ModelSpec
+from fedunlearn.common.nodes import NodeDirectory, RequestStatus
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.evaluation import CentralEvaluator
+from fedunlearn.server.federation import Federation
+from fedunlearn.server.messaging import Messenger
+from fedunlearn.server.references import scenario_references
+from fedunlearn.server.run import RunRecord, run_federation
 from tests.server.faults import failing, huge, leaky_audit, nan, replacing_arrays, reshaped, silent
 from tests.server.in_process import InProcessGrid, TinyRun, in_process_grid, tiny_scenario
 

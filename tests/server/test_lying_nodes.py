@@ -11,7 +11,7 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
-from common import protocol as P
+from fedunlearn.common import protocol as P
 from tests.server.faults import huge, leaky_audit, replacing_arrays, rewriting, with_fields
 from tests.server.in_process import tiny_scenario
 from tests.server.scripted import TARGET, assert_only_audited_commits, scripted_run

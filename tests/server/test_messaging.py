@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from common import protocol as P
-from server.messaging import Messenger, content_bytes
+from fedunlearn.common import protocol as P
+from fedunlearn.server.messaging import Messenger, content_bytes
 
 Answer = Callable[[Message], Message | None]
 

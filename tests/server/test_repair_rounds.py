@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import torch
 
-import server.unlearning_phase as phase
-from common.audit.gate import GateResult
-from common.models import ModelSpec
-from common.scenario import parse_scenario
-from server.federation import AuditRound, Federation, NodeStatus
-from server.messaging import Traffic
+import fedunlearn.server.unlearning_phase as phase
+from fedunlearn.common.audit.gate import GateResult
+from fedunlearn.common.models import ModelSpec
+from fedunlearn.common.scenario import parse_scenario
+from fedunlearn.server.federation import AuditRound, Federation, NodeStatus
+from fedunlearn.server.messaging import Traffic
 
 ORIGINAL = {"w": torch.zeros(3)}
 PASSED = GateResult(passed=True, attack="rmia", forget_auc=0.5, ci=(0.45, 0.55), tolerance=0.09, forget_accuracy=90.0,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from simulations import audit_docs
-from simulations.audit_power import PowerConfig, run_power
-from simulations.seed_sweep import seed_summary
+from fedunlearn.simulations import audit_docs
+from fedunlearn.simulations.audit_power import PowerConfig, run_power
+from fedunlearn.simulations.seed_sweep import seed_summary
 
 
 def _report(*, original_passed: bool, unlearned_passed: bool = True) -> dict[str, Any]:
@@ -38,7 +38,8 @@ def test_a_seed_summary_keeps_every_verdict_and_the_cost_ratios() -> None:
 
 def test_the_sweep_table_is_rendered_from_its_json(tmp_path: Path) -> None:
     rows = [seed_summary(_report(original_passed=False)), seed_summary(_report(original_passed=True))]
-    sweep = {"scenario": "memorise", "commit": "abcdef1234567890", "command": "python -m simulations.seed_sweep x",
+    sweep = {"scenario": "memorise", "commit": "abcdef1234567890",
+             "command": "python -m fedunlearn.simulations.seed_sweep x",
              "note": "Seeds 1 and 2 were reused from an earlier run.",
              "seeds": rows, "counts": {"original_failed": 1, "retrain_passed": 2, "unlearned_passed": 2, "of": 2}}
     folder = tmp_path / "federation" / "memorise"

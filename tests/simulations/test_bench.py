@@ -17,19 +17,19 @@ import numpy as np
 import pytest
 import torch
 
-from common.audit.attacks import ATTACKS
-from common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, UnknownNameError
-from common.models import Classifier, ModelSpec
-from common.training import TrainConfig
-from common.unlearning import METHODS, UnlearningResult, UnlearningTask, run_method
-from common.unlearning.remi import RemiParams
-from simulations import bench, bench_ulira
-from simulations.bench import GOLD, BenchConfig, SeedRun, Stream, Variant, derived_seed, run_bench
-from simulations.bench_expectation import SampleStatistics, expected_confidence
-from simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
-from simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
+from fedunlearn.common.audit.attacks import ATTACKS
+from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, UnknownNameError
+from fedunlearn.common.models import Classifier, ModelSpec
+from fedunlearn.common.training import TrainConfig
+from fedunlearn.common.unlearning import METHODS, UnlearningResult, UnlearningTask, run_method
+from fedunlearn.common.unlearning.remi import RemiParams
+from fedunlearn.simulations import bench, bench_ulira
+from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Stream, Variant, derived_seed, run_bench
+from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
+from fedunlearn.simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
+from fedunlearn.simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
 
 CONFIG = BenchConfig(
     dataset="digits",
@@ -572,7 +572,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("training started before the configuration was validated")
 
     monkeypatch.setattr(bench, "train", refuse)
-    monkeypatch.setattr("common.training.train", refuse)
+    monkeypatch.setattr("fedunlearn.common.training.train", refuse)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from simulations.bench_compare import comparison_markdown, comparisons, paired_interval
+from fedunlearn.simulations.bench_compare import comparison_markdown, comparisons, paired_interval
 
 # t quantiles from a printed table (two-sided 95%), not from scipy, so that the test checks the call
 T_975_DF2 = 4.302653

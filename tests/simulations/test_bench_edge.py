@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from common.checkpoint import load_checkpoint
-from common.edge.manifest import read_manifest
-from common.errors import ConfigError
-from simulations import bench
-from simulations.bench import BenchConfig, run_bench
-from simulations.bench_edge import METRICS, PRECISIONS, TARGETS, _misses, edge_models
-from simulations.cli import app
+from fedunlearn.common.checkpoint import load_checkpoint
+from fedunlearn.common.edge.manifest import read_manifest
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.simulations import bench
+from fedunlearn.simulations.bench import BenchConfig, run_bench
+from fedunlearn.simulations.bench_edge import METRICS, PRECISIONS, TARGETS, _misses, edge_models
+from fedunlearn.simulations.cli import app
 
 MODELS = ("original", "retrain", "remi")
 FILES = ("model.pt", "model.onnx", "model.int8.onnx", "manifest.json", "bench-edge.json")

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from simulations.bench_load import Settings, check_filed, latency_stats, main, percentile, plan_jobs, run_benchmark
+from fedunlearn.simulations.bench_load import (
+    Settings,
+    check_filed,
+    latency_stats,
+    main,
+    percentile,
+    plan_jobs,
+    run_benchmark,
+)
 
 TINY = Settings(samples=400, requests=40, callers=4, idle_requests=10, invalid=0.1, conflicts=0.1, page_size=7)
 STATS = {"count", "p50_ms", "p99_ms", "mean_ms", "max_ms"}
@@ -27,7 +35,7 @@ def load_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.mark.slow
 def test_the_json_names_its_source_and_every_phase(load_bench: dict[str, Any]) -> None:
     assert {"commit", "dirty", "command", "parameters", "machine", "phases", "checks", "passed"} <= set(load_bench)
-    assert load_bench["command"].startswith("python -m simulations.bench_load --out ")
+    assert load_bench["command"].startswith("python -m fedunlearn.simulations.bench_load --out ")
     assert load_bench["parameters"]["train_samples"] == TINY.samples
     assert [p["phase"] for p in load_bench["phases"]] == ["idle", "concurrent", "loaded"]
     assert [p["attempts"] for p in load_bench["phases"]] == [TINY.idle_requests, TINY.idle_requests, TINY.requests]
@@ -58,7 +66,7 @@ def test_every_acknowledged_request_is_kept_once_and_listed_once(load_bench: dic
 def test_render_writes_the_tables_beside_the_json(load_bench: dict[str, Any]) -> None:
     main(["--render", load_bench["path"]])
     text = Path(load_bench["path"]).with_suffix(".md").read_text()
-    assert f"python -m simulations.bench_load --render {load_bench['path']}" in text
+    assert f"python -m fedunlearn.simulations.bench_load --render {load_bench['path']}" in text
     assert text.count("| idle | 1 | no |") == 1 and "| loaded | 4 |" in text and "Overall: passed" in text
 
 

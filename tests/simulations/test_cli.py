@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from common.data.datasets import DATASETS
-from common.device import resolve_device
-from common.errors import ConfigError
-from common.models import MODELS
-from common.unlearning import METHODS
-from common.unlearning.remi import RemiParams
-from simulations.cli import app, main
-from simulations.registry_cli import registry_names
+from fedunlearn.common.data.datasets import DATASETS
+from fedunlearn.common.device import resolve_device
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import MODELS
+from fedunlearn.common.unlearning import METHODS
+from fedunlearn.common.unlearning.remi import RemiParams
+from fedunlearn.simulations.cli import app, main
+from fedunlearn.simulations.registry_cli import registry_names
 
 runner = CliRunner()
 

@@ -3,7 +3,7 @@ predicting.
 
 Each check runs in a fresh interpreter (this one has torch loaded already) and
 looks at ``sys.modules`` afterwards: a behaviour check, not a timing one
-(``python -m simulations.bench_startup`` measures the time and memory).
+(``python -m fedunlearn.simulations.bench_startup`` measures the time and memory).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.datasets import load_dataset
-from common.nodes import NodeDirectory, NodeLayout, materialise_node
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.nodes import NodeDirectory, NodeLayout, materialise_node
 from tests.edge.exports import copy_export
 
 HEAVY = ("torch", "torchvision", "flwr", "onnx")
@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = f"""
 import sys
 out, argv = sys.argv[1], sys.argv[2:]
-import client.cli, simulations.edge_cli
-from simulations.cli import main
+import fedunlearn.client.cli, fedunlearn.simulations.edge_cli
+from fedunlearn.simulations.cli import main
 if argv:
     sys.argv = ["fedunlearn", *argv]
     try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from simulations import results_docs
+from fedunlearn.simulations import results_docs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,7 +159,7 @@ def test_check_reports_a_stale_page(tmp_path: Path, page: str, capsys: pytest.Ca
 def test_docs_results_md_matches_the_repository_json() -> None:
     expected = results_docs.render(REPO / "docs")
     assert (REPO / "docs" / results_docs.PAGE).read_text() == expected, (
-        "docs/results.md is out of date with the JSON under docs/: run `python -m simulations.results_docs`")
+        "docs/results.md is out of date with the JSON under docs/: run `python -m fedunlearn.simulations.results_docs`")
 
 
 @pytest.mark.parametrize("scenario", ["fashion-mnist-memorise", "fashion-mnist-mislabeled"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.nodes import NodeDirectory, RequestStatus
+from fedunlearn.common.nodes import NodeDirectory, RequestStatus
 from tests.simulations.tiny import ROOT, tiny_scenario
 
 SCENARIO = tiny_scenario("ray-check", (2, 0))
@@ -23,7 +23,7 @@ def test_simulate_runs_a_scenario_on_ray(tmp_path: Path) -> None:
     scenario.write_text(SCENARIO)
     out = tmp_path / "run"
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home")}
-    done = subprocess.run([sys.executable, "-c", "from simulations.cli import main; main()", "simulate",
+    done = subprocess.run([sys.executable, "-c", "from fedunlearn.simulations.cli import main; main()", "simulate",
                            str(scenario), "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -11,10 +11,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from common.data.tensors import LabeledData
-from common.models import Classifier, ModelSpec, build_model
-from common.training import TrainConfig, accuracy, train
-from common.unlearning.base import Granularity, UnlearningTask
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
+from fedunlearn.common.training import TrainConfig, accuracy, train
+from fedunlearn.common.unlearning.base import Granularity, UnlearningTask
 
 SEED = 7
 FORGET_CLASS = 3

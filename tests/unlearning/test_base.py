@@ -10,9 +10,9 @@ from typing import Literal
 import pytest
 import torch
 
-from common.errors import ConfigError, NonFiniteError, UnknownNameError
-from common.models import Classifier
-from common.unlearning.base import (
+from fedunlearn.common.errors import ConfigError, NonFiniteError, UnknownNameError
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.unlearning.base import (
     METHODS,
     Outcome,
     UnlearningResult,

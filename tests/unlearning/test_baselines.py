@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, NonFiniteError
-from common.models import Classifier, build_model
-from common.training import accuracy, predict_logits
-from common.unlearning.base import METHODS, UnlearningTask, parse_params, run_method
-from common.unlearning.baselines import random_wrong_labels
-from common.unlearning.fisher import fisher_diagonal, fisher_noise_std
-from common.unlearning.salun import forget_gradient, saliency_mask
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, NonFiniteError
+from fedunlearn.common.models import Classifier, build_model
+from fedunlearn.common.training import accuracy, predict_logits
+from fedunlearn.common.unlearning.base import METHODS, UnlearningTask, parse_params, run_method
+from fedunlearn.common.unlearning.baselines import random_wrong_labels
+from fedunlearn.common.unlearning.fisher import fisher_diagonal, fisher_noise_std
+from fedunlearn.common.unlearning.salun import forget_gradient, saliency_mask
 
 BASELINES = ("retrain", "finetune", "neggrad_plus", "random_label", "fisher", "salun")
 # Fisher forgetting only scrubs weights the retain set leaves unconstrained; on an MLP

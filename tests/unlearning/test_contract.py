@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from common.errors import ConfigError
-from common.training import TrainConfig
-from common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.training import TrainConfig
+from fedunlearn.common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
 
 CPU = torch.device("cpu")
 CHEAP = {"epochs": 1, "max_steps": 10, "samples": 64}

@@ -11,10 +11,10 @@ import torch
 from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as F
 
-from common.data.tensors import LabeledData
-from common.models import Classifier
-from common.unlearning.base import UnlearningTask
-from common.unlearning.leakage import (
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.unlearning.base import UnlearningTask
+from fedunlearn.common.unlearning.leakage import (
     LEAKAGE,
     LeakageApproximator,
     Outputs,

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from common.errors import ConfigError
-from common.models import ModelSpec, build_model
-from common.training import predict_logits
-from common.unlearning import UnlearningTask, parse_params, run_method
-from common.unlearning.projected_ascent import PROJECTED_ASCENT, parameter_distance, project_to_ball
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.training import predict_logits
+from fedunlearn.common.unlearning import UnlearningTask, parse_params, run_method
+from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT, parameter_distance, project_to_ball
 
 CPU = torch.device("cpu")
 

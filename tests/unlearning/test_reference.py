@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.data.forget import parse_forget_spec
-from common.data.tensors import LabeledData
-from common.errors import DataError
-from common.unlearning.reference import build_reference, build_utility
+from fedunlearn.common.data.forget import parse_forget_spec
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import DataError
+from fedunlearn.common.unlearning.reference import build_reference, build_utility
 
 
 def _holdout(labels: list[int]) -> LabeledData:

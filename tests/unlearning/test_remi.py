@@ -11,14 +11,14 @@ import dataclasses
 import pytest
 import torch
 
-from common.audit.roc import roc_auc
-from common.data.tensors import LabeledData
-from common.errors import ConfigError, UnknownNameError
-from common.models import Classifier
-from common.training import accuracy, predict_logits
-from common.unlearning.base import UnlearningResult, UnlearningTask, parse_params, run_method
-from common.unlearning.leakage import LEAKAGE, membership_statistic
-from common.unlearning.remi import AuditSets, RemiParams, StoppingRule, TracePoint, _Objective, local_audit
+from fedunlearn.common.audit.roc import roc_auc
+from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.errors import ConfigError, UnknownNameError
+from fedunlearn.common.models import Classifier
+from fedunlearn.common.training import accuracy, predict_logits
+from fedunlearn.common.unlearning.base import UnlearningResult, UnlearningTask, parse_params, run_method
+from fedunlearn.common.unlearning.leakage import LEAKAGE, membership_statistic
+from fedunlearn.common.unlearning.remi import AuditSets, RemiParams, StoppingRule, TracePoint, _Objective, local_audit
 
 CPU = torch.device("cpu")
 
