@@ -104,7 +104,7 @@ def test_a_federation_runs_remi_with_its_federated_defaults_under_the_scenarios_
         ({"federation": {"rounds": 0}}, "[federation].rounds"),
         ({"federation": {"optimizer": "lbfgs"}}, "[federation]"),
         ({"federation": {"round_timeout": 0}}, "[federation].round_timeout"),
-        ({"gate": {"auc_tolerance": -0.1}}, "[gate].auc_tolerance"),
+        ({"gate": {"auc_margin": -0.1}}, "[gate].auc_margin"),
         ({"unlearning": {"update_clip": -1.0}}, "[unlearning].update_clip"),
         ({"scenario": {"name": 7}}, "[scenario].name"),
         ({"scenario": {"name": "x", "seed": "0"}}, "[scenario].seed"),
@@ -127,6 +127,14 @@ def test_a_federation_runs_remi_with_its_federated_defaults_under_the_scenarios_
 def test_mistakes_name_their_toml_path(changes: dict[str, Any], path: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(path)):
         parse_scenario(_doc(**changes))
+
+
+def test_the_gates_old_key_names_still_parse_for_one_release_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match=r"\[gate\]\.auc_tolerance is now \[gate\]\.auc_margin"):
+        scenario = parse_scenario(_doc(gate={"auc_tolerance": 0.02, "accuracy_band": 3.0}))
+    assert (scenario.gate.auc_margin, scenario.gate.accuracy_margin) == (0.02, 3.0)
+    with pytest.raises(ConfigError, match="sets both auc_tolerance and auc_margin"):
+        parse_scenario(_doc(gate={"auc_tolerance": 0.02, "auc_margin": 0.01}))
 
 
 def test_unknown_names_stay_unknown_name_errors_and_list_the_valid_ones() -> None:

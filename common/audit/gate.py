@@ -13,7 +13,7 @@ forgotten samples it speaks for); variances of independent audits add with
 the squared weights.
 
 The decision is a test with a stated false-alarm rate: a model fails when an
-attack's pooled AUC lies further from 0.5 than ``auc_tolerance`` by more than
+attack's pooled AUC lies further from 0.5 than ``auc_margin`` by more than
 chance allows, at a critical value that splits ``false_alarm`` over every
 look the gate may take (unlearning rounds x attempts) and every deciding
 attack (Bonferroni). A model that leaks no more than a retrained one fails
@@ -48,14 +48,14 @@ __all__ = ["AttackVerdict", "GateConfig", "GateResult", "PooledAttack", "PooledA
 @dataclass(frozen=True)
 class GateConfig:
     """attacks: the attacks that decide (others are reported); false_alarm: the chance of failing a model
-    that leaks no more than a retrained one, over all looks and deciding attacks; auc_tolerance: allowed
-    |AUC - 0.5| before testing (0: any detectable leak fails); accuracy_band: allowed |forget - hold-out
+    that leaks no more than a retrained one, over all looks and deciding attacks; auc_margin: allowed
+    |AUC - 0.5| before testing (0: any detectable leak fails); accuracy_margin: allowed |forget - hold-out
     accuracy| (points) before testing; max_test_drop: allowed test-accuracy loss (points)."""
 
     attacks: tuple[str, ...] = ("lira", "rmia")
     false_alarm: float = 0.05
-    auc_tolerance: float = 0.0
-    accuracy_band: float = 2.0
+    auc_margin: float = 0.0
+    accuracy_margin: float = 2.0
     max_test_drop: float = 1.5
 
     def __post_init__(self) -> None:
@@ -68,7 +68,7 @@ class GateConfig:
                 raise ConfigError(f"[gate].attacks: unknown attack {name!r}; valid: {', '.join(known)}")
         if not 0 < self.false_alarm < 1:
             raise ConfigError(f"[gate].false_alarm must be in (0, 1), got {self.false_alarm}")
-        for name in ("auc_tolerance", "accuracy_band", "max_test_drop"):
+        for name in ("auc_margin", "accuracy_margin", "max_test_drop"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"[gate].{name} must be >= 0, got {getattr(self, name)}")
 
@@ -213,7 +213,7 @@ class GateResult:
 def _verdict(pooled: PooledAttack, z: float, config: GateConfig, deciding: bool) -> AttackVerdict:
     half = z * pooled.se
     return AttackVerdict(auc=pooled.auc, ci=(max(0.0, pooled.auc - half), min(1.0, pooled.auc + half)),
-                         tpr_at_1pct_fpr=pooled.tpr_at_1pct_fpr, tolerance=config.auc_tolerance + half,
+                         tpr_at_1pct_fpr=pooled.tpr_at_1pct_fpr, tolerance=config.auc_margin + half,
                          deciding=deciding)
 
 
@@ -235,7 +235,7 @@ def leakage_gate(audits: Mapping[str, LocalAudit], test_drop: float, config: Gat
                 if v.leaks]
     if len(audits) > 1:
         reasons += _client_leaks(audits, deciding, z, config)
-    band = config.accuracy_band + z * pooled.accuracy_se
+    band = config.accuracy_margin + z * pooled.accuracy_se
     gap = pooled.forget_accuracy - pooled.holdout_accuracy
     if abs(gap) > band:
         reasons.append(f"forget accuracy {pooled.forget_accuracy:.1f}% is {gap:+.1f} points from hold-out "
@@ -261,7 +261,7 @@ def _client_leaks(audits: Mapping[str, LocalAudit], deciding: Mapping[str, Attac
         se = math.sqrt(null_auc_variance(audit.forget_size, audit.holdout_size))
         for name in deciding:
             auc = audit.attacks[name].auc
-            if abs(auc - 0.5) > config.auc_tolerance + z * se:
+            if abs(auc - 0.5) > config.auc_margin + z * se:
                 reasons.append(f"{who}: {name} attack AUC {auc:.3f} is more than "
-                               f"{config.auc_tolerance + z * se:.3f} from 0.5")
+                               f"{config.auc_margin + z * se:.3f} from 0.5")
     return reasons

@@ -112,7 +112,7 @@ def _audits(auc: float = 0.5, *, forget_acc: float = 90.0, holdout_acc: float = 
     return {"partition 0": LocalAudit(1000, 1000, forget_acc, holdout_acc, figures)}
 
 
-CONFIG = GateConfig(auc_tolerance=0.03, accuracy_band=2.0, max_test_drop=1.5)
+CONFIG = GateConfig(auc_margin=0.03, accuracy_margin=2.0, max_test_drop=1.5)
 
 
 def test_the_critical_value_splits_the_false_alarm_rate_over_looks_attacks_and_groups() -> None:
@@ -202,8 +202,8 @@ def test_gate_lists_every_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", [{"auc_tolerance": -0.01}, {"accuracy_band": -1.0}, {"max_test_drop": -0.5},
-              {"auc_tolerance": float("nan")}, {"false_alarm": 0.0}, {"false_alarm": 1.0}, {"attacks": ()},
+    "field", [{"auc_margin": -0.01}, {"accuracy_margin": -1.0}, {"max_test_drop": -0.5},
+              {"auc_margin": float("nan")}, {"false_alarm": 0.0}, {"false_alarm": 1.0}, {"attacks": ()},
               {"attacks": ("lira", "shadow")}],
 )
 def test_gate_config_rejects_bad_values(field: dict[str, object]) -> None:
@@ -212,7 +212,7 @@ def test_gate_config_rejects_bad_values(field: dict[str, object]) -> None:
 
 
 def test_gate_config_accepts_zero_and_knows_when_it_needs_references() -> None:
-    assert GateConfig(auc_tolerance=0.0, accuracy_band=0.0, max_test_drop=0.0).auc_tolerance == 0.0
+    assert GateConfig(auc_margin=0.0, accuracy_margin=0.0, max_test_drop=0.0).auc_margin == 0.0
     assert GateConfig().needs_references and not GateConfig(attacks=("loss",)).needs_references
 
 
