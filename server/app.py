@@ -105,7 +105,8 @@ def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path
     nodes = wait_for_nodes(grid, scenario.federation.clients, scenario.federation.round_timeout)
     edge = EdgeContext(run_dir / "export", bundle, scenario.export)
     references = scenario_references(scenario, spec, bundle, evaluator.device)
-    record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec, world=world,
+    record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec,
+                            after_round=world.file_due if world is not None else None,
                             on_event=on_event, edge=edge, references=references)
     write_run(run_dir, scenario, spec, record, world=world, bundle=bundle)
     return record

@@ -2,8 +2,9 @@
 
 Before every round the server asks each node for its status. Pending requests
 (not yet tried ``max_attempts`` times) start an unlearning phase before the
-round trains. In a simulation, a ``SimulatedWorld`` files the scenario's
-requests after their round, exactly as operators would on real nodes.
+round trains. ``after_round`` hears each finished round's number: a simulation
+files the scenario's requests there, exactly as operators would on real nodes,
+and the loop itself knows nothing of simulations.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import torch
 from fedunlearn.common.audit.gate import GateResult
 from fedunlearn.common.errors import FedUnlearnError
 from fedunlearn.common.models import ModelSpec, build_model
-from fedunlearn.common.world import SimulatedWorld
 from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
 from fedunlearn.server.evaluation import CentralEvaluator
 from fedunlearn.server.federation import Federation, NodeStatus
@@ -75,7 +75,7 @@ def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: 
 
 
 def run_federation(
-    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, world: SimulatedWorld | None = None,
+    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, after_round: Callable[[int], None] | None = None,
     on_event: Callable[[Event], None] | None = None, edge: EdgeContext | None = None,
     references: ReferenceModels | None = None,
 ) -> RunRecord:
@@ -107,8 +107,8 @@ def run_federation(
         ta = evaluator.ta(state)
         record.accuracy.append((round_, ta))
         notify(Event("round", round_, f"ta {ta:.1f}%"))
-        if world is not None:
-            world.file_due(round_)
+        if after_round is not None:
+            after_round(round_)
     record.final_state, record.final_ta = state, record.accuracy[-1][1]
     if edge is not None and not any(p.export is not None for p in record.phases):
         # no phase exported (no request, or none passed): the final model, with nothing to audit it on;

@@ -177,7 +177,7 @@ def scripted_run(scenario: Scenario, faults: dict[int, Fault] | None = None,
     grid = InProcessGrid(scripted_client_app(nodes), {n: Path(f"scripted-{n}") for n in nodes},  # type: ignore[arg-type]
                          faults or {})
     fed = Federation(Messenger(grid, timeout=60), scenario, grid.get_node_ids())  # type: ignore[arg-type]
-    record = run_federation(fed, ScriptedEvaluator(), SPEC, world=world)  # type: ignore[arg-type]
+    record = run_federation(fed, ScriptedEvaluator(), SPEC, after_round=world.file_due)  # type: ignore[arg-type]
     return record, world, grid
 
 

@@ -40,8 +40,8 @@ def _run(world: SimulatedWorld, grid: InProcessGrid) -> RunRecord:
     spec = ModelSpec("cnn", 1, 8, bundle.num_classes)
     fed = Federation(Messenger(grid, timeout=60), world.scenario, grid.get_node_ids())  # type: ignore[arg-type]
     references = scenario_references(world.scenario, spec, bundle, torch.device("cpu"))
-    return run_federation(fed, CentralEvaluator(spec, bundle.test, torch.device("cpu")), spec, world=world,
-                          references=references)
+    return run_federation(fed, CentralEvaluator(spec, bundle.test, torch.device("cpu")), spec,
+                          after_round=world.file_due, references=references)
 
 
 @pytest.fixture
