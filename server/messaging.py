@@ -71,8 +71,16 @@ class Messenger:
                     for node, (kind, content) in plan.items()]
         self._count(sum(content_bytes(m.content) for m in messages), 0)
         replies = Replies()
-        for reply in self.grid.send_and_receive(messages, timeout=self.timeout):
-            node = reply.metadata.src_node_id
+        received = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        addressee = {m.metadata.message_id: node for m, node in zip(messages, plan, strict=True)
+                     if m.metadata.message_id}  # the grid numbers each message as it pushes it
+        for reply in received:
+            # by the message it answers, not by its sender: the SuperLink's own error replies (its
+            # database locked, a node gone) come from the SuperLink's node id, not the node asked
+            node = addressee.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            if node not in plan:
+                log.warning("ignored a reply from node %d to a message this exchange did not send", node)
+                continue
             if reply.has_error():
                 replies.failures[node] = f"error reply ({reply.error.code}): {_gist(reply.error.reason)}"
                 continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedunlearn.common import protocol as P
@@ -71,3 +71,43 @@ def test_each_node_gets_its_own_copy_and_only_answers_are_metered() -> None:
     with messenger.metered() as later:
         pass
     assert later.total == 0
+
+
+SUPERLINK = 1  # Flower's SUPERLINK_NODE_ID: the sender of the replies the SuperLink writes itself
+
+
+def _pushed(messages: Iterable[Message]) -> list[Message]:
+    """Number the messages as Flower's grids do when they push them (the id a reply points back to)."""
+    batch = list(messages)
+    for number, message in enumerate(batch):
+        message.metadata.__dict__["_message_id"] = f"pushed-{number}"
+    return batch
+
+
+def _superlink_error(message: Message, reason: str) -> Message:
+    """The reply the SuperLink writes when it cannot deliver ``message``: sent from its own node id."""
+    asked = message.metadata
+    metadata = Metadata(run_id=asked.run_id, message_id="", src_node_id=SUPERLINK, dst_node_id=asked.src_node_id,
+                        reply_to_message_id=asked.message_id, group_id=asked.group_id, created_at=asked.created_at,
+                        ttl=asked.ttl, message_type=asked.message_type)
+    return Message(metadata=metadata, error=Error(code=3, reason=reason))
+
+
+@dataclass
+class SuperLinkGrid:
+    """A SuperLink whose database is locked for node 101: it answers that message with its own error reply,
+    and slips in a reply to a message this exchange never sent."""
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        batch = _pushed(messages)
+        replies = [_ok(m) if m.metadata.dst_node_id == 100 else _superlink_error(m, "database is locked")
+                   for m in batch]
+        stray = _superlink_error(batch[0], "stale")
+        stray.metadata.__dict__["_reply_to_message_id"] = "sent-by-an-earlier-exchange"
+        return [*replies, stray]
+
+
+def test_a_superlink_error_reply_counts_for_the_node_asked_and_a_stray_reply_for_none() -> None:
+    replies = Messenger(SuperLinkGrid(), timeout=5).broadcast([100, 101], P.MSG_TRAIN, RecordDict(), "g")  # type: ignore[arg-type]
+    assert set(replies.answers) == {100}
+    assert replies.failures == {101: "error reply (3): database is locked"}
