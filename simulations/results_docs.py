@@ -299,7 +299,8 @@ def _targets(root: Path, exports: Sequence[_Export], latency: Sequence[tuple[str
 def _bench_row(root: Path, path: Path, bench: Mapping[str, Any]) -> list[object]:
     methods = bench["methods"]
     remi, retrain, original = methods["remi"], methods[bench["gold_standard"]], methods["original"]
-    others = {m: e["avg_gap"] for m, e in methods.items() if m not in ("remi", "original", bench["gold_standard"])}
+    others = {m: e["avg_gap"] for m, e in methods.items()
+              if m not in ("remi", "original", bench["gold_standard"]) and "variant_of" not in e}  # methods only
     best = min(others, key=others.__getitem__)
     sizes = bench["sizes"]
     return [_link(root, path.with_suffix(".md"), f"{bench['dataset']} / {bench['model']} / `{bench['forget']}`"),
@@ -325,7 +326,7 @@ def _bench(root: Path) -> list[str]:
                      "\\|remi mia_auc - retrain's\\|", "remi s / retrain s", "remi ta - original's", "remi stopped",
                      "commit"], summary), "",
             "`avg_gap` of every method:", "",
-            *table(["method", *(f"{b['dataset']} `{b['forget']}`" for _, b in benches)], gaps), "",
+            *table(["method", *(p.parent.name for p, _ in benches)], gaps), "",
             *(line for path, bench in benches for line in _strong_audits(root, path, bench))]
 
 
@@ -343,9 +344,9 @@ def _strong_audits(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str
     page = _link(root, path.with_suffix(".md"), f"{bench['dataset']} `{bench['forget']}`")
     references = bench.get("references", {}).get("models", "-")
     return [f"Per-example attacks and U-LiRA on {page} ({len(bench['seeds'])} seeds, {references} reference models, "
-            f"U-LiRA over {', '.join(map(str, sorted(shadows))) or '-'} shadow splits; U-LiRA accuracy 0.5: the "
-            "method's outputs on the forget samples cannot be told from retraining's; retrain's own row is the "
-            "floor two independent retrainings reach):", "",
+            + (f"U-LiRA over {', '.join(map(str, sorted(shadows)))} shadow splits; U-LiRA accuracy 0.5: the "
+               "method's outputs on the forget samples cannot be told from retraining's; retrain's own row is the "
+               "floor two independent retrainings reach):" if shadows else "no U-LiRA):"), "",
             *table(["method", *(f"{a} TPR % at 1% FPR" for a in attacks), "U-LiRA accuracy", "± std over seeds"],
                     rows), ""]
 

@@ -83,7 +83,8 @@ def _fixtures(root: Path) -> None:
         "sizes": {"forget": 110, "train": 1079},
         "methods": {"original": _method(49.83, 0.58, 2.0, 98.0), "retrain": _method(0.0, 0.44, 2.0, 98.5),
                     "remi": {**_method(0.37, 0.40, 0.5, 98.25), "stop_reason": "budget; best at step 380"},
-                    "finetune": _method(0.61, 0.47, 0.3, 98.8), "fisher": _method(40.39, 0.55, 0.4, 82.0)}})
+                    "finetune": _method(0.61, 0.47, 0.3, 98.8), "fisher": _method(40.39, 0.55, 0.4, 82.0),
+                    "remi-no-kl": {**_method(0.2, 0.5, 0.4, 98.0), "variant_of": "remi"}}})
     strong = {name: {**_method(gap, 0.5, 1.0, 98.0),
                      "attacks": {"lira": {"tpr_at_1pct_fpr": lira}, "rmia": {"tpr_at_1pct_fpr": 2 * lira},
                                  "loss": {"tpr_at_1pct_fpr": 0.9}, "entropy": {"tpr_at_1pct_fpr": 0.8}},
@@ -139,7 +140,8 @@ def test_edge_figures_and_targets_come_from_edge_json(page: str) -> None:
 def test_bench_startup_and_load_figures_land_in_the_page(page: str) -> None:
     assert ("| digits / cnn / `class:3` | 110 of 1079 | 3 | 0.37 | finetune 0.61 | 49.83 | "
             "0.040 | 0.250 | +0.25 | budget; best at step 380 | not recorded |") in page
-    assert "| fisher | 40.39 | - |" in page
+    assert "| fisher | 40.39 | - |" in page and "| method | b1 | b2 |" in page  # columns named by folder
+    assert "| remi-no-kl | 0.20 | - |" in page  # an ablation variant gets its row, but is never the best other method
     # per-example attacks and U-LiRA, only for the bench that ran them, only the strong attacks and loss
     assert "U-LiRA on digits `random:0.1` (2 seeds, 8 reference models, U-LiRA over 16 shadow splits" in page
     assert "| original | 3.25 | 6.50 | 0.90 | 0.612 | 0.012 |" in page
