@@ -72,8 +72,8 @@ class Messenger:
         self._count(sum(content_bytes(m.content) for m in messages), 0)
         replies = Replies()
         received = list(self.grid.send_and_receive(messages, timeout=self.timeout))
-        addressee = {m.metadata.message_id: node for m, node in zip(messages, plan, strict=True)
-                     if m.metadata.message_id}  # the grid numbers each message as it pushes it
+        # the grid numbers each message as it pushes it
+        addressee = {m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id}
         for reply in received:
             # by the message it answers, not by its sender: the SuperLink's own error replies (its
             # database locked, a node gone) come from the SuperLink's node id, not the node asked
