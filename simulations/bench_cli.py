@@ -110,6 +110,7 @@ def bench(
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
     from fedunlearn.common.device import resolve_device
+    from fedunlearn.common.provenance import git_commit
     from fedunlearn.common.training import TrainConfig
     from fedunlearn.simulations.bench import BenchConfig, Variant, run_bench
     from fedunlearn.simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
@@ -127,6 +128,7 @@ def bench(
         variants=tuple(Variant.parse(item) for item in variant),
     )
     _, params = config.validate()
+    provenance = git_commit()  # the code that runs, not whatever HEAD is when a long run finishes
     command = shlex.join(["fedunlearn", *sys.argv[1:]])  # also when started as python -c "...main()"
     console = Console(stderr=True)
     # per seed: the original, the references, every method and variant, the floor, every U-LiRA shadow and
@@ -147,7 +149,7 @@ def bench(
             edge_payload = write_edge_report(config, run_edge(config, runs, out, advance), out)
             sections.append(edge_markdown(edge_payload))
     payload = write_report(config, str(resolve_device(device)), runs, out, ulira=ulira, command=command,
-                           sections=sections)
+                           sections=sections, provenance=provenance)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
     else:

@@ -284,14 +284,15 @@ def _plot_metrics(methods: dict[str, dict[str, Any]], path: Path) -> None:
 
 def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out: Path, *,
                  ulira: Sequence[SeedULira] = (), command: str | None = None,
-                 sections: Sequence[str] = ()) -> dict[str, Any]:
+                 sections: Sequence[str] = (), provenance: tuple[str, bool] | None = None) -> dict[str, Any]:
     """Write bench.json, bench.md (``sections``, markdown, appended), roc.png, metrics.png and config.json.
 
     ulira: one ``run_ulira`` result per seed, or none when it was off. command: the command line that
-    made the run (None when it did not come from one, e.g. a test)."""
+    made the run (None when it did not come from one, e.g. a test). provenance: ``git_commit()`` taken
+    when the run started; a long run's checkout may have moved on by the time it writes (default: now)."""
     out.mkdir(parents=True, exist_ok=True)
     methods = summarize(runs, ulira, config.variants)
-    commit, dirty = git_commit()
+    commit, dirty = provenance if provenance is not None else git_commit()
     payload = {
         "dataset": config.dataset,
         "model": config.model,

@@ -349,6 +349,13 @@ def test_the_expectation_is_recorded_and_remi_calibrated_turns_it_off(random_run
     assert params["remi"].calibrated is False
 
 
+def test_the_report_names_the_commit_the_run_started_at(random_run: RandomRun, tmp_path: Path) -> None:
+    """A long run's checkout can move on before it writes; bench.json must name the code that ran."""
+    payload = write_report(RANDOM, "cpu", random_run.runs, tmp_path, provenance=("f" * 40, True))
+    assert (payload["commit"], payload["worktree_dirty"]) == ("f" * 40, True)
+    assert f"commit `{'f' * 40}` (with uncommitted changes)" in (tmp_path / "bench.md").read_text()
+
+
 # --- the floor: a second retrain per seed; variants: a method again, with fixed hyper-parameters -----
 
 
