@@ -209,13 +209,25 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
 
 
 def commit(session: NodeSession) -> RecordDict:
-    """Mark the requests committed with their receipts and purge their samples."""
-    requests = _pending(session.node, session.request_ids)
-    receipt = {
-        "model_hash_before": str(session.config[P.MODEL_HASH_BEFORE]),
-        "model_hash_after": str(session.config[P.MODEL_HASH_AFTER]),
-        "audit": json.loads(str(session.config.get(P.AUDIT_SUMMARY, "{}"))),
-    }
-    session.node.commit([r.request_id for r in requests], receipt)
-    drop_samples(session.node.path, {i for r in requests for i in r.sample_ids})
-    return RecordDict({P.STATUS: ConfigRecord({P.COMMITTED: [r.request_id for r in requests]})})
+    """Mark the requests committed with their receipts and purge their samples.
+
+    Idempotent: a request this node already committed under the same published model answers as
+    committed and changes nothing, so a server whose commit reply was lost can ask again."""
+    if not session.request_ids:
+        raise RequestError("the server named no requests")
+    after = str(session.config[P.MODEL_HASH_AFTER])
+    if fresh := [r for r in session.request_ids if not _committed_under(session.node.ledger.get(r), after)]:
+        requests = _pending(session.node, fresh)
+        receipt = {
+            "model_hash_before": str(session.config[P.MODEL_HASH_BEFORE]),
+            "model_hash_after": after,
+            "audit": json.loads(str(session.config.get(P.AUDIT_SUMMARY, "{}"))),
+        }
+        session.node.commit([r.request_id for r in requests], receipt)
+    # again on a repeat too: a node that crashed after its ledger commit may not have got this far
+    drop_samples(session.node.path, {i for r in session.request_ids for i in session.node.ledger.get(r).sample_ids})
+    return RecordDict({P.STATUS: ConfigRecord({P.COMMITTED: list(session.request_ids)})})
+
+
+def _committed_under(request: ForgetRequest, model_hash: str) -> bool:
+    return request.status is RequestStatus.COMMITTED and (request.receipt or {}).get("model_hash_after") == model_hash

@@ -95,11 +95,13 @@ class StagedExport:
     package: Package | None
     record: EdgeRecord
 
-    def publish(self, committed: Sequence[str]) -> None:
-        """Move the artifacts that passed into the export folder, the manifest naming the committed requests."""
+    def publish(self, committed: Sequence[str], unconfirmed: Sequence[str] = ()) -> None:
+        """Move the artifacts that passed into the export folder, the manifest naming the committed requests
+        (and those whose commit went unanswered)."""
         if self.package is None or not self.package.manifest.artifacts:
             return
-        requests = [dict(r, status="committed" if r["request_id"] in committed else "pending")
+        requests = [dict(r, status="committed" if r["request_id"] in committed
+                         else "unconfirmed" if r["request_id"] in unconfirmed else "pending")
                     for r in self.package.document["requests"]]
         self.package.document = {**self.package.document, "requests": requests}
         self.package.publish()

@@ -29,6 +29,7 @@ from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from fedunlearn.server.evaluation import CentralEvaluator
 from fedunlearn.server.federaser import federaser
 from fedunlearn.server.federation import AuditRound, Federation, NodeStatus, arrays
+from fedunlearn.server.messaging import Replies
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
 
@@ -63,6 +64,7 @@ class PhaseRecord:
     baselines: dict[str, ModelFigures] = field(default_factory=dict)
     verdicts: dict[str, GateResult] = field(default_factory=dict)  # the same gate on each baseline's audits
     committed: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)  # commit sent, no answer: the node's ledger decides
     export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
     client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
     round_kinds: list[str] = field(default_factory=list)  # per round: "unlearn", or "repair" (FedAvg on retain)
@@ -220,7 +222,7 @@ def run_unlearning_phase(
                        record.forgotten_classes, gate) as staged:
         record.export = staged.record
         _commit(fed, record, gate, record.model_hash, audited)
-        staged.publish(record.committed)
+        staged.publish(record.committed, record.unconfirmed)
     return record, state
 
 
@@ -271,7 +273,11 @@ def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, re
 
 def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: str,
             requesters: dict[int, list[str]]) -> None:
-    """query.commit to the requesters: ledger, receipt and purge happen on each node."""
+    """query.commit to the requesters: ledger, receipt and purge happen on each node.
+
+    A node whose reply did not come is asked once more: a node's commit is idempotent for the same
+    model, so the repeat only recovers a lost answer. Requests still unanswered are ``unconfirmed``:
+    the node may have committed them, and its ledger, not this report, decides."""
     summary = json.dumps({k: v for k, v in asdict(gate).items() if k != "reasons"})
     plan = {
         node: (P.MSG_COMMIT, RecordDict({P.CONFIG: ConfigRecord({
@@ -281,12 +287,20 @@ def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: 
         for node, ids in requesters.items()
     }
     replies = fed.messenger.ask(plan, "commit")
-    problems = dict(replies.failures)
+    fed.note("query.commit", replies.failures)
+    if replies.failures:
+        again = fed.messenger.ask({node: plan[node] for node in replies.failures}, "commit-again")
+        fed.note("query.commit, asked again", again.failures)
+        replies = Replies({**replies.answers, **again.answers}, again.failures)
+    problems: dict[int, str] = {}
+    for node in sorted(replies.failures):
+        record.unconfirmed.extend(requesters[node])
     for node, content in sorted(replies.answers.items()):
         try:
             said = {str(r) for r in content.config_records[P.STATUS][P.COMMITTED]}
         except (KeyError, TypeError) as err:
             problems[node] = f"malformed reply ({type(err).__name__}: {str(err)[:120]})"
+            record.unconfirmed.extend(requesters[node])
             continue
         # a node's word counts only for the requests it was asked to commit: those passed the gate
         record.committed.extend(r for r in requesters[node] if r in said)

@@ -13,8 +13,8 @@ from flwr.app import ArrayRecord, Error, Message, MetricRecord, RecordDict
 from fedunlearn.common import protocol as P
 from tests.server.in_process import Fault
 
-__all__ = ["ServerDied", "failing", "failing_once", "huge", "leaky_audit", "lost_reply", "nan", "replacing_arrays",
-           "reshaped", "rewriting", "server_dies_at", "silent", "with_fields"]
+__all__ = ["ServerDied", "failing", "failing_once", "huge", "leaky_audit", "lost_reply", "lost_reply_once", "nan",
+           "replacing_arrays", "reshaped", "rewriting", "server_dies_at", "silent", "with_fields"]
 
 Rewrite = Callable[[RecordDict], RecordDict]
 
@@ -47,6 +47,20 @@ def lost_reply(kind: str) -> Fault:
     def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
         reply = honest()
         return None if message.metadata.message_type == kind else reply
+
+    return fault
+
+
+def lost_reply_once(kind: str) -> Fault:
+    """As ``lost_reply``, for the first message of type ``kind`` only."""
+    lost: list[Message] = []
+
+    def fault(message: Message, honest: Callable[[], Message]) -> Message | None:
+        reply = honest()
+        if message.metadata.message_type == kind and not lost:
+            lost.append(message)
+            return None
+        return reply
 
     return fault
 

@@ -20,6 +20,7 @@ from tests.server.faults import (
     huge,
     leaky_audit,
     lost_reply,
+    lost_reply_once,
     nan,
     replacing_arrays,
     reshaped,
@@ -126,26 +127,40 @@ def test_a_crash_during_commit_leaves_that_request_pending_and_unpublished_as_co
     assert any("query.commit" in f and "node 100" in f for f in record.failures)
 
 
-def test_a_commit_that_crashed_once_is_finished_by_the_next_phase() -> None:
-    record, world, _ = scripted_run(tiny_scenario(), {100: failing_once(P.MSG_COMMIT)})
-    first, second = record.phases
+def test_a_commit_that_crashed_once_is_finished_by_asking_again() -> None:
+    record, world, grid = scripted_run(tiny_scenario(), {100: failing_once(P.MSG_COMMIT)})
+    [phase] = record.phases
     crashed = world.filed[0].request_id
-    assert first.passed and crashed not in first.committed
-    assert second.passed and second.committed == [crashed]  # the node's retry, after a fresh unlearning and audit
-    assert world.node(0).receipts[crashed]["model_hash_after"] == second.model_hash
+    assert phase.passed and crashed in phase.committed and not phase.unconfirmed
+    assert world.node(0).receipts[crashed]["model_hash_after"] == phase.model_hash
+    assert sum(m.metadata.message_type == P.MSG_COMMIT and m.metadata.dst_node_id == 100 for m in grid.sent) == 2
+    assert any("query.commit: node 100" in f and "crashed" in f for f in record.failures)
     assert_only_audited_commits(record, world.nodes)
     assert not any(node.pending for node in world.nodes.values())  # nothing lost
 
 
-def test_a_commit_whose_reply_is_lost_is_done_once_and_claimed_by_nobody() -> None:
-    """The node committed and purged, the server never heard: it must not claim the commit, and the
-    request, no longer pending, must not be unlearned or committed again."""
+def test_a_commit_whose_reply_is_lost_once_is_confirmed_by_the_repeat_and_done_once() -> None:
+    """The node committed and purged, the server never heard: it asks again, and the node's idempotent
+    commit answers without committing a second time, so report and ledger agree."""
+    record, world, grid = scripted_run(tiny_scenario(), {100: lost_reply_once(P.MSG_COMMIT)})
+    [phase] = record.phases
+    heard_late = world.filed[0].request_id
+    assert heard_late in phase.committed and not phase.unconfirmed
+    assert world.node(0).receipts[heard_late]["model_hash_after"] == phase.model_hash
+    assert sum(m.metadata.message_type == P.MSG_COMMIT and m.metadata.dst_node_id == 100 for m in grid.sent) == 2
+    assert_only_audited_commits(record, world.nodes)
+
+
+def test_a_commit_never_answered_is_unconfirmed_not_pending_and_not_done_again() -> None:
+    """Both asks lose their answer: the node committed, the server cannot know. It must not claim the
+    commit, nor call the request pending, and the request, no longer pending there, is not redone."""
     record, world, grid = scripted_run(tiny_scenario(), {100: lost_reply(P.MSG_COMMIT)})
     unheard = world.filed[0].request_id
     assert all(unheard not in p.committed for p in record.phases)
+    assert [unheard] == [r for p in record.phases for r in p.unconfirmed]
     assert unheard in world.node(0).receipts and not world.node(0).pending
-    assert any("query.commit" in f and "node 100" in f and "no reply" in f for f in record.failures)
-    assert sum(m.metadata.message_type == P.MSG_COMMIT and m.metadata.dst_node_id == 100 for m in grid.sent) == 1
+    assert any("query.commit, asked again: node 100" in f and "no reply" in f for f in record.failures)
+    assert sum(m.metadata.message_type == P.MSG_COMMIT and m.metadata.dst_node_id == 100 for m in grid.sent) == 2
     assert_only_audited_commits(record, world.nodes)
 
 
