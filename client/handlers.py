@@ -47,7 +47,7 @@ def status(session: NodeSession) -> RecordDict:
         P.PENDING_KINDS: [r.kind for r in pending],
         P.PENDING_SAMPLES: sum(len(r.sample_ids) for r in pending),
         P.PENDING_COUNTS: [len(r.sample_ids) for r in pending],
-        P.PENDING_CLASSES: sorted({int(r.target_class) for r in pending if r.target_class is not None}),
+        P.PENDING_CLASSES: [P.NO_CLASS if r.target_class is None else int(r.target_class) for r in pending],
     })})
 
 

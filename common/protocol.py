@@ -60,7 +60,8 @@ PENDING_REQUESTS = "pending-requests"  # list of request ids
 PENDING_KINDS = "pending-kinds"  # list of request kinds, same order
 PENDING_SAMPLES = "pending-samples"
 PENDING_COUNTS = "pending-counts"  # samples under each pending request, same order
-PENDING_CLASSES = "pending-classes"  # target class of each pending class request (ints)
+PENDING_CLASSES = "pending-classes"  # per pending request, in order: its target class, or NO_CLASS
+NO_CLASS = -1  # in PENDING_CLASSES: a request that names no class (ids, a sample share, a leaving node)
 COMMITTED = "committed"  # list of request ids committed by query.commit
 
 # metric keys (client -> server)

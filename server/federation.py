@@ -48,8 +48,13 @@ class NodeStatus:
     pending_kinds: tuple[str, ...]
     pending_samples: int
     pending_counts: tuple[int, ...]
-    pending_classes: tuple[int, ...]
+    pending_classes: tuple[int, ...]  # per pending request: its target class, or P.NO_CLASS
     layout: Mapping[str, Any] = field(default_factory=dict)  # how its data was cut (common.nodes.NodeLayout)
+
+    @property
+    def forgotten_classes(self) -> frozenset[int]:
+        """The classes its pending class requests name."""
+        return frozenset(c for c in self.pending_classes if c != P.NO_CLASS)
 
     def samples_under(self, request_ids: Sequence[str]) -> int:
         """How many samples this node said the named pending requests hold."""
@@ -58,10 +63,11 @@ class NodeStatus:
 
     def keeping(self, request_ids: Sequence[str]) -> NodeStatus:
         """This status with only the named pending requests, each with its own kind and count."""
-        rows = [row for row in zip(self.pending, self.pending_kinds, self.pending_counts, strict=True)
-                if row[0] in request_ids]
-        return replace(self, pending=tuple(r for r, _, _ in rows), pending_kinds=tuple(k for _, k, _ in rows),
-                       pending_counts=tuple(c for _, _, c in rows), pending_samples=sum(c for _, _, c in rows))
+        rows = [row for row in zip(self.pending, self.pending_kinds, self.pending_counts, self.pending_classes,
+                                   strict=True) if row[0] in request_ids]
+        return replace(self, pending=tuple(r[0] for r in rows), pending_kinds=tuple(r[1] for r in rows),
+                       pending_counts=tuple(r[2] for r in rows), pending_samples=sum(r[2] for r in rows),
+                       pending_classes=tuple(r[3] for r in rows))
 
 
 @dataclass(frozen=True)
@@ -325,9 +331,12 @@ def _status_problem(status: NodeStatus, clients: int) -> str | None:
         return f"partition {status.partition} is outside 0..{clients - 1}"
     if min(status.num_train, status.num_holdout) < 0:
         return f"negative sizes (train {status.num_train}, hold-out {status.num_holdout})"
-    if not len(status.pending) == len(status.pending_kinds) == len(status.pending_counts):
-        return (f"{len(status.pending)} pending requests but {len(status.pending_kinds)} kinds and "
-                f"{len(status.pending_counts)} counts")
+    if not len(status.pending) == len(status.pending_kinds) == len(status.pending_counts) == len(
+            status.pending_classes):
+        return (f"{len(status.pending)} pending requests but {len(status.pending_kinds)} kinds, "
+                f"{len(status.pending_counts)} counts and {len(status.pending_classes)} classes")
+    if any(c < P.NO_CLASS for c in status.pending_classes):
+        return f"a pending request names class {min(status.pending_classes)}"
     if len(set(status.pending)) != len(status.pending):
         return "a pending request is listed twice"
     if any(count < 1 for count in status.pending_counts):

@@ -164,7 +164,7 @@ def run_unlearning_phase(
     model if the gate passed, else the original: a failed candidate may have lost utility).
     With ``edge``, the passing model is exported and its artifacts audited before the commit."""
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
-    classes = tuple(sorted({c for s in statuses.values() for c in s.pending_classes}))
+    classes = tuple(sorted(set().union(*(s.forgotten_classes for s in statuses.values()))))
     trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
     record = PhaseRecord(after_round=after_round, method=fed.scenario.unlearning.method,
                          requests=[{"request_id": r, "partition": s.partition, "kind": k, "num_samples": c}

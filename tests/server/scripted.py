@@ -56,7 +56,7 @@ class ScriptedNode:
             P.PARTITION: self.partition, P.NUM_TRAIN: self.num_train, P.NUM_HOLDOUT: self.num_holdout,
             P.PENDING_REQUESTS: list(self.pending), P.PENDING_KINDS: ["sample"] * len(self.pending),
             P.PENDING_SAMPLES: sum(self.pending.values()), P.PENDING_COUNTS: list(self.pending.values()),
-            P.PENDING_CLASSES: []})})
+            P.PENDING_CLASSES: [P.NO_CLASS] * len(self.pending)})})
 
     def named(self, config: ConfigRecord) -> list[str]:
         """The pending requests the server named; an unknown or settled one fails, as on a real node."""

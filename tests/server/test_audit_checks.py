@@ -47,7 +47,7 @@ class FakeMessenger:
 def _status(node: int, forget: int = 40, holdout: int = 200) -> NodeStatus:
     return NodeStatus(node_id=node, partition=node - 100, num_train=500, num_holdout=holdout,
                       pending=(f"req-{node}",), pending_kinds=("sample",), pending_samples=forget,
-                      pending_counts=(forget,), pending_classes=())
+                      pending_counts=(forget,), pending_classes=(P.NO_CLASS,))
 
 
 def _federation(replies: Mapping[int, Mapping[str, Any] | str]) -> Federation:
@@ -170,7 +170,9 @@ def test_a_status_narrowed_to_some_requests_keeps_each_ones_own_count() -> None:
     audit of them would disagree with the status and never be pooled."""
     status = NodeStatus(node_id=100, partition=0, num_train=500, num_holdout=200, pending=("old", "new"),
                         pending_kinds=("class", "sample"), pending_samples=50, pending_counts=(10, 40),
-                        pending_classes=())
+                        pending_classes=(3, P.NO_CLASS))
+    assert status.forgotten_classes == {3}
     narrowed = status.keeping(["new"])
     assert (narrowed.pending, narrowed.pending_kinds, narrowed.pending_counts) == (("new",), ("sample",), (40,))
+    assert narrowed.pending_classes == (P.NO_CLASS,) and not narrowed.forgotten_classes  # class 3 left with "old"
     assert narrowed.samples_under(["new"]) == narrowed.pending_samples == 40

@@ -21,12 +21,24 @@ Fields = dict[str, Any]
 
 def _ghost_request(fields: Fields) -> Fields:
     return {**fields, P.PENDING_REQUESTS: [*fields[P.PENDING_REQUESTS], "ghost"],
-            P.PENDING_KINDS: [*fields[P.PENDING_KINDS], "sample"], P.PENDING_COUNTS: [*fields[P.PENDING_COUNTS], 0]}
+            P.PENDING_KINDS: [*fields[P.PENDING_KINDS], "sample"], P.PENDING_COUNTS: [*fields[P.PENDING_COUNTS], 0],
+            P.PENDING_CLASSES: [*fields[P.PENDING_CLASSES], P.NO_CLASS]}
+
+
+def _request_of_class(target: int) -> Callable[[Fields], Fields]:
+    def lie(fields: Fields) -> Fields:
+        return {**fields, P.PENDING_REQUESTS: [*fields[P.PENDING_REQUESTS], "made-up"],
+                P.PENDING_KINDS: [*fields[P.PENDING_KINDS], "class"],
+                P.PENDING_COUNTS: [*fields[P.PENDING_COUNTS], 5], P.PENDING_SAMPLES: fields[P.PENDING_SAMPLES] + 5,
+                P.PENDING_CLASSES: [*fields[P.PENDING_CLASSES], target]}
+    return lie
 
 
 @pytest.mark.parametrize(("lie", "words"), [
     (lambda f: {**f, P.PENDING_SAMPLES: f[P.PENDING_SAMPLES] + 1}, "not the sum"),
     (lambda f: {**f, P.PENDING_COUNTS: [*f[P.PENDING_COUNTS], 5]}, "pending requests but"),
+    (lambda f: {**f, P.PENDING_CLASSES: [*f[P.PENDING_CLASSES], 4]}, "pending requests but"),
+    (_request_of_class(-7), "names class -7"),
     (_ghost_request, "holds no samples"),
     (lambda f: {**f, P.PARTITION: 7}, "partition 7 is outside"),
     (lambda f: {**f, P.NUM_HOLDOUT: -1}, "negative sizes"),
