@@ -351,14 +351,21 @@ def _local_audit(reply: RecordDict) -> LocalAudit | str:
     server does not know are ignored."""
     try:
         metrics: Mapping[str, Any] = reply.metric_records[P.METRICS]
-        if int(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:
+        if _count(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:
             return "holds no non-members to compare its forget set with"
         names = [n for n in (*ATTACKS.names(), *CALIBRATED_ATTACKS.names()) if P.AUC_PREFIX + n in metrics]
         return LocalAudit(
-            forget_size=int(metrics[P.FORGET_SIZE]), holdout_size=int(metrics[P.HOLDOUT_SIZE]),
+            forget_size=_count(metrics[P.FORGET_SIZE]), holdout_size=_count(metrics[P.HOLDOUT_SIZE]),
             forget_accuracy=float(metrics[P.FORGET_ACCURACY]), holdout_accuracy=float(metrics[P.HOLDOUT_ACCURACY]),
             attacks={n: AttackFigures(auc=float(metrics[P.AUC_PREFIX + n]),
                                       tpr_at_1pct_fpr=float(metrics[P.TPR_PREFIX + n])) for n in names},
         )
     except (KeyError, TypeError, ValueError, OverflowError) as err:
         return f"malformed audit ({type(err).__name__}: {str(err)[:120]})"
+
+
+def _count(value: Any) -> int:
+    """A sample count as sent: a whole number (int() would quietly turn 40.7 into 40 and let it agree)."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        raise ValueError(f"a sample count must be a whole number, got {str(value)[:40]}")
+    return int(value)

@@ -86,6 +86,8 @@ def test_every_look_counts_the_exported_artifacts_audits_too() -> None:
     ({P.AUC_PREFIX + "rmia": 0.1, P.AUC_PREFIX + "lira": 7.0}, "AUC 7.0"),
     ({P.FORGET_SIZE: 10**6}, "forget-size 1000000 disagrees"),
     ({P.FORGET_SIZE: 0}, "forget-size 0"),
+    ({P.FORGET_SIZE: 40.7}, "whole number, got 40.7"),  # int() would have made it the 40 the status claims
+    ({P.HOLDOUT_SIZE: 199.5}, "whole number, got 199.5"),
     ({P.HOLDOUT_SIZE: 10**6}, "holdout-size"),
     ({P.FORGET_ACCURACY: math.inf}, "forget-accuracy"),
     ({P.TPR_PREFIX + "rmia": -5.0}, "rmia TPR"),
