@@ -58,6 +58,7 @@ class FederationPlan:
     optimizer: str = "adam"
     device: str = "auto"
     round_timeout: float = 600.0
+    update_clip: float = 3.0  # a training update's norm is clipped to this multiple of the round's median (0: off)
 
     def recipe(self) -> TrainConfig:
         """The local training recipe: constant lr within a round, a fresh optimizer each round."""
@@ -276,6 +277,9 @@ def _validated(scenario: Scenario) -> Scenario:
             raise ConfigError(f"[federation].{key} must be >= 1, got {getattr(fed, key)}")
     if fed.round_timeout <= 0:
         raise ConfigError(f"[federation].round_timeout must be > 0 seconds, got {fed.round_timeout}")
+    if not (fed.update_clip == 0 or fed.update_clip >= 1):
+        raise ConfigError(f"[federation].update_clip must be 0 (no bound) or >= 1 (a multiple of the round's median "
+                          f"update norm), got {fed.update_clip}")
     if unl.max_rounds < 1 or unl.max_attempts < 1:
         raise ConfigError("[unlearning].max_rounds and max_attempts must be >= 1")
     if not unl.update_clip >= 0:

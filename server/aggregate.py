@@ -26,12 +26,14 @@ trained back by a plain FedAvg round on retain data (``server/unlearning_phase.p
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
 
-__all__ = ["State", "clip_update", "fedavg", "rejection_reason", "train_and_forget_update", "update_norm"]
+__all__ = ["State", "clip_to_median", "clip_update", "fedavg", "rejection_reason", "train_and_forget_update",
+           "update_norm"]
 
 State = Mapping[str, torch.Tensor]
 
@@ -105,3 +107,16 @@ def clip_update(current: State, state: State, bound: float) -> tuple[dict[str, t
         return dict(state), 1.0
     return {k: (current[k] + scale * (state[k] - current[k])).to(v.dtype) if v.is_floating_point() else v.clone()
             for k, v in state.items()}, scale
+
+
+def clip_to_median(current: State, updates: Sequence[tuple[State, float]], factor: float
+                   ) -> tuple[list[tuple[dict[str, torch.Tensor], float]], list[float]]:
+    """Each training update clipped to ``factor`` times the round's median update norm (the lower median,
+    so that with two clients one cannot lift the bound with its own norm); returns the updates and the
+    scale applied to each. FedAvg alone lets one client's huge but finite update move the model anywhere;
+    a median is set by the honest majority. ``factor`` 0: untouched."""
+    if factor == 0 or not updates:
+        return [(dict(state), weight) for state, weight in updates], [1.0] * len(updates)
+    bound = factor * statistics.median_low(update_norm(current, state) for state, _ in updates)
+    clipped = [(clip_update(current, state, bound), weight) for state, weight in updates]
+    return [(state, weight) for (state, _), weight in clipped], [scale for (_, scale), _ in clipped]

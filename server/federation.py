@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -28,7 +29,7 @@ from fedunlearn.common.audit.local import AttackFigures, LocalAudit
 from fedunlearn.common.errors import ConfigError, FedUnlearnError
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig
-from fedunlearn.server.aggregate import State, fedavg, rejection_reason
+from fedunlearn.server.aggregate import State, clip_to_median, fedavg, rejection_reason
 from fedunlearn.server.messaging import Messenger
 from fedunlearn.server.references import ReferenceModels, calibration_content
 from fedunlearn.server.update_history import UpdateHistory
@@ -202,11 +203,23 @@ class Federation:
                 continue
             reason = next((f"{name}: {why}" for name, candidate in states.items()
                            if (why := rejection_reason(candidate, current)) is not None), None)
+            weight = metrics.get(P.NUM_EXAMPLES, 0.0)
+            reason = reason or self._weight_problem(node, weight)
             if reason is not None:
                 self.note(what, {node: f"update rejected: {reason}"})
                 continue
-            updates.append(Update(node, state, metrics.get(P.NUM_EXAMPLES, 0.0), metrics, states.get(P.TRAIN_ARRAYS)))
+            updates.append(Update(node, state, weight, metrics, states.get(P.TRAIN_ARRAYS)))
         return updates
+
+    def _weight_problem(self, node: int, weight: float) -> str | None:
+        """Why an update's example count cannot weigh it: FedAvg gives a node the share it claims, so the claim
+        must be finite and no more than the retain samples its status reported this round."""
+        if not math.isfinite(weight) or weight < 0:
+            return f"{P.NUM_EXAMPLES} {weight} is not a count"
+        status = self.statuses.get(node)
+        if status is not None and weight > status.num_train:
+            return f"{P.NUM_EXAMPLES} {weight:g} exceeds the {status.num_train} training samples its status reported"
+        return None
 
     def train_updates(self, state: State, round_: int, nodes: Sequence[int] | None = None, *, label: str = "train",
                       recipe: TrainConfig | None = None) -> list[Update]:
@@ -230,7 +243,19 @@ class Federation:
         if not updates:
             self.failures.append(f"train round {round_}: no valid update; the model was kept")
             return {k: v.clone() for k, v in state.items()}
-        return fedavg([(u.state, u.weight) for u in updates])
+        return fedavg(self.clipped(state, [(u.node_id, u.state, u.weight) for u in updates], f"train round {round_}"))
+
+    def clipped(self, current: State, updates: Sequence[tuple[int, State, float]], what: str
+                ) -> list[tuple[dict[str, torch.Tensor], float]]:
+        """(node, trained state, weight) as FedAvg takes them, each update clipped to
+        ``[federation].update_clip`` times the round's median norm; every clipped node is noted."""
+        kept, scales = clip_to_median(current, [(state, weight) for _, state, weight in updates],
+                                      self.scenario.federation.update_clip)
+        for (node, _, _), scale in zip(updates, scales, strict=True):
+            if scale < 1.0:
+                self.failures.append(f"{what}: node {node}'s training update was {1 / scale:.1f}x the bound "
+                                     f"({self.scenario.federation.update_clip:g}x the median); scaled down to it")
+        return kept
 
     def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
         """Checked and pooled membership audit of ``state`` by the requesting nodes."""

@@ -121,8 +121,9 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     for node in {u.node_id for u in updates} ^ set(replies.answers):
         requesters.pop(node, None)
     ours = [u for u in updates if u.node_id in requesters]
-    trained = [(u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
-    trained = [(s, w) for s, w in trained if s is not None and w > 0]
+    halves = [(u.node_id, u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
+    trained = fed.clipped(state, [(n, s, w) for n, s, w in halves if s is not None and w > 0],
+                          f"unlearning round {round_}")
     bound = _unlearning_bound(fed, state, trained)
     unlearned = []
     for update in ours:

@@ -106,6 +106,7 @@ def test_a_federation_runs_remi_with_its_federated_defaults_under_the_scenarios_
         ({"federation": {"round_timeout": 0}}, "[federation].round_timeout"),
         ({"gate": {"auc_margin": -0.1}}, "[gate].auc_margin"),
         ({"unlearning": {"update_clip": -1.0}}, "[unlearning].update_clip"),
+        ({"federation": {"update_clip": 0.5}}, "[federation].update_clip must be 0 (no bound) or >= 1"),
         ({"scenario": {"name": 7}}, "[scenario].name"),
         ({"scenario": {"name": "x", "seed": "0"}}, "[scenario].seed"),
         ({"requests": {"round": 2}}, "requests must be an array"),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedunlearn.server.aggregate import clip_update, fedavg, rejection_reason, train_and_forget_update, update_norm
+from fedunlearn.server.aggregate import (
+    clip_to_median,
+    clip_update,
+    fedavg,
+    rejection_reason,
+    train_and_forget_update,
+    update_norm,
+)
 
 
 def _state(weight: float, bias: float, steps: int = 0) -> dict[str, torch.Tensor]:
@@ -161,3 +168,29 @@ def test_disjoint_forget_sets_get_their_steps_in_full_and_a_shared_class_its_mea
     assert torch.allclose(summed["w"], torch.tensor([1.0, 3.0]))
     averaged = train_and_forget_update(current, [], [first, second], combine="mean")
     assert torch.allclose(averaged["w"], torch.tensor([0.25, 2.25]))
+
+
+# --- bounding training updates by the round's median ------------------------------------------------------
+
+
+def _moved(norm: float) -> tuple[dict[str, torch.Tensor], float]:
+    return {"w": torch.tensor([norm, 0.0])}, 10.0
+
+
+def test_a_training_update_far_above_the_median_is_clipped_to_a_multiple_of_it() -> None:
+    current = {"w": torch.zeros(2)}
+    kept, scales = clip_to_median(current, [_moved(1.0), _moved(2.0), _moved(1000.0)], factor=3.0)
+    assert scales[:2] == [1.0, 1.0] and scales[2] == pytest.approx(6.0 / 1000.0)  # the median is 2
+    assert update_norm(current, kept[2][0]) == pytest.approx(6.0) and [w for _, w in kept] == [10.0] * 3
+
+
+def test_with_two_clients_the_larger_one_cannot_lift_the_bound_with_its_own_norm() -> None:
+    current = {"w": torch.zeros(2)}
+    kept, scales = clip_to_median(current, [_moved(1.0), _moved(1000.0)], factor=3.0)
+    assert scales[0] == 1.0 and update_norm(current, kept[1][0]) == pytest.approx(3.0)  # the lower median: 1
+
+
+def test_factor_zero_leaves_every_update_as_it_came() -> None:
+    current = {"w": torch.zeros(2)}
+    kept, scales = clip_to_median(current, [_moved(1.0), _moved(1000.0)], factor=0.0)
+    assert scales == [1.0, 1.0] and update_norm(current, kept[1][0]) == pytest.approx(1000.0)
