@@ -14,6 +14,7 @@ from dataclasses import asdict
 import torch
 import torch.nn.functional as F
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.typing import MetricRecordValues
 
 from fedunlearn.client.calibration import CalibrationTable, drop_samples
 from fedunlearn.client.session import NodeSession, model_arrays
@@ -44,7 +45,7 @@ def status(session: NodeSession) -> RecordDict:
         P.NUM_TRAIN: len(node.retain()),
         P.NUM_HOLDOUT: len(node.holdout()),
         P.PENDING_REQUESTS: [r.request_id for r in pending],
-        P.PENDING_KINDS: [r.kind for r in pending],
+        P.PENDING_KINDS: [str(r.kind) for r in pending],
         P.PENDING_SAMPLES: sum(len(r.sample_ids) for r in pending),
         P.PENDING_COUNTS: [len(r.sample_ids) for r in pending],
         P.PENDING_CLASSES: [P.NO_CLASS if r.target_class is None else int(r.target_class) for r in pending],
@@ -198,7 +199,7 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
         calibration = (table.calibration(forget), table.calibration(sets.nonmembers))
     result = local_leakage_audit(_audited_model(session, message), forget, sets.nonmembers,
                                  accuracy_reference=sets.accuracy_reference, calibration=calibration)
-    metrics: dict[str, float | int] = {
+    metrics: dict[str, MetricRecordValues] = {
         P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,
         P.FORGET_ACCURACY: result.forget_accuracy, P.HOLDOUT_ACCURACY: result.holdout_accuracy,
     }

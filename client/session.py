@@ -60,11 +60,11 @@ class NodeSession:
 
     @property
     def seed(self) -> int:
-        return int(self.config.get(P.SEED, 0))
+        return P.whole_number(self.config.get(P.SEED, 0))
 
     @property
     def request_ids(self) -> list[str]:
-        return [str(r) for r in self.config.get(P.REQUEST_IDS, [])]
+        return [str(r) for r in P.listed(self.config.get(P.REQUEST_IDS, []))]
 
     def recipe(self) -> TrainConfig:
         return TrainConfig(**json.loads(str(self.config[P.RECIPE])))

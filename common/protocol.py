@@ -76,3 +76,21 @@ HOLDOUT_LOSS = "holdout-loss"
 NUM_CALIBRATED = "num-calibrated"  # samples whose reference statistics a node keeps
 AUC_PREFIX = "auc-"  # + attack name
 TPR_PREFIX = "tpr1-"  # + attack name: TPR at 1% FPR, percent
+
+
+# reading values off the wire: a ConfigRecord or MetricRecord value may be any of Flower's types,
+# whatever the key promises
+
+
+def whole_number(value: object) -> int:
+    """A count or index as sent: a whole number (int() would quietly turn 40.7 into 40 and let it agree)."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        raise ValueError(f"expected a whole number, got {str(value)[:40]}")
+    return int(value)
+
+
+def listed(value: object) -> list[object]:
+    """A value that must be a list (a scalar there is malformed, not a list of one)."""
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return list(value)

@@ -335,13 +335,13 @@ def _node_status(node: int, content: RecordDict, clients: int) -> NodeStatus | s
         if not isinstance(layout, dict):
             return "malformed status (its layout is not a JSON object)"
         status = NodeStatus(
-            node_id=node, partition=int(record[P.PARTITION]), num_train=int(record[P.NUM_TRAIN]),
-            num_holdout=int(record[P.NUM_HOLDOUT]),
-            pending=tuple(str(r) for r in record[P.PENDING_REQUESTS]),
-            pending_kinds=tuple(str(k) for k in record[P.PENDING_KINDS]),
-            pending_samples=int(record[P.PENDING_SAMPLES]),
-            pending_counts=tuple(int(c) for c in record[P.PENDING_COUNTS]),
-            pending_classes=tuple(int(c) for c in record[P.PENDING_CLASSES]),
+            node_id=node, partition=P.whole_number(record[P.PARTITION]), num_train=P.whole_number(record[P.NUM_TRAIN]),
+            num_holdout=P.whole_number(record[P.NUM_HOLDOUT]),
+            pending=tuple(str(r) for r in P.listed(record[P.PENDING_REQUESTS])),
+            pending_kinds=tuple(str(k) for k in P.listed(record[P.PENDING_KINDS])),
+            pending_samples=P.whole_number(record[P.PENDING_SAMPLES]),
+            pending_counts=tuple(P.whole_number(c) for c in P.listed(record[P.PENDING_COUNTS])),
+            pending_classes=tuple(P.whole_number(c) for c in P.listed(record[P.PENDING_CLASSES])),
             layout=layout,
         )
     except (KeyError, TypeError, ValueError, OverflowError) as err:
@@ -376,21 +376,14 @@ def _local_audit(reply: RecordDict) -> LocalAudit | str:
     server does not know are ignored."""
     try:
         metrics: Mapping[str, Any] = reply.metric_records[P.METRICS]
-        if _count(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:
+        if P.whole_number(metrics.get(P.HOLDOUT_SIZE, 0)) == 0:
             return "holds no non-members to compare its forget set with"
         names = [n for n in (*ATTACKS.names(), *CALIBRATED_ATTACKS.names()) if P.AUC_PREFIX + n in metrics]
         return LocalAudit(
-            forget_size=_count(metrics[P.FORGET_SIZE]), holdout_size=_count(metrics[P.HOLDOUT_SIZE]),
+            forget_size=P.whole_number(metrics[P.FORGET_SIZE]), holdout_size=P.whole_number(metrics[P.HOLDOUT_SIZE]),
             forget_accuracy=float(metrics[P.FORGET_ACCURACY]), holdout_accuracy=float(metrics[P.HOLDOUT_ACCURACY]),
             attacks={n: AttackFigures(auc=float(metrics[P.AUC_PREFIX + n]),
                                       tpr_at_1pct_fpr=float(metrics[P.TPR_PREFIX + n])) for n in names},
         )
     except (KeyError, TypeError, ValueError, OverflowError) as err:
         return f"malformed audit ({type(err).__name__}: {str(err)[:120]})"
-
-
-def _count(value: Any) -> int:
-    """A sample count as sent: a whole number (int() would quietly turn 40.7 into 40 and let it agree)."""
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-        raise ValueError(f"a sample count must be a whole number, got {str(value)[:40]}")
-    return int(value)

@@ -27,8 +27,9 @@ def content_bytes(content: RecordDict) -> int:
     """Payload bytes of a message: arrays by Flower's count, configs and metrics as their JSON text
     (Flower 1.42's ConfigRecord.count_bytes fails on an empty list value)."""
     arrays = sum(record.count_bytes() for record in content.array_records.values())
-    others = [*content.config_records.values(), *content.metric_records.values()]
-    return arrays + sum(len(json.dumps(dict(record), default=str)) for record in others)
+    configs = sum(len(json.dumps(dict(record), default=str)) for record in content.config_records.values())
+    metrics = sum(len(json.dumps(dict(record), default=str)) for record in content.metric_records.values())
+    return arrays + configs + metrics
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -82,7 +83,7 @@ class Messenger:
                 log.warning("ignored a reply from node %d to a message this exchange did not send", node)
                 continue
             if reply.has_error():
-                replies.failures[node] = f"error reply ({reply.error.code}): {_gist(reply.error.reason)}"
+                replies.failures[node] = f"error reply ({reply.error.code}): {_gist(reply.error.reason or '')}"
                 continue
             self._count(0, content_bytes(reply.content))
             replies.answers[node] = reply.content

@@ -63,7 +63,7 @@ def _ground_truth(world: SimulatedWorld, record: RunRecord) -> tuple[LabeledData
     phase = record.phases[-1]
     ids = torch.tensor(sorted(i for f in world.filed for i in f.forget_ids), dtype=torch.int64)
     forget = world.bundle.train.where_ids(ids, keep=True)
-    holdouts = [world.node(int(p)).holdout() for p in sorted({r["partition"] for r in phase.requests})]
+    holdouts = [world.node(int(p)).holdout() for p in sorted({r.partition for r in phase.requests})]
     nonmembers = LabeledData(*(torch.cat([getattr(h, k) for h in holdouts]) for k in ("x", "y", "ids")))
     if phase.forgotten_classes:
         nonmembers = nonmembers.subset(torch.isin(nonmembers.y, torch.tensor(phase.forgotten_classes)))

@@ -71,7 +71,7 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         "forgotten_classes": list(phase.forgotten_classes),
         "committed": phase.committed,
         "unconfirmed": phase.unconfirmed,
-        "client_work": phase.client_work,
+        "client_work": [asdict(work) for work in phase.client_work],
         "round_kinds": phase.round_kinds,
     }
 
@@ -129,9 +129,9 @@ def _requests(record: RunRecord) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for phase in record.phases:
         for request in phase.requests:
-            status = ("committed" if request["request_id"] in phase.committed
-                      else "unconfirmed" if request["request_id"] in phase.unconfirmed else "pending")
-            rows[str(request["request_id"])] = {**request, "status": status}
+            status = ("committed" if request.request_id in phase.committed
+                      else "unconfirmed" if request.request_id in phase.unconfirmed else "pending")
+            rows[request.request_id] = {**asdict(request), "status": status}
     return list(rows.values())
 
 

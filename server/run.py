@@ -75,9 +75,9 @@ def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: 
 
 
 def run_federation(
-    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *, after_round: Callable[[int], None] | None = None,
-    on_event: Callable[[Event], None] | None = None, edge: EdgeContext | None = None,
-    references: ReferenceModels | None = None,
+    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *,
+    after_round: Callable[[int], object] | None = None, on_event: Callable[[Event], None] | None = None,
+    edge: EdgeContext | None = None, references: ReferenceModels | None = None,
 ) -> RunRecord:
     scenario = fed.scenario
     notify = on_event or (lambda _e: None)
@@ -93,9 +93,11 @@ def run_federation(
         record.partitions = record.partitions or _partition_map(statuses)
         if any(s.pending for s in statuses.values()):
             attempts.update(r for s in statuses.values() for r in s.pending)
-            phase, state = run_unlearning_phase(
-                fed, evaluator, spec, state, statuses, after_round=round_ - 1,
-                on_round=lambda k, gate, r=round_: notify(Event("phase-round", r, _gate_text(k, gate))), edge=edge)
+            def phase_round(k: int, gate: GateResult | None, r: int = round_) -> None:
+                notify(Event("phase-round", r, _gate_text(k, gate)))
+
+            phase, state = run_unlearning_phase(fed, evaluator, spec, state, statuses, after_round=round_ - 1,
+                                                on_round=phase_round, edge=edge)
             record.phases.append(phase)
             notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))
             began = time.perf_counter()

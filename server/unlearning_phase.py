@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -49,11 +49,33 @@ class ModelFigures:
     storage_bytes: int = 0  # what the server kept to build it (FedEraser's stored updates)
 
 
+@dataclass(frozen=True)
+class PhaseRequest:
+    """A request as the server handles it: what its node's status said, never its sample ids."""
+
+    request_id: str
+    partition: int
+    kind: str
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class ClientWork:
+    """One requester's unlearning run in one round of the phase."""
+
+    round: int
+    partition: int
+    forget_size: float  # what its status said the requests hold (the weight its step gets)
+    steps: float
+    seconds: float
+    update_scale: float  # 1.0, or the factor its update was scaled down by to the norm bound
+
+
 @dataclass
 class PhaseRecord:
     after_round: int
     method: str
-    requests: list[dict[str, object]]  # request_id, partition, kind, num_samples (never sample ids)
+    requests: list[PhaseRequest]
     forgotten_classes: tuple[int, ...]
     figures: ModelFigures | None = None
     gate: GateResult | None = None
@@ -66,7 +88,7 @@ class PhaseRecord:
     committed: list[str] = field(default_factory=list)
     unconfirmed: list[str] = field(default_factory=list)  # commit sent, no answer: the node's ledger decides
     export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
-    client_work: list[dict[str, float]] = field(default_factory=list)  # per requester and round: steps, seconds
+    client_work: list[ClientWork] = field(default_factory=list)
     round_kinds: list[str] = field(default_factory=list)  # per round: "unlearn", or "repair" (FedAvg on retain)
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
@@ -131,10 +153,9 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
         # weighted by what the node's own status said it holds under these requests, not by its reply
         size = max(fed.statuses[update.node_id].samples_under(requesters[update.node_id]), 1)
         unlearned.append((clipped, float(size)))
-        record.client_work.append(
-            {"round": round_, "partition": fed.partitions.get(update.node_id, -1), "forget_size": float(size),
-             "steps": update.metrics.get(P.STEPS, 0.0), "seconds": update.metrics.get(P.SECONDS, 0.0),
-             "update_scale": scale})
+        record.client_work.append(ClientWork(
+            round=round_, partition=fed.partitions.get(update.node_id, -1), forget_size=float(size),
+            steps=update.metrics.get(P.STEPS, 0.0), seconds=update.metrics.get(P.SECONDS, 0.0), update_scale=scale))
         if scale < 1.0:
             fed.failures.append(f"unlearning round {round_}: node {update.node_id}'s unlearning update was "
                                 f"{1 / scale:.1f}x the bound; scaled down to it")
@@ -148,7 +169,7 @@ def _phase_seed(record: PhaseRecord, round_: int) -> int:
     return record.after_round * 1000 + round_
 
 
-def _unlearning_bound(fed: Federation, state: State, trained: list[tuple[State, float]]) -> float:
+def _unlearning_bound(fed: Federation, state: State, trained: Sequence[tuple[State, float]]) -> float:
     """The largest norm an unlearning update may have: ``update_clip`` times the round's largest training
     update (unbounded when the round has no training update to measure by, or the clip is off)."""
     clip = fed.scenario.unlearning.update_clip
@@ -168,9 +189,8 @@ def run_unlearning_phase(
     classes = tuple(sorted(set().union(*(s.forgotten_classes for s in statuses.values()))))
     trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
     record = PhaseRecord(after_round=after_round, method=fed.scenario.unlearning.method,
-                         requests=[{"request_id": r, "partition": s.partition, "kind": k, "num_samples": c}
-                                   for s in statuses.values()
-                                   for r, k, c in zip(s.pending, s.pending_kinds, s.pending_counts, strict=False)
+                         requests=[PhaseRequest(r, s.partition, k, c) for s in statuses.values()
+                                   for r, k, c in zip(s.pending, s.pending_kinds, s.pending_counts, strict=True)
                                    if r in requesters.get(s.node_id, [])],
                          forgotten_classes=classes, model_hash_before=state_sha256(original))
     original_ta = evaluator.ta(original, classes)
@@ -219,7 +239,7 @@ def run_unlearning_phase(
         _commit(fed, record, gate, record.model_hash, audited)
         return record, state
     # the artifacts are audited on the forget sets, so before the commit purges them
-    with stage_exports(fed, edge, spec, record.states, audited, record.requests,
+    with stage_exports(fed, edge, spec, record.states, audited, [asdict(r) for r in record.requests],
                        record.forgotten_classes, gate) as staged:
         record.export = staged.record
         _commit(fed, record, gate, record.model_hash, audited)
@@ -298,7 +318,7 @@ def _commit(fed: Federation, record: PhaseRecord, gate: GateResult, model_hash: 
         record.unconfirmed.extend(requesters[node])
     for node, content in sorted(replies.answers.items()):
         try:
-            said = {str(r) for r in content.config_records[P.STATUS][P.COMMITTED]}
+            said = {str(r) for r in P.listed(content.config_records[P.STATUS][P.COMMITTED])}
         except (KeyError, TypeError) as err:
             problems[node] = f"malformed reply ({type(err).__name__}: {str(err)[:120]})"
             record.unconfirmed.extend(requesters[node])

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from fedunlearn.common.errors import ConfigError, FedUnlearnError
 from fedunlearn.common.nodes.storage import atomic_write_json
@@ -81,7 +82,8 @@ def _run_one(scenario: Path, clients: int, rounds: int, out: Path, interval: flo
     wall = time.perf_counter() - started
     log.close()
     report_path = run_dir / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.exists() else {"status": "no report"}
+    report: dict[str, Any] = (json.loads(report_path.read_text()) if report_path.exists()
+                              else {"status": "no report"})
     unlearning = report.get("unlearning") or {}
     return ScalingPoint(clients=clients, rounds=rounds, wall_seconds=wall, peak_rss_mb=peak / 2**20,
                         training_seconds=float(report.get("training", {}).get("seconds", 0.0)),

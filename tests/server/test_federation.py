@@ -201,7 +201,7 @@ def test_a_huge_finite_unlearning_update_is_bounded_and_cannot_wreck_the_model(t
     grid = in_process_grid(world, {100: replacing_arrays(P.MSG_UNLEARN, huge)})
     record = _run(world, grid)
     phase = record.phases[0]
-    scales = [w["update_scale"] for w in phase.client_work if w["partition"] == 0]
+    scales = [w.update_scale for w in phase.client_work if w.partition == 0]
     assert scales and all(s < 1e-2 for s in scales)
     assert any("node 100's unlearning update" in f and "scaled down" in f for f in record.failures)
     assert record.final_ta > 80.0  # the bounded step did not destroy the global model

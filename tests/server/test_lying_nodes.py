@@ -145,7 +145,7 @@ def test_a_requester_cannot_loosen_its_own_bound_with_a_huge_training_half() -> 
 
     record, world, _ = scripted_run(tiny_scenario(), {100: rewriting({P.MSG_UNLEARN: both_huge})})
     for phase in record.phases:
-        scales = [w["update_scale"] for w in phase.client_work if w["partition"] == 0]
+        scales = [w.update_scale for w in phase.client_work if w.partition == 0]
         assert scales and all(s < 1e-3 for s in scales)  # the bound held
     assert any(f.startswith("unlearning round 1: node 100's training update was") for f in record.failures)
     assert_only_audited_commits(record, world.nodes)
