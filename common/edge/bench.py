@@ -8,7 +8,6 @@ and the library versions are recorded next to the figures.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ import onnxruntime as ort
 import torch
 
 from fedunlearn.common.checkpoint import load_checkpoint
+from fedunlearn.common.edge.manifest import package_versions
 from fedunlearn.common.edge.runtime import EdgeModel, EdgeModelError, Manifest, export_file, preprocess
 from fedunlearn.common.errors import ConfigError, ModelError
 from fedunlearn.common.nodes.storage import atomic_write_json
@@ -176,15 +176,11 @@ def _cpu() -> dict[str, Any]:
             "logical_cores": os.cpu_count()}
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-                "onnxruntime": ort.__version__, "platform": platform.platform()}
-    for package in ("fedunlearn", "onnx"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+def _environment_versions() -> dict[str, str]:
+    """What a latency figure depends on: the runtime stack's versions and the platform."""
+    versions = {"numpy": np.__version__, "torch": torch.__version__, "onnxruntime": ort.__version__,
+                "platform": platform.platform()}
+    return {**versions, **{k: v or "not installed" for k, v in package_versions(("fedunlearn", "onnx")).items()}}
 
 
 def run_edge_bench(model_path: Path, *, repeats: int = 50, warmup: int = 5, torch_model: Path | None = None,
@@ -241,7 +237,7 @@ def _assemble(fp32: EdgeModel, engines: dict[str, EngineResult | None], timing: 
                "int8_vs_fp32": int8_bytes / fp32_bytes if int8_bytes and fp32_bytes else None},
         threads={"torch_intra_op": torch_threads, "torch_inter_op": torch.get_num_interop_threads(),
                  "ort_intra_op": 1, "ort_inter_op": 1},
-        cpu=_cpu(), versions=_versions(), created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        cpu=_cpu(), versions=_environment_versions(), created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         repeats=timing["repeats"], warmup=timing["warmup"],
     )
 

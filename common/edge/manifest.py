@@ -31,7 +31,8 @@ __all__ = [
     "RawPreprocessing",
     "manifest_path_for",
     "new_manifest",
-    "read_manifest",
+    "package_versions",
+    "read_manifest_document",
     "remove_artifact",
     "request_summary",
     "set_artifact",
@@ -71,9 +72,10 @@ class RawPreprocessing:
                 "std": [float(s) for s in self.std], "raw_min": float(self.raw_min), "raw_max": float(self.raw_max)}
 
 
-def _versions() -> dict[str, str | None]:
+def package_versions(packages: Sequence[str] = _VERSIONED) -> dict[str, str | None]:
+    """Installed versions of ``packages`` (None: not installed), and Python's."""
     found: dict[str, str | None] = {}
-    for package in _VERSIONED:
+    for package in packages:
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -122,7 +124,7 @@ def new_manifest(*, architecture: str, num_classes: int, class_names: Sequence[s
         "source_checkpoint": source_checkpoint,
         "requests": request_summary(requests),
         "audit": {},
-        "versions": _versions(),
+        "versions": package_versions(),
         "artifacts": {},
     }
 
@@ -178,8 +180,9 @@ def manifest_path_for(artifact: Path) -> Path:
     return Path(artifact).parent / MANIFEST_NAME
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    """Load and validate a manifest file (or the manifest.json in a folder); DataError says what is wrong."""
+def read_manifest_document(path: Path) -> dict[str, Any]:
+    """Load and validate a manifest file (or the manifest.json in a folder) as the JSON document the export
+    writes and amends; DataError says what is wrong. A device reads it typed, with ``runtime.read_manifest``."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
@@ -194,7 +197,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 def validate_manifest(manifest: Any, where: str = "manifest") -> None:
-    """DataError naming the missing or mistyped keys; what read_manifest and write_manifest check."""
+    """DataError naming the missing or mistyped keys; what read_manifest_document and write_manifest check."""
     if not isinstance(manifest, Mapping):
         raise DataError(f"{where} must hold a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
@@ -225,7 +228,7 @@ def verify_artifact(artifact: Path, manifest: Mapping[str, Any] | None = None) -
     not listed, or its sha256 differs.
     """
     artifact = Path(artifact)
-    listed = read_manifest(manifest_path_for(artifact)) if manifest is None else manifest
+    listed = read_manifest_document(manifest_path_for(artifact)) if manifest is None else manifest
     entry = listed.get("artifacts", {}).get(artifact.name)
     if entry is None:
         raise ModelError(f"{artifact.name} is not listed in its manifest (it lists "

@@ -27,7 +27,13 @@ from fedunlearn.common.checkpoint import load_checkpoint
 from fedunlearn.common.data.datasets import load_dataset
 from fedunlearn.common.data.tensors import DatasetBundle
 from fedunlearn.common.edge.inputs import package_inputs, random_inputs
-from fedunlearn.common.edge.manifest import MANIFEST_NAME, RawPreprocessing, new_manifest, read_manifest, set_audit
+from fedunlearn.common.edge.manifest import (
+    MANIFEST_NAME,
+    RawPreprocessing,
+    new_manifest,
+    read_manifest_document,
+    set_audit,
+)
 from fedunlearn.common.edge.package import FP32_NAME
 from fedunlearn.common.edge.pipeline import ExportJob, stage_package
 from fedunlearn.common.edge.plan import CalibrationSource, ExportPlan, Int8Mode
@@ -125,7 +131,7 @@ def _keep_audited_exports(out: Path, model_sha256: str) -> None:
     """Refuse to replace an export the federation's clients audited (a run's export/ holds the unlearned
     model's) with one of another model: that audit cannot be redone once the forget sets are purged."""
     try:
-        old = read_manifest(out / MANIFEST_NAME)
+        old = read_manifest_document(out / MANIFEST_NAME)
     except FedUnlearnError:
         return
     audited = any("audit" in entry for entry in old["artifacts"].values())
@@ -137,7 +143,7 @@ def _keep_audited_exports(out: Path, model_sha256: str) -> None:
 def _carry_audit(old_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Audit figures of an earlier export survive a re-export of the very same bytes / weights."""
     try:
-        old = read_manifest(old_dir / MANIFEST_NAME)
+        old = read_manifest_document(old_dir / MANIFEST_NAME)
     except FedUnlearnError:
         return manifest
     if old["audit"] and old["parent_model_sha256"] == manifest["parent_model_sha256"]:

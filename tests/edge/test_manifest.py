@@ -19,7 +19,7 @@ from fedunlearn.common.data.tensors import DatasetBundle
 from fedunlearn.common.edge.manifest import (
     RawPreprocessing,
     new_manifest,
-    read_manifest,
+    read_manifest_document,
     request_summary,
     set_artifact,
     set_audit,
@@ -78,7 +78,7 @@ def test_the_manifest_follows_the_contract(exported: Path, digits: DatasetBundle
 
 def test_artifacts_carry_their_hashes_and_measurements(exported: Path) -> None:
     folder = exported / "export"
-    manifest = read_manifest(folder)
+    manifest = read_manifest_document(folder)
     fp32, int8 = manifest["artifacts"]["model.onnx"], manifest["artifacts"]["model.int8.onnx"]
     for name, entry in manifest["artifacts"].items():
         assert entry["sha256"] == _sha(folder / name)
@@ -101,7 +101,7 @@ def test_artifacts_carry_their_hashes_and_measurements(exported: Path) -> None:
 
 
 def test_requests_are_summarised_without_sample_ids(exported: Path) -> None:
-    manifest = read_manifest(exported / "export")
+    manifest = read_manifest_document(exported / "export")
     assert manifest["requests"] == [
         {"request_id": "req-aaaa", "kind": "sample", "num_samples": 3, "status": "committed"},
         {"request_id": "req-bbbb", "kind": "class", "num_samples": 40, "status": "pending"},
@@ -127,25 +127,25 @@ def test_a_changed_artifact_no_longer_matches(exported: Path, tmp_path: Path) ->
 def test_bad_manifests_are_data_errors(exported: Path, tmp_path: Path) -> None:
     good = json.loads((exported / "export" / "manifest.json").read_text())
     with pytest.raises(DataError, match="missing"):
-        read_manifest(tmp_path / "manifest.json")
+        read_manifest_document(tmp_path / "manifest.json")
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
-        read_manifest(tmp_path)
+        read_manifest_document(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in good.items() if k != "preprocessing"}))
     with pytest.raises(DataError, match="preprocessing"):
-        read_manifest(tmp_path)
+        read_manifest_document(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({**good, "format": "other/2"}))
     with pytest.raises(DataError, match="format"):
-        read_manifest(tmp_path)
+        read_manifest_document(tmp_path)
     broken = json.loads(json.dumps(good))
     del broken["artifacts"]["model.onnx"]["sha256"]
     (tmp_path / "manifest.json").write_text(json.dumps(broken))
     with pytest.raises(DataError, match=r"artifacts\['model.onnx'\] lacks \['sha256'\]"):
-        read_manifest(tmp_path)
+        read_manifest_document(tmp_path)
 
 
 def test_audit_figures_are_settable_and_survive_a_reexport(exported: Path, tmp_path: Path) -> None:
-    manifest = read_manifest(exported / "export")
+    manifest = read_manifest_document(exported / "export")
     audited = set_audit(manifest, {"forget_auc": 0.51, "ta": 97.1})
     audited = set_audit(audited, {"forget_auc": 0.52}, artifact="model.int8.onnx")
     assert manifest["audit"] == {} and "audit" not in manifest["artifacts"]["model.int8.onnx"]  # not mutated
@@ -155,7 +155,7 @@ def test_audit_figures_are_settable_and_survive_a_reexport(exported: Path, tmp_p
         set_audit(manifest, {}, artifact="model.fp16.onnx")
     out = tmp_path / "export"
     write_manifest(out, audited)
-    assert read_manifest(out) == audited
+    assert read_manifest_document(out) == audited
     again = export_checkpoint(exported, plan=ExportPlan(int8="none"), out=out).manifest.raw
     assert again["audit"] == audited["audit"]  # same weights: the federation's audit still holds
 
@@ -281,7 +281,7 @@ def test_the_torchscript_fallback_is_recorded_in_the_manifest(monkeypatch: pytes
     assert fp32["exporter"] == "torchscript"
     assert any("simulated dynamo failure" in w for w in fp32["warnings"])
     assert any("misses the target" in w for w in manifest["artifacts"]["model.int8.onnx"]["warnings"])
-    assert read_manifest(run_dir / "export") == manifest
+    assert read_manifest_document(run_dir / "export") == manifest
 
 
 def test_the_cli_reports_project_errors(tmp_path: Path) -> None:
@@ -300,7 +300,7 @@ def test_the_old_export_spelling_and_data_root_still_work_and_warn(run_dir: Path
     warnings = result.stderr.splitlines()
     assert "`fedunlearn export` is deprecated and goes in the next release; use `fedunlearn edge export`" in warnings[0]
     assert "--data-root is deprecated and goes in the next release; use --data-dir" in warnings[1]
-    assert json.loads(result.stdout) == read_manifest(run_dir / "export")
+    assert json.loads(result.stdout) == read_manifest_document(run_dir / "export")
 
 
 def test_data_dir_and_its_old_spelling_together_are_refused(tmp_path: Path) -> None:
