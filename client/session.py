@@ -32,7 +32,7 @@ def node_dir_for(context: Context, overrides: Mapping[str, Any]) -> Path:
     if P.NODE_DIR in context.node_config:
         return Path(str(context.node_config[P.NODE_DIR]))
     nodes_root = overrides.get(P.RUN_NODES_ROOT) or context.run_config.get(P.RUN_NODES_ROOT)
-    if nodes_root and "partition-id" in context.node_config:
+    if nodes_root not in (None, "", P.RUN_KEEP[P.RUN_NODES_ROOT]) and "partition-id" in context.node_config:
         return partition_dir(Path(str(nodes_root)), int(context.node_config["partition-id"]))
     raise ConfigError(
         "this node has no node directory: start the SuperNode with --node-config \"node-dir='/path'\" "

@@ -34,6 +34,11 @@ NODE_DIR = "node-dir"
 RUN_SCENARIO = "scenario"
 RUN_DIR = "run-dir"
 RUN_NODES_ROOT = "nodes-root"
+RUN_CLIENTS = "clients"
+RUN_ROUNDS = "rounds"
+RUN_DEVICE = "device"
+# what each run config key says when it leaves the scenario as it is: named values, not 0 or ""
+RUN_KEEP = {RUN_CLIENTS: "auto", RUN_ROUNDS: "scenario", RUN_DEVICE: "scenario", RUN_NODES_ROOT: "none"}
 
 # config keys (server -> client)
 ROUND = "round"

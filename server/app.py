@@ -2,15 +2,16 @@
 
 Run config keys (``[tool.flwr.app.config]``, ``flwr run --run-config``):
 ``scenario`` (TOML path), ``run-dir`` (output), ``nodes-root`` (simulation only:
-where virtual nodes live; empty in a deployment, where SuperNodes bring their
-own node directories), and optional ``rounds`` / ``clients`` / ``device``
-overrides (0 or "" keep the scenario's value). Relative paths resolve against
-the working directory, then against the project root.
+where virtual nodes live; "none" in a deployment, where SuperNodes bring their
+own node directories), and ``rounds`` / ``clients`` / ``device`` overrides
+(``protocol.RUN_KEEP`` names the value that keeps the scenario's). Relative paths
+resolve against the working directory, then against the project root.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from fedunlearn.server.references import scenario_references
 from fedunlearn.server.report import write_failure, write_run
 from fedunlearn.server.run import Event, RunRecord, run_federation
 
-__all__ = ["app", "create_server_app", "resolve_path", "scenario_from_config"]
+__all__ = ["app", "create_server_app", "nodes_root", "resolve_path", "scenario_from_config"]
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -50,16 +51,43 @@ def scenario_from_config(config: Mapping[str, Any]) -> Scenario:
     if not config.get(P.RUN_SCENARIO):
         raise ConfigError(f"run config needs {P.RUN_SCENARIO!r}: the path of a scenario TOML")
     scenario = load_scenario(resolve_path(str(config[P.RUN_SCENARIO])))
-    return scenario.with_overrides(clients=int(config.get("clients", 0)) or None,
-                                   rounds=int(config.get("rounds", 0)) or None,
-                                   device=str(config.get("device", "")) or None)
+    device = _override(config, P.RUN_DEVICE)
+    return scenario.with_overrides(clients=_count_override(config, P.RUN_CLIENTS),
+                                   rounds=_count_override(config, P.RUN_ROUNDS), device=device)
+
+
+def _override(config: Mapping[str, Any], key: str) -> str | None:
+    """``key``'s run config value as text, or None where it keeps the scenario's (``P.RUN_KEEP``; the
+    0 and "" that meant the same before still do, with a FutureWarning)."""
+    value, keep = config.get(key, P.RUN_KEEP[key]), P.RUN_KEEP[key]
+    if value in (0, "") and not isinstance(value, bool):
+        warnings.warn(f"run config {key}={value!r} is deprecated and will be refused in the next release: "
+                      f"write {key}={keep!r}", FutureWarning, stacklevel=2)
+        return None
+    return None if value == keep else str(value)
+
+
+def _count_override(config: Mapping[str, Any], key: str) -> int | None:
+    text = _override(config, key)
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"run config {key}={text!r}: give a whole number >= 1, or {P.RUN_KEEP[key]!r} to keep the "
+                          "scenario's")
+    return int(text)
+
+
+def nodes_root(config: Mapping[str, Any]) -> Path | None:
+    """Where a simulation's virtual nodes live; None in a deployment (``nodes-root = "none"``)."""
+    text = _override(config, P.RUN_NODES_ROOT)
+    return None if text is None else resolve_path(text)
 
 
 def _federation_sized(grid: Grid, config: Mapping[str, Any]) -> Scenario:
-    """The scenario of ``flwr run``; in its simulation (``nodes-root`` set, ``clients`` 0) the
+    """The scenario of ``flwr run``; in its simulation (``nodes-root`` set, ``clients = "auto"``) the
     federation's ``num-supernodes`` decides how many clients there are."""
     scenario = scenario_from_config(config)
-    if config.get(P.RUN_NODES_ROOT) and not int(config.get("clients", 0)):
+    if nodes_root(config) is not None and _override(config, P.RUN_CLIENTS) is None:
         nodes = settled_nodes(grid)
         log.info("simulation federation has %d nodes; the scenario runs with that many clients", len(nodes))
         scenario = scenario.with_overrides(clients=len(nodes))
@@ -91,9 +119,9 @@ def create_server_app(
 def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path,
         on_event: Callable[[Event], None] | None = None, *, world: SimulatedWorld | None = None) -> RunRecord:
     """Run the federation and write the run directory; ``world`` defaults to one under ``nodes-root``."""
-    nodes_root = str(config.get(P.RUN_NODES_ROOT, ""))
-    if world is None and nodes_root:
-        world = SimulatedWorld(scenario, resolve_path(nodes_root))
+    root = nodes_root(config)
+    if world is None and root is not None:
+        world = SimulatedWorld(scenario, root)
     bundle = world.bundle if world else load_dataset(scenario.data.dataset, root=scenario.data.data_dir,
                                                      seed=scenario.seed)
     if world is not None:

@@ -100,7 +100,7 @@ def lean_run_config(root: Path, *, rounds: int, int8: bool) -> dict[str, Any]:
         scenario["export"] = {"int8": "none"}
     path = root / "scenario.toml"
     path.write_text(tomli_w.dumps(scenario))
-    return {"scenario": str(path), "run-dir": str(root / "run"), "nodes-root": "", "rounds": rounds}
+    return {"scenario": str(path), "run-dir": str(root / "run"), "nodes-root": "none", "rounds": rounds}
 
 
 def _port_open(port: int) -> bool:

@@ -72,6 +72,6 @@ def test_flwr_run_from_the_repository_root(tmp_path: Path) -> None:
         _stop_local_superlink(flwr_home)
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "completed"
-    assert report["clients"] == 3  # the federation's num-supernodes, as the run config asks (clients = 0)
+    assert report["clients"] == 3  # the federation's num-supernodes, as the run config asks (clients = "auto")
     assert report["unlearning"]["gate"]["passed"]
     assert [r["status"] for r in report["requests"]] == ["committed"]
