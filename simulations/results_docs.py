@@ -343,7 +343,9 @@ def _strong_audits(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str
             for name, m in methods.items()]
     page = _link(root, path.with_suffix(".md"), f"{bench['dataset']} `{bench['forget']}`")
     references = bench.get("references", {}).get("models", "-")
-    return [f"Per-example attacks and U-LiRA on {page} ({len(bench['seeds'])} seeds, {references} reference models, "
+    seeds = len(bench["seeds"])
+    return [f"Per-example attacks and U-LiRA on {page} ({seeds} seed{'s' if seeds > 1 else ''}, {references} reference "
+            "models, "
             + (f"U-LiRA over {', '.join(map(str, sorted(shadows)))} shadow splits; U-LiRA accuracy 0.5: the "
                "method's outputs on the forget samples cannot be told from retraining's; retrain's own row is the "
                "floor two independent retrainings reach):" if shadows else "no U-LiRA):"), "",
