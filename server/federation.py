@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -156,24 +157,48 @@ class Federation:
             self.failures.append(f"{what}: node {node}: {why}")
 
     def status(self) -> dict[int, NodeStatus]:
-        """The nodes' statuses; a node whose status is malformed or contradicts itself sits this round out
-        (noted, its last status forgotten), so nothing it claims there can steer a phase."""
+        """The nodes' statuses; a node whose status is malformed, contradicts itself or claims a partition
+        that is not its own sits this round out (noted, its last status forgotten), so nothing it claims
+        there can steer a phase."""
         replies = self.messenger.broadcast(self.nodes, P.MSG_STATUS, RecordDict(), "status")
         problems = dict(replies.failures)
-        statuses = {}
+        parsed = {}
         for node, content in replies.answers.items():
             status = _node_status(node, content, self.scenario.federation.clients)
             if isinstance(status, str):
                 problems[node] = status
                 self.statuses.pop(node, None)
-                continue
-            statuses[node] = status
-            self.partitions[node] = status.partition
+            else:
+                parsed[node] = status
+        statuses = self._claimed(parsed, problems)
         self.note("query.status", problems)
         self.statuses.update(statuses)
         for status in statuses.values():
             _check_layout(status, self.scenario)
         return statuses
+
+    def _claimed(self, statuses: Mapping[int, NodeStatus], problems: dict[int, str]) -> dict[int, NodeStatus]:
+        """The statuses whose partition is their node's own: the one it first claimed, held by no other node.
+        The gate judges each partition's audit on its own, so a node claiming another's partition would
+        replace that node's audit. A node that changes its claim or takes another's sits the round out;
+        two new nodes claiming one partition is a deployment mistake and stops the run."""
+        fresh = Counter(s.partition for n, s in statuses.items() if n not in self.partitions)
+        holders = {p: n for n, p in self.partitions.items()}
+        if clashes := sorted(p for p, count in fresh.items() if count > 1 and p not in holders):
+            raise FedUnlearnError(f"several nodes claim partition(s) {clashes}; give each node its own node directory")
+        kept = {}
+        for node, status in sorted(statuses.items()):
+            first, holder = self.partitions.get(node), holders.get(status.partition, node)
+            if holder != node:
+                problems[node] = f"claims partition {status.partition}, which node {holder} holds"
+            elif first is not None and first != status.partition:
+                problems[node] = f"claims partition {status.partition}, but claimed {first} before"
+            else:
+                kept[node] = status
+                self.partitions[node], holders[status.partition] = status.partition, node
+        for node in set(statuses) - set(kept):
+            self.statuses.pop(node, None)
+        return kept
 
     def calibrate(self, references: ReferenceModels) -> None:
         """Send the reference models once; each node keeps their statistics on its samples. A node that

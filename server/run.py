@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import torch
 
 from fedunlearn.common.audit.gate import GateResult
-from fedunlearn.common.errors import FedUnlearnError
 from fedunlearn.common.models import ModelSpec, build_model
 from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
 from fedunlearn.server.evaluation import CentralEvaluator
@@ -54,14 +53,6 @@ class RunRecord:
     references: dict[str, float | int] | None = None  # the audit's reference models: count and one-off cost
 
 
-def _partition_map(statuses: dict[int, NodeStatus]) -> dict[int, int]:
-    seen = Counter(s.partition for s in statuses.values())
-    clashes = sorted(p for p, n in seen.items() if n > 1)
-    if clashes:
-        raise FedUnlearnError(f"several nodes claim partition(s) {clashes}; give each node its own node directory")
-    return {n: s.partition for n, s in statuses.items()}
-
-
 def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: int) -> dict[int, NodeStatus]:
     """Statuses of nodes whose pending requests may still be tried."""
     due = {}
@@ -90,7 +81,7 @@ def run_federation(
         began = time.perf_counter()
         with fed.messenger.metered() as status_traffic:
             statuses = _due(fed.status(), attempts, scenario.unlearning.max_attempts)
-        record.partitions = record.partitions or _partition_map(statuses)
+        record.partitions = record.partitions or {n: s.partition for n, s in statuses.items()}
         if any(s.pending for s in statuses.values()):
             attempts.update(r for s in statuses.values() for r in s.pending)
             def phase_round(k: int, gate: GateResult | None, r: int = round_) -> None:

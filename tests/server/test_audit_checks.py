@@ -13,7 +13,7 @@ import pytest
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from fedunlearn.common import protocol as P
-from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError, FedUnlearnError
 from fedunlearn.common.scenario import parse_scenario
 from fedunlearn.server.federation import Federation, NodeStatus
 from fedunlearn.server.messaging import Replies
@@ -165,6 +165,47 @@ class StatusMessenger:
 
     def broadcast(self, nodes: list[int], kind: str, content: RecordDict, group: str) -> Replies:
         return Replies(answers={node: self.reply for node in nodes})
+
+
+@dataclass
+class ClaimMessenger:
+    """Each node's status claims the partition set for it; nothing is pending."""
+
+    claims: dict[int, int]
+
+    def broadcast(self, nodes: list[int], kind: str, content: RecordDict, group: str) -> Replies:
+        return Replies(answers={node: RecordDict({P.STATUS: ConfigRecord({
+            P.PARTITION: self.claims[node], P.NUM_TRAIN: 10, P.NUM_HOLDOUT: 5, P.PENDING_REQUESTS: [],
+            P.PENDING_KINDS: [], P.PENDING_SAMPLES: 0, P.PENDING_COUNTS: [], P.PENDING_CLASSES: []})})
+            for node in nodes})
+
+
+def _claims_over_rounds(*rounds: dict[int, int]) -> tuple[Federation, list[dict[int, NodeStatus]]]:
+    fed = _federation({100: HONEST, 101: HONEST})
+    seen = []
+    for claims in rounds:
+        fed.messenger = ClaimMessenger(claims)  # type: ignore[assignment]
+        seen.append(fed.status())
+    return fed, seen
+
+
+def test_a_node_claiming_another_nodes_partition_sits_out_so_its_audit_cannot_replace_that_nodes() -> None:
+    """The gate judges each partition's audit on its own: two audits under one partition would keep one,
+    and a clean liar's audit would hide a leaking node's (the leak passed and both were committed)."""
+    fed, (first, second) = _claims_over_rounds({100: 0, 101: 1}, {100: 0, 101: 0})
+    assert set(first) == {100, 101} and set(second) == {100}
+    assert fed.partitions == {100: 0, 101: 1} and 101 not in fed.statuses
+    assert "query.status: node 101: claims partition 0, which node 100 holds" in fed.failures
+
+
+def test_a_node_that_changes_its_partition_sits_out() -> None:
+    fed, (_, second) = _claims_over_rounds({100: 0, 101: 1}, {100: 0, 101: 2})
+    assert set(second) == {100} and "query.status: node 101: claims partition 2, but claimed 1 before" in fed.failures
+
+
+def test_two_new_nodes_claiming_one_partition_stop_the_run() -> None:
+    with pytest.raises(FedUnlearnError, match=r"several nodes claim partition\(s\) \[0\]"):
+        _claims_over_rounds({100: 0, 101: 0})
 
 
 def test_a_status_narrowed_to_some_requests_keeps_each_ones_own_count() -> None:

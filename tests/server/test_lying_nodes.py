@@ -94,6 +94,23 @@ def test_a_consistent_liar_cannot_dilute_another_clients_leak() -> None:
     assert all(f.request_id in world.node(f.partition).pending for f in world.filed)
 
 
+def test_a_clean_node_claiming_a_leaking_nodes_partition_cannot_hide_its_leak() -> None:
+    """From its second status on node 101 says it holds node 100's partition. Its clean audit would have
+    replaced node 100's leaking one in the gate, and both requests were committed; now it sits out."""
+    statuses: list[int] = []
+
+    def take_partition_0(fields: Fields) -> Fields:
+        statuses.append(1)
+        return fields if len(statuses) == 1 else {**fields, P.PARTITION: 0}
+
+    liar = rewriting({P.MSG_STATUS: with_fields(P.STATUS, take_partition_0)})
+    record, world, grid = scripted_run(tiny_scenario(), {100: leaky_audit, 101: liar})
+    assert not any(p.passed or p.committed for p in record.phases)
+    assert not any(m.metadata.message_type == P.MSG_COMMIT for m in grid.sent)
+    assert all(f.request_id in world.node(f.partition).pending for f in world.filed)
+    assert sum("node 101: claims partition 0, which node 100 holds" in f for f in record.failures) == 3
+
+
 @pytest.mark.parametrize(("claim", "words"), [
     (lambda f: {**f, P.COMMITTED: [*f[P.COMMITTED], "req-1-2-1", "made-up"]}, "not asked to: ['made-up', 'req-1-2-1']"),
     (lambda f: {}, "malformed reply (KeyError"),
