@@ -156,7 +156,10 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
         record.client_work.append(ClientWork(
             round=round_, partition=fed.partitions.get(update.node_id, -1), forget_size=float(size),
             steps=update.metrics.get(P.STEPS, 0.0), seconds=update.metrics.get(P.SECONDS, 0.0), update_scale=scale))
-        if scale < 1.0:
+        if scale == 0.0:
+            fed.failures.append(f"unlearning round {round_}: node {update.node_id}'s unlearning update was not "
+                                "applied: no training update this round to bound it by")
+        elif scale < 1.0:
             fed.failures.append(f"unlearning round {round_}: node {update.node_id}'s unlearning update was "
                                 f"{1 / scale:.1f}x the bound; scaled down to it")
     # forget sets of different nodes are disjoint samples: their steps add up; a class shared by
@@ -171,10 +174,13 @@ def _phase_seed(record: PhaseRecord, round_: int) -> int:
 
 def _unlearning_bound(fed: Federation, state: State, trained: Sequence[tuple[State, float]]) -> float:
     """The largest norm an unlearning update may have: ``update_clip`` times the round's largest training
-    update (unbounded when the round has no training update to measure by, or the clip is off)."""
+    update (unbounded when the clip is off). A round with no training update to measure by bounds it at 0:
+    a requester must not lift its own bound by leaving out its training half, so the step is not applied."""
     clip = fed.scenario.unlearning.update_clip
     norms = [update_norm(state, s) for s, _ in trained]
-    return math.inf if clip == 0 or not norms else clip * max(norms)
+    if clip == 0:
+        return math.inf
+    return clip * max(norms) if norms else 0.0
 
 
 def run_unlearning_phase(

@@ -12,7 +12,7 @@ import torch
 from flwr.app import ArrayRecord, RecordDict
 
 from fedunlearn.common import protocol as P
-from tests.server.faults import huge, leaky_audit, replacing_arrays, rewriting, with_fields
+from tests.server.faults import failing, huge, leaky_audit, replacing_arrays, rewriting, with_fields
 from tests.server.in_process import tiny_scenario
 from tests.server.scripted import TARGET, assert_only_audited_commits, scripted_run
 
@@ -167,6 +167,20 @@ def test_a_requester_cannot_loosen_its_own_bound_with_a_huge_training_half() -> 
     assert any(f.startswith("unlearning round 1: node 100's training update was") for f in record.failures)
     assert_only_audited_commits(record, world.nodes)
     assert record.final_ta > 80.0
+
+
+def test_an_unlearning_step_with_no_training_update_to_bound_it_is_not_applied() -> None:
+    """The bound is a multiple of the round's largest training update. With none (the requesters leave out
+    their training halves, the only other node's training fails) it used to be no bound at all."""
+    def without_training_half(content: RecordDict) -> RecordDict:
+        return RecordDict({name: record for name, record in content.items() if name != P.TRAIN_ARRAYS})
+
+    drop_half = rewriting({P.MSG_UNLEARN: without_training_half})
+    record, _, _ = scripted_run(tiny_scenario(baselines=False),
+                                {100: drop_half, 101: drop_half, 102: failing(P.MSG_TRAIN)})
+    work = [w for phase in record.phases for w in phase.client_work]
+    assert work and all(w.update_scale == 0.0 for w in work)
+    assert any("node 100's unlearning update was not applied: no training update" in f for f in record.failures)
 
 
 @pytest.mark.parametrize("clip", [3.0, 0.0])
