@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedunlearn.common.checkpoint import load_checkpoint
-from fedunlearn.common.edge.manifest import read_manifest
+from fedunlearn.common.edge.manifest import read_manifest_document
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.simulations import bench
 from fedunlearn.simulations.bench import BenchConfig, run_bench
@@ -99,7 +99,7 @@ def test_each_export_folder_is_complete_and_names_its_checkpoint(
         folder = edge_bench[0] / "edge" / "seed-0" / name
         for file in FILES:
             assert (folder / file).is_file(), f"{name}/{file}"
-        manifest = read_manifest(folder)
+        manifest = read_manifest_document(folder)
         assert manifest["source_checkpoint"] == "model.pt"
         assert set(manifest["artifacts"]) == {"model.onnx", "model.int8.onnx"}
         _, meta = load_checkpoint(folder / "model.pt")
