@@ -40,6 +40,7 @@ def create_client_app(overrides: Mapping[str, Any] | None = None) -> ClientApp:
     client_app.evaluate(P.ACTION_AUDIT)(reply(handlers.audit))
     client_app.evaluate(P.ACTION_CALIBRATE)(reply(handlers.calibrate))
     client_app.query(P.ACTION_COMMIT)(reply(lambda s, _m: handlers.commit(s)))
+    client_app.query(P.ACTION_DEFER)(reply(lambda s, _m: handlers.defer(s)))
     return client_app
 
 

@@ -44,7 +44,7 @@ def _console() -> Console:
     return Console(markup=False, highlight=False)
 
 
-COLUMNS = ("request_id", "kind", "num_samples", "status", "reason", "updated_at")
+COLUMNS = ("request_id", "kind", "num_samples", "status", "reason", "deferral", "updated_at")
 
 
 def _parse_partition(text: str) -> tuple[int, int]:
@@ -128,7 +128,7 @@ def requests(
     for column in COLUMNS:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(Text(printable(str(row[c]))) for c in COLUMNS))
+        table.add_row(*(Text(printable("" if row[c] is None else str(row[c]))) for c in COLUMNS))
     _console().print(table)
 
 

@@ -33,7 +33,7 @@ from fedunlearn.common.unlearning import UnlearningTask, parse_params, run_metho
 from fedunlearn.common.unlearning.base import Granularity
 from fedunlearn.common.unlearning.reference import build_reference, build_utility
 
-__all__ = ["audit", "calibrate", "commit", "evaluate", "status", "train_round", "unlearn"]
+__all__ = ["audit", "calibrate", "commit", "defer", "evaluate", "status", "train_round", "unlearn"]
 
 
 def status(session: NodeSession) -> RecordDict:
@@ -228,6 +228,12 @@ def commit(session: NodeSession) -> RecordDict:
     # again on a repeat too: a node that crashed after its ledger commit may not have got this far
     drop_samples(session.node.path, {i for r in session.request_ids for i in session.node.ledger.get(r).sample_ids})
     return RecordDict({P.STATUS: ConfigRecord({P.COMMITTED: list(session.request_ids)})})
+
+
+def defer(session: NodeSession) -> RecordDict:
+    """Note in the ledger why the server's phase left these requests pending (settled ones are skipped)."""
+    noted = session.node.ledger.defer(session.request_ids, str(session.config.get(P.DEFERRAL, "")))
+    return RecordDict({P.STATUS: ConfigRecord({P.DEFERRED: noted})})
 
 
 def _committed_under(request: ForgetRequest, model_hash: str) -> bool:

@@ -317,7 +317,7 @@ def _summary_dict(message: pb.RequestSummary) -> Summary:
     """The same keys as ``ForgetRequest.summary()``, plus ``receipt`` (a dict once committed)."""
     out: Summary = {f: getattr(message, f) for f in
                     ("request_id", "kind", "num_samples", "reason", "status", "created_at", "updated_at")}
-    for optional in ("target_class", "rejection"):
+    for optional in ("target_class", "rejection", "deferral"):
         out[optional] = getattr(message, optional) if message.HasField(optional) else None
     out["receipt"] = json.loads(message.receipt) if message.HasField("receipt") else None
     return out

@@ -13,6 +13,7 @@ ACTION_AUDIT = "audit"
 ACTION_STATUS = "status"
 ACTION_COMMIT = "commit"
 ACTION_CALIBRATE = "calibrate"
+ACTION_DEFER = "defer"
 MSG_TRAIN = "train"
 MSG_UNLEARN = f"train.{ACTION_UNLEARN}"
 MSG_EVALUATE = "evaluate"
@@ -20,6 +21,7 @@ MSG_AUDIT = f"evaluate.{ACTION_AUDIT}"
 MSG_CALIBRATE = f"evaluate.{ACTION_CALIBRATE}"  # reference models in; their statistics on local data kept
 MSG_STATUS = f"query.{ACTION_STATUS}"
 MSG_COMMIT = f"query.{ACTION_COMMIT}"
+MSG_DEFER = f"query.{ACTION_DEFER}"  # requests a phase left pending, and why: noted in the node's ledger
 
 # record names inside a message's RecordDict
 ARRAYS = "arrays"  # ArrayRecord: the model's state dict
@@ -52,6 +54,7 @@ ARTIFACT_SHA256 = "artifact-sha256"  # its sha256, checked by the node before ON
 REQUEST_IDS = "request-ids"
 MODEL_HASH_BEFORE = "model-hash-before"
 MODEL_HASH_AFTER = "model-hash-after"
+DEFERRAL = "deferral"  # why the named requests stay pending (query.defer)
 AUDIT_SUMMARY = "audit-summary"  # JSON object: the gate's figures, copied into receipts
 CALIBRATION = "calibration"  # digest of the reference models whose statistics the audit uses (both ways)
 DEVICE = "device"
@@ -68,6 +71,7 @@ PENDING_COUNTS = "pending-counts"  # samples under each pending request, same or
 PENDING_CLASSES = "pending-classes"  # per pending request, in order: its target class, or NO_CLASS
 NO_CLASS = -1  # in PENDING_CLASSES: a request that names no class (ids, a sample share, a leaving node)
 COMMITTED = "committed"  # list of request ids committed by query.commit
+DEFERRED = "deferred"  # list of request ids noted by query.defer
 
 # metric keys (client -> server)
 NUM_EXAMPLES = "num-examples"  # FedAvg weight

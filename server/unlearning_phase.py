@@ -192,6 +192,7 @@ def run_unlearning_phase(
     model if the gate passed, else the original: a failed candidate may have lost utility).
     With ``edge``, the passing model is exported and its artifacts audited before the commit."""
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
+    asked = {n: list(ids) for n, ids in requesters.items()}  # requesters loses nodes that fail on the way
     classes = tuple(sorted(set().union(*(s.forgotten_classes for s in statuses.values()))))
     trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
     record = PhaseRecord(after_round=after_round, method=fed.scenario.unlearning.method,
@@ -236,11 +237,16 @@ def run_unlearning_phase(
     gate = record.gate
     if gate is None or not gate.passed:
         log.warning("the leakage gate did not pass; nothing is published or committed")
+        _defer(fed, asked, f"after round {after_round} the leakage gate did not pass: "
+               + ("; ".join(gate.reasons) if gate is not None else "no audit could be pooled"))
         return record, dict(original)  # training goes on from the last published model
     record.model_hash = state_sha256(state)
     audited = {n: ids for n, ids in requesters.items() if n in record.gate_nodes}
     for node in sorted(set(requesters) - set(audited)):
         fed.failures.append(f"node {node}: its requests stay pending: its audit was not pooled into the gate")
+    _defer(fed, {n: ids for n, ids in asked.items() if n not in audited},
+           f"after round {after_round} this node's unlearning or audit was not pooled into the passing gate "
+           "(the run's report says why); the next phase tries again")
     if edge is None:
         _commit(fed, record, gate, record.model_hash, audited)
         return record, state
@@ -251,6 +257,15 @@ def run_unlearning_phase(
         _commit(fed, record, gate, record.model_hash, audited)
         staged.publish(record.committed, record.unconfirmed)
     return record, state
+
+
+def _defer(fed: Federation, left: Mapping[int, list[str]], why: str) -> None:
+    """query.defer: each node notes in its ledger why these requests stay pending, so `fedunlearn node
+    requests` says it too, not only the server's report. A node that misses it is noted, nothing more."""
+    plan = {node: (P.MSG_DEFER, RecordDict({P.CONFIG: ConfigRecord({P.REQUEST_IDS: ids, P.DEFERRAL: why})}))
+            for node, ids in left.items() if ids}
+    if plan:
+        fed.note("query.defer", fed.messenger.ask(plan, "defer").failures)
 
 
 def _control(fed: Federation, evaluator: CentralEvaluator, record: PhaseRecord, name: str, state: State,

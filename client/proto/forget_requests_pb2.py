@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-fedunlearn/client/proto/forget_requests.proto\x12\x16\x66\x65\x64unlearn.requests.v1\"\x18\n\tSampleIds\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x8c\x01\n\rSubmitRequest\x12\x37\n\nsample_ids\x18\x01 \x01(\x0b\x32!.fedunlearn.requests.v1.SampleIdsH\x00\x12\x12\n\x08\x63lass_id\x18\x02 \x01(\x05H\x00\x12\x14\n\neverything\x18\x03 \x01(\x08H\x00\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x08\n\x06target\"#\n\rStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"T\n\x0bListRequest\x12\x13\n\x06status\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\tB\t\n\x07_status\"\x83\x02\n\x0eRequestSummary\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x03\x12\x19\n\x0ctarget_class\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x16\n\trejection\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x12\n\nupdated_at\x18\t \x01(\t\x12\x14\n\x07receipt\x18\n \x01(\tH\x02\x88\x01\x01\x42\x0f\n\r_target_classB\x0c\n\n_rejectionB\n\n\x08_receipt\"a\n\x0cListResponse\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.fedunlearn.requests.v1.RequestSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x02\n\x0e\x46orgetRequests\x12W\n\x06Submit\x12%.fedunlearn.requests.v1.SubmitRequest\x1a&.fedunlearn.requests.v1.RequestSummary\x12W\n\x06Status\x12%.fedunlearn.requests.v1.StatusRequest\x1a&.fedunlearn.requests.v1.RequestSummary\x12Q\n\x04List\x12#.fedunlearn.requests.v1.ListRequest\x1a$.fedunlearn.requests.v1.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-fedunlearn/client/proto/forget_requests.proto\x12\x16\x66\x65\x64unlearn.requests.v1\"\x18\n\tSampleIds\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\x8c\x01\n\rSubmitRequest\x12\x37\n\nsample_ids\x18\x01 \x01(\x0b\x32!.fedunlearn.requests.v1.SampleIdsH\x00\x12\x12\n\x08\x63lass_id\x18\x02 \x01(\x05H\x00\x12\x14\n\neverything\x18\x03 \x01(\x08H\x00\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x08\n\x06target\"#\n\rStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"T\n\x0bListRequest\x12\x13\n\x06status\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\tB\t\n\x07_status\"\xa7\x02\n\x0eRequestSummary\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bnum_samples\x18\x03 \x01(\x03\x12\x19\n\x0ctarget_class\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x16\n\trejection\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x12\n\nupdated_at\x18\t \x01(\t\x12\x14\n\x07receipt\x18\n \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08\x64\x65\x66\x65rral\x18\x0b \x01(\tH\x03\x88\x01\x01\x42\x0f\n\r_target_classB\x0c\n\n_rejectionB\n\n\x08_receiptB\x0b\n\t_deferral\"a\n\x0cListResponse\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.fedunlearn.requests.v1.RequestSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x02\n\x0e\x46orgetRequests\x12W\n\x06Submit\x12%.fedunlearn.requests.v1.SubmitRequest\x1a&.fedunlearn.requests.v1.RequestSummary\x12W\n\x06Status\x12%.fedunlearn.requests.v1.StatusRequest\x1a&.fedunlearn.requests.v1.RequestSummary\x12Q\n\x04List\x12#.fedunlearn.requests.v1.ListRequest\x1a$.fedunlearn.requests.v1.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,9 +40,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTREQUEST']._serialized_start=279
   _globals['_LISTREQUEST']._serialized_end=363
   _globals['_REQUESTSUMMARY']._serialized_start=366
-  _globals['_REQUESTSUMMARY']._serialized_end=625
-  _globals['_LISTRESPONSE']._serialized_start=627
-  _globals['_LISTRESPONSE']._serialized_end=724
-  _globals['_FORGETREQUESTS']._serialized_start=727
-  _globals['_FORGETREQUESTS']._serialized_end=1004
+  _globals['_REQUESTSUMMARY']._serialized_end=661
+  _globals['_LISTRESPONSE']._serialized_start=663
+  _globals['_LISTRESPONSE']._serialized_end=760
+  _globals['_FORGETREQUESTS']._serialized_start=763
+  _globals['_FORGETREQUESTS']._serialized_end=1040
 # @@protoc_insertion_point(module_scope)

@@ -41,7 +41,7 @@ class ListRequest(_message.Message):
     def __init__(self, status: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class RequestSummary(_message.Message):
-    __slots__ = ("request_id", "kind", "num_samples", "target_class", "reason", "status", "rejection", "created_at", "updated_at", "receipt")
+    __slots__ = ("request_id", "kind", "num_samples", "target_class", "reason", "status", "rejection", "created_at", "updated_at", "receipt", "deferral")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class RequestSummary(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    DEFERRAL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     kind: str
     num_samples: int
@@ -62,7 +63,8 @@ class RequestSummary(_message.Message):
     created_at: str
     updated_at: str
     receipt: str
-    def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., num_samples: _Optional[int] = ..., target_class: _Optional[int] = ..., reason: _Optional[str] = ..., status: _Optional[str] = ..., rejection: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., receipt: _Optional[str] = ...) -> None: ...
+    deferral: str
+    def __init__(self, request_id: _Optional[str] = ..., kind: _Optional[str] = ..., num_samples: _Optional[int] = ..., target_class: _Optional[int] = ..., reason: _Optional[str] = ..., status: _Optional[str] = ..., rejection: _Optional[str] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., receipt: _Optional[str] = ..., deferral: _Optional[str] = ...) -> None: ...
 
 class ListResponse(_message.Message):
     __slots__ = ("requests", "next_page_token")

@@ -38,6 +38,7 @@ from fedunlearn.common.nodes.text import checked_reason, clip
 __all__ = ["ForgetRequest", "Ledger", "RequestKind", "RequestStatus"]
 
 RequestKind = Literal["ids", "class", "all"]
+DEFERRAL_CHARS = 1000  # a deferral note is the server's text: kept as long as a reason may be
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS requests (
     rejection    TEXT,
     receipt      TEXT,
     created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL
+    updated_at   TEXT NOT NULL,
+    deferral     TEXT
 );
 CREATE TABLE IF NOT EXISTS request_samples (
     request_id TEXT NOT NULL REFERENCES requests (request_id),
@@ -80,6 +82,7 @@ class ForgetRequest:
     receipt: Mapping[str, Any] | None
     created_at: str
     updated_at: str
+    deferral: str | None = None  # why the server's last unlearning phase left it pending
 
     def summary(self) -> dict[str, Any]:
         """What may be shown or sent off the node: everything except the sample ids."""
@@ -93,6 +96,7 @@ class ForgetRequest:
             "rejection": self.rejection,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "deferral": self.deferral,
         }
 
 
@@ -109,6 +113,8 @@ class Ledger:
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))  # before SQLite would make it 0644
             with self._connect() as db:
                 db.executescript(_SCHEMA)
+                if "deferral" not in {row[1] for row in db.execute("PRAGMA table_info(requests)")}:
+                    db.execute("ALTER TABLE requests ADD COLUMN deferral TEXT")  # a ledger made before it
         except (OSError, sqlite3.DatabaseError) as err:
             raise DataError(f"{self.path} is not a usable ledger ({err}); restore it from a backup") from err
 
@@ -156,7 +162,8 @@ class Ledger:
                     "a duplicate request was not recorded"
                 )
             db.execute(
-                "INSERT INTO requests VALUES (?, ?, ?, ?, 'pending', NULL, NULL, ?, ?)",
+                "INSERT INTO requests (request_id, kind, target_class, reason, status, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, 'pending', ?, ?)",
                 (request_id, kind, target_class, reason, now, now),
             )
             db.executemany(
@@ -236,6 +243,19 @@ class Ledger:
                     (json.dumps(dict(receipt), sort_keys=True), now, request_id),
                 )
 
+    def defer(self, request_ids: Iterable[str], why: str) -> builtins.list[str]:
+        """Note on each named pending request why the server left it pending (settled ones are skipped);
+        returns the ids noted. The note is the server's word, kept bounded."""
+        noted = []
+        with self._transaction() as db:
+            for request_id in request_ids:
+                row = db.execute("SELECT status FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+                if row is not None and row[0] == RequestStatus.PENDING:
+                    db.execute("UPDATE requests SET deferral = ?, updated_at = ? WHERE request_id = ?",
+                               (why[:DEFERRAL_CHARS], _now(), request_id))
+                    noted.append(request_id)
+        return noted
+
     def reject(self, request_id: str, reason: str) -> None:
         reason = checked_reason(reason, "a rejection")
         with self._transaction() as db:
@@ -255,7 +275,7 @@ class Ledger:
 
     @staticmethod
     def _request(db: sqlite3.Connection, row: tuple[Any, ...]) -> ForgetRequest:
-        (request_id, kind, target_class, reason, status, rejection, receipt, created, updated) = row
+        (request_id, kind, target_class, reason, status, rejection, receipt, created, updated, deferral) = row
         ids = db.execute(
             "SELECT sample_id FROM request_samples WHERE request_id = ? ORDER BY sample_id", (request_id,)
         ).fetchall()
@@ -263,4 +283,5 @@ class Ledger:
             request_id=request_id, kind=kind, sample_ids=tuple(int(i[0]) for i in ids),
             target_class=target_class, reason=reason, status=RequestStatus(status), rejection=rejection,
             receipt=json.loads(receipt) if receipt else None, created_at=created, updated_at=updated,
+            deferral=deferral,
         )

@@ -156,6 +156,19 @@ def test_reject_releases_the_samples_and_cannot_be_repeated(
     assert code == 2 and "not pending" in err
 
 
+def test_requests_says_why_the_server_left_a_request_pending(
+    node_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    node = NodeDirectory.open(node_dir)
+    request_id = node.submit(ids=node.train().ids[:2].tolist(), reason="r").request_id
+    node.ledger.defer([request_id], "after round 3 the leakage gate did not pass")
+    [row] = _ledger(monkeypatch, capsys, node_dir)
+    assert (row["status"], row["deferral"]) == ("pending", "after round 3 the leakage gate did not pass")
+    code, out, err = _main(monkeypatch, capsys, "node", "requests", "--node-dir", str(node_dir))
+    assert code == 0 and "after round 3 the leakage gate did not pass" in out, err
+
+
 # --- untrusted text and serve's defaults ------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ from fedunlearn.common.nodes import NodeDirectory, NodeLayout, materialise_node
 TOKEN = "s3cret-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 SUMMARY_FIELDS = {"request_id", "kind", "num_samples", "target_class", "reason", "status", "rejection",
-                  "created_at", "updated_at", "receipt"}
+                  "created_at", "updated_at", "receipt", "deferral"}
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +345,7 @@ def _file_directly(node: NodeDirectory, count: int, reason: str) -> list[str]:
     rows filed before the reason bound existed look)."""
     rows = [(f"req-{i:016x}", 10**6 + i) for i in range(count)]  # listing never looks at the samples
     with sqlite3.connect(node.ledger.path) as db:
-        db.executemany("INSERT INTO requests VALUES (?, 'ids', NULL, ?, 'pending', NULL, NULL, ?, ?)",
+        db.executemany("INSERT INTO requests VALUES (?, 'ids', NULL, ?, 'pending', NULL, NULL, ?, ?, NULL)",
                        [(rid, reason, f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}", "t")
                         for i, (rid, _) in enumerate(rows)])
         db.executemany("INSERT INTO request_samples VALUES (?, ?)", rows)

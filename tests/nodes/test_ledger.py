@@ -279,3 +279,31 @@ def test_a_request_committed_late_is_not_skipped_by_a_pager(ledger: Ledger, monk
         thread.join(10)
     seen += [r.request_id for r in ledger.list(after=seen[-1], limit=10)]
     assert sorted(seen) == sorted(filed.values())  # every request exactly once across the two pages
+
+
+def test_a_deferral_is_noted_on_pending_requests_only_and_shown_in_the_summary(ledger: Ledger) -> None:
+    pending = ledger.submit("ids", [1, 2], reason="erase me")
+    settled = ledger.submit("ids", [3], reason="erase me too")
+    ledger.commit({settled.request_id: {"model_sha256": "0"}})
+    noted = ledger.defer([pending.request_id, settled.request_id, "req-unknown"], "the gate did not pass" + "!" * 2000)
+    assert noted == [pending.request_id]
+    kept = ledger.get(pending.request_id)
+    assert kept.status is RequestStatus.PENDING and kept.summary()["deferral"].startswith("the gate did not pass")
+    assert len(kept.deferral or "") == 1000 and ledger.get(settled.request_id).deferral is None
+
+
+def test_a_ledger_made_before_deferrals_gains_the_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE requests (request_id TEXT PRIMARY KEY, kind TEXT NOT NULL, target_class INTEGER, "
+            "reason TEXT NOT NULL, status TEXT NOT NULL, rejection TEXT, receipt TEXT, created_at TEXT NOT NULL, "
+            "updated_at TEXT NOT NULL);"
+            "CREATE TABLE request_samples (request_id TEXT NOT NULL, sample_id INTEGER NOT NULL, "
+            "PRIMARY KEY (request_id, sample_id));"
+            "INSERT INTO requests VALUES ('req-old', 'ids', NULL, 'old', 'pending', NULL, NULL, 't0', 't0');"
+            "INSERT INTO request_samples VALUES ('req-old', 7);")
+    ledger = Ledger(path)
+    assert ledger.get("req-old").sample_ids == (7,) and ledger.get("req-old").deferral is None
+    assert ledger.defer(["req-old"], "later") == ["req-old"] and ledger.get("req-old").deferral == "later"
+    assert ledger.submit("ids", [8], reason="new").deferral is None

@@ -50,6 +50,7 @@ class ScriptedNode:
     num_holdout: int = 2 * HOLDOUT_SIZE
     pending: dict[str, int] = field(default_factory=dict)
     receipts: dict[str, dict[str, object]] = field(default_factory=dict)  # committed request id -> receipt
+    deferrals: dict[str, str] = field(default_factory=dict)  # pending request id -> why the server left it so
 
     def status(self, message: Message) -> RecordDict:
         return RecordDict({P.STATUS: ConfigRecord({
@@ -102,6 +103,12 @@ class ScriptedNode:
                                          "audit": json.loads(str(config.get(P.AUDIT_SUMMARY, "{}")))}
         return RecordDict({P.STATUS: ConfigRecord({P.COMMITTED: named})})
 
+    def defer(self, message: Message) -> RecordDict:
+        config = message.content.config_records[P.CONFIG]
+        noted = [r for r in (str(r) for r in config[P.REQUEST_IDS]) if r in self.pending]  # type: ignore[union-attr]
+        self.deferrals.update(dict.fromkeys(noted, str(config[P.DEFERRAL])))
+        return RecordDict({P.STATUS: ConfigRecord({P.DEFERRED: noted})})
+
 
 def scripted_client_app(nodes: dict[int, ScriptedNode]) -> ClientApp:
     """A ClientApp registered like ``client.app``'s, each handler answered by the addressed scripted node."""
@@ -118,6 +125,7 @@ def scripted_client_app(nodes: dict[int, ScriptedNode]) -> ClientApp:
     app.train(P.ACTION_UNLEARN)(reply("unlearn"))
     app.evaluate(P.ACTION_AUDIT)(reply("audit"))
     app.query(P.ACTION_COMMIT)(reply("commit"))
+    app.query(P.ACTION_DEFER)(reply("defer"))
     return app
 
 

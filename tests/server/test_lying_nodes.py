@@ -94,6 +94,27 @@ def test_a_consistent_liar_cannot_dilute_another_clients_leak() -> None:
     assert all(f.request_id in world.node(f.partition).pending for f in world.filed)
 
 
+def test_every_request_a_failed_gate_leaves_pending_says_why_in_its_nodes_ledger() -> None:
+    record, world, grid = scripted_run(tiny_scenario(), {101: leaky_audit})
+    assert not any(p.passed for p in record.phases)
+    for filed in world.filed:
+        why = world.node(filed.partition).deferrals[filed.request_id]  # the last phase's word: after round 3
+        assert why.startswith("after round 3 the leakage gate did not pass:") and "partition 1: lira" in why, why
+    assert {m.metadata.dst_node_id for m in grid.sent if m.metadata.message_type == P.MSG_DEFER} == {100, 101}
+
+
+def test_a_request_left_out_of_a_passing_gate_says_why_in_its_nodes_ledger() -> None:
+    record, world, grid = scripted_run(tiny_scenario(), {100: failing(P.MSG_AUDIT)})
+    assert record.phases[0].passed and record.phases[0].gate_nodes == (101,)
+    told = [str(m.content.config_records[P.CONFIG][P.DEFERRAL]) for m in grid.sent
+            if m.metadata.message_type == P.MSG_DEFER and m.metadata.dst_node_id == 100]
+    assert "after round 2 this node's unlearning or audit was not pooled into the passing gate" in told[0]
+    assert told[-1] == "after round 3 the leakage gate did not pass: no audit could be pooled"  # alone next time
+    left, done = world.filed[0].request_id, world.filed[1].request_id
+    assert world.node(0).deferrals[left] == told[-1]
+    assert done in world.node(1).receipts and done not in world.node(1).deferrals
+
+
 def test_a_clean_node_claiming_a_leaking_nodes_partition_cannot_hide_its_leak() -> None:
     """From its second status on node 101 says it holds node 100's partition. Its clean audit would have
     replaced node 100's leaking one in the gate, and both requests were committed; now it sits out."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fedunlearn.server.unlearning_phase as phase
+from fedunlearn.common import protocol as P
 from fedunlearn.common.audit.gate import GateResult
 from fedunlearn.common.models import ModelSpec
 from fedunlearn.common.scenario import parse_scenario
@@ -64,7 +65,8 @@ def _run(monkeypatch: pytest.MonkeyPatch, verdicts: list[GateResult]) -> tuple[l
     monkeypatch.setattr(phase, "_control", lambda *a, **k: None)
     monkeypatch.setattr(phase, "_baselines", lambda *a, **k: None)
     monkeypatch.setattr(phase, "_commit", lambda *a, **k: None)
-    statuses = {100: NodeStatus(100, 0, 500, 200, ("req-100",), ("sample",), 40, (40,), ()),
+    monkeypatch.setattr(phase, "_defer", lambda *a, **k: None)
+    statuses = {100: NodeStatus(100, 0, 500, 200, ("req-100",), ("sample",), 40, (40,), (P.NO_CLASS,)),
                 101: NodeStatus(101, 1, 500, 200, (), (), 0, (), ())}
     record, _ = phase.run_unlearning_phase(fed, _Evaluator(), ModelSpec("mlp", 1, 8, 10),  # type: ignore[arg-type]
                                            ORIGINAL, statuses, after_round=5)
