@@ -166,6 +166,21 @@ def test_a_submission_without_target_is_refused(served: str, node: NodeDirectory
     assert _recorded(node) == []
 
 
+def test_a_hand_made_submission_whose_reason_is_not_utf8_is_refused_and_not_recorded(
+    served: str, node: NodeDirectory
+) -> None:
+    """Protobuf strings must be UTF-8: a client cannot build such a message, but raw bytes can claim one
+    (field 3 everything = true, field 4 reason = 0xff 0xfe). gRPC refuses it before the service sees it."""
+    raw = bytes([0x18, 0x01, 0x22, 0x02, 0xFF, 0xFE])
+    with grpc.insecure_channel(served) as channel, pytest.raises(grpc.RpcError) as err:
+        submit = channel.unary_unary("/fedunlearn.requests.v1.ForgetRequests/Submit",
+                                     request_serializer=lambda body: body,
+                                     response_deserializer=pb.RequestSummary.FromString)
+        submit(raw, metadata=AUTH, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    assert _recorded(node) == []
+
+
 def test_duplicate_is_already_exists_and_not_recorded(client: RequestClient, node: NodeDirectory) -> None:
     ids = node.train().ids[:3].tolist()
     first = client.submit(ids=ids, reason="a")
