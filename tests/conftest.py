@@ -1,5 +1,5 @@
 """Suite-wide settings: one intra-op thread, so tests on two CI cores do not oversubscribe; costly shared
-fixtures built once per run; the session's one hand-made ONNX export, shared by the edge runtime, edge bench
+fixtures built once per run; the loopback deployments one at a time; the session's one hand-made ONNX export, shared by the edge runtime, edge bench
 and CLI startup tests."""
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for name in sorted(BUILT_ONCE.intersection(getattr(item, "fixturenames", ()))):
             item.add_marker(pytest.mark.xdist_group(name))
+        if "deployment" in item.path.parts:
+            # one loopback deployment at a time: two at once on two cores starved a SuperLink until its
+            # SQLite said "database is locked" (HTTP 500), and Flower's SuperNode exits on that
+            item.add_marker(pytest.mark.xdist_group("deployment"))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
