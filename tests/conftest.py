@@ -1,6 +1,6 @@
 """Suite-wide settings: one intra-op thread, so tests on two CI cores do not oversubscribe; costly shared
-fixtures built once per run; the loopback deployments one at a time; the session's one hand-made ONNX export, shared by the edge runtime, edge bench
-and CLI startup tests."""
+fixtures built once per run; the loopback deployments one at a time; the session's one hand-made ONNX
+export, shared by the edge runtime, edge bench and CLI startup tests."""
 
 from __future__ import annotations
 
