@@ -217,7 +217,8 @@ def commit(session: NodeSession) -> RecordDict:
     if not session.request_ids:
         raise RequestError("the server named no requests")
     after = str(session.config[P.MODEL_HASH_AFTER])
-    if fresh := [r for r in session.request_ids if not _committed_under(session.node.ledger.get(r), after)]:
+    named = [session.node.ledger.get(r) for r in session.request_ids]
+    if fresh := [r.request_id for r in named if not _committed_under(r, after)]:
         requests = _pending(session.node, fresh)
         receipt = {
             "model_hash_before": str(session.config[P.MODEL_HASH_BEFORE]),
@@ -226,7 +227,7 @@ def commit(session: NodeSession) -> RecordDict:
         }
         session.node.commit([r.request_id for r in requests], receipt)
     # again on a repeat too: a node that crashed after its ledger commit may not have got this far
-    drop_samples(session.node.path, {i for r in session.request_ids for i in session.node.ledger.get(r).sample_ids})
+    drop_samples(session.node.path, {i for r in named for i in r.sample_ids})
     return RecordDict({P.STATUS: ConfigRecord({P.COMMITTED: list(session.request_ids)})})
 
 
