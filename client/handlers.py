@@ -17,7 +17,7 @@ from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.typing import MetricRecordValues
 
 from fedunlearn.client.calibration import CalibrationTable, drop_samples
-from fedunlearn.client.session import NodeSession, model_arrays
+from fedunlearn.client.session import NodeSession
 from fedunlearn.common import protocol as P
 from fedunlearn.common.audit.local import comparison_sets, local_leakage_audit
 from fedunlearn.common.audit.signals import Logits, torch_logits
@@ -28,6 +28,7 @@ from fedunlearn.common.edge.scoring import onnx_logits
 from fedunlearn.common.errors import RequestError
 from fedunlearn.common.models import Classifier, ModelSpec
 from fedunlearn.common.nodes import ForgetRequest, NodeDirectory, RequestStatus
+from fedunlearn.common.records import state_arrays
 from fedunlearn.common.training import predict_logits, top1_accuracy, train
 from fedunlearn.common.unlearning import UnlearningTask, parse_params, run_method
 from fedunlearn.common.unlearning.base import Granularity
@@ -65,7 +66,7 @@ def train_round(session: NodeSession, message: Message) -> RecordDict:
     started = time.perf_counter()
     model = _trained(session, message, retain)
     return RecordDict({
-        P.ARRAYS: model_arrays(model),
+        P.ARRAYS: state_arrays(model.state_dict()),
         P.METRICS: MetricRecord({P.NUM_EXAMPLES: len(retain), P.SECONDS: time.perf_counter() - started}),
     })
 
@@ -111,14 +112,14 @@ def unlearn(session: NodeSession, message: Message) -> RecordDict:
     params = parse_params(method, json.loads(str(session.config.get(P.METHOD_PARAMS, "{}"))))
     result = run_method(method, task, params)
     reply = RecordDict({
-        P.ARRAYS: model_arrays(result.model),
+        P.ARRAYS: state_arrays(result.model.state_dict()),
         P.METRICS: MetricRecord({
             P.NUM_EXAMPLES: len(task.retain), P.FORGET_SIZE: len(task.forget),
             P.STEPS: int(result.steps), P.SECONDS: float(result.seconds),
         }),
     })
     if len(task.retain) > 0:  # the node's part of the round's FedAvg training, like every other node's
-        reply[P.TRAIN_ARRAYS] = model_arrays(_trained(session, message, task.retain))
+        reply[P.TRAIN_ARRAYS] = state_arrays(_trained(session, message, task.retain).state_dict())
     return reply
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message
 
 from fedunlearn.common import protocol as P
 from fedunlearn.common.device import resolve_device
@@ -24,7 +24,7 @@ from fedunlearn.common.nodes import NodeDirectory
 from fedunlearn.common.training import TrainConfig
 from fedunlearn.common.world import partition_dir
 
-__all__ = ["NodeSession", "model_arrays", "node_dir_for"]
+__all__ = ["NodeSession", "node_dir_for"]
 
 
 def node_dir_for(context: Context, overrides: Mapping[str, Any]) -> Path:
@@ -88,7 +88,3 @@ class NodeSession:
 
 def _simulated(context: Context) -> bool:
     return P.NODE_DIR not in context.node_config
-
-
-def model_arrays(model: Classifier) -> ArrayRecord:
-    return ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()})

@@ -8,7 +8,7 @@ keyword-only and take the input geometry so one name works on 8x8 digits,
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,7 +18,7 @@ from torchvision import models as tv_models
 from fedunlearn.common.errors import ModelError
 from fedunlearn.common.registry import Registry
 
-__all__ = ["MODELS", "Classifier", "ModelSpec", "build_model"]
+__all__ = ["MODELS", "Classifier", "ModelSpec", "build_model", "model_with_weights"]
 
 
 class Classifier(nn.Module):
@@ -77,6 +77,13 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> Classifier:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return builder(spec)
+
+
+def model_with_weights(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> Classifier:
+    """The architecture of ``spec`` holding ``state``'s weights, in eval mode (to score or export a model)."""
+    model = build_model(spec, seed=0)
+    model.load_state_dict(dict(state))
+    return model.eval()
 
 
 @MODELS.register("mlp")

@@ -40,7 +40,7 @@ from fedunlearn.common.edge.plan import CalibrationSource, ExportPlan
 from fedunlearn.common.edge.runtime import Manifest
 from fedunlearn.common.edge.scoring import onnx_logits
 from fedunlearn.common.errors import FedUnlearnError
-from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.models import ModelSpec, model_with_weights
 from fedunlearn.common.training import top1_accuracy
 from fedunlearn.server.aggregate import State
 from fedunlearn.server.federation import Federation
@@ -116,7 +116,7 @@ def _inputs(context: EdgeContext, seed: int) -> PackageInputs:
 def _job(context: EdgeContext, spec: ModelSpec, state: State, inputs: PackageInputs,
          requests: Sequence[Mapping[str, Any]], checkpoint: str) -> ExportJob:
     description = dataset_manifest(spec, context.bundle, state, source_checkpoint=checkpoint, requests=requests)
-    return ExportJob(_model(spec, state), spec, description, inputs, context.plan.int8, context.out_dir)
+    return ExportJob(model_with_weights(spec, state), spec, description, inputs, context.plan.int8, context.out_dir)
 
 
 def _measured(inputs: PackageInputs) -> LabeledData:
@@ -144,12 +144,6 @@ def export_unaudited(context: EdgeContext, spec: ModelSpec, state: State, seed: 
     return record
 
 
-def _kept(data: LabeledData, forgotten_classes: tuple[int, ...]) -> LabeledData:
-    if not forgotten_classes:
-        return data
-    return data.subset(~torch.isin(data.y, torch.tensor(forgotten_classes, dtype=torch.int64)))
-
-
 @contextmanager
 def stage_exports(fed: Federation, context: EdgeContext, spec: ModelSpec, states: Mapping[str, State],
                   requesters: Mapping[int, Sequence[str]], requests: Sequence[Mapping[str, Any]],
@@ -158,7 +152,7 @@ def stage_exports(fed: Federation, context: EdgeContext, spec: ModelSpec, states
     gated, for ``publish`` after the commit (the manifest's top-level audit is the torch model's gate).
     The staging folders are removed on exit."""
     inputs = _inputs(context, fed.scenario.seed)
-    scored = _kept(_measured(inputs), forgotten_classes)
+    scored = _measured(inputs).where_classes(forgotten_classes, keep=False)
     staged = StagedExport(None, EdgeRecord())
     record = staged.record
     with ExitStack() as stack:
@@ -224,11 +218,5 @@ def _note_parity(manifest: Manifest, record: EdgeRecord) -> None:
             record.int8_top1_agreement = float(parity["top1_agreement"])
 
 
-def _model(spec: ModelSpec, state: State) -> torch.nn.Module:
-    model = build_model(spec, seed=0)
-    model.load_state_dict(dict(state))
-    return model.eval()
-
-
 def _torch_logits(spec: ModelSpec, state: State) -> Logits:
-    return torch_logits(_model(spec, state), device=torch.device("cpu"))
+    return torch_logits(model_with_weights(spec, state), device=torch.device("cpu"))

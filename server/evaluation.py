@@ -13,7 +13,7 @@ import torch
 
 from fedunlearn.common.checkpoint import state_sha256
 from fedunlearn.common.data.tensors import LabeledData
-from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.models import ModelSpec, model_with_weights
 from fedunlearn.common.training import accuracy
 from fedunlearn.server.aggregate import State
 
@@ -39,7 +39,5 @@ class CentralEvaluator:
     def _score(self, state: State, forgotten_classes: tuple[int, ...]) -> float:
         data = self.test
         if forgotten_classes:
-            data = data.subset(~torch.isin(data.y, torch.tensor(list(forgotten_classes), dtype=torch.int64)))
-        model = build_model(self.spec, seed=0)
-        model.load_state_dict(dict(state))
-        return accuracy(model.to(self.device), data, device=self.device)
+            data = data.where_classes(forgotten_classes, keep=False)
+        return accuracy(model_with_weights(self.spec, state).to(self.device), data, device=self.device)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedunlearn.common import protocol as P
@@ -28,6 +28,7 @@ from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
 from fedunlearn.common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_gate, pool_audits
 from fedunlearn.common.audit.local import AttackFigures, LocalAudit
 from fedunlearn.common.errors import ConfigError, FedUnlearnError
+from fedunlearn.common.records import state_arrays
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig
 from fedunlearn.server.aggregate import State, clip_to_median, fedavg, rejection_reason
@@ -35,7 +36,7 @@ from fedunlearn.server.messaging import Messenger
 from fedunlearn.server.references import ReferenceModels, calibration_content
 from fedunlearn.server.update_history import UpdateHistory
 
-__all__ = ["AuditRound", "Federation", "NodeStatus", "Update", "arrays", "settled_nodes", "wait_for_nodes"]
+__all__ = ["AuditRound", "Federation", "NodeStatus", "Update", "settled_nodes", "wait_for_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,6 @@ def settled_nodes(grid: Grid, quiet: float = 2.0, timeout: float = 60.0) -> list
     if not nodes:
         raise FedUnlearnError(f"no node connected within {timeout:.0f} s")
     return nodes
-
-
-def arrays(state: State) -> ArrayRecord:
-    return ArrayRecord(torch_state_dict={k: v.detach().cpu() for k, v in state.items()})
 
 
 @dataclass
@@ -251,7 +248,7 @@ class Federation:
         """The nodes' local trainings of ``state`` (the federation's recipe unless given): the valid updates
         with examples to weigh them by; every failure is noted under ``<label> round <round_>``."""
         extra = {} if recipe is None else {P.RECIPE: json.dumps(asdict(recipe))}
-        content = RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self.instructions(round_, **extra)})
+        content = RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: self.instructions(round_, **extra)})
         replies = self.messenger.broadcast(nodes if nodes is not None else self.nodes, P.MSG_TRAIN, content,
                                            f"{label}-{round_}")
         self.note(f"{label} round {round_}", replies.failures)
@@ -284,7 +281,7 @@ class Federation:
 
     def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
         """Checked and pooled membership audit of ``state`` by the requesting nodes."""
-        return self._audit(lambda ids: RecordDict({P.ARRAYS: arrays(state), P.CONFIG: self._audit_config(ids)}),
+        return self._audit(lambda ids: RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: self._audit_config(ids)}),
                            requesters, label)
 
     def audit_artifact(self, model_bytes: bytes, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:

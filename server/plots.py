@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from fedunlearn.common.audit import PRIMARY_ATTACK, attack_scores, compute_signals, roc_curve
-from fedunlearn.common.data.tensors import LabeledData
-from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.data.tensors import LabeledData, concat
+from fedunlearn.common.models import ModelSpec, model_with_weights
 from fedunlearn.common.world import SimulatedWorld
 from fedunlearn.server.run import RunRecord
 
@@ -64,9 +64,9 @@ def _ground_truth(world: SimulatedWorld, record: RunRecord) -> tuple[LabeledData
     ids = torch.tensor(sorted(i for f in world.filed for i in f.forget_ids), dtype=torch.int64)
     forget = world.bundle.train.where_ids(ids, keep=True)
     holdouts = [world.node(int(p)).holdout() for p in sorted({r.partition for r in phase.requests})]
-    nonmembers = LabeledData(*(torch.cat([getattr(h, k) for h in holdouts]) for k in ("x", "y", "ids")))
+    nonmembers = concat(*holdouts)
     if phase.forgotten_classes:
-        nonmembers = nonmembers.subset(torch.isin(nonmembers.y, torch.tensor(phase.forgotten_classes)))
+        nonmembers = nonmembers.where_classes(phase.forgotten_classes, keep=True)
     return forget, nonmembers
 
 
@@ -74,8 +74,7 @@ def _roc(path: Path, world: SimulatedWorld, record: RunRecord, spec: ModelSpec) 
     forget, nonmembers = _ground_truth(world, record)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, state in record.phases[-1].states.items():
-        model = build_model(spec, seed=0)
-        model.load_state_dict(state)
+        model = model_with_weights(spec, state)
         cpu = torch.device("cpu")
         members, others = compute_signals(model, forget, device=cpu), compute_signals(model, nonmembers, device=cpu)
         fpr, tpr = roc_curve(attack_scores(PRIMARY_ATTACK, members), attack_scores(PRIMARY_ATTACK, others))

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
 from fedunlearn.common import protocol as P
 from fedunlearn.common.checkpoint import states_sha256
@@ -30,6 +30,7 @@ from fedunlearn.common.data.splits import federation_pool
 from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.records import state_arrays
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig, train
 from fedunlearn.server.aggregate import State
@@ -82,7 +83,7 @@ def calibration_content(references: ReferenceModels, config: ConfigRecord) -> Re
     """The ``evaluate.calibrate`` message: every reference's arrays and the usual instructions."""
     content = RecordDict({P.CONFIG: config})
     for k, state in enumerate(references.states):
-        content[f"{P.REFERENCE_PREFIX}{k}"] = ArrayRecord(torch_state_dict=dict(state))
+        content[f"{P.REFERENCE_PREFIX}{k}"] = state_arrays(state)
     return content
 
 

@@ -22,13 +22,14 @@ from fedunlearn.common import protocol as P
 from fedunlearn.common.audit.gate import GateResult
 from fedunlearn.common.checkpoint import state_sha256
 from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.records import state_arrays
 from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
 from fedunlearn.server.aggregate import State, clip_update, train_and_forget_update, update_norm
 from fedunlearn.server.baselines import Anchor, fedavg_rounds, pga
 from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from fedunlearn.server.evaluation import CentralEvaluator
 from fedunlearn.server.federaser import federaser
-from fedunlearn.server.federation import AuditRound, Federation, NodeStatus, arrays
+from fedunlearn.server.federation import AuditRound, Federation, NodeStatus
 from fedunlearn.server.messaging import Replies
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
@@ -132,9 +133,9 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
         extra = {} if fed.references is None else {P.CALIBRATION: fed.references.digest}
         config = fed.instructions(seed_round, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(unl.method_params()),
                                              P.REQUEST_IDS: ids, **extra})
-        plan[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: config}))
+        plan[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: config}))
     for node in trainers:
-        plan[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: arrays(state), P.CONFIG: fed.instructions(seed_round)}))
+        plan[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: fed.instructions(seed_round)}))
     replies = fed.messenger.ask(plan, f"unlearn-{round_}")
     fed.note(f"unlearning round {round_}", replies.failures)
     for node in replies.failures:

@@ -72,7 +72,7 @@ def comparison_sets(sealed: LabeledData, granularity: Granularity, forgotten_cla
     """The comparison sets a retrained model would pass (module docstring), from the sealed hold-out."""
     if granularity == "sample":
         return ComparisonSets(sealed, sealed)
-    same_class = sealed.subset(torch.isin(sealed.y, torch.tensor(forgotten_classes, dtype=torch.int64)))
+    same_class = sealed.where_classes(forgotten_classes, keep=True)
     return ComparisonSets(same_class, build_reference(sealed, granularity, forgotten_classes, seed=seed))
 
 

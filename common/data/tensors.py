@@ -47,6 +47,11 @@ class LabeledData:
         mask = torch.isin(self.ids, ids)
         return self.subset(mask if keep else ~mask)
 
+    def where_classes(self, classes: tuple[int, ...], *, keep: bool) -> LabeledData:
+        """Rows whose label is in ``classes`` (keep=True) or not in it (keep=False: the classes that stay)."""
+        mask = torch.isin(self.y, torch.tensor(list(classes), dtype=torch.int64))
+        return self.subset(mask if keep else ~mask)
+
     def with_labels(self, y: torch.Tensor) -> LabeledData:
         """Same samples, other labels (random-label methods, class references)."""
         return LabeledData(self.x, y, self.ids)

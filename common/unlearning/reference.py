@@ -38,7 +38,7 @@ def build_reference(
     if not forgotten_classes:
         raise DataError("class forgetting needs at least one forgotten class")
     classes = torch.tensor(forgotten_classes, dtype=torch.int64)
-    others = holdout.subset(~torch.isin(holdout.y, classes))
+    others = holdout.where_classes(forgotten_classes, keep=False)
     if len(others) == 0:
         raise DataError("the hold-out set holds only forgotten classes; no reference can be built")
     generator = torch.Generator().manual_seed(seed)
@@ -55,5 +55,4 @@ def build_utility(
     """
     if granularity == "sample":
         return None
-    kept = ~torch.isin(holdout.y, torch.tensor(forgotten_classes, dtype=torch.int64))
-    return holdout.subset(kept)
+    return holdout.where_classes(forgotten_classes, keep=False)
