@@ -6,7 +6,8 @@ runs (``docs/federation/*/report.json``) and scaling, the edge benchmarks (``doc
 the idle-machine latency files beside them), the centralised benchmark (``docs/bench/*/bench.json``),
 CLI startup and the request service under load. Each table names the commit its JSON records ("not
 recorded" where the JSON predates recording one) and links the page that holds every figure.
-``--check`` exits 1 when the page on disk differs from what the JSON gives; a test does the same.
+It also rewrites the results block of the README beside ``docs/`` (``results_summary``). ``--check`` exits 1
+when a page on disk differs from what the JSON gives; a test does the same.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from fedunlearn.simulations.markdown import table
+from fedunlearn.simulations.results_summary import readme_with_summary
 
-__all__ = ["PAGE", "headline", "main", "render"]
+__all__ = ["PAGE", "main", "render"]
 
 PAGE = "results.md"
 COMMAND = "python -m fedunlearn.simulations.results_docs"
@@ -69,14 +71,6 @@ def _link(root: Path, path: Path, text: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------- federation
-
-
-def headline(sweep: Mapping[str, Any]) -> str:
-    """The sweep's verdicts in one sentence (the README quotes it; a test keeps the two equal)."""
-    c = sweep["counts"]
-    return (f"over {c['of']} seeds the gate failed the do-nothing original {c['original_failed']}/{c['of']}, "
-            f"passed federated retrain {c['retrain_passed']}/{c['of']} and passed the unlearned model "
-            f"{c['unlearned_passed']}/{c['of']}")
 
 
 def _sweeps(root: Path) -> list[str]:
@@ -407,19 +401,25 @@ def render(root: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write docs/results.md from the result JSON under docs/.")
+    parser = argparse.ArgumentParser(description="Write docs/results.md, and the README's results block, from the "
+                                                 "result JSON under docs/.")
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="the docs folder (default: docs)")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the page is out of date")
+    parser.add_argument("--readme", type=Path, help="the README whose results block to rewrite (default: the one "
+                                                    "beside the docs folder; none there: no README)")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is out of date")
     args = parser.parse_args(argv)
-    page, text = args.docs / PAGE, render(args.docs)
+    readme = args.readme or args.docs.parent / "README.md"
+    pages = {args.docs / PAGE: render(args.docs)}
+    if readme.exists():
+        pages[readme] = readme_with_summary(readme.read_text(), args.docs)
+    stale = [page for page, text in pages.items() if (page.read_text() if page.exists() else "") != text]
     if args.check:
-        current = page.read_text() if page.exists() else ""
-        if current != text:
+        for page in stale:
             print(f"{page} is out of date: run `{COMMAND}`", file=sys.stderr)
-            return 1
-        return 0
-    page.write_text(text)
-    print(f"wrote {page}")
+        return 1 if stale else 0
+    for page in stale:
+        page.write_text(pages[page])
+        print(f"wrote {page}")
     return 0
 
 

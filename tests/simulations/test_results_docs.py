@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from fedunlearn.simulations import results_docs
+from fedunlearn.common.errors import DataError
+from fedunlearn.simulations import results_docs, results_summary
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,7 +101,7 @@ def _fixtures(root: Path) -> None:
         "commands": {"fedunlearn --help": {"median_seconds": 0.417, "median_peak_rss_mib": 26.0, "loads": "typer"}}})
     _write(root, "security/load.json", {
         "commit": "c0ffee00" * 5, "passed": True, "parameters": {"train_samples": 4321}, "machine": {"cpus": 2},
-        "checks": {"ledger": {"acknowledged": 99, "present": 99}},
+        "checks": {"ledger": {"acknowledged": 99, "present": 99, "duplicates": 0}},
         "phases": [{"phase": "idle", "callers": 1, "training": None, "acknowledged": 99, "attempts": 100,
                     "acknowledged_per_s": 12.3, "latency_ms": {"submit": {"p50_ms": 3.21, "p99_ms": 65.4}}}]})
 
@@ -164,9 +165,39 @@ def test_docs_results_md_matches_the_repository_json() -> None:
         "docs/results.md is out of date with the JSON under docs/: run `python -m fedunlearn.simulations.results_docs`")
 
 
-@pytest.mark.parametrize("scenario", ["fashion-mnist-memorise", "fashion-mnist-mislabeled"])
-def test_the_readme_quotes_each_sweep_as_its_json_says(scenario: str) -> None:
-    sweep = json.loads((REPO / f"docs/federation/{scenario}/sweep.json").read_text())
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert results_docs.headline(sweep) in readme
-    assert "docs/results.md" in readme
+def test_the_repository_readme_quotes_only_what_its_json_says() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert results_summary.readme_with_summary(readme, REPO / "docs") == readme, (
+        "README.md's results block is out of date with the JSON under docs/: run "
+        "`python -m fedunlearn.simulations.results_docs`")
+
+
+def test_the_readme_block_is_rewritten_from_the_json_and_the_rest_is_kept(tmp_path: Path) -> None:
+    docs, readme = tmp_path / "docs", tmp_path / "README.md"
+    _fixtures(docs)
+    readme.write_text(f"# x\n\nintro\n\n{results_summary.BEGIN}\n- stale 9/9\n{results_summary.END}\n\nafter\n")
+    assert results_docs.main(["--docs", str(docs), "--check"]) == 1
+    assert results_docs.main(["--docs", str(docs)]) == 0
+    text = " ".join(readme.read_text().split())
+    assert text.startswith("# x intro <!-- results") and text.endswith("<!-- /results --> after") and "9/9" not in text
+    assert ("`memo`: over 3 seeds the gate failed the do-nothing original 3/3, passed federated retrain 2/3 and "
+            "passed the unlearned model 1/3; the unlearning phase took 0.12-0.79 of federated retrain's time and "
+            "0.04-0.09 of its bytes") in text
+    assert "cost or less): not met." in text
+    assert "tiny-run" not in text  # its original fails the gate: it is not among the runs that claim nothing
+    assert ("at 1% FPR rmia flags 6.5% of the original's forget set (the loss attack 0.9%), 2.0% of retrain's and "
+            "3.0% of ReMI's. U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI 0.541, the "
+            "best other inexact method (finetune) 0.588, the original 0.612, two retrainings 0.503.") in text
+    assert "`class:3`" not in text  # that bench ran no reference-model attack: nothing to say
+    assert "4,321 samples" in text and "99 of 99 acknowledged requests" in text
+    assert "idle (1 caller) 3.2/65.4 ms" in text
+    assert results_docs.main(["--docs", str(docs), "--check"]) == 0
+
+
+def test_a_sweep_that_meets_its_goal_says_so_and_a_readme_without_markers_is_refused(tmp_path: Path) -> None:
+    _write(tmp_path, "federation/memo/sweep.json", {
+        "scenario": "memo", "counts": {"of": 5, "original_failed": 5, "retrain_passed": 5, "unlearned_passed": 4},
+        "seeds": [_seed(s, True, 0.05, 0.09) for s in range(5)]})
+    assert "cost or less): met." in "\n".join(results_summary.summary(tmp_path))
+    with pytest.raises(DataError, match="results markers"):
+        results_summary.readme_with_summary("# a README\n", tmp_path)

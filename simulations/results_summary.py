@@ -1,0 +1,138 @@
+"""The README's results in a few sentences, made from the same JSON as ``docs/results.md``.
+
+The README sits between markers that ``results_docs`` rewrites, so a figure on the front page can not
+drift from its JSON: the sweeps' verdicts and costs against their goals, which single runs claim
+nothing (their original passes the gate too), the strongest per-example attack and U-LiRA of each
+centralised bench, and the request service under load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fedunlearn.common.errors import DataError
+
+__all__ = ["BEGIN", "END", "headline", "readme_with_summary", "summary"]
+
+BEGIN = "<!-- results: made by `python -m fedunlearn.simulations.results_docs` from docs/**/*.json; do not edit -->"
+END = "<!-- /results -->"
+_GOAL_PASSED, _GOAL_COST = 0.8, 0.1  # the unlearned model passes in 4 of 5 seeds, at a tenth of retrain's cost
+
+
+def _json(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def headline(sweep: Mapping[str, Any]) -> str:
+    """The sweep's verdicts in one sentence."""
+    c = sweep["counts"]
+    return (f"over {c['of']} seeds the gate failed the do-nothing original {c['original_failed']}/{c['of']}, "
+            f"passed federated retrain {c['retrain_passed']}/{c['of']} and passed the unlearned model "
+            f"{c['unlearned_passed']}/{c['of']}")
+
+
+def _range(values: list[float | None]) -> tuple[float, float] | None:
+    present = sorted(v for v in values if v is not None)
+    return (present[0], present[-1]) if present else None
+
+
+def _sweep(root: Path, path: Path) -> str:
+    sweep = _json(path)
+    c, seeds = sweep["counts"], sweep["seeds"]
+    time, bytes_ = _range([s["time_ratio"] for s in seeds]), _range([s["bytes_ratio"] for s in seeds])
+    cost = ("" if time is None or bytes_ is None else
+            f"; the unlearning phase took {time[0]:.2f}-{time[1]:.2f} of federated retrain's time and "
+            f"{bytes_[0]:.2f}-{bytes_[1]:.2f} of its bytes")
+    met = (c["unlearned_passed"] >= _GOAL_PASSED * c["of"] and time is not None and bytes_ is not None
+           and max(time[1], bytes_[1]) <= _GOAL_COST)
+    link = path.with_suffix(".md").relative_to(root.parent).as_posix()
+    return (f"- `{sweep['scenario']}`: {headline(sweep)}{cost} ([sweep]({link})). Goal (the unlearned model "
+            f"passes in 4 of 5 at a tenth of retrain's cost or less): {'met' if met else 'not met'}.")
+
+
+def _runs(root: Path) -> list[str]:
+    silent, unaudited = [], []
+    for path in sorted((root / "federation").glob("*/report.json")):
+        report = _json(path)
+        if not report.get("unlearning"):
+            continue
+        name = f"`{path.parent.name}`"
+        if not report["unlearning"].get("gate"):
+            unaudited.append(name)
+        elif ((report.get("controls") or {}).get("original") or {}).get("passed"):
+            silent.append(name)
+    lines = []
+    if silent:
+        lines.append(f"- Single runs where the do-nothing original passes the same gate, so they claim nothing "
+                     f"about forgetting: {', '.join(silent)}.")
+    if unaudited:
+        lines.append(f"- Single runs where no requester could audit its forget set, so its requests stay pending: "
+                     f"{', '.join(unaudited)}.")
+    return lines
+
+
+def _tpr(method: Mapping[str, Any], attack: str) -> float:
+    return float(method["attacks"][attack]["tpr_at_1pct_fpr"])
+
+
+def _bench(root: Path, path: Path) -> str | None:
+    """One bench's per-example finding, where it ran the reference-model attacks."""
+    bench = _json(path)
+    methods, gold = bench["methods"], bench["gold_standard"]
+    strong = [a for a in ("lira", "rmia") if isinstance(methods["original"].get("attacks", {}).get(a), dict)]
+    if not strong:
+        return None
+    best = max(strong, key=lambda a: _tpr(methods["original"], a))
+    seeds = len(bench["seeds"])
+    link = path.with_suffix(".md").relative_to(root.parent).as_posix()
+    text = (f"- {bench['dataset']} / {bench['model']} / `{bench['forget']}`, {bench['sizes']['train']:,} training "
+            f"images, {seeds} seed{'s' if seeds > 1 else ''} ([bench]({link})): "
+            f"at 1% FPR {best} flags {_tpr(methods['original'], best):.1f}% of the original's forget set (the "
+            f"loss attack {_tpr(methods['original'], 'loss'):.1f}%), {_tpr(methods[gold], best):.1f}% of "
+            f"retrain's and {_tpr(methods['remi'], best):.1f}% of ReMI's.")
+    if not (methods["remi"].get("ulira") or {}).get("accuracy"):
+        return text
+    inexact = {m: e["ulira"]["accuracy"] for m, e in methods.items()
+               if m not in ("remi", "original", gold) and "variant_of" not in e and e.get("ulira")}
+    closest = min(inexact, key=inexact.__getitem__)
+    return (f"{text} U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI "
+            f"{methods['remi']['ulira']['accuracy']:.3f}, the best other inexact method ({closest}) "
+            f"{inexact[closest]:.3f}, the original {methods['original']['ulira']['accuracy']:.3f}, two retrainings "
+            f"{methods[gold]['ulira']['accuracy']:.3f}.")
+
+
+def _load(root: Path) -> list[str]:
+    path = root / "security" / "load.json"
+    if not path.exists():
+        return []
+    result = _json(path)
+    ledger, phases = result["checks"]["ledger"], result["phases"]
+    latency = "; ".join(f"{p['phase']} ({p['callers']} caller{'s' if p['callers'] > 1 else ''}"
+                        f"{', training alongside' if p['training'] else ''}) "
+                        f"{p['latency_ms']['submit']['p50_ms']:.1f}/{p['latency_ms']['submit']['p99_ms']:.1f} ms"
+                        for p in phases)
+    return [f"- One node's forget-request service, {result['parameters']['train_samples']:,} samples "
+            f"([load]({(root / 'security' / 'load.md').relative_to(root.parent).as_posix()})): "
+            f"{ledger['present']} of {ledger['acknowledged']} acknowledged requests were in its ledger afterwards, "
+            f"{ledger['duplicates']} twice; Submit p50/p99 {latency}."]
+
+
+def summary(root: Path) -> list[str]:
+    """The README's results block (between BEGIN and END) from the JSON under ``root`` (``docs/``)."""
+    benches = [_bench(root, p) for p in sorted((root / "bench").glob("*/bench.json"))]
+    return [BEGIN,
+            *(_sweep(root, p) for p in sorted((root / "federation").glob("*/sweep.json"))),
+            *_runs(root), *(b for b in benches if b is not None), *_load(root),
+            END]
+
+
+def readme_with_summary(readme: str, root: Path) -> str:
+    """``readme`` with the text between its markers replaced by ``summary(root)``."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise DataError(f"the README lacks the results markers {BEGIN!r} ... {END!r}")
+    return readme[:start] + "\n".join(summary(root)) + readme[end + len(END):]
