@@ -16,14 +16,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from fedunlearn.common.scenario import BaselinePlan, UnlearningPlan
 from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
 from fedunlearn.server.aggregate import State
 from fedunlearn.server.federation import Federation
 
 __all__ = ["Anchor", "UnlearningRound", "fedavg_rounds", "pga"]
 
-# one unlearning round of the phase, run by the given federation from the given model
-UnlearningRound = Callable[[Federation, State], dict[str, torch.Tensor]]
+# one unlearning round of the phase, run with the given method plan from the given model
+UnlearningRound = Callable[[UnlearningPlan, State], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,14 @@ def fedavg_rounds(fed: Federation, start: State, rounds: int, nodes: Sequence[in
     return Anchor(state, rounds)
 
 
-def pga(fed: Federation, original: State, nodes: Sequence[int], unlearning_round: UnlearningRound) -> Anchor:
+def pga(fed: Federation, original: State, nodes: Sequence[int], plan: BaselinePlan, unlearning: UnlearningPlan,
+        unlearning_round: UnlearningRound) -> Anchor:
     """Halimi et al. (2022): each requester ascends its forget set's loss inside a ball around the original
     (common/unlearning/projected_ascent.py), in one round that the server runs and combines like the phase's
     own unlearning rounds (``unlearning_round``: each step bounded and added to the round's FedAvg training,
     server/aggregate.py); then ``pga_finetune_rounds`` FedAvg rounds on retain data with every node, as the
     paper goes on training without the target client."""
-    plan = fed.scenario.baselines
-    ascent = replace(fed.scenario.unlearning, method=PROJECTED_ASCENT, params=plan.pga_params())
-    # the same federation asked for another method: messenger, failures and statuses are the shared objects
-    ascended = unlearning_round(replace(fed, scenario=replace(fed.scenario, unlearning=ascent)), original)
+    # the phase's unlearning round, asked for another method with its own parameters (same bound, same budget)
+    ascended = unlearning_round(replace(unlearning, method=PROJECTED_ASCENT, params=plan.pga_params()), original)
     tuned = fedavg_rounds(fed, ascended, plan.pga_finetune_rounds, nodes)
     return Anchor(tuned.state, 1 + tuned.rounds)

@@ -87,7 +87,8 @@ def run_federation(
             def phase_round(k: int, gate: GateResult | None, r: int = round_) -> None:
                 notify(Event("phase-round", r, _gate_text(k, gate)))
 
-            phase, state = run_unlearning_phase(fed, evaluator, spec, state, statuses, after_round=round_ - 1,
+            phase, state = run_unlearning_phase(fed, evaluator, spec, state, statuses, plan=scenario.unlearning,
+                                                baselines=scenario.baselines, after_round=round_ - 1,
                                                 on_round=phase_round, edge=edge)
             record.phases.append(phase)
             notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))

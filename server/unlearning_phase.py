@@ -23,6 +23,7 @@ from fedunlearn.common.audit.gate import GateResult
 from fedunlearn.common.checkpoint import state_sha256
 from fedunlearn.common.models import ModelSpec, build_model
 from fedunlearn.common.records import state_arrays
+from fedunlearn.common.scenario import BaselinePlan, UnlearningPlan
 from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
 from fedunlearn.server.aggregate import State, clip_update, train_and_forget_update, update_norm
 from fedunlearn.server.baselines import Anchor, fedavg_rounds, pga
@@ -121,22 +122,22 @@ def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int, stora
                         forget_auc=None if gate is None else gate.forget_auc, storage_bytes=storage_bytes)
 
 
-def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[str]], trainers: list[int],
-                      round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
-    """Unlearning round ``round_`` of the phase: requesters unlearn (and train) while the other nodes
-    train on retain data (server/aggregate.py). Each requester's steps and seconds go into
+def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, requesters: dict[int, list[str]],
+                      trainers: list[int], round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
+    """Unlearning round ``round_`` of the phase: requesters run ``plan``'s method (and train) while the other
+    nodes train on retain data (server/aggregate.py). Each requester's steps and seconds go into
     ``record.client_work``."""
-    unl = fed.scenario.unlearning
     seed_round = _phase_seed(record, round_)
-    plan: dict[int, tuple[str, RecordDict]] = {}
+    method = {P.METHOD: plan.method, P.METHOD_PARAMS: json.dumps(plan.method_params())}
+    messages: dict[int, tuple[str, RecordDict]] = {}
     for node, ids in requesters.items():
         extra = {} if fed.references is None else {P.CALIBRATION: fed.references.digest}
-        config = fed.instructions(seed_round, **{P.METHOD: unl.method, P.METHOD_PARAMS: json.dumps(unl.method_params()),
-                                             P.REQUEST_IDS: ids, **extra})
-        plan[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: config}))
+        config = fed.instructions(seed_round, **method, **{P.REQUEST_IDS: ids, **extra})
+        messages[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: config}))
     for node in trainers:
-        plan[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: fed.instructions(seed_round)}))
-    replies = fed.messenger.ask(plan, f"unlearn-{round_}")
+        messages[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: state_arrays(state),
+                                                   P.CONFIG: fed.instructions(seed_round)}))
+    replies = fed.messenger.ask(messages, f"unlearn-{round_}")
     fed.note(f"unlearning round {round_}", replies.failures)
     for node in replies.failures:
         requesters.pop(node, None)  # its requests stay pending for a later phase
@@ -147,7 +148,7 @@ def _unlearning_round(fed: Federation, state: State, requesters: dict[int, list[
     halves = [(u.node_id, u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
     trained = fed.clipped(state, [(n, s, w) for n, s, w in halves if s is not None and w > 0],
                           f"unlearning round {round_}")
-    bound = _unlearning_bound(fed, state, trained)
+    bound = _unlearning_bound(plan.update_clip, state, trained)
     unlearned = []
     for update in ours:
         clipped, scale = clip_update(state, update.state, bound)
@@ -173,11 +174,10 @@ def _phase_seed(record: PhaseRecord, round_: int) -> int:
     return record.after_round * 1000 + round_
 
 
-def _unlearning_bound(fed: Federation, state: State, trained: Sequence[tuple[State, float]]) -> float:
-    """The largest norm an unlearning update may have: ``update_clip`` times the round's largest training
-    update (unbounded when the clip is off). A round with no training update to measure by bounds it at 0:
+def _unlearning_bound(clip: float, state: State, trained: Sequence[tuple[State, float]]) -> float:
+    """The largest norm an unlearning update may have: ``clip`` times the round's largest training update
+    (unbounded when the clip is 0, off). A round with no training update to measure by bounds it at 0:
     a requester must not lift its own bound by leaving out its training half, so the step is not applied."""
-    clip = fed.scenario.unlearning.update_clip
     norms = [update_norm(state, s) for s, _ in trained]
     if clip == 0:
         return math.inf
@@ -186,17 +186,18 @@ def _unlearning_bound(fed: Federation, state: State, trained: Sequence[tuple[Sta
 
 def run_unlearning_phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
-    statuses: Mapping[int, NodeStatus], *, after_round: int,
+    statuses: Mapping[int, NodeStatus], *, plan: UnlearningPlan, baselines: BaselinePlan, after_round: int,
     on_round: Callable[[int, GateResult | None], None] | None = None, edge: EdgeContext | None = None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     """Run the phase; returns its record and the model training continues from (the unlearned
-    model if the gate passed, else the original: a failed candidate may have lost utility).
+    model if the gate passed, else the original: a failed candidate may have lost utility). ``plan`` is the
+    method and its budget, ``baselines`` what the phase is judged beside.
     With ``edge``, the passing model is exported and its artifacts audited before the commit."""
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
     asked = {n: list(ids) for n, ids in requesters.items()}  # requesters loses nodes that fail on the way
     classes = tuple(sorted(set().union(*(s.forgotten_classes for s in statuses.values()))))
     trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
-    record = PhaseRecord(after_round=after_round, method=fed.scenario.unlearning.method,
+    record = PhaseRecord(after_round=after_round, method=plan.method,
                          requests=[PhaseRequest(r, s.partition, k, c) for s in statuses.values()
                                    for r, k, c in zip(s.pending, s.pending_kinds, s.pending_counts, strict=True)
                                    if r in requesters.get(s.node_id, [])],
@@ -207,11 +208,11 @@ def run_unlearning_phase(
     with_data = [n for n, s in statuses.items() if s.num_train > 0]  # a leaving node has none left
     with fed.messenger.metered() as traffic:
         repair = False
-        for round_ in range(1, fed.scenario.unlearning.max_rounds + 1):
+        for round_ in range(1, plan.max_rounds + 1):
             if repair:  # the last candidate hid the forget set but lost utility: train it back, then judge again
                 state = fed.train_round(state, _phase_seed(record, round_), with_data)
             else:
-                state = _unlearning_round(fed, state, requesters, trainers, round_, record)
+                state = _unlearning_round(fed, plan, state, requesters, trainers, round_, record)
             record.round_kinds.append("repair" if repair else "unlearn")
             if not requesters:
                 break
@@ -234,7 +235,8 @@ def run_unlearning_phase(
     record.states = {"unlearned": state, "original": dict(original)}
     # the controls run whatever the verdict: they say whether the audit could see anything at all
     _control(fed, evaluator, record, "original", dict(original), requesters, original_ta)
-    _baselines(fed, evaluator, spec, record, requesters, with_data, after_round, original_ta)
+    _baselines(fed, evaluator, spec, record, _BaselineRun(plan, baselines, requesters, with_data, after_round,
+                                                          original_ta))
     gate = record.gate
     if gate is None or not gate.passed:
         log.warning("the leakage gate did not pass; nothing is published or committed")
@@ -280,15 +282,27 @@ def _control(fed: Federation, evaluator: CentralEvaluator, record: PhaseRecord, 
         record.verdicts[name] = judged.gate
 
 
+@dataclass(frozen=True)
+class _BaselineRun:
+    """What every baseline of a phase shares: the plans, the requests, the nodes with data, the original's ta."""
+
+    unlearning: UnlearningPlan
+    plan: BaselinePlan
+    requesters: dict[int, list[str]]
+    nodes: list[int]
+    after_round: int
+    original_ta: float
+
+
 def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, record: PhaseRecord,
-               requesters: dict[int, list[str]], nodes: list[int], after_round: int, original_ta: float) -> None:
+               run: _BaselineRun) -> None:
     """Each baseline built its own way (server/baselines.py), timed and metered alone, then audited and
     judged like the unlearned model."""
-    plan, original = fed.scenario.baselines, record.states["original"]
+    plan, original, requesters, nodes = run.plan, record.states["original"], run.requesters, run.nodes
     runs: list[tuple[str, Callable[[], Anchor]]] = []
-    if plan.federated_retrain and after_round > 0:
+    if plan.federated_retrain and run.after_round > 0:
         fresh = build_model(spec, seed=fed.scenario.seed).state_dict()
-        runs.append(("federated_retrain", lambda: fedavg_rounds(fed, fresh, after_round, nodes)))
+        runs.append(("federated_retrain", lambda: fedavg_rounds(fed, fresh, run.after_round, nodes)))
     if plan.federated_finetune_rounds > 0:
         runs.append(("federated_finetune",
                      lambda: fedavg_rounds(fed, original, plan.federated_finetune_rounds, nodes)))
@@ -297,20 +311,20 @@ def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, re
     if plan.pga:
         trainers = [n for n in nodes if n not in requesters]
         # a record of its own: the round's seed and combine rule as the phase's, its client work not the phase's
-        scratch = PhaseRecord(after_round, PROJECTED_ASCENT, [], record.forgotten_classes)
+        scratch = PhaseRecord(run.after_round, PROJECTED_ASCENT, [], record.forgotten_classes)
 
-        def ascend(pga_fed: Federation, state: State) -> dict[str, torch.Tensor]:
-            return _unlearning_round(pga_fed, state, {n: list(ids) for n, ids in requesters.items()}, trainers,
+        def ascend(ascent: UnlearningPlan, state: State) -> dict[str, torch.Tensor]:
+            return _unlearning_round(fed, ascent, state, {n: list(ids) for n, ids in requesters.items()}, trainers,
                                      1, scratch)
 
-        runs.append(("pga", lambda: pga(fed, original, nodes, ascend)))
-    for name, run in runs:
+        runs.append(("pga", lambda: pga(fed, original, nodes, plan, run.unlearning, ascend)))
+    for name, build in runs:
         began = time.perf_counter()
         with fed.messenger.metered() as traffic:
-            anchor = run()
+            anchor = build()
         seconds = time.perf_counter() - began
         record.states[name] = anchor.state
-        _control(fed, evaluator, record, name, anchor.state, requesters, original_ta, rounds=anchor.rounds,
+        _control(fed, evaluator, record, name, anchor.state, requesters, run.original_ta, rounds=anchor.rounds,
                  seconds=seconds, bytes_=traffic.total, storage_bytes=anchor.storage_bytes)
 
 

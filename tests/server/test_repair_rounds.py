@@ -50,7 +50,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, verdicts: list[GateResult]) -> tuple[l
     ran: list[str] = []
     judged = iter(verdicts)
 
-    def unlearn(fed: Any, state: Any, *args: Any) -> dict[str, torch.Tensor]:
+    def unlearn(fed: Any, plan: Any, state: Any, *args: Any) -> dict[str, torch.Tensor]:
         ran.append("unlearn")
         return {"w": state["w"] + 1}
 
@@ -69,7 +69,8 @@ def _run(monkeypatch: pytest.MonkeyPatch, verdicts: list[GateResult]) -> tuple[l
     statuses = {100: NodeStatus(100, 0, 500, 200, ("req-100",), ("sample",), 40, (40,), (P.NO_CLASS,)),
                 101: NodeStatus(101, 1, 500, 200, (), (), 0, (), ())}
     record, _ = phase.run_unlearning_phase(fed, _Evaluator(), ModelSpec("mlp", 1, 8, 10),  # type: ignore[arg-type]
-                                           ORIGINAL, statuses, after_round=5)
+                                           ORIGINAL, statuses, plan=scenario.unlearning,
+                                           baselines=scenario.baselines, after_round=5)
     assert record.round_kinds == ran
     return ran, record
 
