@@ -13,7 +13,6 @@ when a page on disk differs from what the JSON gives; a test does the same.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fedunlearn.simulations.markdown import table
-from fedunlearn.simulations.results_summary import readme_with_summary
+from fedunlearn.simulations.results_summary import load_json, readme_with_summary
 
 __all__ = ["PAGE", "main", "render"]
 
@@ -31,11 +30,6 @@ COMMAND = "python -m fedunlearn.simulations.results_docs"
 _BENCH_NAMES = {"original": "original", "retrain": "retrain", "remi": "unlearned"}
 _RUN_NAMES = {"original": "original", "federated_retrain": "retrain", "unlearned": "unlearned"}
 _SHOWN = ("original", "retrain", "unlearned")
-
-
-def _load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
 
 
 def _commit(result: Mapping[str, Any]) -> str:
@@ -61,7 +55,7 @@ def _span(values: Iterable[float | None], digits: int = 2, fmt: str = "f") -> st
 def _optional(root: Path, relative: str, section: Callable[[Mapping[str, Any]], list[str]]) -> list[str]:
     """``section`` of one JSON file that a docs folder may lack: nothing when it is absent."""
     path = root / relative
-    return section(_load(path)) if path.exists() else []
+    return section(load_json(path)) if path.exists() else []
 
 
 def _link(root: Path, path: Path, text: str | None = None) -> str:
@@ -77,7 +71,7 @@ def _sweeps(root: Path) -> list[str]:
     paths = sorted((root / "federation").glob("*/sweep.json"))
     rows = []
     for path in paths:
-        sweep = _load(path)
+        sweep = load_json(path)
         c, seeds = sweep["counts"], sweep["seeds"]
         rows.append([_link(root, path.with_suffix(".md"), sweep["scenario"]), c["of"],
                      f"{c['original_failed']}/{c['of']}", f"{c['retrain_passed']}/{c['of']}",
@@ -131,7 +125,7 @@ def _run_row(root: Path, path: Path, report: Mapping[str, Any]) -> list[object]:
 
 
 def _runs(root: Path) -> list[str]:
-    reports = [(p, _load(p)) for p in sorted((root / "federation").glob("*/report.json"))]
+    reports = [(p, load_json(p)) for p in sorted((root / "federation").glob("*/report.json"))]
     rows = [_run_row(root, p, r) for p, r in reports if r.get("unlearning")]
     return ["### Single runs", "",
             "One run per scenario. \"Original within tolerance\": whether the do-nothing model's forget AUC "
@@ -170,7 +164,7 @@ class _Export:
 
 
 def _bench_export(root: Path, path: Path) -> _Export:
-    edge = _load(path)
+    edge = load_json(path)
     models = [edge["models"][m] for m in _BENCH_NAMES if m in edge["models"]]
     names = ("fp32_max_abs_diff", "int8_top1_agreement", "int8_ta_drop", "mia_auc_int8_gap", "fp32_bytes",
              "int8_bytes")
@@ -184,7 +178,7 @@ def _bench_export(root: Path, path: Path) -> _Export:
 
 
 def _run_export(root: Path, path: Path) -> _Export | None:
-    report = _load(path)
+    report = load_json(path)
     export = report.get("export")
     if not export or export.get("parity_max_abs_diff") is None:
         return None
@@ -241,8 +235,8 @@ def _leakage(exports: Sequence[_Export]) -> list[str]:
 def _latency_rows(root: Path) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for path in sorted((root / "edge").glob("*/*/bench-edge-quiet.json")):
-        edge = _load(path.parent.parent / "edge.json")
-        found.append((f"{edge['model']} / {edge['dataset']} (bench export {path.parent.name})", _load(path)))
+        edge = load_json(path.parent.parent / "edge.json")
+        found.append((f"{edge['model']} / {edge['dataset']} (bench export {path.parent.name})", load_json(path)))
     return found
 
 
@@ -277,7 +271,7 @@ def _targets(root: Path, exports: Sequence[_Export], latency: Sequence[tuple[str
         for name, ratio in result["ratios"].items():
             values.setdefault(name, []).append((ratio, label))
     rows = []
-    for name, target in _load(paths[0])["targets"].items():
+    for name, target in load_json(paths[0])["targets"].items():
         worst: Callable[..., tuple[float, str]] = max if target["op"] == "<=" else min
         value, where = worst(values.get(name, [(float("nan"), "-")]))
         met = value <= target["value"] if target["op"] == "<=" else value >= target["value"]
@@ -305,7 +299,7 @@ def _bench_row(root: Path, path: Path, bench: Mapping[str, Any]) -> list[object]
 
 
 def _bench(root: Path) -> list[str]:
-    benches = [(p, _load(p)) for p in sorted((root / "bench").glob("*/bench.json"))]
+    benches = [(p, load_json(p)) for p in sorted((root / "bench").glob("*/bench.json"))]
     if not benches:
         return []
     summary = [_bench_row(root, p, b) for p, b in benches]
@@ -404,11 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write docs/results.md, and the README's results block, from the "
                                                  "result JSON under docs/.")
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="the docs folder (default: docs)")
-    parser.add_argument("--readme", type=Path, help="the README whose results block to rewrite (default: the one "
-                                                    "beside the docs folder; none there: no README)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is out of date")
     args = parser.parse_args(argv)
-    readme = args.readme or args.docs.parent / "README.md"
+    readme = args.docs.parent / "README.md"  # the repository's front page; a docs folder elsewhere may have none
     pages = {args.docs / PAGE: render(args.docs)}
     if readme.exists():
         pages[readme] = readme_with_summary(readme.read_text(), args.docs)

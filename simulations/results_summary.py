@@ -15,14 +15,15 @@ from typing import Any
 
 from fedunlearn.common.errors import DataError
 
-__all__ = ["BEGIN", "END", "headline", "readme_with_summary", "summary"]
+__all__ = ["BEGIN", "END", "headline", "load_json", "readme_with_summary", "summary"]
 
 BEGIN = "<!-- results: made by `python -m fedunlearn.simulations.results_docs` from docs/**/*.json; do not edit -->"
 END = "<!-- /results -->"
 _GOAL_PASSED, _GOAL_COST = 0.8, 0.1  # the unlearned model passes in 4 of 5 seeds, at a tenth of retrain's cost
 
 
-def _json(path: Path) -> dict[str, Any]:
+def load_json(path: Path) -> dict[str, Any]:
+    """A result file as the dict it holds."""
     loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
 
@@ -41,7 +42,7 @@ def _range(values: list[float | None]) -> tuple[float, float] | None:
 
 
 def _sweep(root: Path, path: Path) -> str:
-    sweep = _json(path)
+    sweep = load_json(path)
     c, seeds = sweep["counts"], sweep["seeds"]
     time, bytes_ = _range([s["time_ratio"] for s in seeds]), _range([s["bytes_ratio"] for s in seeds])
     cost = ("" if time is None or bytes_ is None else
@@ -57,7 +58,7 @@ def _sweep(root: Path, path: Path) -> str:
 def _runs(root: Path) -> list[str]:
     silent, unaudited = [], []
     for path in sorted((root / "federation").glob("*/report.json")):
-        report = _json(path)
+        report = load_json(path)
         if not report.get("unlearning"):
             continue
         name = f"`{path.parent.name}`"
@@ -81,7 +82,7 @@ def _tpr(method: Mapping[str, Any], attack: str) -> float:
 
 def _bench(root: Path, path: Path) -> str | None:
     """One bench's per-example finding, where it ran the reference-model attacks."""
-    bench = _json(path)
+    bench = load_json(path)
     methods, gold = bench["methods"], bench["gold_standard"]
     strong = [a for a in ("lira", "rmia") if isinstance(methods["original"].get("attacks", {}).get(a), dict)]
     if not strong:
@@ -109,7 +110,7 @@ def _load(root: Path) -> list[str]:
     path = root / "security" / "load.json"
     if not path.exists():
         return []
-    result = _json(path)
+    result = load_json(path)
     ledger, phases = result["checks"]["ledger"], result["phases"]
     latency = "; ".join(f"{p['phase']} ({p['callers']} caller{'s' if p['callers'] > 1 else ''}"
                         f"{', training alongside' if p['training'] else ''}) "

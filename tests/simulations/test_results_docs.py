@@ -198,6 +198,11 @@ def test_a_sweep_that_meets_its_goal_says_so_and_a_readme_without_markers_is_ref
     _write(tmp_path, "federation/memo/sweep.json", {
         "scenario": "memo", "counts": {"of": 5, "original_failed": 5, "retrain_passed": 5, "unlearned_passed": 4},
         "seeds": [_seed(s, True, 0.05, 0.09) for s in range(5)]})
-    assert "cost or less): met." in "\n".join(results_summary.summary(tmp_path))
+    _write(tmp_path, "federation/quiet/report.json", {**_report(), "controls": {"original": {"passed": True}}})
+    _write(tmp_path, "federation/unaudited/report.json", {**_report(), "unlearning": {"gate": None}})
+    summary = "\n".join(results_summary.summary(tmp_path))
+    assert "cost or less): met." in summary
+    assert "original passes the same gate, so they claim nothing about forgetting: `quiet`." in summary
+    assert "could audit its forget set, so its requests stay pending: `unaudited`." in summary
     with pytest.raises(DataError, match="results markers"):
         results_summary.readme_with_summary("# a README\n", tmp_path)
