@@ -55,8 +55,8 @@ from fedunlearn.common.unlearning import METHODS, UnlearningResult, UnlearningTa
 from fedunlearn.common.unlearning.reference import build_reference, build_utility
 from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
 
-__all__ = ["BenchConfig", "BenchReferences", "MethodRun", "SeedData", "SeedRun", "Stream", "Variant", "derived_seed",
-           "run_bench", "train_model", "train_references"]
+__all__ = ["BenchConfig", "BenchReferences", "MethodRun", "Progress", "SeedData", "SeedRun", "Stream", "Variant",
+           "derived_seed", "run_bench", "run_seed", "train_model", "train_references"]
 
 GOLD = "retrain"
 MIN_ULIRA_SHADOWS = 4  # paired splits: each target is forgotten in at least two shadows, one to score, one to fit
@@ -71,6 +71,7 @@ class Stream(IntEnum):
     SHADOW = 3  # a shadow's original (and its methods, as the bench's methods share the original's seed)
     SHADOW_RETRAIN = 4  # a shadow's model retrained without its forget set, U-LiRA's yardstick
     FLOOR_RETRAIN = 5  # the second retrain per seed, whose gap to the first is the floor of avg_gap
+    VALIDATION_TEST = 6  # the test set the tuning's validation seed carves from the training pool
 
 
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # it names a table row and a progress line
@@ -126,6 +127,7 @@ class BenchConfig:
     reference_models: int = 8  # K references per seed for LiRA / RMIA
     ulira_shadows: int = 0  # S shadow splits per seed for U-LiRA (bench_ulira); 0 = off
     variants: tuple[Variant, ...] = ()  # ablations, run after the methods on the same seeds
+    tuned: Path | None = None  # the tuning.json (bench_tuning) whose choices method_params holds
 
     @property
     def all_methods(self) -> tuple[str, ...]:

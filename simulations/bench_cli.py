@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,6 +20,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from fedunlearn.common.errors import ConfigError
+
+if TYPE_CHECKING:  # the bench imports torch; the CLI imports it only when a command runs
+    from fedunlearn.simulations.bench import BenchConfig
 
 __all__ = ["bench", "parse_method_params"]
 
@@ -64,6 +71,34 @@ def _per_example_table(payload: dict) -> Table:
     return table
 
 
+@contextmanager
+def _progress(steps: int) -> Iterator[Callable[[str], None]]:
+    """A transient progress bar on stderr; yields the callback that names and counts each step."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("starting", total=steps)
+
+        def advance(description: str) -> None:
+            progress.update(task, description=description)
+            progress.advance(task)
+
+        yield advance
+
+
+def _tune(config: BenchConfig, out: Path, command: str, provenance: tuple[str, bool]) -> None:
+    """``bench --tune``: every method's grid on the validation seed, with a progress bar."""
+    from fedunlearn.simulations.bench_tuning import GRIDS, configurations, run_tuning, write_tuning
+
+    total = 4 + sum(len(configurations(GRIDS[m])) for m in config.methods if m in GRIDS)
+    with _progress(total) as advance:
+        tuning = run_tuning(config, advance)
+    payload = write_tuning(tuning, out, command=command, provenance=provenance)
+    for method, entry in payload["methods"].items():
+        chosen = ", ".join(f"{k}={v}" for k, v in entry["chosen"].items())
+        Console().print(f"{method}: {chosen} (avg_gap {entry['avg_gap']:.2f})")
+    Console().print(f"wrote {out / 'tuning.json'}, tuning.md")
+
+
 def bench(
     dataset: str = typer.Option("digits", help="Dataset name (see `fedunlearn list`)."),
     model: str = typer.Option("cnn", help="Model name."),
@@ -106,6 +141,12 @@ def bench(
                               "remi-no-mi=remi:lambda_mia=0. It gets a row in every table, its paired difference "
                               "to remi and methods.NAME.variant_of in bench.json."
     ),
+    tune: bool = typer.Option(False, "--tune", help="Instead of the bench: run every method's grid of at most 12 "
+                                                    "configurations on a validation seed no bench reports, choose "
+                                                    "each on avg_gap to retrain, write OUT/tuning.json and "
+                                                    "tuning.md."),
+    tuned: Path | None = typer.Option(None, "--tuned", help="Run every inexact method with the configuration "
+                                                            "that --tune chose for this same setup (tuning.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
@@ -115,6 +156,7 @@ def bench(
     from fedunlearn.simulations.bench import BenchConfig, Variant, run_bench
     from fedunlearn.simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
     from fedunlearn.simulations.bench_report import write_report
+    from fedunlearn.simulations.bench_tuning import tuned_params
     from fedunlearn.simulations.bench_ulira import run_ulira
 
     config = BenchConfig(
@@ -127,21 +169,21 @@ def bench(
         reference_models=reference_models, ulira_shadows=ulira_shadows,
         variants=tuple(Variant.parse(item) for item in variant),
     )
-    _, params = config.validate()
     provenance = git_commit()  # the code that runs, not whatever HEAD is when a long run finishes
     command = shlex.join(["fedunlearn", *sys.argv[1:]])  # also when started as python -c "...main()"
-    console = Console(stderr=True)
+    if tune:
+        if tuned or seeds != 1 or ulira_shadows or edge or variant:
+            raise ConfigError("--tune runs one validation seed of the methods alone: drop --tuned, --seeds, "
+                              "--ulira-shadows, --edge and --variant")
+        _tune(config, out, command, provenance)
+        return
+    if tuned is not None:
+        config = replace(config, method_params=tuned_params(tuned, config), tuned=tuned)
+    _, params = config.validate()
     # per seed: the original, the references, every method and variant, the floor, every U-LiRA shadow and
     # every edge model
     steps = seeds * (len(config.lineup) + 3 + ulira_shadows + (len(edge_models(config)) if edge else 0))
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=steps)
-
-        def advance(description: str) -> None:
-            progress.update(task, description=description)
-            progress.advance(task)
-
+    with _progress(steps) as advance:
         runs = run_bench(config, advance)
         ulira = [run_ulira(config, run, params, advance) for run in runs] if ulira_shadows else []
         sections = []

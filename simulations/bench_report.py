@@ -175,6 +175,7 @@ def _config_dict(config: BenchConfig) -> dict[str, Any]:
     resolved = asdict(config)
     resolved["methods"] = list(config.all_methods)
     resolved["data_root"] = str(config.data_root) if config.data_root else None
+    resolved["tuned"] = str(config.tuned) if config.tuned else None
     resolved["method_params"] = {k: dict(v) for k, v in config.method_params.items()}
     return resolved
 
@@ -225,6 +226,13 @@ def _per_example_section(payload: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _tuning_note(config: Mapping[str, Any]) -> str:
+    if config.get("tuned") is None:  # also bench.json files older than tuning
+        return " Every method ran its defaults and any `--param` given: none was tuned for this setup."
+    return (f" Every inexact method ran the configuration its equal tuning chose (`{config['tuned']}`, on a "
+            "validation seed this table does not report); config.json lists them.")
+
+
 def _markdown(payload: dict[str, Any]) -> str:
     header = ["method", *METRICS]
     dirty = " (with uncommitted changes)" if payload["worktree_dirty"] else ""
@@ -237,7 +245,7 @@ def _markdown(payload: dict[str, Any]) -> str:
         "",
         "Percentages 0-100, AUC 0-1, mean ± std over seeds; `avg_gap` is the mean |x - retrain| "
         "over ua, ra, ta, mia_efficacy (lower is better). " + _expectation_note(payload)
-        + _variants_note(payload["methods"]),
+        + _variants_note(payload["methods"]) + _tuning_note(payload["config"]),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -1,0 +1,214 @@
+"""Equal tuning: every inexact method gets the same small budget of configurations, chosen on a validation setup.
+
+A method's configurations are a grid over the hyper-parameters that decide how far it moves (step size,
+budget, the weight of its forgetting term), its defaults among them, at most ``MAX_CONFIGS``. All of them
+run from one original on ``VALIDATION_SEED``, a seed no bench reports (bench seeds count up from 0), with
+that seed's own split of the training pool and forget set, and a test set carved from the pool too: the
+official test split, on which the bench reports ``ta``, plays no part in the choice. Each configuration is
+scored by its ``avg_gap`` to the validation seed's retrain, and the lowest wins (ties go to the earlier one
+in the grid). ``fedunlearn bench --tuned tuning.json`` then runs the chosen ones on the reported seeds.
+
+Early stopping is not equal: ReMI keeps its own stopping check (its local audit, on its half of the
+hold-out); the baselines run their tuned fixed budgets. Each gets a budget chosen the same way, against the
+same retrain, but only ReMI may stop before it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from fedunlearn.common.data.datasets import load_dataset, train_holdout_split
+from fedunlearn.common.data.tensors import DatasetBundle
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.simulations.bench import (
+    GOLD,
+    BenchConfig,
+    Progress,
+    SeedRun,
+    Stream,
+    Variant,
+    derived_seed,
+    run_seed,
+)
+from fedunlearn.simulations.markdown import table
+
+__all__ = ["GRIDS", "MAX_CONFIGS", "VALIDATION_SEED", "Candidate", "Tuning", "configurations", "run_tuning",
+           "tuned_params", "write_tuning"]
+
+MAX_CONFIGS = 12
+VALIDATION_SEED = 10_000  # far above any reported seed: its split, forget set and training are its own
+DIGITS = 4
+
+# method -> hyper-parameter -> values (as --param takes them); every grid holds the method's defaults
+GRIDS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "remi": {"lr": ("1e-4", "2e-4", "5e-4"), "lambda_mia": ("0.5", "1", "2", "4")},
+    "finetune": {"epochs": ("2", "5", "10"), "lr": ("1e-3", "5e-3", "1e-2")},
+    "neggrad_plus": {"epochs": ("5", "10"), "lr": ("1e-4", "3e-4", "1e-3"), "alpha": ("0.95", "0.99")},
+    "random_label": {"epochs": ("2", "5", "10"), "lr": ("1e-4", "2e-4", "4e-4", "1e-3")},
+    "fisher": {"alpha": ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2"), "max_std": ("0.01", "0.1")},
+    "salun": {"epochs": ("2", "5"), "lr": ("1e-4", "2e-4", "5e-4"), "mask_fraction": ("0.1", "0.5")},
+}
+
+
+def configurations(grid: Mapping[str, Sequence[str]]) -> list[dict[str, str]]:
+    """Every combination of the grid's values, in the grid's order."""
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration of one method, run on the validation seed under its own name."""
+
+    name: str
+    method: str
+    params: Mapping[str, str]
+
+
+def _candidates(config: BenchConfig, grids: Mapping[str, Mapping[str, Sequence[str]]]) -> list[Candidate]:
+    """A candidate per configuration of every method the bench would run; a ``--param`` is held fixed in all
+    of them, and may not name a hyper-parameter that is being tuned."""
+    candidates = []
+    for method in config.methods:
+        if method == GOLD:
+            continue
+        if method not in grids:
+            raise ConfigError(f"no tuning grid for {method}; methods with one: {', '.join(grids)}")
+        fixed = dict(config.method_params.get(method, {}))
+        clash = sorted(set(fixed) & set(grids[method]))
+        if clash:
+            raise ConfigError(f"--param {method}.{clash[0]} is tuned; drop it or tune without it")
+        grid = configurations(grids[method])
+        if len(grid) > MAX_CONFIGS:
+            raise ConfigError(f"{method}'s grid has {len(grid)} configurations, more than the {MAX_CONFIGS} "
+                              "every method is allowed")
+        candidates += [Candidate(f"{method}-{i}", method, {**fixed, **params}) for i, params in enumerate(grid)]
+    return candidates
+
+
+def validation_bundle(bundle: DatasetBundle) -> DatasetBundle:
+    """The dataset with its test split replaced by samples of the training pool, which the validation
+    seed's split then never draws from: the reported test split is not looked at while choosing."""
+    size = min(len(bundle.test), len(bundle.train) // 5)
+    pool, test = train_holdout_split(bundle.train, train_size=None, holdout_size=size,
+                                     seed=derived_seed(VALIDATION_SEED, Stream.VALIDATION_TEST, 0))
+    return replace(bundle, train=pool, test=test)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The validation seed's run: its retrain, floor and every candidate, by candidate name."""
+
+    config: BenchConfig
+    candidates: Sequence[Candidate]
+    run: SeedRun
+
+    def _row(self, candidate: Candidate) -> dict[str, Any]:
+        report = self.run.runs[candidate.name].report.to_dict()
+        figures = {k: round(float(report[k]), DIGITS) for k in ("ua", "ra", "ta", "mia_auc")}
+        method_run = self.run.runs[candidate.name]
+        steps = method_run.result.steps if method_run.result is not None else None
+        return {"params": dict(candidate.params), "avg_gap": round(self.run.gap(candidate.name), DIGITS),
+                **figures, "seconds": round(method_run.seconds, DIGITS), "steps": steps}
+
+    def methods(self) -> dict[str, dict[str, Any]]:
+        """method -> its chosen configuration, that configuration's avg_gap, and every configuration's row."""
+        result: dict[str, dict[str, Any]] = {}
+        for candidate in self.candidates:
+            entry = result.setdefault(candidate.method, {"configurations": []})
+            entry["configurations"].append(self._row(candidate))
+        for entry in result.values():
+            best = min(entry["configurations"], key=lambda row: row["avg_gap"])  # the first of equals
+            entry["chosen"], entry["avg_gap"] = best["params"], best["avg_gap"]
+        return result
+
+
+def run_tuning(config: BenchConfig, progress: Progress = lambda _: None,
+               grids: Mapping[str, Mapping[str, Sequence[str]]] = GRIDS) -> Tuning:
+    """Run every method's grid on the validation seed, against that seed's retrain."""
+    config.validate()
+    candidates = _candidates(config, grids)
+    variants = tuple(Variant(c.name, c.method, c.params) for c in candidates)
+    validation = replace(config, methods=(GOLD,), method_params={}, variants=variants, seeds=1,
+                         ulira_shadows=0, edge=False)
+    forget, params = validation.validate()
+    bundle = validation_bundle(load_dataset(config.dataset, root=config.data_root, download=config.download))
+    run = run_seed(bundle, validation, forget, params, VALIDATION_SEED, progress)
+    return Tuning(config, candidates, run)
+
+
+# what a tuning must share with the bench that uses it: the same setup, or the choice was made for another
+SETUP = ("dataset", "model", "forget", "train_size", "holdout_size", "recipe", "reference_models")
+
+
+def _setup(config: BenchConfig) -> dict[str, Any]:
+    return {key: asdict(config.recipe) if key == "recipe" else getattr(config, key) for key in SETUP}
+
+
+def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
+                 provenance: tuple[str, bool]) -> dict[str, Any]:
+    """tuning.json (what ``bench --tuned`` reads, and every configuration's figures) and tuning.md."""
+    commit, dirty = provenance
+    methods = tuning.methods()
+    payload = {
+        "setup": _setup(tuning.config),
+        "validation": {"seed": VALIDATION_SEED, "sizes": dict(tuning.run.sizes),
+                       "test": "carved from the training pool, disjoint from the seed's split"},
+        "selection": f"lowest avg_gap to the validation seed's {GOLD}",
+        "floor_avg_gap": round(tuning.run.floor_gap, DIGITS),
+        "methods": methods,
+        "commit": commit, "worktree_dirty": dirty, "command": command,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuning.json").write_text(json.dumps(payload, indent=2))
+    (out / "tuning.md").write_text(_markdown(payload))
+    return payload
+
+
+def _markdown(payload: Mapping[str, Any]) -> str:
+    setup = payload["setup"]
+    lines = [f"# Tuning: {setup['dataset']} / {setup['model']} / {setup['forget']}", "",
+             f"`{payload['command']}` at commit `{payload['commit']}`. Every method ran each configuration of its "
+             f"grid (at most {MAX_CONFIGS}) on validation seed {payload['validation']['seed']}, which no bench "
+             f"reports, with a test set carved from the training pool; {payload['selection']} chose. Two "
+             f"retrains of that seed differ by avg_gap {payload['floor_avg_gap']:.2f}: closer choices are noise."]
+    for method, entry in payload["methods"].items():
+        rows = [(", ".join(f"{k}={v}" for k, v in row["params"].items()), f"{row['avg_gap']:.2f}",
+                 f"{row['ua']:.2f}", f"{row['ta']:.2f}", f"{row['mia_auc']:.3f}", f"{row['seconds']:.1f}",
+                 "chosen" if row["params"] == entry["chosen"] else "")
+                for row in entry["configurations"]]
+        lines += ["", f"## {method}", "",
+                  *table(("configuration", "avg_gap", "ua", "ta", "mia_auc", "seconds", ""), rows)]
+    return "\n".join(lines) + "\n"
+
+
+def tuned_params(path: Path, config: BenchConfig) -> dict[str, dict[str, str]]:
+    """The chosen hyper-parameters for every inexact method ``config`` runs, with its ``--param`` on top
+    (none may name a tuned one); refuses a tuning made for another setup or missing a method."""
+    try:
+        payload = json.loads(path.read_text())
+        chosen = {method: entry["chosen"] for method, entry in payload["methods"].items()}
+        setup = payload["setup"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"--tuned {path}: not a tuning.json written by `fedunlearn bench --tune` ({exc})") from None
+    differs = [key for key, value in _setup(config).items() if setup.get(key) != value]
+    if differs:
+        raise ConfigError(f"--tuned {path} was tuned for another setup ({', '.join(differs)} differ); tune this "
+                          "one with `fedunlearn bench --tune` and the same options")
+    params: dict[str, dict[str, str]] = {}
+    for method in config.methods:
+        if method == GOLD:
+            continue
+        if method not in chosen:
+            raise ConfigError(f"--tuned {path} has no tuning for {method}; tune it too or leave it out")
+        given = config.method_params.get(method, {})
+        clash = sorted(set(given) & set(chosen[method]))
+        if clash:
+            raise ConfigError(f"--param {method}.{clash[0]} overrides a tuned value; drop one of them")
+        params[method] = {**chosen[method], **given}
+    return params
