@@ -1,0 +1,158 @@
+"""Equal tuning (``bench --tune``): the grids, the validation seed's run and choice, and ``bench --tuned``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from fedunlearn.common.data.datasets import load_dataset
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.training import TrainConfig
+from fedunlearn.common.unlearning import parse_params
+from fedunlearn.simulations.bench import GOLD, BenchConfig
+from fedunlearn.simulations.bench_tuning import (
+    GRIDS,
+    MAX_CONFIGS,
+    VALIDATION_SEED,
+    Tuning,
+    configurations,
+    run_tuning,
+    tuned_params,
+    validation_bundle,
+    write_tuning,
+)
+from fedunlearn.simulations.cli import app
+
+CONFIG = BenchConfig(dataset="digits", model="mlp", forget="random:0.1", methods=(GOLD, "finetune", "neggrad_plus"),
+                     train_size=400, recipe=TrainConfig(epochs=3), device="cpu", reference_models=2)
+SMALL_GRIDS = {"finetune": {"epochs": ("1", "3"), "lr": ("1e-3", "5e-2")}, "neggrad_plus": {"alpha": ("0.5", "0.95")}}
+
+
+@pytest.mark.parametrize("method", sorted(GRIDS))
+def test_every_grid_fits_the_budget_and_holds_the_defaults(method: str) -> None:
+    grid = configurations(GRIDS[method])
+    assert 1 < len(grid) <= MAX_CONFIGS
+    assert parse_params(method, {}) in [parse_params(method, params) for params in grid]
+
+
+def test_every_inexact_method_the_bench_runs_by_default_has_a_grid() -> None:
+    assert set(BenchConfig().methods) - {GOLD} <= set(GRIDS)
+
+
+def test_configurations_are_the_grids_product_in_order() -> None:
+    assert configurations({"a": ("1", "2"), "b": ("x",)}) == [{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]
+
+
+@pytest.fixture(scope="module")
+def tuning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tuning, dict[str, Any], Path]:
+    progress: list[str] = []
+    tuning = run_tuning(CONFIG, progress.append, grids=SMALL_GRIDS)
+    out = tmp_path_factory.mktemp("tuning")
+    payload = write_tuning(tuning, out, command="fedunlearn bench --tune --test", provenance=("abc", False))
+    return tuning, payload, out
+
+
+def test_the_validation_seed_runs_every_configuration_against_its_own_retrain(
+        tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
+    run, payload = tuning[0].run, tuning[1]
+    assert run.seed == VALIDATION_SEED
+    assert set(run.runs) == {"original", GOLD, "finetune-0", "finetune-1", "finetune-2", "finetune-3",
+                             "neggrad_plus-0", "neggrad_plus-1"}
+    rows = payload["methods"]["finetune"]["configurations"]
+    assert [row["params"] for row in rows] == configurations(SMALL_GRIDS["finetune"])
+    assert [row["avg_gap"] for row in rows] == [round(run.gap(f"finetune-{i}"), 4) for i in range(4)]
+    assert run.runs["finetune-2"].result is not None and run.runs["finetune-2"].result.params["epochs"] == 3
+
+
+def test_the_lowest_avg_gap_is_chosen(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
+    for method, entry in tuning[1]["methods"].items():
+        best = min(entry["configurations"], key=lambda row: row["avg_gap"])
+        assert entry["chosen"] == best["params"] and entry["avg_gap"] == best["avg_gap"], method
+
+
+def test_the_reported_test_split_plays_no_part_in_the_choice(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
+    data, bundle = tuning[0].run.data, load_dataset("digits")
+    validation_test = set(data.bundle.test.ids.tolist())
+    assert len(validation_test) == tuning[1]["validation"]["sizes"]["test"] == len(bundle.train) // 5
+    assert validation_test <= set(bundle.train.ids.tolist()), "the validation test set is not from the pool"
+    seen = {*data.retain.ids.tolist(), *data.forget.ids.tolist(), *data.holdout.ids.tolist()}
+    assert not validation_test & seen, "the validation test set overlaps the seed's split"
+    assert validation_bundle(bundle).test.ids.tolist() == data.bundle.test.ids.tolist()  # the same carve each time
+
+
+def test_tuning_json_names_its_setup_commit_and_files(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
+    _, payload, out = tuning
+    assert json.loads((out / "tuning.json").read_text()) == payload
+    assert payload["commit"] == "abc" and payload["command"] == "fedunlearn bench --tune --test"
+    assert payload["setup"]["train_size"] == 400 and payload["setup"]["recipe"]["epochs"] == 3
+    markdown = (out / "tuning.md").read_text()
+    assert "## finetune" in markdown and markdown.count("| chosen |") == 2
+
+
+def test_tuned_params_reads_the_choices_and_keeps_other_params(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
+    _, payload, out = tuning
+    config = replace(CONFIG, method_params={"finetune": {"batch_size": "32"}})
+    params = tuned_params(out / "tuning.json", config)
+    assert params["finetune"] == {**payload["methods"]["finetune"]["chosen"], "batch_size": "32"}
+    assert params["neggrad_plus"] == payload["methods"]["neggrad_plus"]["chosen"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"train_size": 500}, r"another setup \(train_size differ\)"),
+    ({"recipe": TrainConfig(epochs=4)}, r"another setup \(recipe differ\)"),
+    ({"methods": (GOLD, "salun")}, "no tuning for salun"),
+    ({"method_params": {"finetune": {"lr": "1"}}}, "finetune.lr overrides a tuned value"),
+])
+def test_tuned_params_refuses_what_it_was_not_tuned_for(tuning: tuple[Tuning, dict[str, Any], Path],
+                                                        change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tuned_params(tuning[2] / "tuning.json", replace(CONFIG, **change))
+
+
+def test_tuned_params_refuses_a_file_that_is_not_a_tuning(tmp_path: Path) -> None:
+    path = tmp_path / "tuning.json"
+    path.write_text('{"methods": []}')
+    with pytest.raises(ConfigError, match=r"not a tuning\.json"):
+        tuned_params(path, CONFIG)
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    (replace(CONFIG, methods=(GOLD, "remi", "nope")), "nope"),
+    (replace(CONFIG, method_params={"finetune": {"lr": "1e-3"}}), "finetune.lr is tuned"),
+])
+def test_run_tuning_refuses_before_training(config: BenchConfig, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_tuning(config, grids=SMALL_GRIDS)
+
+
+def test_a_grid_over_the_budget_is_refused() -> None:
+    grid = {"finetune": {"epochs": tuple(str(e) for e in range(1, MAX_CONFIGS + 2))}}
+    with pytest.raises(ConfigError, match="more than the 12"):
+        run_tuning(replace(CONFIG, methods=(GOLD, "finetune")), grids=grid)
+
+
+def test_bench_tuned_runs_the_choices_and_records_the_file(tuning: tuple[Tuning, dict[str, Any], Path],
+                                                          tmp_path: Path) -> None:
+    payload, path = tuning[1], tuning[2] / "tuning.json"
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, [
+        "bench", "--dataset", "digits", "--model", "mlp", "--forget", "random:0.1",
+        "--methods", "retrain,finetune,neggrad_plus", "--train-size", "400", "--epochs", "3",
+        "--reference-models", "2", "--device", "cpu", "--tuned", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["config"]["tuned"] == str(path)
+    for method in ("finetune", "neggrad_plus"):
+        chosen = parse_params(method, payload["methods"][method]["chosen"])
+        assert saved["methods"][method]["params"] == {k: v for k, v in vars(chosen).items()}, method
+    assert "equal tuning chose" in (out / "bench.md").read_text()
+
+
+def test_bench_tune_refuses_options_that_belong_to_the_bench(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "--tune", "--seeds", "3", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ConfigError) and "--tune runs one validation seed" in str(result.exception)
