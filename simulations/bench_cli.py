@@ -150,14 +150,11 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
-    from fedunlearn.common.device import resolve_device
     from fedunlearn.common.provenance import git_commit
     from fedunlearn.common.training import TrainConfig
-    from fedunlearn.simulations.bench import BenchConfig, Variant, run_bench
-    from fedunlearn.simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
-    from fedunlearn.simulations.bench_report import write_report
+    from fedunlearn.simulations.bench import BenchConfig, Variant
+    from fedunlearn.simulations.bench_pipeline import bench_steps, run_and_report
     from fedunlearn.simulations.bench_tuning import tuned_params
-    from fedunlearn.simulations.bench_ulira import run_ulira
 
     config = BenchConfig(
         dataset=dataset, model=model, forget=forget,
@@ -179,19 +176,8 @@ def bench(
         return
     if tuned is not None:
         config = replace(config, method_params=tuned_params(tuned, config), tuned=tuned)
-    _, params = config.validate()
-    # per seed: the original, the references, every method and variant, the floor, every U-LiRA shadow and
-    # every edge model
-    steps = seeds * (len(config.lineup) + 3 + ulira_shadows + (len(edge_models(config)) if edge else 0))
-    with _progress(steps) as advance:
-        runs = run_bench(config, advance)
-        ulira = [run_ulira(config, run, params, advance) for run in runs] if ulira_shadows else []
-        sections = []
-        if edge:
-            edge_payload = write_edge_report(config, run_edge(config, runs, out, advance), out)
-            sections.append(edge_markdown(edge_payload))
-    payload = write_report(config, str(resolve_device(device)), runs, out, ulira=ulira, command=command,
-                           sections=sections, provenance=provenance)
+    with _progress(bench_steps(config)) as advance:
+        payload = run_and_report(config, out, command=command, provenance=provenance, progress=advance)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
     else:
