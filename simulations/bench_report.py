@@ -30,7 +30,8 @@ from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Variant
 from fedunlearn.simulations.bench_compare import comparison_markdown, comparisons
 from fedunlearn.simulations.bench_ulira import SeedULira
 
-__all__ = ["ATTACK_FIELDS", "METRICS", "mean_std", "strongest_reference_attack", "summarize", "write_report"]
+__all__ = ["ATTACK_FIELDS", "METRICS", "config_dict", "mean_std", "strongest_reference_attack", "summarize",
+           "write_report"]
 
 METRICS = (*GAP_METRICS, "mia_auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "seconds", "avg_gap")
 ATTACK_FIELDS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr")  # every attack's figures, AUC 0-1, TPRs percent
@@ -171,7 +172,8 @@ def _ulira(ulira: Sequence[SeedULira]) -> dict[str, Any] | None:
             "per_seed": per_seed}
 
 
-def _config_dict(config: BenchConfig) -> dict[str, Any]:
+def config_dict(config: BenchConfig) -> dict[str, Any]:
+    """The configuration as bench.json and config.json record it."""
     resolved = asdict(config)
     resolved["methods"] = list(config.all_methods)
     resolved["data_root"] = str(config.data_root) if config.data_root else None
@@ -317,7 +319,7 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
         "floor": _floor(runs),
         "methods": methods,
         "comparisons": comparisons(methods),
-        "config": _config_dict(config),
+        "config": config_dict(config),
     }
     (out / "bench.json").write_text(json.dumps(payload, indent=2))
     (out / "bench.md").write_text("\n".join([_markdown(payload), *sections]))
