@@ -54,6 +54,7 @@ from fedunlearn.common.training import TrainConfig, seed_everything, train
 from fedunlearn.common.unlearning import METHODS, UnlearningResult, UnlearningTask, parse_params, run_method
 from fedunlearn.common.unlearning.reference import build_reference, build_utility
 from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
+from fedunlearn.simulations.bench_whitebox import WhiteBoxSets, white_box
 
 __all__ = ["BenchConfig", "BenchReferences", "MethodRun", "Progress", "SeedData", "SeedRun", "Stream", "Variant",
            "derived_seed", "run_bench", "run_seed", "train_model", "train_references"]
@@ -72,6 +73,7 @@ class Stream(IntEnum):
     SHADOW_RETRAIN = 4  # a shadow's model retrained without its forget set, U-LiRA's yardstick
     FLOOR_RETRAIN = 5  # the second retrain per seed, whose gap to the first is the floor of avg_gap
     VALIDATION_TEST = 6  # the test set the tuning's validation seed carves from the training pool
+    WHITE_BOX = 7  # the samples every model of a seed is probed on (bench_whitebox)
 
 
 VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # it names a table row and a progress line
@@ -128,6 +130,7 @@ class BenchConfig:
     ulira_shadows: int = 0  # S shadow splits per seed for U-LiRA (bench_ulira); 0 = off
     variants: tuple[Variant, ...] = ()  # ablations, run after the methods on the same seeds
     tuned: Path | None = None  # the tuning.json (bench_tuning) whose choices method_params holds
+    white_box: bool = True  # also probe every model's features and gradients (bench_whitebox)
 
     @property
     def all_methods(self) -> tuple[str, ...]:
@@ -279,12 +282,14 @@ class BenchReferences:
 
 @dataclass(frozen=True)
 class MethodRun:
-    """One method (or the original) on one seed: the model, its audit and its cost."""
+    """One method (or the original) on one seed: the model, its audit, its cost and, unless the bench
+    turned them off, its white-box checks (``bench_whitebox.white_box``)."""
 
     model: Classifier
     report: AuditReport
     seconds: float
     result: UnlearningResult | None
+    white_box: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -379,9 +384,14 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
     progress(f"seed {seed}: training {config.reference_models} reference models")
     references = train_references(data, config, device)
     data = replace(data, references=references.statistics, expected=expected_confidence(references.samples))
+    probe_seed = derived_seed(seed, Stream.WHITE_BOX, 0)
+    sets = WhiteBoxSets.draw(forget=forget_data, retain=retain, test=bundle.test,
+                             forgotten_classes=forget.forgotten_classes, seed=probe_seed)
+    target = sets.relearn_target(original, device)
 
     def audited(model: Classifier, seconds: float, result: UnlearningResult | None) -> MethodRun:
-        return MethodRun(model, data.audit(torch_logits(model, device=device)), seconds, result)
+        checks = white_box(model, sets, target=target, device=device, seed=probe_seed) if config.white_box else None
+        return MethodRun(model, data.audit(torch_logits(model, device=device)), seconds, result, checks)
 
     def run(label: str, method: str, method_params: Any, task: UnlearningTask) -> MethodRun:
         progress(f"seed {seed}: {label}")

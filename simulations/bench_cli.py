@@ -141,6 +141,10 @@ def bench(
                               "remi-no-mi=remi:lambda_mia=0. It gets a row in every table, its paired difference "
                               "to remi and methods.NAME.variant_of in bench.json."
     ),
+    white_box: bool = typer.Option(True, "--white-box/--no-white-box",
+                                   help="Also probe every model's features and gradients, and for class forgetting "
+                                        "count the epochs it takes to relearn the class (bench.md's white-box "
+                                        "section)."),
     tune: bool = typer.Option(False, "--tune", help="Instead of the bench: run every method's grid of at most 12 "
                                                     "configurations on a validation seed no bench reports, choose "
                                                     "each on avg_gap to retrain, write OUT/tuning.json and "
@@ -164,7 +168,7 @@ def bench(
         method_params=parse_method_params(param), data_root=data_dir, download=download,
         edge=edge, edge_int8=edge_int8, edge_repeats=edge_repeats,  # type: ignore[arg-type]
         reference_models=reference_models, ulira_shadows=ulira_shadows,
-        variants=tuple(Variant.parse(item) for item in variant),
+        variants=tuple(Variant.parse(item) for item in variant), white_box=white_box,
     )
     provenance = git_commit()  # the code that runs, not whatever HEAD is when a long run finishes
     command = shlex.join(["fedunlearn", *sys.argv[1:]])  # also when started as python -c "...main()"

@@ -29,6 +29,8 @@ from fedunlearn.common.provenance import git_commit
 from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Variant
 from fedunlearn.simulations.bench_compare import comparison_markdown, comparisons
 from fedunlearn.simulations.bench_ulira import SeedULira
+from fedunlearn.simulations.bench_whitebox import RELEARN_EPOCHS, RELEARN_SHARE, WHITE_BOX_FIGURES, headline
+from fedunlearn.simulations.markdown import table
 
 __all__ = ["ATTACK_FIELDS", "METRICS", "config_dict", "mean_std", "strongest_reference_attack", "summarize",
            "write_report"]
@@ -51,6 +53,8 @@ def _seed_entry(run: SeedRun, method: str, ulira: SeedULira | None) -> dict[str,
     if method_run.result is not None:
         entry["steps"] = method_run.result.steps
         entry["stop_reason"] = method_run.result.stop_reason
+    if method_run.white_box is not None:
+        entry["white_box"] = dict(method_run.white_box)
     if ulira is not None:
         result = ulira.results[method]
         entry["ulira"] = {"accuracy": round(result.accuracy, DIGITS), "cases": result.cases,
@@ -80,6 +84,10 @@ def _aggregate(per_seed: Sequence[Mapping[str, Any]], shadows: int) -> dict[str,
         entry |= mean_std(per_seed, ("steps",))
     if "ulira" in per_seed[0]:
         entry["ulira"] = {**mean_std([seed["ulira"] for seed in per_seed], ("accuracy",)), "shadows": shadows}
+    if "white_box" in per_seed[0]:
+        entry["white_box"] = mean_std([headline(seed["white_box"]) for seed in per_seed], WHITE_BOX_FIGURES)
+        if "relearn" in per_seed[0]["white_box"]:
+            entry["white_box"]["relearn_epochs"] = [seed["white_box"]["relearn"]["epochs"] for seed in per_seed]
     return entry
 
 
@@ -235,6 +243,27 @@ def _tuning_note(config: Mapping[str, Any]) -> str:
             "validation seed this table does not report); config.json lists them.")
 
 
+def _white_box_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per method the probes' and the gradient attack's figures, and the relearning epochs where they ran."""
+    relearn = "relearn_epochs" in methods["original"]["white_box"]
+    header = ["method", "probe AUC, stem", "probe AUC, penultimate", "gradient-norm AUC", "gradient-norm TPR@1%"]
+    lines = ["## White-box checks", "",
+             "Forget samples against test samples of their classes, the same draw for every model of a seed. A "
+             "linear probe on each layer's features (out-of-fold AUC) and the per-sample gradient-norm attack "
+             "read inside the model: one that forgot only at its outputs still separates the forget set here, "
+             "where retrain does not. Read each row against retrain's: on small groups a probe that finds "
+             "nothing scores below 0.5 out of fold, not at it."]
+    if relearn:
+        header.append("relearn epochs per seed")
+        lines[-1] += (f" Relearn: epochs of fine-tuning on a few samples of the class until the model is back at "
+                      f"{RELEARN_SHARE:.0%} of the original's accuracy on it (- = not within {RELEARN_EPOCHS}).")
+    lines += ["", *table(header, [
+        [name, *(_cell(entry["white_box"], key) for key in WHITE_BOX_FIGURES),
+         *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])] if relearn else [])]
+        for name, entry in methods.items()])]
+    return lines
+
+
 def _markdown(payload: dict[str, Any]) -> str:
     header = ["method", *METRICS]
     dirty = " (with uncommitted changes)" if payload["worktree_dirty"] else ""
@@ -258,6 +287,8 @@ def _markdown(payload: dict[str, Any]) -> str:
     if payload["comparisons"]:
         lines += ["", *comparison_markdown(payload["comparisons"])]
     lines += ["", *_per_example_section(payload)]
+    if "white_box" in payload["methods"]["original"]:
+        lines += ["", *_white_box_section(payload["methods"])]
     return "\n".join(lines) + "\n"
 
 

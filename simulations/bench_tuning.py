@@ -135,7 +135,7 @@ def run_tuning(config: BenchConfig, progress: Progress = lambda _: None,
     candidates = _candidates(config, grids)
     variants = tuple(Variant(c.name, c.method, c.params) for c in candidates)
     validation = replace(config, methods=(GOLD,), method_params={}, variants=variants, seeds=1,
-                         ulira_shadows=0, edge=False)
+                         ulira_shadows=0, edge=False, white_box=False)
     forget, params = validation.validate()
     bundle = validation_bundle(load_dataset(config.dataset, root=config.data_root, download=config.download))
     run = run_seed(bundle, validation, forget, params, VALIDATION_SEED, progress)

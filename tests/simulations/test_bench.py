@@ -30,6 +30,7 @@ from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Stream, Var
 from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
 from fedunlearn.simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
 from fedunlearn.simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
+from fedunlearn.simulations.bench_whitebox import CAP, RELEARN_EPOCHS, WhiteBoxSets
 
 CONFIG = BenchConfig(
     dataset="digits",
@@ -202,8 +203,9 @@ def test_report_files_exist(bench_dir: BenchDir) -> None:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     table = (out / "bench.md").read_text()
     for method in ("original", "retrain", "remi", "finetune"):
-        # the metrics table and the per-example one; the paired differences to remi add all but remi and retrain
-        assert table.count(f"| {method} |") == (2 if method in ("remi", "retrain") else 3), method
+        # the metrics table, the per-example one and the white-box one; the paired differences to remi add all
+        # but remi and retrain
+        assert table.count(f"| {method} |") == (3 if method in ("remi", "retrain") else 4), method
     for metric in DESIGN_METRICS:
         assert metric in table
     assert "strongest TPR@1%" in table and "loss TPR@1%" in table and "U-LiRA" not in table
@@ -419,7 +421,7 @@ def test_variants_are_reported_like_methods_and_paired_with_remi(random_report: 
     assert paired["n"] == RANDOM.seeds
     assert paired["mean_difference"] == pytest.approx(np.mean(differences), abs=1e-4)
     assert paired["ci_low"] <= paired["mean_difference"] <= paired["ci_high"]
-    assert table.count("| remi-no-kl |") == 3  # metrics, paired differences, per-example attacks
+    assert table.count("| remi-no-kl |") == 4  # metrics, paired differences, per-example attacks, white-box
     assert "`remi-no-kl` is remi with lambda_kl=0.0" in table
     assert payload["config"]["variants"] == [{"name": "remi-no-kl", "method": "remi", "params": {"lambda_kl": "0"}}]
 
@@ -628,3 +630,57 @@ def test_the_guard_sees_training(no_training: None) -> None:
     with pytest.raises(AssertionError, match="training started"):
         run_bench(replace(CONFIG, seeds=1))
 
+
+
+# --- white-box checks: every model of a seed probed on the same samples --------------------------------
+
+
+def test_every_model_of_a_class_request_gets_probes_gradients_and_relearning(saved: dict[str, Any]) -> None:
+    for method, entry in saved["methods"].items():
+        for seed in entry["per_seed"]:
+            checks = seed["white_box"]
+            assert set(checks) == {"probe_stem", "probe_penultimate", "gradient_norm", "relearn"}, method
+            assert 0 <= checks["probe_stem"]["auc"] <= 1 and checks["probe_stem"]["layer"] == "stem"
+            assert checks["probe_stem"]["members"] == checks["probe_stem"]["nonmembers"] > 0
+            assert len(checks["relearn"]["curve"]) == RELEARN_EPOCHS + 1
+        means = entry["white_box"]
+        assert means["gradient_norm_auc"] == pytest.approx(
+            np.mean([s["white_box"]["gradient_norm"]["auc"] for s in entry["per_seed"]]), abs=1e-4)
+        assert means["relearn_epochs"] == [s["white_box"]["relearn"]["epochs"] for s in entry["per_seed"]]
+    # the original knew the class: it is at its own target before any fine-tuning
+    assert saved["methods"]["original"]["white_box"]["relearn_epochs"] == [0, 0]
+    # every model of a seed is held to the same target (a share of the original's class accuracy)
+    targets = {s["white_box"]["relearn"]["threshold"] for e in saved["methods"].values() for s in e["per_seed"]
+               if s["seed"] == 0}
+    assert len(targets) == 1
+
+
+def test_a_sample_request_gets_no_relearning_and_the_page_shows_the_checks(
+        random_report: tuple[dict[str, Any], str]) -> None:
+    payload, markdown = random_report
+    for entry in payload["methods"].values():
+        assert "relearn" not in entry["per_seed"][0]["white_box"] and "relearn_epochs" not in entry["white_box"]
+    assert "## White-box checks" in markdown and "relearn epochs" not in markdown
+
+
+def test_the_white_box_samples_are_capped_draws_of_forget_and_same_class_test_samples() -> None:
+    generator = torch.Generator().manual_seed(0)
+    forget = LabeledData(torch.randn(600, 1, 4, 4), torch.randint(0, 2, (600,), generator=generator),
+                         torch.arange(600))
+    test = LabeledData(torch.randn(900, 1, 4, 4), torch.randint(0, 3, (900,), generator=generator),
+                       torch.arange(1000, 1900))
+    sets = WhiteBoxSets.draw(forget=forget, retain=test, test=test, forgotten_classes=(), seed=3)
+    assert len(sets.members) == CAP and set(sets.members.ids.tolist()) <= set(forget.ids.tolist())
+    assert len(sets.nonmembers) == CAP and set(sets.nonmembers.y.tolist()) <= {0, 1}  # class 2 is not in forget
+    assert sets.relearn is None
+    again = WhiteBoxSets.draw(forget=forget, retain=test, test=test, forgotten_classes=(), seed=3)
+    assert again.members.ids.tolist() == sets.members.ids.tolist()  # every model of a seed: the same samples
+
+
+def test_no_white_box_leaves_the_checks_out(tmp_path: Path) -> None:
+    config = replace(RANDOM, seeds=1, white_box=False, variants=())
+    runs = run_bench(config)
+    assert all(run.white_box is None for run in runs[0].runs.values())
+    payload = write_report(config, "cpu", runs, tmp_path)
+    assert "white_box" not in payload["methods"]["remi"]
+    assert "White-box" not in (tmp_path / "bench.md").read_text()
