@@ -256,7 +256,8 @@ def _white_box_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if relearn:
         header.append("relearn epochs per seed")
         lines[-1] += (f" Relearn: epochs of fine-tuning on a few samples of the class until the model is back at "
-                      f"{RELEARN_SHARE:.0%} of the original's accuracy on it (- = not within {RELEARN_EPOCHS}).")
+                      f"{RELEARN_SHARE:.0%} of the original's accuracy on it (- = not within {RELEARN_EPOCHS}, or not "
+                      "measured where the original got none of the class right: bench.json says which).")
     lines += ["", *table(header, [
         [name, *(_cell(entry["white_box"], key) for key in WHITE_BOX_FIGURES),
          *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])] if relearn else [])]

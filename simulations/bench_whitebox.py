@@ -23,14 +23,19 @@ from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.models import Classifier
 from fedunlearn.common.training import accuracy
 
-__all__ = ["CAP", "RELEARN_EPOCHS", "RELEARN_FEW", "RELEARN_RETAIN", "RELEARN_SHARE", "WHITE_BOX_FIGURES",
-           "WhiteBoxSets", "headline", "white_box"]
+__all__ = ["CAP", "RELEARN_EPOCHS", "RELEARN_FEW", "RELEARN_RETAIN", "RELEARN_SHARE", "UNMEASURED",
+           "WHITE_BOX_FIGURES", "WhiteBoxSets", "headline", "white_box"]
 
 CAP = 500  # members and non-members each
 RELEARN_FEW, RELEARN_RETAIN = 20, 200  # samples of the forgotten class, of the retain set
 RELEARN_SHARE, RELEARN_EPOCHS = 0.9, 10  # the target, as a share of the original's class accuracy; the budget
 # ``headline``'s figures; relearning epochs may be None (never back within the budget) and stay per seed
 WHITE_BOX_FIGURES = ("probe_stem_auc", "probe_penultimate_auc", "gradient_norm_auc", "gradient_norm_tpr_at_1pct_fpr")
+
+
+# the relearning figures of a seed whose original never learned the class: nothing to relearn towards
+UNMEASURED: Mapping[str, Any] = {"epochs": None, "threshold": None, "curve": [],
+                                 "note": "not measured: the original gets none of the class's test samples right"}
 
 
 def _draw(data: LabeledData, count: int, generator: torch.Generator) -> LabeledData:
@@ -57,25 +62,28 @@ class WhiteBoxSets:
         return cls(_draw(forget, CAP, generator), _draw(nonmembers, CAP, generator), relearn)
 
     def relearn_target(self, original: Classifier, device: torch.device) -> float | None:
-        """The class accuracy the relearning check waits for: a share of the original's."""
+        """The class accuracy the relearning check waits for: a share of the original's; None without class
+        forgetting, or where the original itself gets none of the class's test samples right (or has none)."""
         if self.relearn is None:
             return None
-        return RELEARN_SHARE * accuracy(original, self.relearn[2], device=device)
+        known = accuracy(original, self.relearn[2], device=device)
+        return RELEARN_SHARE * known if known > 0 else None
 
 
 def white_box(model: Classifier, sets: WhiteBoxSets, *, target: float | None, device: torch.device,
               seed: int) -> dict[str, Any]:
-    """probe_stem, probe_penultimate, gradient_norm and (class forgetting) relearn, each as a dict."""
+    """probe_stem, probe_penultimate, gradient_norm and (class forgetting) relearn, each as a dict;
+    ``target``: ``WhiteBoxSets.relearn_target``, None where there is nothing to relearn towards."""
     figures: dict[str, Any] = {
         f"probe_{layer}": linear_probe(model, sets.members, sets.nonmembers, layer=layer, device=device,
                                        seed=seed).to_dict()
         for layer in ("stem", "penultimate")
     }
     figures["gradient_norm"] = gradient_norm_attack(model, sets.members, sets.nonmembers, device=device).to_dict()
-    if sets.relearn is not None and target is not None:
+    if sets.relearn is not None:
         few, retain, probe = sets.relearn
-        figures["relearn"] = relearn_epochs(model, few, retain, probe, threshold=target, max_epochs=RELEARN_EPOCHS,
-                                            device=device, seed=seed).to_dict()
+        figures["relearn"] = UNMEASURED if target is None else relearn_epochs(
+            model, few, retain, probe, threshold=target, max_epochs=RELEARN_EPOCHS, device=device, seed=seed).to_dict()
     return figures
 
 

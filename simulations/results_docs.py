@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fedunlearn.simulations.markdown import table
+from fedunlearn.simulations.results_bench import bench_sections
+from fedunlearn.simulations.results_format import commit_cell, link, num, span
 from fedunlearn.simulations.results_summary import load_json, readme_with_summary
 
 __all__ = ["PAGE", "main", "render"]
@@ -32,36 +34,10 @@ _RUN_NAMES = {"original": "original", "federated_retrain": "retrain", "unlearned
 _SHOWN = ("original", "retrain", "unlearned")
 
 
-def _commit(result: Mapping[str, Any]) -> str:
-    commit = result.get("commit")
-    if not commit:
-        return "not recorded"
-    return f"`{commit[:12]}`" + (" (uncommitted changes)" if result.get("dirty") else "")
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _span(values: Iterable[float | None], digits: int = 2, fmt: str = "f") -> str:
-    """'lo - hi' (or one value) over the values present."""
-    present = sorted(v for v in values if v is not None)
-    if not present:
-        return "-"
-    lo, hi = f"{present[0]:.{digits}{fmt}}", f"{present[-1]:.{digits}{fmt}}"
-    return lo if lo == hi else f"{lo} - {hi}"
-
-
 def _optional(root: Path, relative: str, section: Callable[[Mapping[str, Any]], list[str]]) -> list[str]:
     """``section`` of one JSON file that a docs folder may lack: nothing when it is absent."""
     path = root / relative
     return section(load_json(path)) if path.exists() else []
-
-
-def _link(root: Path, path: Path, text: str | None = None) -> str:
-    """A link to ``path`` relative to the page, named after its folder; bare text when the page is missing."""
-    text = text or path.parent.name
-    return f"[{text}]({path.relative_to(root).as_posix()})" if path.exists() else text
 
 
 # ---------------------------------------------------------------- federation
@@ -73,10 +49,10 @@ def _sweeps(root: Path) -> list[str]:
     for path in paths:
         sweep = load_json(path)
         c, seeds = sweep["counts"], sweep["seeds"]
-        rows.append([_link(root, path.with_suffix(".md"), sweep["scenario"]), c["of"],
+        rows.append([link(root, path.with_suffix(".md"), sweep["scenario"]), c["of"],
                      f"{c['original_failed']}/{c['of']}", f"{c['retrain_passed']}/{c['of']}",
-                     f"{c['unlearned_passed']}/{c['of']}", _span(s["time_ratio"] for s in seeds),
-                     _span(s["bytes_ratio"] for s in seeds), _commit(sweep)])
+                     f"{c['unlearned_passed']}/{c['of']}", span(s["time_ratio"] for s in seeds),
+                     span(s["bytes_ratio"] for s in seeds), commit_cell(sweep)])
     return ["### Seed sweeps", "",
             "One run per seed; the gate's verdicts on the unlearned model and on its two controls. Time and bytes "
             "are the unlearning phase's (failed attempts included) as a share of federated retrain's.", "",
@@ -86,13 +62,13 @@ def _sweeps(root: Path) -> list[str]:
 
 def _power(result: Mapping[str, Any]) -> list[str]:
     config = result["config"]
-    rows = [[size, _num(r["original"]["loss"], 2), _num(r["original"]["reference"], 2),
-             _num(r["never_trained"]["loss"], 2), _num(r["never_trained"]["reference"], 2)]
+    rows = [[size, num(r["original"]["loss"], 2), num(r["original"]["reference"], 2),
+             num(r["never_trained"]["loss"], 2), num(r["never_trained"]["reference"], 2)]
             for size, r in result["power"].items()]
     return ["### Gate power", "",
             f"Share of audits in which the gate fails a model, {config['dataset']} / {config['model']}, "
             f"{config['draws']} draws per forget-set size against {config['nonmembers']} non-members, the gate's "
-            f"false-alarm rate split over {config['looks']} looks; commit {_commit(result)}. Details and the "
+            f"false-alarm rate split over {config['looks']} looks; commit {commit_cell(result)}. Details and the "
             "reference designs: "
             "[audit/power.md](audit/power.md).", "",
             *table(["forget-set size", "original, loss", "original, LiRA + RMIA", "never trained on them, loss",
@@ -114,14 +90,14 @@ def _run_row(root: Path, path: Path, report: Mapping[str, Any]) -> list[object]:
     original, retrain = base["original"], base["federated_retrain"] or {}
     judged = gate and original.get("forget_auc") is not None
     within = abs(original["forget_auc"] - 0.5) <= gate["tolerance"] if judged else None
-    return [_link(root, path.with_suffix(".md")), report["clients"], f"{report['model']} / {report['dataset']}",
+    return [link(root, path.with_suffix(".md")), report["clients"], f"{report['model']} / {report['dataset']}",
             "no audit pooled" if not gate else "pass" if gate["passed"] else "FAIL",
-            gate.get("attack", gate.get("worst_attack", "-")), _num(gate.get("tolerance")),
-            f"{_num(unlearning['forget_auc'])} / {_num(original.get('forget_auc'))} / "
-            f"{_num(retrain.get('forget_auc'))}",
+            gate.get("attack", gate.get("worst_attack", "-")), num(gate.get("tolerance")),
+            f"{num(unlearning['forget_auc'])} / {num(original.get('forget_auc'))} / "
+            f"{num(retrain.get('forget_auc'))}",
             {True: "yes", False: "no", None: "-"}[within],
-            f"{_num(unlearning['ta'], 2)} / {_num(retrain.get('ta'), 2)}",
-            _controls(report.get("controls")), _commit(report)]
+            f"{num(unlearning['ta'], 2)} / {num(retrain.get('ta'), 2)}",
+            _controls(report.get("controls")), commit_cell(report)]
 
 
 def _runs(root: Path) -> list[str]:
@@ -139,12 +115,12 @@ def _runs(root: Path) -> list[str]:
 
 
 def _scaling(result: Mapping[str, Any]) -> list[str]:
-    rows = [[p["clients"], p["rounds"], _num(p["wall_seconds"], 1), _num(p["peak_rss_mb"], 0),
-             _num(p["training_seconds"], 1), _num(p["unlearning_seconds"], 1), p["status"]]
+    rows = [[p["clients"], p["rounds"], num(p["wall_seconds"], 1), num(p["peak_rss_mb"], 0),
+             num(p["training_seconds"], 1), num(p["unlearning_seconds"], 1), p["status"]]
             for p in result["points"]]
     return ["### Scaling", "",
             f"`fedunlearn scale {result['scenario']}`: wall time and peak memory of the whole process tree; commit "
-            f"{_commit(result)}. [federation/scaling/scaling.md](federation/scaling/scaling.md).", "",
+            f"{commit_cell(result)}. [federation/scaling/scaling.md](federation/scaling/scaling.md).", "",
             *table(["clients", "rounds", "wall s", "peak RSS MB", "training s", "unlearning s", "status"], rows),
             ""]
 
@@ -171,7 +147,7 @@ def _bench_export(root: Path, path: Path) -> _Export:
     seeds = len(edge["seeds"])
     return _Export(
         label=f"{edge['model']} / {edge['dataset']} (bench, {seeds} seed{'s' if seeds > 1 else ''})",
-        link=_link(root, path.with_suffix(".md")), commit=_commit(edge),
+        link=link(root, path.with_suffix(".md")), commit=commit_cell(edge),
         metrics={name: [m[name] for m in models] for name in names},
         leakage={_BENCH_NAMES[m]: (e["mia_auc_torch"], e["mia_auc_fp32"], e["mia_auc_int8"])
                  for m, e in edge["models"].items() if m in _BENCH_NAMES})
@@ -190,7 +166,7 @@ def _run_export(root: Path, path: Path) -> _Export | None:
     how = "clients' audit" if audited else f"{export['model']} model, not audited"
     return _Export(
         label=f"{report['model']} / {report['dataset']} ({report['scenario']} export, {how})",
-        link=_link(root, path.with_suffix(".md")), commit=_commit(report),
+        link=link(root, path.with_suffix(".md")), commit=commit_cell(report),
         metrics={"fp32_max_abs_diff": [export["parity_max_abs_diff"]],
                  "int8_top1_agreement": [export["int8_top1_agreement"]],
                  "int8_ta_drop": [export["fp32_ta"] - export["int8_ta"]], "mia_auc_int8_gap": gaps,
@@ -205,12 +181,12 @@ def _exports(root: Path) -> list[_Export]:
 
 
 def _kib(values: Sequence[float]) -> str:
-    return _span([v / 1024 for v in values], 0)
+    return span([v / 1024 for v in values], 0)
 
 
 def _parity(exports: Sequence[_Export]) -> list[str]:
-    rows = [[e.label, _span(e.metrics["fp32_max_abs_diff"], 1, "e"),
-             _span([100 * v for v in e.metrics["int8_top1_agreement"]]) + "%", _span(e.metrics["int8_ta_drop"]),
+    rows = [[e.label, span(e.metrics["fp32_max_abs_diff"], 1, "e"),
+             span([100 * v for v in e.metrics["int8_top1_agreement"]]) + "%", span(e.metrics["int8_ta_drop"]),
              f"{_kib(e.metrics['fp32_bytes'])} / {_kib(e.metrics['int8_bytes'])}", e.link, e.commit]
             for e in exports]
     return ["### Parity and quantization", "",
@@ -222,9 +198,9 @@ def _parity(exports: Sequence[_Export]) -> list[str]:
 
 def _leakage(exports: Sequence[_Export]) -> list[str]:
     def cell(e: _Export, model: str) -> str:
-        return " / ".join(_num(v) for v in e.leakage[model]) if model in e.leakage else "-"
+        return " / ".join(num(v) for v in e.leakage[model]) if model in e.leakage else "-"
 
-    rows = [[e.label, *(cell(e, m) for m in _SHOWN), _num(max(e.metrics["mia_auc_int8_gap"]))]
+    rows = [[e.label, *(cell(e, m) for m in _SHOWN), num(max(e.metrics["mia_auc_int8_gap"]))]
             for e in exports if e.leakage]
     return ["### Does quantization change leakage?", "",
             "Forget-set AUC (loss attack) as torch / fp32 ONNX / int8 ONNX.", "",
@@ -246,10 +222,10 @@ def _latency(rows: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     first = rows[0][1]
 
     def ms(result: Mapping[str, Any], engine: str, batch: str) -> str:
-        return _num(result["engines"][engine][batch]["median_ms"])
+        return num(result["engines"][engine][batch]["median_ms"])
 
     timings = [[label, *(ms(r, e, b) for b in ("b1", "b32") for e in ("torch", "ort_fp32", "ort_int8")),
-              _num(r["ratios"]["ort_fp32_vs_torch_b1"], 2), _num(r["ratios"]["int8_vs_fp32_b1"], 2), _commit(r)]
+              num(r["ratios"]["ort_fp32_vs_torch_b1"], 2), num(r["ratios"]["int8_vs_fp32_b1"], 2), commit_cell(r)]
              for label, r in rows]
     return ["### Latency", "",
             f"Median ms over {first['repeats']} calls after {first['warmup']} warm-up, one thread per engine, "
@@ -281,89 +257,29 @@ def _targets(root: Path, exports: Sequence[_Export], latency: Sequence[tuple[str
             "idle-machine runs).", "", *table(["target", "worst", "where", "met"], rows), ""]
 
 
-# ---------------------------------------------------------------- centralised benchmark
-
-
-def _bench_row(root: Path, path: Path, bench: Mapping[str, Any]) -> list[object]:
-    methods = bench["methods"]
-    remi, retrain, original = methods["remi"], methods[bench["gold_standard"]], methods["original"]
-    others = {m: e["avg_gap"] for m, e in methods.items()
-              if m not in ("remi", "original", bench["gold_standard"]) and "variant_of" not in e}  # methods only
-    best = min(others, key=others.__getitem__)
-    sizes = bench["sizes"]
-    return [_link(root, path.with_suffix(".md"), f"{bench['dataset']} / {bench['model']} / `{bench['forget']}`"),
-            f"{sizes['forget']} of {sizes['train']}", len(bench["seeds"]), _num(remi["avg_gap"], 2),
-            f"{best} {_num(others[best], 2)}", _num(original["avg_gap"], 2),
-            _num(abs(remi["mia_auc"] - retrain["mia_auc"])), _num(remi["seconds"] / retrain["seconds"]),
-            f"{remi['ta'] - original['ta']:+.2f}", remi.get("stop_reason", "-"), _commit(bench)]
-
-
-def _bench(root: Path) -> list[str]:
-    benches = [(p, load_json(p)) for p in sorted((root / "bench").glob("*/bench.json"))]
-    if not benches:
-        return []
-    summary = [_bench_row(root, p, b) for p, b in benches]
-    methods = list(dict.fromkeys(m for _, b in benches for m in b["methods"]))
-    gaps = [[m, *(_num(b["methods"][m]["avg_gap"], 2) if m in b["methods"] else "-" for _, b in benches)]
-            for m in methods]
-    return ["## Centralised benchmark", "",
-            "`fedunlearn bench`, mean over seeds. `avg_gap` is the mean \\|x - retrain\\| over ua, ra, ta and "
-            "mia_efficacy (lower is better); the full tables, with standard deviations, are on each linked page. "
-            "How these runs were made: [method.md](method.md#the-published-benchmark).", "",
-            *table(["bench", "forget / train", "seeds", "remi avg_gap", "best other", "original avg_gap",
-                     "\\|remi mia_auc - retrain's\\|", "remi s / retrain s", "remi ta - original's", "remi stopped",
-                     "commit"], summary), "",
-            "`avg_gap` of every method:", "",
-            *table(["method", *(p.parent.name for p, _ in benches)], gaps), "",
-            *(line for path, bench in benches for line in _strong_audits(root, path, bench))]
-
-
-def _strong_audits(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str]:
-    """A bench's per-example attacks and U-LiRA, where it ran them (older benches did not)."""
-    methods = bench["methods"]
-    ran = {a for m in methods.values() for a, figures in m.get("attacks", {}).items() if isinstance(figures, dict)}
-    attacks = [a for a in ("lira", "rmia", "loss") if a in ran]  # the strong ones and the population baseline
-    if not attacks:
-        return []
-    shadows = {m["ulira"]["shadows"] for m in methods.values() if m.get("ulira")}
-    rows = [[name, *(_num(m.get("attacks", {}).get(a, {}).get("tpr_at_1pct_fpr"), 2) for a in attacks),
-             _num((m.get("ulira") or {}).get("accuracy")), _num((m.get("ulira") or {}).get("accuracy_std"))]
-            for name, m in methods.items()]
-    page = _link(root, path.with_suffix(".md"), f"{bench['dataset']} `{bench['forget']}`")
-    references = bench.get("references", {}).get("models", "-")
-    seeds = len(bench["seeds"])
-    return [f"Per-example attacks and U-LiRA on {page} ({seeds} seed{'s' if seeds > 1 else ''}, {references} reference "
-            "models, "
-            + (f"U-LiRA over {', '.join(map(str, sorted(shadows)))} shadow splits; U-LiRA accuracy 0.5: the "
-               "method's outputs on the forget samples cannot be told from retraining's; retrain's own row is the "
-               "floor two independent retrainings reach):" if shadows else "no U-LiRA):"), "",
-            *table(["method", *(f"{a} TPR % at 1% FPR" for a in attacks), "U-LiRA accuracy", "± std over seeds"],
-                    rows), ""]
-
-
 # ---------------------------------------------------------------- CLI and service
 
 
 def _startup(result: Mapping[str, Any]) -> list[str]:
     goal = result["goal"]
-    rows = [[f"`{name}`", _num(c["median_seconds"], 2), _num(c["median_peak_rss_mib"], 0), c["loads"]]
+    rows = [[f"`{name}`", num(c["median_seconds"], 2), num(c["median_peak_rss_mib"], 0), c["loads"]]
             for name, c in result["commands"].items()]
     return ["## CLI startup", "",
             f"Median of {result['runs']} fresh processes, {result['cpus']} CPUs at load average "
             f"{result['load_average']:.2f}; goal under {goal['seconds']:g} s and {goal['peak_rss_mib']:g} MiB; "
-            f"commit {_commit(result)}. [cli/startup.md](cli/startup.md).", "",
+            f"commit {commit_cell(result)}. [cli/startup.md](cli/startup.md).", "",
             *table(["command", "wall s", "peak MiB", "loads"], rows), ""]
 
 
 def _load_bench(result: Mapping[str, Any]) -> list[str]:
     rows = [[p["phase"], p["callers"], "yes" if p["training"] else "no",
-             _num(p["latency_ms"]["submit"]["p50_ms"], 1), _num(p["latency_ms"]["submit"]["p99_ms"], 1),
-             f"{p['acknowledged']} of {p['attempts']}", _num(p["acknowledged_per_s"], 1)]
+             num(p["latency_ms"]["submit"]["p50_ms"], 1), num(p["latency_ms"]["submit"]["p99_ms"], 1),
+             f"{p['acknowledged']} of {p['attempts']}", num(p["acknowledged_per_s"], 1)]
             for p in result["phases"]]
     checks = result["checks"]["ledger"]
     return ["## Forget-request service under load", "",
             f"One node, {result['parameters']['train_samples']} training samples, "
-            f"{result['machine']['cpus']} CPUs; commit {_commit(result)}. Every acknowledged request found "
+            f"{result['machine']['cpus']} CPUs; commit {commit_cell(result)}. Every acknowledged request found "
             f"afterwards: {checks['present']} of {checks['acknowledged']}; overall "
             f"{'passed' if result['passed'] else 'FAILED'}. [security/load.md](security/load.md).", "",
             *table(["phase", "callers", "training alongside", "Submit p50 ms", "Submit p99 ms", "acknowledged",
@@ -389,7 +305,7 @@ def render(root: Path) -> str:
              "clients audited every artifact with ONNX Runtime). How they were made: "
              "[edge.md](edge.md#the-published-measurements).", "",
              *_parity(exports), *_leakage(exports), *_latency(latency), *_targets(root, exports, latency),
-             *_bench(root), *_optional(root, "cli/startup.json", _startup),
+             *bench_sections(root), *_optional(root, "cli/startup.json", _startup),
              *_optional(root, "security/load.json", _load_bench)]
     return "\n".join(lines).rstrip("\n") + "\n"
 

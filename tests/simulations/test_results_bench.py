@@ -1,0 +1,70 @@
+"""docs/results.md's centralised sections: paired intervals, white-box checks, tunings and the matrix, each
+read from its JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedunlearn.simulations.results_bench import bench_sections
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def _method(gap: float, probe: float) -> dict[str, Any]:
+    white_box = {"probe_stem_auc": probe, "probe_penultimate_auc": 0.611, "gradient_norm_auc": 0.733,
+                 "gradient_norm_tpr_at_1pct_fpr": 4.25, "relearn_epochs": [0, None]}
+    return {"avg_gap": gap, "mia_auc": 0.5, "seconds": 2.0, "ta": 90.0, "white_box": white_box}
+
+
+def _bench() -> dict[str, Any]:
+    interval = {"mean_difference": 0.4321, "ci_low": 0.1234, "ci_high": 0.7408, "n": 2, "excludes_zero": True}
+    return {"dataset": "digits", "model": "cnn", "forget": "class:3", "seeds": [0, 1], "gold_standard": "retrain",
+            "sizes": {"forget": 10, "train": 100}, "commit": "a" * 40,
+            "methods": {"original": _method(9.0, 0.812), "retrain": _method(0.0, 0.497),
+                        "remi": _method(1.0, 0.523), "finetune": _method(1.5, 0.545)},
+            "comparisons": {"finetune": {"avg_gap": interval, "ulira_accuracy": None}}}
+
+
+def _tuning() -> dict[str, Any]:
+    configuration = {"params": {"lr": "5e-3"}, "avg_gap": 1.2345}
+    return {"setup": {"dataset": "fashion-mnist", "model": "cnn", "forget": "random:0.1"},
+            "validation": {"seed": 10000}, "floor_avg_gap": 0.4567, "commit": "b" * 40,
+            "methods": {"finetune": {"chosen": {"lr": "5e-3"}, "avg_gap": 1.2345,
+                                     "configurations": [configuration] * 9}}}
+
+
+def _matrix() -> dict[str, Any]:
+    cell = {"train_size": None, "epochs": 40, "seeds": 1, "remi_avg_gap": 0.876, "floor_avg_gap": 0.3,
+            "best_other": {"method": "finetune", "value": 1.234}, "remi_ulira": 0.5432,
+            "best_other_ulira": {"method": "salun", "value": 0.6543}, "attack": "rmia",
+            "tpr_at_1pct_fpr": {"remi": 2.0, "original": 7.5, "retrain": 1.0}, "remi_time_ratio": 0.0765,
+            "commit": "c" * 40}
+    return {"command": "python -m fedunlearn.simulations.bench_matrix", "cells": {"digits-cnn-random0.1": cell},
+            "missing": ["digits-mlp-class3"]}
+
+
+def test_paired_intervals_white_box_tunings_and_the_matrix_come_from_their_json(tmp_path: Path) -> None:
+    _write(tmp_path / "bench" / "two-seeds" / "bench.json", _bench())
+    _write(tmp_path / "bench" / "tuning-x" / "tuning.json", _tuning())
+    _write(tmp_path / "bench" / "matrix" / "matrix.json", _matrix())
+    page = "\n".join(bench_sections(tmp_path))
+    assert "| finetune | +0.432 [+0.123, +0.741] * | - |" in page
+    assert "| original | 0.812 | 0.611 | 0.733 | 4.25 | 0, - |" in page
+    assert "| finetune | lr=5e-3 | 1.23 | 9 |" in page and "differ by 0.46" in page and "`bbbbbbbbbbbb`" in page
+    assert "[digits-cnn-random0.1](bench/matrix/digits-cnn-random0.1/bench.md)" in page
+    assert "| 0.88 | 1.23 (finetune) | 0.30 | 0.543 | 0.654 (salun) | 2.0 / 7.5 / 1.0 (rmia) | 0.076 |" in page
+    assert "Not yet run: digits-mlp-class3." in page
+
+
+def test_a_one_seed_bench_has_no_interval_section(tmp_path: Path) -> None:
+    bench = {**_bench(), "seeds": [0]}
+    for entry in bench["methods"].values():
+        del entry["white_box"]
+    _write(tmp_path / "bench" / "one-seed" / "bench.json", bench)
+    page = "\n".join(bench_sections(tmp_path))
+    assert "paired t interval" not in page and "White-box" not in page and "Equal tuning" not in page
