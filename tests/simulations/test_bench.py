@@ -21,7 +21,7 @@ from fedunlearn.common.audit.attacks import ATTACKS
 from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS, Calibration
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError, UnknownNameError
-from fedunlearn.common.models import Classifier, ModelSpec
+from fedunlearn.common.models import Classifier, ModelSpec, build_model
 from fedunlearn.common.training import TrainConfig
 from fedunlearn.common.unlearning import METHODS, UnlearningResult, UnlearningTask, run_method
 from fedunlearn.common.unlearning.remi import RemiParams
@@ -30,7 +30,7 @@ from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Stream, Var
 from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
 from fedunlearn.simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
 from fedunlearn.simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
-from fedunlearn.simulations.bench_whitebox import CAP, RELEARN_EPOCHS, WhiteBoxSets
+from fedunlearn.simulations.bench_whitebox import CAP, RELEARN_EPOCHS, UNMEASURED, WhiteBoxSets, white_box
 
 CONFIG = BenchConfig(
     dataset="digits",
@@ -684,3 +684,17 @@ def test_no_white_box_leaves_the_checks_out(tmp_path: Path) -> None:
     payload = write_report(config, "cpu", runs, tmp_path)
     assert "white_box" not in payload["methods"]["remi"]
     assert "White-box" not in (tmp_path / "bench.md").read_text()
+
+
+def test_relearning_is_not_measured_where_the_original_never_knew_the_class() -> None:
+    generator = torch.Generator().manual_seed(0)
+    data = LabeledData(torch.randn(40, 1, 8, 8, generator=generator), torch.ones(40, dtype=torch.long),
+                       torch.arange(40))
+    model = build_model(ModelSpec("mlp", 1, 8, 3), seed=0)
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([1e4, 0.0, 0.0]))  # it answers class 0, whatever it sees
+    sets = WhiteBoxSets.draw(forget=data, retain=data, test=data, forgotten_classes=(1,), seed=0)
+    target = sets.relearn_target(model, torch.device("cpu"))
+    assert target is None
+    figures = white_box(model, sets, target=target, device=torch.device("cpu"), seed=0)
+    assert figures["relearn"] == UNMEASURED and figures["relearn"]["epochs"] is None
