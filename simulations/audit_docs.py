@@ -73,9 +73,27 @@ def render_sweep(result: dict[str, Any]) -> str:
             f"{_cell(ta['federated_retrain'], 2)} | {_cell(row['rounds'])} | {_cell(row['time_ratio'])} | "
             f"{_cell(row['bytes_ratio'])} | {_cell(refs.get('training_seconds'), 0)} | "
             f"{(row.get('commit') or 'unrecorded')[:12]} |")
+    lines += _anchor_lines(result["seeds"])
     lines += ["", "What each seed's report says:", ""]
     lines += [f"- seed {row['seed']}: {row['evidence']}" for row in result["seeds"]]
     return "\n".join(lines) + "\n"
+
+
+def _anchor_lines(seeds: list[dict[str, Any]]) -> list[str]:
+    """The other federated baselines per seed, where the runs had any (older sweeps did not record them)."""
+    rows = [(row["seed"], name, anchor) for row in seeds for name, anchor in (row.get("anchors") or {}).items()]
+    if not rows:
+        return []
+    lines = ["", "The other baselines of each phase, judged by the same gate (time and bytes against federated "
+             "retrain; storage: what the server kept during training to build it):", "",
+             "| seed | baseline | gate | forget AUC | ta | ua | rounds | time ratio | bytes ratio | storage MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for seed, name, a in rows:
+        storage = None if a.get("storage_bytes") is None else a["storage_bytes"] / 1e6
+        lines.append(f"| {seed} | {name} | {_cell(a['passed'])} | {_cell(a['forget_auc'])} | {_cell(a['ta'], 2)} | "
+                     f"{_cell(a['ua'], 2)} | {_cell(a['rounds'])} | {_cell(a['time_ratio'])} | "
+                     f"{_cell(a['bytes_ratio'])} | {_cell(storage, 1)} |")
+    return lines
 
 
 def main(root: Path = Path("docs")) -> None:

@@ -29,8 +29,23 @@ def _ratio(part: float | None, whole: float | None) -> float | None:
     return None if part is None or not whole else part / whole
 
 
+CONTROLS = ("original", "federated_retrain")  # the baselines every row already shows
+
+
+def _anchors(baselines: dict[str, Any], retrain: dict[str, Any]) -> dict[str, Any]:
+    """The other baselines the phase ran (federated fine-tuning, FedEraser, PGA): the gate's verdict, what
+    it read, accuracy, and cost against retrain, with the storage FedEraser needs."""
+    return {name: {"passed": _verdict(anchor.get("gate")), "forget_auc": anchor.get("forget_auc"),
+                   "ta": anchor.get("ta"), "ua": anchor.get("ua"), "rounds": anchor.get("rounds"),
+                   "time_ratio": _ratio(anchor.get("seconds"), retrain.get("seconds")),
+                   "bytes_ratio": _ratio(anchor.get("bytes"), retrain.get("bytes")),
+                   "storage_bytes": anchor.get("storage_bytes")}
+            for name, anchor in baselines.items() if name not in CONTROLS and anchor}
+
+
 def seed_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """One seed's row: verdicts, deciding attack readings and cost ratios (None where a run has no phase)."""
+    """One seed's row: verdicts, deciding attack readings and cost ratios (None where a run has no phase),
+    and every other baseline beside them (``anchors``)."""
     unlearning, controls = report.get("unlearning") or {}, report.get("controls") or {}
     retrain = (report.get("baselines") or {}).get("federated_retrain") or {}
     gate = unlearning.get("gate") or {}
@@ -50,6 +65,7 @@ def seed_summary(report: dict[str, Any]) -> dict[str, Any]:
         "bytes_ratio": _ratio(unlearning.get("bytes"), retrain.get("bytes")),
         "references": report.get("references"),
         "evidence": controls.get("evidence"),
+        "anchors": _anchors(report.get("baselines") or {}, retrain),
     }
 
 

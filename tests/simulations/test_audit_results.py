@@ -22,7 +22,10 @@ def _report(*, original_passed: bool, unlearned_passed: bool = True) -> dict[str
         "controls": {"original": {"passed": original_passed}, "federated_retrain": {"passed": True},
                      "evidence": "words"},
         "baselines": {"federated_retrain": {"forget_auc": 0.5, "ta": 84.5, "seconds": 200.0, "bytes": 40_000},
-                      "original": {"forget_auc": 0.7}},
+                      "original": {"forget_auc": 0.7},
+                      "federaser": {"gate": {"passed": False}, "forget_auc": 0.61, "ta": 83.25, "ua": 97.5,
+                                    "rounds": 4, "seconds": 50.0, "bytes": 20_000, "storage_bytes": 3_500_000},
+                      "pga": None},
     }
 
 
@@ -32,8 +35,10 @@ def test_a_seed_summary_keeps_every_verdict_and_the_cost_ratios() -> None:
     assert row["time_ratio"] == pytest.approx(0.05) and row["bytes_ratio"] == pytest.approx(0.025)
     assert row["forget_auc"] == {"unlearned": 0.52, "original": 0.7, "federated_retrain": 0.5}
     assert row["commit"] == "0123abcd"  # the run's own commit: a sweep may reuse runs made before it
+    assert row["anchors"] == {"federaser": {"passed": False, "forget_auc": 0.61, "ta": 83.25, "ua": 97.5, "rounds": 4,
+                                            "time_ratio": 0.25, "bytes_ratio": 0.5, "storage_bytes": 3_500_000}}
     empty = seed_summary({"seed": 0, "unlearning": None, "controls": None, "baselines": {}})
-    assert empty["unlearned_passed"] is None and empty["time_ratio"] is None
+    assert empty["unlearned_passed"] is None and empty["time_ratio"] is None and empty["anchors"] == {}
 
 
 def test_the_sweep_table_is_rendered_from_its_json(tmp_path: Path) -> None:
@@ -51,6 +56,7 @@ def test_the_sweep_table_is_rendered_from_its_json(tmp_path: Path) -> None:
     assert "| 3 | pass | FAIL | pass | rmia | 0.520 / 0.700 / 0.500 |" in text
     assert "Seeds 1 and 2 were reused from an earlier run." in text
     assert text.count("| 0123abcd |") == 2  # each seed names the commit its run was made at
+    assert "| 3 | federaser | FAIL | 0.610 | 83.25 | 97.50 | 4 | 0.250 | 0.500 | 3.5 |" in text
 
 
 def test_the_power_benchmark_runs_and_renders(tmp_path: Path) -> None:
