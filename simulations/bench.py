@@ -409,8 +409,20 @@ def run_seed(bundle: DatasetBundle, config: BenchConfig, forget: ForgetSpec, par
     return SeedRun(seed, sizes, runs, data, references, floor)
 
 
-def run_bench(config: BenchConfig, progress: Progress = lambda _: None) -> list[SeedRun]:
-    """Validate, load the dataset once, then run every seed."""
+def run_bench(config: BenchConfig, progress: Progress = lambda _: None, *,
+              restore: Callable[[int], SeedRun | None] = lambda _: None,
+              keep: Callable[[SeedRun], None] = lambda _: None) -> list[SeedRun]:
+    """Validate, load the dataset once, then run every seed: ``restore(seed)`` may give a seed back from
+    an earlier run (``bench_checkpoint``), and ``keep`` is handed each seed that was run."""
     forget, params = config.validate()
     bundle = load_dataset(config.dataset, root=config.data_root, download=config.download)
-    return [run_seed(bundle, config, forget, params, seed, progress) for seed in range(config.seeds)]
+    runs = []
+    for seed in range(config.seeds):
+        run = restore(seed)
+        if run is None:
+            run = run_seed(bundle, config, forget, params, seed, progress)
+            keep(run)
+        else:
+            progress(f"seed {seed}: restored")
+        runs.append(run)
+    return runs

@@ -151,6 +151,9 @@ def bench(
                                                     "tuning.md."),
     tuned: Path | None = typer.Option(None, "--tuned", help="Run every inexact method with the configuration "
                                                             "that --tune chose for this same setup (tuning.json)."),
+    resume: bool = typer.Option(False, "--resume", help="Take back the seeds an earlier run of this same "
+                                                        "configuration finished (OUT/seeds/, pickles: only your "
+                                                        "own) and run the rest."),
     as_json: bool = typer.Option(False, "--json", help="Print bench.json instead of a table."),
 ) -> None:
     """Train once per seed, run every unlearning method from it, audit all against retrain."""
@@ -181,7 +184,8 @@ def bench(
     if tuned is not None:
         config = replace(config, method_params=tuned_params(tuned, config), tuned=tuned)
     with _progress(bench_steps(config)) as advance:
-        payload = run_and_report(config, out, command=command, provenance=provenance, progress=advance)
+        payload = run_and_report(config, out, command=command, provenance=provenance, progress=advance,
+                                 resume=resume)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
     else:

@@ -11,6 +11,7 @@ from typing import Any
 
 from fedunlearn.common.device import resolve_device
 from fedunlearn.simulations.bench import BenchConfig, Progress, run_bench
+from fedunlearn.simulations.bench_checkpoint import SeedCheckpoints
 from fedunlearn.simulations.bench_edge import edge_markdown, edge_models, run_edge, write_edge_report
 from fedunlearn.simulations.bench_report import write_report
 from fedunlearn.simulations.bench_ulira import run_ulira
@@ -26,14 +27,16 @@ def bench_steps(config: BenchConfig) -> int:
 
 
 def run_and_report(config: BenchConfig, out: Path, *, command: str | None, provenance: tuple[str, bool],
-                   progress: Progress = lambda _: None) -> dict[str, Any]:
-    """Run the bench ``config`` describes and write its files to ``out``; returns bench.json's payload."""
+                   progress: Progress = lambda _: None, resume: bool = False) -> dict[str, Any]:
+    """Run the bench ``config`` describes and write its files to ``out``; returns bench.json's payload.
+    Each finished seed is kept in ``out/seeds/``; ``resume`` takes back those made with this configuration."""
     _, params = config.validate()
-    runs = run_bench(config, progress)
+    checkpoints = SeedCheckpoints(out / "seeds", config, resume=resume, provenance=provenance)
+    runs = run_bench(config, progress, restore=checkpoints.restore, keep=checkpoints.keep)
     ulira = [run_ulira(config, run, params, progress) for run in runs] if config.ulira_shadows else []
     sections = []
     if config.edge:
         edge_payload = write_edge_report(config, run_edge(config, runs, out, progress), out)
         sections.append(edge_markdown(edge_payload))
     return write_report(config, str(resolve_device(config.device)), runs, out, ulira=ulira, command=command,
-                        sections=sections, provenance=provenance)
+                        sections=sections, provenance=provenance, restored=checkpoints.restored)

@@ -236,6 +236,15 @@ def _per_example_section(payload: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _restored_note(payload: Mapping[str, Any]) -> str:
+    restored = payload.get("restored_seeds") or {}  # bench.json files older than resuming have none
+    if not restored:
+        return ""
+    made = ", ".join(f"seed {seed} at `{m['commit'][:12]}`" + (" (dirty)" if m["dirty"] else "")
+                     for seed, m in restored.items())
+    return f"; taken back from an earlier sitting (`--resume`): {made}"
+
+
 def _tuning_note(config: Mapping[str, Any]) -> str:
     if config.get("tuned") is None:  # also bench.json files older than tuning
         return " Every method ran its defaults and any `--param` given: none was tuned for this setup."
@@ -273,7 +282,7 @@ def _markdown(payload: dict[str, Any]) -> str:
         "",
         f"seeds: {len(payload['seeds'])}, device: {payload['device']}, sizes: {payload['sizes']}",
         "",
-        f"commit `{payload['commit']}`{dirty}; command: `{payload['command']}`",
+        f"commit `{payload['commit']}`{dirty}; command: `{payload['command']}`" + _restored_note(payload),
         "",
         "Percentages 0-100, AUC 0-1, mean ± std over seeds; `avg_gap` is the mean |x - retrain| "
         "over ua, ra, ta, mia_efficacy (lower is better). " + _expectation_note(payload)
@@ -326,12 +335,14 @@ def _plot_metrics(methods: dict[str, dict[str, Any]], path: Path) -> None:
 
 def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out: Path, *,
                  ulira: Sequence[SeedULira] = (), command: str | None = None,
-                 sections: Sequence[str] = (), provenance: tuple[str, bool] | None = None) -> dict[str, Any]:
+                 sections: Sequence[str] = (), provenance: tuple[str, bool] | None = None,
+                 restored: Mapping[int, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Write bench.json, bench.md (``sections``, markdown, appended), roc.png, metrics.png and config.json.
 
     ulira: one ``run_ulira`` result per seed, or none when it was off. command: the command line that
     made the run (None when it did not come from one, e.g. a test). provenance: ``git_commit()`` taken
-    when the run started; a long run's checkout may have moved on by the time it writes (default: now)."""
+    when the run started; a long run's checkout may have moved on by the time it writes (default: now).
+    restored: seed -> the commit of each seed taken back from an earlier sitting (``bench_checkpoint``)."""
     out.mkdir(parents=True, exist_ok=True)
     methods = summarize(runs, ulira, config.variants)
     commit, dirty = provenance if provenance is not None else git_commit()
@@ -343,6 +354,7 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
         "device": device,
         "commit": commit,
         "worktree_dirty": dirty,
+        "restored_seeds": {str(seed): dict(made) for seed, made in (restored or {}).items()},
         "command": command,
         "sizes": dict(runs[0].sizes),
         "gold_standard": GOLD,
