@@ -93,9 +93,10 @@ def train(
     *,
     device: torch.device,
     generator: torch.Generator,
-    on_epoch: Callable[[int], None] | None = None,
+    on_epoch: Callable[[int], bool | None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place with cross-entropy for ``config.epochs`` epochs.
+    """Train ``model`` in place with cross-entropy for ``config.epochs`` epochs; ``on_epoch(epoch)`` (from 0)
+    after each may end training early by returning True.
 
     The cosine schedule anneals to zero so the model settles on (fits) its
     training set: the memorisation unlearning is measured against.
@@ -121,8 +122,8 @@ def train(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-        if on_epoch is not None:
-            on_epoch(epoch)
+        if on_epoch is not None and on_epoch(epoch):
+            break
     optimizer.zero_grad(set_to_none=True)
     model.eval()
     return model

@@ -21,6 +21,7 @@ from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import Classifier, build_model
 from fedunlearn.common.training import OptimizerName, TrainConfig, check_finite, make_optimizer, train
 from fedunlearn.common.unlearning.base import Outcome, UnlearningTask, register_method
+from fedunlearn.common.unlearning.stopping import EpochStop, StopTolerances
 
 __all__ = [
     "Batch",
@@ -36,6 +37,7 @@ __all__ = [
     "random_label_finetune",
     "random_wrong_labels",
     "train_on_pairs",
+    "with_epoch_stop",
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -68,15 +70,19 @@ class RetrainParams:
 
 
 @dataclass(frozen=True)
-class StepParams:
-    """What every gradient-step baseline needs; subclasses set their own defaults."""
+class StepParams(StopTolerances):
+    """What every gradient-step baseline needs; subclasses set their own defaults. ``early_stop``: audit
+    after every epoch as ReMI audits every few steps, stop once the forget set looks like the reference
+    set, and end at the best point (``stopping.EpochStop``, with the inherited tolerances)."""
 
     epochs: int = 5
     lr: float = 1e-3
     batch_size: int = 64
     optimizer: OptimizerName = "adam"
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_positive_int("epochs", self.epochs)
         check_positive("lr", self.lr)
         check_positive_int("batch_size", self.batch_size)
@@ -145,8 +151,10 @@ def train_on_pairs(
     generator: torch.Generator,
     what: str,
     grad_mask: dict[str, torch.Tensor] | None = None,
+    on_epoch: Callable[[int], bool] | None = None,
 ) -> int:
-    """Walk ``forget`` ``params.epochs`` times, pairing each forget batch with a random retain batch.
+    """Walk ``forget`` ``params.epochs`` times, pairing each forget batch with a random retain batch;
+    ``on_epoch(epoch)`` (from 0) after each may end the walk by returning True.
 
     The forget set is usually small, so epochs are counted over it; drawing a
     retain batch for every step keeps the primary task in every update.
@@ -157,7 +165,7 @@ def train_on_pairs(
     model.to(device).train()
     optimizer = make_optimizer(list(model.parameters()), params.optimizer, params.lr)
     steps = 0
-    for _ in range(params.epochs):
+    for epoch in range(params.epochs):
         for xf, yf in forget.batches(params.batch_size, shuffle=True, generator=generator):
             xr, yr = task.retain.sample_batch(params.batch_size, generator)
             loss = loss_fn(model, (xf.to(device), yf.to(device)), (xr.to(device), yr.to(device)))
@@ -168,6 +176,8 @@ def train_on_pairs(
                 _mask_grads(model, grad_mask)
             optimizer.step()
             steps += 1
+        if on_epoch is not None and on_epoch(epoch):
+            break
     model.eval()
     return steps
 
@@ -184,6 +194,7 @@ def random_label_finetune(
     params: StepParams,
     *,
     grad_mask: dict[str, torch.Tensor] | None = None,
+    on_epoch: Callable[[int], bool] | None = None,
 ) -> int:
     """Fine-tune on forget samples carrying fixed random wrong labels, mixed with retain batches.
 
@@ -194,8 +205,21 @@ def random_label_finetune(
     wrong = random_wrong_labels(task.forget.y, task.spec.num_classes, generator)
     return train_on_pairs(
         model, task, task.forget.with_labels(wrong), params, _joint_cross_entropy,
-        generator=generator, what="random-label loss", grad_mask=grad_mask,
+        generator=generator, what="random-label loss", grad_mask=grad_mask, on_epoch=on_epoch,
     )
+
+
+def with_epoch_stop(model: Classifier, task: UnlearningTask, params: StepParams,
+                    run: Callable[[Callable[[int], bool] | None], int]) -> Outcome:
+    """``run(on_epoch)`` (the method's epochs; it returns its optimizer steps), with the epoch check as
+    ``on_epoch`` when ``params.early_stop``, and the outcome that says how it ended."""
+    if not params.early_stop:
+        return Outcome(model, run(None), f"completed {params.epochs} epochs")
+    stop = EpochStop(model, task, params)
+    if stop.done:
+        return Outcome(model, 0, "already indistinguishable")
+    steps = run(stop)
+    return Outcome(model, steps, stop.finish(params.epochs))
 
 
 def _steps_per_epoch(n: int, batch_size: int) -> int:
@@ -219,9 +243,18 @@ def finetune(model: Classifier, task: UnlearningTask, params: FinetuneParams) ->
         epochs=params.epochs, batch_size=params.batch_size, lr=params.lr, optimizer=params.optimizer
     )
     generator = torch.Generator().manual_seed(task.seed)
-    train(model, task.retain, config, device=task.device, generator=generator)
-    steps = params.epochs * _steps_per_epoch(len(task.retain), params.batch_size)
-    return Outcome(model, steps, f"completed {params.epochs} epochs")
+
+    def epochs(on_epoch: Callable[[int], bool] | None) -> int:
+        ran = [0]
+
+        def counted(epoch: int) -> bool:
+            ran[0] = epoch + 1
+            return bool(on_epoch and on_epoch(epoch))
+
+        train(model, task.retain, config, device=task.device, generator=generator, on_epoch=counted)
+        return ran[0] * _steps_per_epoch(len(task.retain), params.batch_size)
+
+    return with_epoch_stop(model, task, params, epochs)
 
 
 @register_method("neggrad_plus", NegGradPlusParams)
@@ -242,14 +275,12 @@ def neggrad_plus(model: Classifier, task: UnlearningTask, params: NegGradPlusPar
         return params.alpha * keep - (1 - params.alpha) * ascend
 
     generator = torch.Generator().manual_seed(task.seed)
-    steps = train_on_pairs(
-        model, task, task.forget, params, loss_fn, generator=generator, what="neggrad_plus loss"
-    )
-    return Outcome(model, steps, f"completed {params.epochs} epochs")
+    return with_epoch_stop(model, task, params, lambda on_epoch: train_on_pairs(
+        model, task, task.forget, params, loss_fn, generator=generator, what="neggrad_plus loss", on_epoch=on_epoch))
 
 
 @register_method("random_label", RandomLabelParams)
 def random_label(model: Classifier, task: UnlearningTask, params: RandomLabelParams) -> Outcome:
     """Teach the model wrong labels on the forget set while retain batches hold the task (all weights)."""
-    steps = random_label_finetune(model, task, params)
-    return Outcome(model, steps, f"completed {params.epochs} epochs")
+    return with_epoch_stop(model, task, params,
+                           lambda on_epoch: random_label_finetune(model, task, params, on_epoch=on_epoch))

@@ -41,11 +41,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fedunlearn.common.audit.roc import roc_auc
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import Classifier
@@ -54,8 +52,6 @@ from fedunlearn.common.training import (
     batched_forward,
     check_finite,
     make_optimizer,
-    predict_logits,
-    top1_accuracy,
 )
 from fedunlearn.common.unlearning.base import Outcome, TracePoint, UnlearningTask, register_method
 from fedunlearn.common.unlearning.leakage import (
@@ -66,15 +62,21 @@ from fedunlearn.common.unlearning.leakage import (
     gaussian_kl,
     membership_statistic,
 )
+from fedunlearn.common.unlearning.stopping import (
+    AuditSets,
+    StoppingRule,
+    StopTolerances,
+    capped,
+    expected_of,
+    local_audit,
+)
 
-__all__ = ["AuditSets", "RemiParams", "StoppingRule", "local_audit"]
-
-AUDIT_CAP = 1000
+__all__ = ["RemiParams"]
 
 
 @dataclass(frozen=True)
-class RemiParams:
-    """Hyper-parameters; defaults were tuned on Fashion-MNIST/cnn (see README)."""
+class RemiParams(StopTolerances):
+    """Hyper-parameters; the stopping tolerances come from ``StopTolerances`` (``stopping.py``)."""
 
     approximator: str = "shadow"
     scope: Literal["top", "all"] = "top"
@@ -89,14 +91,7 @@ class RemiParams:
     max_steps: int = 400
     check_every: int = 20
     refit_every: int = 5
-    auc_tolerance: float = 0.03
-    accuracy_band: float = 1.0
-    max_accuracy_drop: float = 1.0
     retain_pool: int = 20000
-    # tolerances are at least noise_z standard errors of the local audit's own noise. In a
-    # federation the server's gate pools several clients' audits and sees smaller effects than
-    # one client can, so federated scenarios stop locally at a tighter noise_z.
-    noise_z: float = 2.0
     # stop after this many audits without a new best point (0: run to max_steps). Small forget sets
     # sit in their own noise; past a few stalled checks more steps only cost time.
     patience: int = 0
@@ -104,6 +99,7 @@ class RemiParams:
     calibrated: bool = True
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.approximator not in LEAKAGE:
             LEAKAGE.get(self.approximator)  # raises with the valid names
         for name in ("lambda_mia", "lambda_kl", "lambda_anchor", "lambda_target"):
@@ -118,136 +114,12 @@ class RemiParams:
                      "retain_pool"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.auc_tolerance < 0.5:
-            raise ConfigError(f"auc_tolerance must be in (0, 0.5), got {self.auc_tolerance}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0 audits, got {self.patience}")
-        if not (self.noise_z >= 0 and math.isfinite(self.noise_z)):
-            raise ConfigError(f"noise_z must be >= 0, got {self.noise_z}")
-        for name in ("accuracy_band", "max_accuracy_drop"):
-            if not 0 < getattr(self, name) < 100:
-                raise ConfigError(f"{name} must be in (0, 100) points, got {getattr(self, name)}")
-
-
-def _capped(data: LabeledData, generator: torch.Generator) -> LabeledData:
-    if len(data) <= AUDIT_CAP:
-        return data
-    return data.subset(torch.randperm(len(data), generator=generator)[:AUDIT_CAP])
-
-
-@dataclass(frozen=True)
-class AuditSets:
-    """Fixed, capped samples the local audit looks at every ``check_every`` steps."""
-
-    forget: LabeledData
-    reference: LabeledData
-    retain: LabeledData
-    utility: LabeledData
-    expected: Mapping[int, float] | None = None
-
-    def statistic(self, logits: torch.Tensor, data: LabeledData) -> torch.Tensor:
-        """The membership statistic of ``data``, less what reference models expect of each sample."""
-        return membership_statistic(logits, data.y) - expected_of(data, self.expected)
-
-
-def expected_of(data: LabeledData, expected: Mapping[int, float] | None) -> torch.Tensor:
-    """(N,) the references' expected statistic of each sample (0 where unknown: the raw statistic)."""
-    if expected is None:
-        return torch.zeros(len(data))
-    return torch.tensor([expected.get(int(i), 0.0) for i in data.ids.tolist()], dtype=torch.float32)
-
-
-def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
-    """Forget vs reference: accuracies (percent) and the AUC of the membership statistic.
-
-    This is the stopping signal; AUC 0.5 and equal accuracies mean the forget
-    samples look like non-members. Retain accuracy guards utility.
-    """
-    device = next(model.parameters()).device
-    forget_logits = predict_logits(model, sets.forget.x, device=device)
-    reference_logits = predict_logits(model, sets.reference.x, device=device)
-    utility_logits = predict_logits(model, sets.utility.x, device=device)
-    forget_stat = sets.statistic(forget_logits, sets.forget).double().numpy()
-    reference_stat = sets.statistic(reference_logits, sets.reference).double().numpy()
-    return TracePoint(
-        step=step,
-        forget_accuracy=top1_accuracy(forget_logits, sets.forget.y),
-        reference_accuracy=top1_accuracy(reference_logits, sets.reference.y),
-        retain_accuracy=_accuracy_or_nan(model, sets.retain, device),
-        utility_accuracy=top1_accuracy(utility_logits, sets.utility.y),
-        forget_auc=float(roc_auc(np.nan_to_num(forget_stat), np.nan_to_num(reference_stat))),
-    )
-
-
-def _accuracy_or_nan(model: Classifier, data: LabeledData, device: torch.device) -> float:
-    """Top-1 accuracy, or NaN for an empty set (a leaving client keeps no retain data)."""
-    if len(data) == 0:
-        return math.nan
-    return top1_accuracy(predict_logits(model, data.x, device=device), data.y)
 
 
 PROGRESS = 0.95  # a check that closes less than 5% of the distance counts as a stall
 MAX_LR_GROWTH = 16.0
-
-
-def _accuracy_noise(percent: float, *sizes: int) -> float:
-    """Standard error (points) of a difference of accuracies measured on sets of ``sizes``."""
-    p = min(max(percent / 100.0, 0.01), 0.99)
-    return 100.0 * math.sqrt(p * (1 - p) * sum(1.0 / n for n in sizes))
-
-
-@dataclass(frozen=True)
-class StoppingRule:
-    """When the forget set counts as indistinguishable, and when ReMI went too far.
-
-    Each tolerance is the configured one or two standard errors of the audit
-    itself, whichever is larger: with 60 forget samples one sample moves the
-    accuracy by 1.7 points, and chasing noise would only overshoot.
-    """
-
-    params: RemiParams
-    start: TracePoint
-    sets: AuditSets
-
-    @property
-    def auc_tolerance(self) -> float:
-        n_f, n_o = len(self.sets.forget), len(self.sets.reference)
-        null_se = math.sqrt((n_f + n_o + 1) / (12.0 * n_f * n_o))  # Mann-Whitney AUC under H0
-        return max(self.params.auc_tolerance, self.params.noise_z * null_se)
-
-    def accuracy_band(self, point: TracePoint) -> float:
-        noise = _accuracy_noise(point.reference_accuracy, len(self.sets.forget), len(self.sets.reference))
-        return max(self.params.accuracy_band, self.params.noise_z * noise)
-
-    def accuracy_drop(self, point: TracePoint) -> float:
-        """The larger loss of retain or hold-out accuracy since the start, in allowed drops."""
-        ratios = [-math.inf]
-        for before, after, n in (
-            (self.start.retain_accuracy, point.retain_accuracy, len(self.sets.retain)),
-            (self.start.utility_accuracy, point.utility_accuracy, len(self.sets.utility)),
-        ):
-            if n == 0:
-                continue
-            allowed = max(self.params.max_accuracy_drop, self.params.noise_z * _accuracy_noise(before, n, n))
-            ratios.append((before - after) / allowed)
-        return max(ratios)
-
-    def distance(self, point: TracePoint) -> float:
-        """Distance from indistinguishable in units of the tolerances (<= 1 means done).
-
-        A loss of retain or hold-out accuracy beyond the allowed drop counts against
-        the point too, so that wrecking the model never passes for forgetting.
-        """
-        auc_term = abs(point.forget_auc - 0.5) / self.auc_tolerance
-        accuracy_term = abs(point.forget_accuracy - point.reference_accuracy) / self.accuracy_band(point)
-        return max(auc_term, accuracy_term, self.accuracy_drop(point))
-
-    def overshot(self, point: TracePoint) -> bool:
-        """Forget samples now look *less* like members than non-members (Streisand effect)."""
-        return (
-            point.forget_accuracy < point.reference_accuracy - self.accuracy_band(point)
-            or point.forget_auc < 0.5 - self.auc_tolerance
-        )
 
 
 @dataclass(frozen=True)
@@ -343,7 +215,7 @@ class _Workspace:
         return cls(model.top(), *(cache[id(data)] for data in sources))
 
     def audit_sets(self, generator: torch.Generator, expected: Mapping[int, float] | None) -> AuditSets:
-        forget, reference, retain, utility = (_capped(d, generator) for d in (self.forget, self.reference,
+        forget, reference, retain, utility = (capped(d, generator) for d in (self.forget, self.reference,
                                                                                self.retain, self.utility))
         return AuditSets(forget, reference, retain, utility, expected=expected)
 

@@ -17,7 +17,12 @@ from torch.nn import functional as F
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.models import Classifier
 from fedunlearn.common.unlearning.base import Outcome, UnlearningTask, register_method
-from fedunlearn.common.unlearning.baselines import StepParams, check_fraction, random_label_finetune
+from fedunlearn.common.unlearning.baselines import (
+    StepParams,
+    check_fraction,
+    random_label_finetune,
+    with_epoch_stop,
+)
 
 __all__ = ["SalunParams", "forget_gradient", "saliency_mask"]
 
@@ -71,5 +76,5 @@ def salun(model: Classifier, task: UnlearningTask, params: SalunParams) -> Outco
     """Random-label fine-tuning restricted to the forget set's salient weights."""
     gradients = forget_gradient(model, task.forget, batch_size=params.batch_size, device=task.device)
     mask = saliency_mask(gradients, params.mask_fraction)
-    steps = random_label_finetune(model, task, params, grad_mask=mask)
-    return Outcome(model, steps, f"completed {params.epochs} epochs")
+    return with_epoch_stop(model, task, params, lambda on_epoch: random_label_finetune(
+        model, task, params, grad_mask=mask, on_epoch=on_epoch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -14,9 +15,10 @@ from fedunlearn.common.errors import ConfigError, NonFiniteError
 from fedunlearn.common.models import Classifier, build_model
 from fedunlearn.common.training import accuracy, predict_logits
 from fedunlearn.common.unlearning.base import METHODS, UnlearningTask, parse_params, run_method
-from fedunlearn.common.unlearning.baselines import random_wrong_labels
+from fedunlearn.common.unlearning.baselines import random_wrong_labels, train_on_pairs
 from fedunlearn.common.unlearning.fisher import fisher_diagonal, fisher_noise_std
 from fedunlearn.common.unlearning.salun import forget_gradient, saliency_mask
+from fedunlearn.common.unlearning.stopping import EpochStop, StopTolerances
 
 BASELINES = ("retrain", "finetune", "neggrad_plus", "random_label", "fisher", "salun")
 # Fisher forgetting only scrubs weights the retain set leaves unconstrained; on an MLP
@@ -227,3 +229,49 @@ def test_salun_changes_only_salient_weights(sample_task: UnlearningTask) -> None
     assert kept == total - salient
     assert salient == pytest.approx(0.5 * total, rel=0.01)
     assert changed > 0.5 * salient
+
+
+# --- early stopping: the step baselines may stop on ReMI's own check -----------------------------------
+
+STEP_BASELINES = ("finetune", "neggrad_plus", "random_label", "salun")
+
+
+def test_early_stop_ends_fine_tuning_once_the_forget_set_looks_like_the_hold_out(
+        sample_task: UnlearningTask) -> None:
+    budget = 20
+    result = run_method("finetune", sample_task, parse_params("finetune", {"epochs": budget, "early_stop": "true"}))
+    assert result.stop_reason.startswith("indistinguishable after epoch"), result.stop_reason
+    stopped = int(result.stop_reason.rsplit(" ", 1)[1])
+    assert 1 <= stopped < budget
+    assert result.steps == stopped * math.ceil(len(sample_task.retain) / 64)
+    full = run_method("finetune", sample_task, parse_params("finetune", {"epochs": budget}))
+    assert full.stop_reason == f"completed {budget} epochs" and result.steps < full.steps
+
+
+@pytest.mark.parametrize("method", STEP_BASELINES)
+def test_early_stop_leaves_a_model_already_within_tolerance_alone(method: str, sample_task: UnlearningTask) -> None:
+    loose = {"early_stop": "true", "auc_tolerance": 0.49, "accuracy_band": 99.0, "max_accuracy_drop": 99.0}
+    result = run_method(method, sample_task, parse_params(method, loose))
+    assert (result.steps, result.stop_reason) == (0, "already indistinguishable")
+    assert _same_weights(_weights(result.model), _weights(sample_task.original))
+
+
+def test_the_pair_loop_ends_when_its_epoch_check_says_so(sample_task: UnlearningTask) -> None:
+    params = parse_params("neggrad_plus", {"epochs": 5, "batch_size": 50})
+    model = copy.deepcopy(sample_task.original)
+    steps = train_on_pairs(model, sample_task, sample_task.forget, params,
+                           lambda net, _, retain: F.cross_entropy(net(retain[0]), retain[1]),
+                           generator=torch.Generator().manual_seed(0), what="test loss", on_epoch=lambda e: e == 1)
+    assert steps == 2 * math.ceil(len(sample_task.forget) / 50)
+
+
+def test_epoch_stop_ends_at_the_best_point_it_saw(sample_task: UnlearningTask) -> None:
+    model = copy.deepcopy(sample_task.original)
+    stop = EpochStop(model, sample_task, StopTolerances())
+    before = _weights(model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(10 * torch.randn_like(parameter))  # an "epoch" that wrecks the model
+    assert stop(0) is False and stop.epochs == 1
+    assert stop.finish(budget=1) == "budget of 1 epochs; best after epoch 0"
+    assert _same_weights(_weights(model), before)

@@ -18,7 +18,8 @@ from fedunlearn.common.models import Classifier
 from fedunlearn.common.training import accuracy, predict_logits
 from fedunlearn.common.unlearning.base import UnlearningResult, UnlearningTask, parse_params, run_method
 from fedunlearn.common.unlearning.leakage import LEAKAGE, membership_statistic
-from fedunlearn.common.unlearning.remi import AuditSets, RemiParams, StoppingRule, TracePoint, _Objective, local_audit
+from fedunlearn.common.unlearning.remi import RemiParams, TracePoint, _Objective
+from fedunlearn.common.unlearning.stopping import AuditSets, StoppingRule, local_audit
 
 CPU = torch.device("cpu")
 
