@@ -8,9 +8,9 @@ official test split, on which the bench reports ``ta``, plays no part in the cho
 scored by its ``avg_gap`` to the validation seed's retrain, and the lowest wins (ties go to the earlier one
 in the grid). ``fedunlearn bench --tuned tuning.json`` then runs the chosen ones on the reported seeds.
 
-Early stopping is not equal: ReMI keeps its own stopping check (its local audit, on its half of the
-hold-out); the baselines run their tuned fixed budgets. Each gets a budget chosen the same way, against the
-same retrain, but only ReMI may stop before it.
+A ``--param`` is held fixed in every configuration and recorded in each, so ``--tuned`` carries it into
+the bench: the published tuning fixes ``early_stop=true`` for the step baselines, so that every method
+may stop before its budget on the same check as ReMI (``common/unlearning/stopping.py``).
 """
 
 from __future__ import annotations
