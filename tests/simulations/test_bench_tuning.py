@@ -29,7 +29,8 @@ from fedunlearn.simulations.bench_tuning import (
 from fedunlearn.simulations.cli import app
 
 CONFIG = BenchConfig(dataset="digits", model="mlp", forget="random:0.1", methods=(GOLD, "finetune", "neggrad_plus"),
-                     train_size=400, recipe=TrainConfig(epochs=3), device="cpu", reference_models=2)
+                     train_size=400, recipe=TrainConfig(epochs=3), device="cpu", reference_models=2,
+                     method_params={"finetune": {"early_stop": "true"}})
 SMALL_GRIDS = {"finetune": {"epochs": ("1", "3"), "lr": ("1e-3", "5e-2")}, "neggrad_plus": {"alpha": ("0.5", "0.95")}}
 
 
@@ -64,7 +65,10 @@ def test_the_validation_seed_runs_every_configuration_against_its_own_retrain(
     assert set(run.runs) == {"original", GOLD, "finetune-0", "finetune-1", "finetune-2", "finetune-3",
                              "neggrad_plus-0", "neggrad_plus-1"}
     rows = payload["methods"]["finetune"]["configurations"]
-    assert [row["params"] for row in rows] == configurations(SMALL_GRIDS["finetune"])
+    # the --param held fixed is in every configuration, and so in the choice that --tuned carries on
+    grid = configurations(SMALL_GRIDS["finetune"])
+    assert [row["params"] for row in rows] == [{"early_stop": "true", **c} for c in grid]
+    assert payload["methods"]["finetune"]["chosen"]["early_stop"] == "true"
     assert [row["avg_gap"] for row in rows] == [round(run.gap(f"finetune-{i}"), 4) for i in range(4)]
     assert run.runs["finetune-2"].result is not None and run.runs["finetune-2"].result.params["epochs"] == 3
 
@@ -96,7 +100,7 @@ def test_tuning_json_names_its_setup_commit_and_files(tuning: tuple[Tuning, dict
 
 def test_tuned_params_reads_the_choices_and_keeps_other_params(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
     _, payload, out = tuning
-    config = replace(CONFIG, method_params={"finetune": {"batch_size": "32"}})
+    config = replace(CONFIG, method_params={"finetune": {"batch_size": "32"}})  # the bench's own --param
     params = tuned_params(out / "tuning.json", config)
     assert params["finetune"] == {**payload["methods"]["finetune"]["chosen"], "batch_size": "32"}
     assert params["neggrad_plus"] == payload["methods"]["neggrad_plus"]["chosen"]
