@@ -108,9 +108,13 @@ class Tuning:
     candidates: Sequence[Candidate]
     run: SeedRun
 
+    def figures(self, name: str) -> dict[str, float]:
+        """ua, ra, ta and mia_auc of one run of the validation seed (a candidate, the original, retrain)."""
+        report = self.run.runs[name].report.to_dict()
+        return {k: round(float(report[k]), DIGITS) for k in ("ua", "ra", "ta", "mia_auc")}
+
     def _row(self, candidate: Candidate) -> dict[str, Any]:
-        report = self.run.runs[candidate.name].report.to_dict()
-        figures = {k: round(float(report[k]), DIGITS) for k in ("ua", "ra", "ta", "mia_auc")}
+        figures = self.figures(candidate.name)
         method_run = self.run.runs[candidate.name]
         steps = method_run.result.steps if method_run.result is not None else None
         return {"params": dict(candidate.params), "avg_gap": round(self.run.gap(candidate.name), DIGITS),
@@ -161,6 +165,7 @@ def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
                        "test": "carved from the training pool, disjoint from the seed's split"},
         "selection": f"lowest avg_gap to the validation seed's {GOLD}",
         "floor_avg_gap": round(tuning.run.floor_gap, DIGITS),
+        "controls": {name: tuning.figures(name) for name in ("original", GOLD)},  # doing nothing; the target
         "methods": methods,
         "commit": commit, "worktree_dirty": dirty, "command": command,
     }
@@ -177,6 +182,10 @@ def _markdown(payload: Mapping[str, Any]) -> str:
              f"grid (at most {MAX_CONFIGS}) on validation seed {payload['validation']['seed']}, which no bench "
              f"reports, with a test set carved from the training pool; {payload['selection']} chose. Two "
              f"retrains of that seed differ by avg_gap {payload['floor_avg_gap']:.2f}: closer choices are noise."]
+    controls = payload.get("controls")  # tuning.json files older than recording them have none
+    if controls:
+        lines[-1] += " On that seed " + "; ".join(
+            f"{name}: ua {c['ua']:.2f}, ta {c['ta']:.2f}, mia_auc {c['mia_auc']:.3f}" for name, c in controls.items()) + "."
     for method, entry in payload["methods"].items():
         rows = [(", ".join(f"{k}={v}" for k, v in row["params"].items()), f"{row['avg_gap']:.2f}",
                  f"{row['ua']:.2f}", f"{row['ta']:.2f}", f"{row['mia_auc']:.3f}", f"{row['seconds']:.1f}",

@@ -94,6 +94,9 @@ def test_tuning_json_names_its_setup_commit_and_files(tuning: tuple[Tuning, dict
     assert json.loads((out / "tuning.json").read_text()) == payload
     assert payload["commit"] == "abc" and payload["command"] == "fedunlearn bench --tune --test"
     assert payload["setup"]["train_size"] == 400 and payload["setup"]["recipe"]["epochs"] == 3
+    original = tuning[0].run.runs["original"].report
+    assert payload["controls"]["original"]["ua"] == round(float(original.ua), 4)
+    assert set(payload["controls"]) == {"original", GOLD}
     markdown = (out / "tuning.md").read_text()
     assert "## finetune" in markdown and markdown.count("| chosen |") == 2
 
