@@ -184,8 +184,9 @@ def _markdown(payload: Mapping[str, Any]) -> str:
              f"retrains of that seed differ by avg_gap {payload['floor_avg_gap']:.2f}: closer choices are noise."]
     controls = payload.get("controls")  # tuning.json files older than recording them have none
     if controls:
-        lines[-1] += " On that seed " + "; ".join(
-            f"{name}: ua {c['ua']:.2f}, ta {c['ta']:.2f}, mia_auc {c['mia_auc']:.3f}" for name, c in controls.items()) + "."
+        described = (f"{name}: ua {c['ua']:.2f}, ta {c['ta']:.2f}, mia_auc {c['mia_auc']:.3f}"
+                     for name, c in controls.items())
+        lines[-1] += " On that seed " + "; ".join(described) + "."
     for method, entry in payload["methods"].items():
         rows = [(", ".join(f"{k}={v}" for k, v in row["params"].items()), f"{row['avg_gap']:.2f}",
                  f"{row['ua']:.2f}", f"{row['ta']:.2f}", f"{row['mia_auc']:.3f}", f"{row['seconds']:.1f}",
