@@ -20,10 +20,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.simulations.markdown import table
+
+if TYPE_CHECKING:  # the bench imports torch; this module loads it only when a cell runs
+    from fedunlearn.simulations.bench import BenchConfig
 
 __all__ = ["CELLS", "Cell", "main", "matrix_summary", "matrix_table", "run_matrix"]
 
@@ -49,8 +52,8 @@ class Cell:
     def name(self) -> str:
         return f"{self.dataset}-{self.model}-{self.forget.replace(':', '')}"
 
-    def config(self, *, device: str, data_root: Path | None) -> Any:
-        """The cell's ``BenchConfig`` (imported here: the bench loads torch)."""
+    def config(self, *, device: str, data_root: Path | None) -> BenchConfig:
+        """The cell's bench configuration."""
         from fedunlearn.common.training import TrainConfig
         from fedunlearn.simulations.bench import BenchConfig
 
