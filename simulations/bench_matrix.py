@@ -17,7 +17,7 @@ import fnmatch
 import json
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,7 +121,7 @@ def run_matrix(cells: Sequence[Cell], out: Path, *, device: str = "auto", data_r
     return write_summary(cells if summarised is None else summarised, out, command)
 
 
-def _best_other(methods: Mapping[str, Any], key: Any) -> dict[str, Any] | None:
+def _best_other(methods: Mapping[str, Any], key: Callable[[Mapping[str, Any]], float]) -> dict[str, Any] | None:
     """The inexact method other than ReMI with the lowest figure ``key(entry)``: {method, value}."""
     scored = [{"method": name, "value": key(entry)} for name, entry in methods.items()
               if name not in ("original", "retrain", INEXACT_REFERENCE) and "variant_of" not in entry]
