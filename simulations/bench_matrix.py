@@ -123,7 +123,7 @@ def run_matrix(cells: Sequence[Cell], out: Path, *, device: str = "auto", data_r
 
 def _best_other(methods: Mapping[str, Any], key: Callable[[Mapping[str, Any]], float]) -> dict[str, Any] | None:
     """The inexact method other than ReMI with the lowest figure ``key(entry)``: {method, value}."""
-    scored = [{"method": name, "value": key(entry)} for name, entry in methods.items()
+    scored: list[dict[str, Any]] = [{"method": name, "value": key(entry)} for name, entry in methods.items()
               if name not in ("original", "retrain", INEXACT_REFERENCE) and "variant_of" not in entry]
     return min(scored, key=lambda best: best["value"]) if scored else None
 
