@@ -29,7 +29,13 @@ from fedunlearn.common.provenance import git_commit
 from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Variant
 from fedunlearn.simulations.bench_compare import comparison_markdown, comparisons
 from fedunlearn.simulations.bench_ulira import SeedULira
-from fedunlearn.simulations.bench_whitebox import RELEARN_EPOCHS, RELEARN_SHARE, WHITE_BOX_FIGURES, headline
+from fedunlearn.simulations.bench_whitebox import (
+    RELEARN_EPOCHS,
+    RELEARN_SHARE,
+    WHITE_BOX_FIGURES,
+    headline,
+    powerless,
+)
 from fedunlearn.simulations.markdown import table
 
 __all__ = ["ATTACK_FIELDS", "METRICS", "config_dict", "mean_std", "strongest_reference_attack", "summarize",
@@ -267,6 +273,13 @@ def _white_box_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
         lines[-1] += (f" Relearn: epochs of fine-tuning on a few samples of the class until the model is back at "
                       f"{RELEARN_SHARE:.0%} of the original's accuracy on it (- = not within {RELEARN_EPOCHS}, or not "
                       "measured where the original got none of the class right: bench.json says which).")
+    seed = methods["original"]["per_seed"][0]["white_box"]
+    blind = powerless(methods["original"]["white_box"], methods[GOLD]["white_box"],
+                      seed["probe_stem"]["members"], seed["probe_stem"]["nonmembers"])
+    if blind:
+        lines[-1] += (" On this bench the original scores within two standard errors of retrain on "
+                      + ", ".join(f"`{key}`" for key in blind) + ": there these checks cannot tell a model "
+                      "that remembers from one that forgot, and a method matching retrain proves nothing.")
     lines += ["", *table(header, [
         [name, *(_cell(entry["white_box"], key) for key in WHITE_BOX_FIGURES),
          *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])] if relearn else [])]

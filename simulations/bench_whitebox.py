@@ -12,6 +12,7 @@ a model that never knew the class.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,8 @@ from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.models import Classifier
 from fedunlearn.common.training import accuracy
 
-__all__ = ["CAP", "RELEARN_EPOCHS", "RELEARN_FEW", "RELEARN_RETAIN", "RELEARN_SHARE", "UNMEASURED",
-           "WHITE_BOX_FIGURES", "WhiteBoxSets", "headline", "white_box"]
+__all__ = ["AUC_CHECKS", "CAP", "RELEARN_EPOCHS", "RELEARN_FEW", "RELEARN_RETAIN", "RELEARN_SHARE", "UNMEASURED",
+           "WHITE_BOX_FIGURES", "WhiteBoxSets", "headline", "powerless", "white_box"]
 
 CAP = 500  # members and non-members each
 RELEARN_FEW, RELEARN_RETAIN = 20, 200  # samples of the forgotten class, of the retain set
@@ -93,3 +94,14 @@ def headline(figures: Mapping[str, Any]) -> dict[str, float]:
             "probe_penultimate_auc": figures["probe_penultimate"]["auc"],
             "gradient_norm_auc": figures["gradient_norm"]["auc"],
             "gradient_norm_tpr_at_1pct_fpr": figures["gradient_norm"]["tpr_at_1pct_fpr"]}
+
+
+AUC_CHECKS = ("probe_stem_auc", "probe_penultimate_auc", "gradient_norm_auc")
+
+
+def powerless(original: Mapping[str, Any], retrain: Mapping[str, Any], members: int, nonmembers: int) -> list[str]:
+    """The AUC checks whose mean on the original is not two standard errors (of an AUC on groups of these
+    sizes, with no signal) above retrain's: there they cannot tell a model that remembers from one that
+    forgot, and a row that matches retrain proves nothing."""
+    margin = 2 * math.sqrt((members + nonmembers + 1) / (12 * members * nonmembers))
+    return [key for key in AUC_CHECKS if original[key] - retrain[key] < margin]

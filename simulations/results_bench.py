@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedunlearn.simulations.bench_whitebox import powerless
 from fedunlearn.simulations.markdown import table
 from fedunlearn.simulations.results_format import commit_cell, link, num
 from fedunlearn.simulations.results_summary import load_json
@@ -106,8 +107,13 @@ def _white_box(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str]:
              *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])]
                if relearn else [])] for name, entry in methods.items()]
     page = link(root, path.with_suffix(".md"), f"{bench['dataset']} `{bench['forget']}`")
+    seed = methods["original"]["per_seed"][0]["white_box"]["probe_stem"]
+    blind = powerless(methods["original"]["white_box"], methods[bench["gold_standard"]]["white_box"],
+                      seed["members"], seed["nonmembers"])
+    verdict = (" The original is within two standard errors of retrain on " + ", ".join(f"`{b}`" for b in blind)
+               + ": those checks prove nothing here." if blind else "")
     return [f"White-box checks on {page} (forget against same-class test samples; read each row against "
-            "retrain's, as a probe that finds nothing scores below 0.5 out of fold):", "",
+            f"retrain's, as a probe that finds nothing scores below 0.5 out of fold).{verdict}", "",
             *table(["method", "probe AUC, stem", "probe AUC, penultimate", "gradient-norm AUC",
                     "gradient-norm TPR % at 1% FPR", *(["relearn epochs per seed"] if relearn else [])], rows), ""]
 

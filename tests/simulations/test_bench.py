@@ -30,7 +30,14 @@ from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Stream, Var
 from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
 from fedunlearn.simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
 from fedunlearn.simulations.bench_ulira import SeedULira, run_ulira, shadow_forget_size, shadow_splits
-from fedunlearn.simulations.bench_whitebox import CAP, RELEARN_EPOCHS, UNMEASURED, WhiteBoxSets, white_box
+from fedunlearn.simulations.bench_whitebox import (
+    CAP,
+    RELEARN_EPOCHS,
+    UNMEASURED,
+    WhiteBoxSets,
+    powerless,
+    white_box,
+)
 
 CONFIG = BenchConfig(
     dataset="digits",
@@ -698,3 +705,11 @@ def test_relearning_is_not_measured_where_the_original_never_knew_the_class() ->
     assert target is None
     figures = white_box(model, sets, target=target, device=torch.device("cpu"), seed=0)
     assert figures["relearn"] == UNMEASURED and figures["relearn"]["epochs"] is None
+
+
+def test_a_white_box_check_that_does_not_separate_the_original_from_retrain_is_flagged() -> None:
+    retrain = {"probe_stem_auc": 0.48, "probe_penultimate_auc": 0.49, "gradient_norm_auc": 0.50}
+    original = {"probe_stem_auc": 0.62, "probe_penultimate_auc": 0.50, "gradient_norm_auc": 0.53}
+    # with 500 against 500 two standard errors of a no-signal AUC are 0.037
+    assert powerless(original, retrain, 500, 500) == ["probe_penultimate_auc", "gradient_norm_auc"]
+    assert powerless(original, retrain, 5000, 5000) == ["probe_penultimate_auc"]

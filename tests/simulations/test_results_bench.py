@@ -18,7 +18,8 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 def _method(gap: float, probe: float) -> dict[str, Any]:
     white_box = {"probe_stem_auc": probe, "probe_penultimate_auc": 0.611, "gradient_norm_auc": 0.733,
                  "gradient_norm_tpr_at_1pct_fpr": 4.25, "relearn_epochs": [0, None]}
-    return {"avg_gap": gap, "mia_auc": 0.5, "seconds": 2.0, "ta": 90.0, "white_box": white_box}
+    seed = {"white_box": {"probe_stem": {"members": 500, "nonmembers": 500}}}
+    return {"avg_gap": gap, "mia_auc": 0.5, "seconds": 2.0, "ta": 90.0, "white_box": white_box, "per_seed": [seed]}
 
 
 def _bench() -> dict[str, Any]:
@@ -55,6 +56,8 @@ def test_paired_intervals_white_box_tunings_and_the_matrix_come_from_their_json(
     page = "\n".join(bench_sections(tmp_path))
     assert "| finetune | +0.432 [+0.123, +0.741] * | - |" in page
     assert "| original | 0.812 | 0.611 | 0.733 | 4.25 | 0, - |" in page
+    # the original's penultimate probe and gradient attack read no more than retrain's: they prove nothing here
+    assert "on `probe_penultimate_auc`, `gradient_norm_auc`: those checks prove nothing here." in page
     assert "| finetune | lr=5e-3 | 1.23 | 9 |" in page and "differ by 0.46" in page and "`bbbbbbbbbbbb`" in page
     assert "[digits-cnn-random0.1](bench/matrix/digits-cnn-random0.1/bench.md)" in page
     assert "| 0.88 | 1.23 (finetune) | 0.30 | 0.543 | 0.654 (salun) | 2.0 / 7.5 / 1.0 (rmia) | 0.076 |" in page
