@@ -36,12 +36,14 @@ def first(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any
     return out, run_and_report(CONFIG, out, command=None, provenance=("a" * 40, False))
 
 
+@pytest.mark.slow  # benches end to end
 def test_every_finished_seed_is_kept(first: tuple[Path, dict[str, Any]]) -> None:
     out, payload = first
     assert sorted(p.name for p in (out / "seeds").iterdir()) == ["seed-0.pt", "seed-1.pt"]
     assert payload["restored_seeds"] == {}
 
 
+@pytest.mark.slow  # benches end to end
 def test_resume_takes_back_the_kept_seeds_and_runs_the_rest(first: tuple[Path, dict[str, Any]],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     out, payload = first
@@ -54,6 +56,7 @@ def test_resume_takes_back_the_kept_seeds_and_runs_the_rest(first: tuple[Path, d
     assert "taken back from an earlier sitting" in (out / "bench.md").read_text()
 
 
+@pytest.mark.slow  # benches end to end
 def test_another_configuration_or_no_resume_runs_every_seed(first: tuple[Path, dict[str, Any]], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     out, _ = first

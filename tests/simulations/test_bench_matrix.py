@@ -1,4 +1,7 @@
-"""The matrix: its cells, running and keeping them, and the summary read back from their bench.json."""
+"""The matrix: its cells, running and keeping them, and the summary read back from their bench.json.
+
+The tests that run cells are slow (two tiny benches end to end); the cells' definitions are checked in the
+default set."""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
     return out, summary
 
 
+@pytest.mark.slow  # two tiny benches end to end, U-LiRA included
 def test_every_cell_is_a_bench_run_with_its_caps(matrix: tuple[Path, dict[str, Any]]) -> None:
     out, _ = matrix
     for cell in TINY:
@@ -49,6 +53,7 @@ def test_every_cell_is_a_bench_run_with_its_caps(matrix: tuple[Path, dict[str, A
         assert (out / cell.name / "bench.md").is_file()
 
 
+@pytest.mark.slow  # two tiny benches end to end, U-LiRA included
 def test_the_summary_is_read_from_the_cells(matrix: tuple[Path, dict[str, Any]]) -> None:
     out, summary = matrix
     assert json.loads((out / "matrix.json").read_text()) == summary
@@ -66,6 +71,7 @@ def test_the_summary_is_read_from_the_cells(matrix: tuple[Path, dict[str, Any]])
     assert "[digits-mlp-class3](digits-mlp-class3/bench.md)" in markdown
 
 
+@pytest.mark.slow  # two tiny benches end to end, U-LiRA included
 def test_a_cell_already_run_is_kept_and_a_changed_one_runs_again(matrix: tuple[Path, dict[str, Any]],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     out, _ = matrix
@@ -77,6 +83,7 @@ def test_a_cell_already_run_is_kept_and_a_changed_one_runs_again(matrix: tuple[P
     assert summary["missing"] == [changed.name]  # nor does the summary take it for the changed cell
 
 
+@pytest.mark.slow  # two tiny benches end to end, U-LiRA included
 def test_cells_not_yet_run_are_listed_as_missing(matrix: tuple[Path, dict[str, Any]]) -> None:
     out, _ = matrix
     bench_matrix.main(["--out", str(out), "--summary-only"])
