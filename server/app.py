@@ -131,7 +131,7 @@ def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path
     evaluator = CentralEvaluator(spec, bundle.test, resolve_device(scenario.federation.device))
     messenger = Messenger(grid, timeout=scenario.federation.round_timeout)
     nodes = wait_for_nodes(grid, scenario.federation.clients, scenario.federation.round_timeout)
-    edge = EdgeContext(run_dir / "export", bundle, scenario.export)
+    edge = EdgeContext(run_dir / "export", bundle, scenario.export, scenario.seed)
     references = scenario_references(scenario, spec, bundle, evaluator.device)
     record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec,
                             after_round=world.file_due if world is not None else None,

@@ -52,11 +52,13 @@ EXPORTED_MODELS = ("unlearned", "original", "federated_retrain")  # the leakage 
 
 @dataclass(frozen=True)
 class EdgeContext:
-    """Where a run publishes its export and what it exports with."""
+    """Where a run publishes its export, what it exports with, and the run's seed (which test images
+    calibrate the int8 artifact)."""
 
     out_dir: Path
     bundle: DatasetBundle
     plan: ExportPlan
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,8 @@ class StagedExport:
         self.record.published = sorted(self.package.manifest.artifacts)
 
 
-def _inputs(context: EdgeContext, seed: int) -> PackageInputs:
-    return package_inputs(context.bundle.test, plan=context.plan, seed=seed,
+def _inputs(context: EdgeContext) -> PackageInputs:
+    return package_inputs(context.bundle.test, plan=context.plan, seed=context.seed,
                           calibrate_on=CalibrationSource.TEST_SET)
 
 
@@ -125,10 +127,10 @@ def _measured(inputs: PackageInputs) -> LabeledData:
     return inputs.measured
 
 
-def export_unaudited(context: EdgeContext, spec: ModelSpec, state: State, seed: int) -> EdgeRecord:
+def export_unaudited(context: EdgeContext, spec: ModelSpec, state: State) -> EdgeRecord:
     """The run's final model when no unlearning phase published one (no request, or none passed):
     nothing to audit it on, and its manifest honours no request."""
-    inputs = _inputs(context, seed)
+    inputs = _inputs(context)
     evaluation = _measured(inputs)
     record = EdgeRecord()
     with stage_package(_job(context, spec, state, inputs, (), "../model.pt")) as built:
@@ -151,7 +153,7 @@ def stage_exports(fed: Federation, context: EdgeContext, spec: ModelSpec, states
     """Export and audit every model of the leakage table; yields the unlearned artifacts, staged and
     gated, for ``publish`` after the commit (the manifest's top-level audit is the torch model's gate).
     The staging folders are removed on exit."""
-    inputs = _inputs(context, fed.scenario.seed)
+    inputs = _inputs(context)
     scored = _measured(inputs).where_classes(forgotten_classes, keep=False)
     staged = StagedExport(None, EdgeRecord())
     record = staged.record

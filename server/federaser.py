@@ -29,12 +29,14 @@ from dataclasses import replace
 import torch
 
 from fedunlearn.common.errors import FedUnlearnError
+from fedunlearn.common.scenario import BaselinePlan
+from fedunlearn.common.training import TrainConfig
 from fedunlearn.server.aggregate import State, fedavg
 from fedunlearn.server.baselines import Anchor
 from fedunlearn.server.federation import Federation
 from fedunlearn.server.update_history import difference
 
-__all__ = ["calibrated_update", "calibration_epochs", "federaser"]
+__all__ = ["calibrated_update", "calibration_epochs", "calibration_recipe", "federaser"]
 
 
 def calibrated_update(stored: State, fresh: State) -> dict[str, torch.Tensor]:
@@ -58,14 +60,17 @@ def _stepped(state: State, update: State, fresh: State) -> dict[str, torch.Tenso
     return {k: (v + update[k]).to(v.dtype) if k in update else fresh[k].clone() for k, v in state.items()}
 
 
-def federaser(fed: Federation, nodes: Sequence[int]) -> Anchor:
-    """The model rebuilt from every stored round by the ``nodes`` that still hold data, with the calibration
-    rounds run and the history's storage. A stored round no node can calibrate is skipped and reported."""
-    history, plan = fed.history, fed.scenario
+def calibration_recipe(local: TrainConfig, plan: BaselinePlan) -> TrainConfig:
+    """The nodes' local recipe with the calibration's share of its epochs."""
+    return replace(local, epochs=calibration_epochs(local.epochs, plan.federaser_calibration_ratio))
+
+
+def federaser(fed: Federation, nodes: Sequence[int], recipe: TrainConfig) -> Anchor:
+    """The model rebuilt from every stored round by the ``nodes`` that still hold data, each calibrating with
+    ``recipe``, and the history's storage. A stored round no node can calibrate is skipped and reported."""
+    history = fed.history
     if history.start is None:
         raise FedUnlearnError("FedEraser needs at least one stored training round ([baselines].federaser_interval)")
-    recipe = replace(plan.federation.recipe(), epochs=calibration_epochs(
-        plan.federation.local_epochs, plan.baselines.federaser_calibration_ratio))
     state, replayed = dict(history.start), 0
     for stored in history.rounds:
         asked = [n for n in nodes if n in stored.updates]

@@ -75,7 +75,8 @@ def run_federation(
     record = RunRecord()
     if references is not None:
         record.references = _calibrate(fed, references)
-    state = build_model(spec, seed=scenario.seed).state_dict()
+    start = build_model(spec, seed=scenario.seed).state_dict()
+    state = {k: v.clone() for k, v in start.items()}
     attempts: Counter[str] = Counter()
     for round_ in range(1, scenario.federation.rounds + 1):
         began = time.perf_counter()
@@ -89,6 +90,7 @@ def run_federation(
 
             phase, state = run_unlearning_phase(fed, evaluator, spec, state, statuses, plan=scenario.unlearning,
                                                 baselines=scenario.baselines, after_round=round_ - 1,
+                                                start=start, recipe=scenario.federation.recipe(),
                                                 on_round=phase_round, edge=edge)
             record.phases.append(phase)
             notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))
@@ -107,7 +109,7 @@ def run_federation(
     if edge is not None and not any(p.export is not None for p in record.phases):
         # no phase exported (no request, or none passed): the final model, with nothing to audit it on;
         # a phase whose artifacts failed their gate leaves nothing published, on purpose
-        record.final_export = export_unaudited(edge, spec, state, scenario.seed)
+        record.final_export = export_unaudited(edge, spec, state)
     record.failures = list(fed.failures)
     return record
 

@@ -21,15 +21,16 @@ from flwr.app import ConfigRecord, RecordDict
 from fedunlearn.common import protocol as P
 from fedunlearn.common.audit.gate import GateResult
 from fedunlearn.common.checkpoint import state_sha256
-from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.models import ModelSpec
 from fedunlearn.common.records import state_arrays
 from fedunlearn.common.scenario import BaselinePlan, UnlearningPlan
+from fedunlearn.common.training import TrainConfig
 from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
 from fedunlearn.server.aggregate import State, clip_update, train_and_forget_update, update_norm
 from fedunlearn.server.baselines import Anchor, fedavg_rounds, pga
 from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from fedunlearn.server.evaluation import CentralEvaluator
-from fedunlearn.server.federaser import federaser
+from fedunlearn.server.federaser import calibration_recipe, federaser
 from fedunlearn.server.federation import AuditRound, Federation, NodeStatus
 from fedunlearn.server.messaging import Replies
 
@@ -187,11 +188,14 @@ def _unlearning_bound(clip: float, state: State, trained: Sequence[tuple[State, 
 def run_unlearning_phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], *, plan: UnlearningPlan, baselines: BaselinePlan, after_round: int,
+    start: State, recipe: TrainConfig,
     on_round: Callable[[int, GateResult | None], None] | None = None, edge: EdgeContext | None = None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     """Run the phase; returns its record and the model training continues from (the unlearned
     model if the gate passed, else the original: a failed candidate may have lost utility). ``plan`` is the
-    method and its budget, ``baselines`` what the phase is judged beside.
+    method and its budget, ``baselines`` what the phase is judged beside; ``start`` is the model round 1
+    trained from (retraining starts there again) and ``recipe`` the nodes' local training (FedEraser
+    calibrates with a share of it).
     With ``edge``, the passing model is exported and its artifacts audited before the commit."""
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
     asked = {n: list(ids) for n, ids in requesters.items()}  # requesters loses nodes that fail on the way
@@ -236,7 +240,7 @@ def run_unlearning_phase(
     # the controls run whatever the verdict: they say whether the audit could see anything at all
     _control(fed, evaluator, record, "original", dict(original), requesters, original_ta)
     _baselines(fed, evaluator, spec, record, _BaselineRun(plan, baselines, requesters, with_data, after_round,
-                                                          original_ta))
+                                                          original_ta, start, recipe))
     gate = record.gate
     if gate is None or not gate.passed:
         log.warning("the leakage gate did not pass; nothing is published or committed")
@@ -292,6 +296,8 @@ class _BaselineRun:
     nodes: list[int]
     after_round: int
     original_ta: float
+    start: State
+    recipe: TrainConfig
 
 
 def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, record: PhaseRecord,
@@ -301,13 +307,12 @@ def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, re
     plan, original, requesters, nodes = run.plan, record.states["original"], run.requesters, run.nodes
     runs: list[tuple[str, Callable[[], Anchor]]] = []
     if plan.federated_retrain and run.after_round > 0:
-        fresh = build_model(spec, seed=fed.scenario.seed).state_dict()
-        runs.append(("federated_retrain", lambda: fedavg_rounds(fed, fresh, run.after_round, nodes)))
+        runs.append(("federated_retrain", lambda: fedavg_rounds(fed, run.start, run.after_round, nodes)))
     if plan.federated_finetune_rounds > 0:
         runs.append(("federated_finetune",
                      lambda: fedavg_rounds(fed, original, plan.federated_finetune_rounds, nodes)))
     if fed.history.start is not None:
-        runs.append(("federaser", lambda: federaser(fed, nodes)))
+        runs.append(("federaser", lambda: federaser(fed, nodes, calibration_recipe(run.recipe, plan))))
     if plan.pga:
         trainers = [n for n in nodes if n not in requesters]
         # a record of its own: the round's seed and combine rule as the phase's, its client work not the phase's

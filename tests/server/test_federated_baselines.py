@@ -16,7 +16,7 @@ from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import build_model
 from fedunlearn.common.scenario import BaselinePlan, Scenario, parse_scenario
 from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
-from fedunlearn.server.federaser import calibrated_update, calibration_epochs, federaser
+from fedunlearn.server.federaser import calibrated_update, calibration_epochs, calibration_recipe, federaser
 from fedunlearn.server.federation import Federation
 from fedunlearn.server.messaging import Messenger
 from fedunlearn.server.report import build_report, render_markdown
@@ -64,10 +64,11 @@ def test_the_history_keeps_every_kth_round_and_counts_its_bytes() -> None:
 def test_federaser_asks_only_nodes_that_still_hold_data_with_the_calibration_recipe() -> None:
     nodes = {100 + i: ScriptedNode(partition=i) for i in range(3)}
     grid = InProcessGrid(scripted_client_app(nodes), {n: Path(f"scripted-{n}") for n in nodes})  # type: ignore[arg-type]
-    fed = Federation(Messenger(grid, timeout=60), _scenario(federaser_interval=1), grid.get_node_ids())  # type: ignore[arg-type]
+    scenario = _scenario(federaser_interval=1)
+    fed = Federation(Messenger(grid, timeout=60), scenario, grid.get_node_ids())  # type: ignore[arg-type]
     start = build_model(SPEC, seed=0).state_dict()
     fed.history.keep(1, 1, start, {n: {k: v + 1 for k, v in start.items()} for n in nodes})
-    anchor = federaser(fed, [100, 101])  # 102 left the federation
+    anchor = federaser(fed, [100, 101], calibration_recipe(scenario.federation.recipe(), scenario.baselines))
     asked = [m for m in grid.sent if m.metadata.group_id == "federaser-1"]
     assert sorted(m.metadata.dst_node_id for m in asked) == [100, 101]
     assert {json.loads(str(m.content.config_records[P.CONFIG][P.RECIPE]))["epochs"] for m in asked} == {2}

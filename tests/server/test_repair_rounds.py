@@ -70,7 +70,8 @@ def _run(monkeypatch: pytest.MonkeyPatch, verdicts: list[GateResult]) -> tuple[l
                 101: NodeStatus(101, 1, 500, 200, (), (), 0, (), ())}
     record, _ = phase.run_unlearning_phase(fed, _Evaluator(), ModelSpec("mlp", 1, 8, 10),  # type: ignore[arg-type]
                                            ORIGINAL, statuses, plan=scenario.unlearning,
-                                           baselines=scenario.baselines, after_round=5)
+                                           baselines=scenario.baselines, after_round=5, start=ORIGINAL,
+                                           recipe=scenario.federation.recipe())
     assert record.round_kinds == ran
     return ran, record
 
