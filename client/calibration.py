@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from fedunlearn.common.audit.calibrated import Calibration
-from fedunlearn.common.audit.signals import compute_signals
+from fedunlearn.common.audit.signals import reference_statistic
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import DataError, RequestError
 from fedunlearn.common.files import atomic_write_bytes
@@ -39,8 +39,7 @@ class CalibrationTable:
 
     @classmethod
     def compute(cls, references: Sequence[Classifier], data: LabeledData, *, device: torch.device) -> CalibrationTable:
-        rows = [compute_signals(model, data, device=device).logit_confidence for model in references]
-        return cls(data.ids.numpy().astype(np.int64), np.stack(rows))
+        return cls(data.ids.numpy().astype(np.int64), reference_statistic(references, data, device=device))
 
     def save(self, node_path: Path, digest: str) -> None:
         buffer = io.BytesIO()

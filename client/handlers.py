@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import asdict
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
@@ -19,6 +20,8 @@ from flwr.app.typing import MetricRecordValues
 from fedunlearn.client.calibration import CalibrationTable, drop_samples
 from fedunlearn.client.session import NodeSession
 from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.calibrated import Calibration
+from fedunlearn.common.audit.exemplars import Exemplars, exemplars_from_record
 from fedunlearn.common.audit.local import comparison_sets, local_leakage_audit
 from fedunlearn.common.audit.signals import Logits, torch_logits
 from fedunlearn.common.checkpoint import states_sha256
@@ -183,7 +186,8 @@ def calibrate(session: NodeSession, message: Message) -> RecordDict:
 def audit(session: NodeSession, message: Message) -> RecordDict:
     """Membership audit of the model (torch arrays or an ONNX artifact) on this node's pending forget
     set against its sealed hold-out, as a model retrained without it would see them
-    (``common.audit.local.comparison_sets``); with reference-model attacks when the server names a
+    (``common.audit.local.comparison_sets``), and against the test images of its classes the server lent
+    a class audit (``common.audit.exemplars``); with reference-model attacks when the server names a
     calibration."""
     node = session.node
     requests = _pending(node, session.request_ids)
@@ -191,14 +195,16 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
     forget = node.forget_set(requests)
     sealed = _like(node, forget, holdout_roles(node.holdout()).audit)
     sets = comparison_sets(sealed, granularity, classes, seed=session.seed)
-    if len(sets.nonmembers) == 0:  # e.g. a node holding a class only in its training part
+    lent = _lent(session, message, classes)
+    nonmembers = sets.nonmembers if lent is None else concat(sets.nonmembers, lent.data)
+    if len(nonmembers) == 0:  # e.g. a node holding a class only in its training part, and nothing lent
         return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
     digest = session.config.get(P.CALIBRATION)
     calibration = None
     if digest is not None:
         table = CalibrationTable.load(node.path, str(digest))
-        calibration = (table.calibration(forget), table.calibration(sets.nonmembers))
-    result = local_leakage_audit(_audited_model(session, message), forget, sets.nonmembers,
+        calibration = (table.calibration(forget), _joined(table.calibration(sets.nonmembers), lent))
+    result = local_leakage_audit(_audited_model(session, message), forget, nonmembers,
                                  accuracy_reference=sets.accuracy_reference, calibration=calibration)
     metrics: dict[str, MetricRecordValues] = {
         P.FORGET_SIZE: result.forget_size, P.HOLDOUT_SIZE: result.holdout_size,
@@ -208,6 +214,27 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
         metrics[P.AUC_PREFIX + name] = figures.auc
         metrics[P.TPR_PREFIX + name] = figures.tpr_at_1pct_fpr
     return RecordDict({P.METRICS: MetricRecord(metrics)})
+
+
+def _lent(session: NodeSession, message: Message, classes: tuple[int, ...]) -> Exemplars | None:
+    """The server's test images of this node's forgotten classes, when it lent any to a class audit."""
+    record = message.content.array_records.get(P.EXEMPLARS)
+    if record is None or not classes:
+        return None
+    lent = exemplars_from_record(record, input_shape=tuple(session.node.meta["input_shape"]),
+                                 num_classes=session.node.num_classes)
+    return lent.of_classes(classes)
+
+
+def _joined(own: Calibration, lent: Exemplars | None) -> Calibration:
+    """The references' statistics on this node's non-members, then on the lent exemplars."""
+    if lent is None:
+        return own
+    theirs = lent.calibration()
+    if theirs.statistic.shape[0] != own.statistic.shape[0]:
+        raise RequestError(f"the lent exemplars carry {theirs.statistic.shape[0]} references' statistics, "
+                           f"this node's calibration {own.statistic.shape[0]}")
+    return Calibration.offline(np.concatenate([own.statistic, theirs.statistic], axis=1))
 
 
 def commit(session: NodeSession) -> RecordDict:

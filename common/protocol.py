@@ -30,6 +30,7 @@ CONFIG = "config"  # ConfigRecord: instructions from the server
 METRICS = "metrics"  # MetricRecord: numbers back to the server
 STATUS = "status"  # ConfigRecord: a node's answer to query.status
 REFERENCE_PREFIX = "reference-"  # + index: ArrayRecords of the audit's reference models (evaluate.calibrate)
+EXEMPLARS = "exemplars"  # ArrayRecord: the server's test images of the forgotten classes (evaluate.audit)
 
 # node config key (SuperNode --node-config) and run config keys ([tool.flwr.app.config])
 NODE_DIR = "node-dir"

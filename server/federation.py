@@ -14,17 +14,19 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
-from flwr.app import ConfigRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedunlearn.common import protocol as P
 from fedunlearn.common.audit.attacks import ATTACKS
 from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
+from fedunlearn.common.audit.exemplars import Exemplars, exemplars_record
 from fedunlearn.common.audit.gate import GateResult, PooledAudit, audit_problem, leakage_gate, pool_audits
 from fedunlearn.common.audit.local import AttackFigures, LocalAudit
 from fedunlearn.common.errors import ConfigError, FedUnlearnError
@@ -141,6 +143,7 @@ class Federation:
     statuses: dict[int, NodeStatus] = field(default_factory=dict)  # the last status of each node
     references: ReferenceModels | None = None  # set once the nodes hold their statistics (``calibrate``)
     history: UpdateHistory = field(default_factory=UpdateHistory)  # training updates kept for FedEraser
+    exemplars: Exemplars | None = None  # what class audits are lent while a phase runs (``lending``)
 
     def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
         fed = self.scenario.federation
@@ -279,16 +282,24 @@ class Federation:
                                      f"({self.scenario.federation.update_clip:g}x the median); scaled down to it")
         return kept
 
+    @contextmanager
+    def lending(self, exemplars: Exemplars | None) -> Iterator[None]:
+        """Lend ``exemplars`` (``common.audit.exemplars``) to every audit taken inside the block."""
+        self.exemplars = exemplars
+        try:
+            yield
+        finally:
+            self.exemplars = None
+
     def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
         """Checked and pooled membership audit of ``state`` by the requesting nodes."""
-        return self._audit(lambda ids: RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: self._audit_config(ids)}),
-                           requesters, label)
+        return self._audit(lambda ids: self._audit_content(ids, {P.ARRAYS: state_arrays(state)}), requesters, label)
 
     def audit_artifact(self, model_bytes: bytes, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
         """The same audit of an exported ONNX model: each node runs it with ONNX Runtime."""
         digest = hashlib.sha256(model_bytes).hexdigest()
-        return self._audit(lambda ids: RecordDict({P.CONFIG: self._audit_config(
-            ids, **{P.ARTIFACT: model_bytes, P.ARTIFACT_SHA256: digest})}), requesters, label)
+        return self._audit(lambda ids: self._audit_content(
+            ids, {}, **{P.ARTIFACT: model_bytes, P.ARTIFACT_SHA256: digest}), requesters, label)
 
     @property
     def looks(self) -> int:
@@ -305,10 +316,12 @@ class Federation:
         by_partition = {f"partition {self.partitions.get(node, node)}": audit for node, audit in audits.audits.items()}
         return leakage_gate(by_partition, test_drop, self.scenario.gate, looks=self.looks)
 
-    def _audit_config(self, ids: list[str], **extra: Any) -> ConfigRecord:
+    def _audit_content(self, ids: list[str], records: dict[str, ArrayRecord], **extra: Any) -> RecordDict:
         if self.references is not None:
             extra[P.CALIBRATION] = self.references.digest
-        return self.instructions(0, **{P.REQUEST_IDS: ids, **extra})
+        if self.exemplars is not None:
+            records = {**records, P.EXEMPLARS: exemplars_record(self.exemplars)}
+        return RecordDict({**records, P.CONFIG: self.instructions(0, **{P.REQUEST_IDS: ids, **extra})})
 
     def _audit(self, content: Callable[[list[str]], RecordDict], requesters: Mapping[int, Sequence[str]],
                label: str) -> AuditRound:
@@ -324,7 +337,7 @@ class Federation:
             elif status is None:
                 problems[node] = "sent an audit but never reported its status"
             elif (why := audit_problem(audit, expected_forget=status.samples_under(requesters[node]),
-                                       max_holdout=status.num_holdout,
+                                       max_holdout=status.num_holdout + len(self.exemplars or ()),
                                        required=self.scenario.gate.attacks)) is not None:
                 problems[node] = why
             else:

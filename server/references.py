@@ -25,19 +25,22 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 
 from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.exemplars import Exemplars
+from fedunlearn.common.audit.signals import reference_statistic
 from fedunlearn.common.checkpoint import states_sha256
 from fedunlearn.common.data.splits import federation_pool
 from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
 from fedunlearn.common.errors import ConfigError
-from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.models import ModelSpec, build_model, model_with_weights
 from fedunlearn.common.records import state_arrays
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig, train
 from fedunlearn.server.aggregate import State
 
-__all__ = ["ReferenceModels", "calibration_content", "scenario_references", "train_references"]
+__all__ = ["ReferenceModels", "calibration_content", "class_exemplars", "scenario_references", "train_references"]
 
 MAX_DEFAULT_EPOCHS = 20
+MAX_EXEMPLARS = 500  # test images lent per class phase: enough for the gate's AUC, small on the wire
 
 
 @dataclass(frozen=True)
@@ -101,3 +104,16 @@ def scenario_references(scenario: Scenario, spec: ModelSpec, bundle: DatasetBund
                          schedule="constant")
     return train_references(spec, public, recipe, count=plan.reference_models, size=size, seed=scenario.seed,
                             device=device)
+
+
+def class_exemplars(test: LabeledData, classes: tuple[int, ...], references: ReferenceModels | None,
+                    spec: ModelSpec, *, seed: int, device: torch.device) -> Exemplars:
+    """Test images of ``classes`` (at most ``MAX_EXEMPLARS``, drawn with ``seed``) and, given references, their
+    statistics: the non-members the server lends a class audit (``common.audit.exemplars``)."""
+    pool = test.where_classes(classes, keep=True)
+    if len(pool) > MAX_EXEMPLARS:
+        pool = pool.subset(torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:MAX_EXEMPLARS])
+    if references is None:
+        return Exemplars(pool, None)
+    models = [model_with_weights(spec, state) for state in references.states]
+    return Exemplars(pool, reference_statistic(models, pool, device=device))

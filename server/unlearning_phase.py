@@ -33,6 +33,7 @@ from fedunlearn.server.evaluation import CentralEvaluator
 from fedunlearn.server.federaser import calibration_recipe, federaser
 from fedunlearn.server.federation import AuditRound, Federation, NodeStatus
 from fedunlearn.server.messaging import Replies
+from fedunlearn.server.references import class_exemplars
 
 __all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
 
@@ -196,10 +197,25 @@ def run_unlearning_phase(
     method and its budget, ``baselines`` what the phase is judged beside; ``start`` is the model round 1
     trained from (retraining starts there again) and ``recipe`` the nodes' local training (FedEraser
     calibrates with a share of it).
-    With ``edge``, the passing model is exported and its artifacts audited before the commit."""
+    With ``edge``, the passing model is exported and its artifacts audited before the commit.
+    A class phase lends every audit the server's test images of the forgotten classes
+    (``common.audit.exemplars``): most nodes hold too few unseen images of a class to audit it alone."""
+    classes = tuple(sorted(set().union(*(s.forgotten_classes for s in statuses.values()))))
+    exemplars = class_exemplars(evaluator.test, classes, fed.references, spec, seed=after_round,
+                                device=evaluator.device) if classes else None
+    with fed.lending(exemplars):
+        return _phase(fed, evaluator, spec, original, statuses, classes, plan=plan, baselines=baselines,
+                      after_round=after_round, start=start, recipe=recipe, on_round=on_round, edge=edge)
+
+
+def _phase(
+    fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
+    statuses: Mapping[int, NodeStatus], classes: tuple[int, ...], *, plan: UnlearningPlan, baselines: BaselinePlan,
+    after_round: int, start: State, recipe: TrainConfig, on_round: Callable[[int, GateResult | None], None] | None,
+    edge: EdgeContext | None,
+) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
     asked = {n: list(ids) for n, ids in requesters.items()}  # requesters loses nodes that fail on the way
-    classes = tuple(sorted(set().union(*(s.forgotten_classes for s in statuses.values()))))
     trainers = [n for n, s in statuses.items() if n not in requesters and s.num_train > 0]
     record = PhaseRecord(after_round=after_round, method=plan.method,
                          requests=[PhaseRequest(r, s.partition, k, c) for s in statuses.values()

@@ -12,8 +12,10 @@ show (``comparison_sets``). Sample forgetting: the sealed hold-out, for the
 AUCs and the accuracy alike. Class forgetting: the AUCs compare the forget
 samples with sealed hold-out samples *of the same class* (to a model that
 never saw the class both are unseen images of it, so a retrained model scores
-0.5 by symmetry), and forget accuracy is compared with how often the model
-answers the class for other classes' samples ("never learned it": about 0%).
+0.5 by symmetry), joined by the unseen images of the class the server lends
+(``common.audit.exemplars``), and forget accuracy is compared with how often
+the model answers the class for other classes' samples ("never learned it":
+about 0%).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ become 0 or their logit-confidences infinite.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,7 +23,8 @@ from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError, NonFiniteError
 from fedunlearn.common.training import predict_logits
 
-__all__ = ["Logits", "Signals", "compute_signals", "logits_signals", "signals_from_logits", "torch_logits"]
+__all__ = ["Logits", "Signals", "compute_signals", "logits_signals", "reference_statistic", "signals_from_logits",
+           "torch_logits"]
 
 
 def _logsumexp_excluding(logits: np.ndarray, column: np.ndarray) -> np.ndarray:
@@ -200,3 +201,9 @@ def logits_signals(logits_of: Logits, data: LabeledData) -> Signals:
 def compute_signals(model: nn.Module, data: LabeledData, *, device: torch.device) -> Signals:
     """One eval-mode torch pass over ``data``; the model is left as it was found."""
     return logits_signals(torch_logits(model, device=device), data)
+
+
+def reference_statistic(references: Sequence[nn.Module], data: LabeledData, *, device: torch.device) -> np.ndarray:
+    """(K, N) logit confidence of each reference model on each sample: what LiRA and RMIA calibrate with,
+    computed the same way by a node on its samples and by the server on the exemplars it lends."""
+    return np.stack([compute_signals(model, data, device=device).logit_confidence for model in references])

@@ -1,0 +1,51 @@
+"""A class phase lends its audits the server's test images of the class, so requesters whose sealed hold-out
+holds none of it are audited and pooled, never left pending for want of non-members."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.exemplars import exemplars_from_record
+from fedunlearn.common.data.splits import holdout_roles
+from fedunlearn.common.nodes import NodeDirectory
+from fedunlearn.common.scenario import parse_scenario
+from fedunlearn.common.world import SimulatedWorld
+from fedunlearn.server.app import run
+from tests.server.in_process import in_process_grid
+
+FORGOTTEN = 3
+
+
+@pytest.mark.slow
+def test_requesters_without_unseen_images_of_the_class_are_audited_on_the_lent_ones(tmp_path: Path) -> None:
+    scenario = parse_scenario({
+        "scenario": {"name": "tiny-class", "seed": 0},
+        "data": {"dataset": "digits", "partitioner": "dirichlet:0.3", "train_size": 900},
+        "federation": {"clients": 4, "rounds": 3, "local_epochs": 1, "batch_size": 32, "device": "cpu"},
+        "unlearning": {"max_rounds": 1, "max_attempts": 1, "params": {"max_steps": 20}},
+        "baselines": {"federated_retrain": False, "federated_finetune_rounds": 0},
+        "audit": {"reference_models": 2, "reference_epochs": 2},
+        "requests": [{"round": 2, "partition": "all", "forget": f"class:{FORGOTTEN}"}],
+    })
+    world = SimulatedWorld(scenario, tmp_path / "nodes")
+    grid = in_process_grid(world)
+    sealed_of_class = {node: int((holdout_roles(NodeDirectory.open(path).holdout()).audit.y == FORGOTTEN).sum())
+                       for node, path in grid.node_dirs.items()}
+    record = run(grid, scenario, {}, tmp_path / "run", world=world)
+
+    audits = [m for m in grid.sent if m.metadata.message_type == P.MSG_AUDIT]
+    requesters = {m.metadata.dst_node_id for m in audits}
+    assert any(sealed_of_class[node] == 0 for node in requesters), (
+        f"the split must leave a requester without sealed images of the class: {sealed_of_class}")
+    lent = exemplars_from_record(audits[0].content.array_records[P.EXEMPLARS], input_shape=(1, 8, 8), num_classes=10)
+    assert set(lent.data.y.tolist()) == {FORGOTTEN} and lent.statistic is not None and lent.statistic.shape[0] == 2
+    assert all(P.EXEMPLARS in m.content.array_records for m in audits)
+    sizes = {r.metadata.src_node_id: int(r.content.metric_records[P.METRICS][P.HOLDOUT_SIZE])
+             for r in grid.received if r.metadata.message_type == P.MSG_AUDIT and r.has_content()}
+    assert sizes == {node: sealed_of_class[node] + len(lent) for node in requesters}
+    (phase,) = record.phases
+    assert phase.gate is not None and set(phase.gate_nodes) == requesters
+    assert not [f for f in record.failures if "not pooled" in f], record.failures
