@@ -3,10 +3,18 @@ from it) and the command that made it, so a table can be traced to code."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
-__all__ = ["git_commit"]
+__all__ = ["git_commit", "process_command"]
+
+
+def process_command() -> str:
+    """The command line this process was started with, its program by name (``fedunlearn simulate ...``,
+    ``flwr-serverapp ...``), as a reader would type it again."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "unknown"
 
 
 def git_commit() -> tuple[str, bool]:

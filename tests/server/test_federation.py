@@ -7,6 +7,7 @@ the same faults with scripted nodes in the default run."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ def test_report_has_every_section_with_controls_and_strong_attacks(
     for key in ("scenario", "dataset", "model", "clients", "seed", "training", "requests", "unlearning",
                 "baselines", "artifacts", "evaluation"):
         assert key in report
+    assert len(report["commit"]) == 40 and report["command"].startswith(Path(sys.argv[0]).name)  # where it came from
     assert set(report["training"]) >= {"rounds", "seconds", "ta"}
     assert set(report["unlearning"]) >= {"method", "rounds", "seconds", "bytes", "ta", "ua", "gate"}
     assert set(report["unlearning"]["gate"]) >= {"passed", "forget_auc", "tolerance", "ci", "attacks", "looks"}
