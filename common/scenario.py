@@ -77,13 +77,30 @@ FEDERATED_METHOD_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"remi": {"noise_z"
 class UnlearningPlan:
     """update_clip: an unlearning update is added to the global model in full, so its norm is bounded by
     this multiple of the round's largest training update (0: no bound). params: what the scenario sets
-    beyond the federated defaults (``method_params``)."""
+    beyond the federated defaults (``method_params``). step_scales: the shares of the round's unlearning
+    steps the server may apply, largest first; it applies the largest whose model loses at most
+    ``max_step_drop`` points of accuracy against the original on validation images no client holds
+    (``(1.0,)``: always all of it, no search)."""
 
     method: str = "remi"
     max_rounds: int = 3
     max_attempts: int = 2
     params: Mapping[str, Any] = field(default_factory=dict)
     update_clip: float = 4.0
+    step_scales: tuple[float, ...] = (1.0,)
+    max_step_drop: float = 1.0
+
+    def __post_init__(self) -> None:
+        scales = tuple(float(s) for s in self.step_scales)
+        object.__setattr__(self, "step_scales", scales)
+        if not scales or any(not 0 < s <= 1 for s in scales) or list(scales) != sorted(scales, reverse=True):
+            raise ConfigError(f"step_scales must be shares in (0, 1], largest first, got {list(scales)}")
+        if not 0 < self.max_step_drop < 100:
+            raise ConfigError(f"max_step_drop must be in (0, 100) points, got {self.max_step_drop}")
+
+    @property
+    def searches_steps(self) -> bool:
+        return self.step_scales != (1.0,)
 
     def method_params(self) -> dict[str, Any]:
         """The parameters the requesters run the method with: the federated defaults, then the scenario's."""
@@ -242,7 +259,9 @@ def _fits(value: Any, annotation: str) -> bool:
               "float": isinstance(value, int | float) and not isinstance(value, bool),
               "str": isinstance(value, str), "bool": isinstance(value, bool),
               "Mapping": isinstance(value, dict), "Int8Mode": isinstance(value, str),  # the plan parses it
-              "tuple": isinstance(value, list) and all(isinstance(item, str) for item in value)}
+              "tuple": isinstance(value, list) and all(
+                  isinstance(item, int | float) and not isinstance(item, bool) if "tuple[float" in annotation
+                  else isinstance(item, str) for item in value)}
     return any(ok for name, ok in checks.items() if name in alternatives)
 
 

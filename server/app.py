@@ -27,7 +27,7 @@ from fedunlearn.common.models import ModelSpec
 from fedunlearn.common.scenario import Scenario, load_scenario
 from fedunlearn.common.world import SimulatedWorld
 from fedunlearn.server.edge_phase import EdgeContext
-from fedunlearn.server.evaluation import CentralEvaluator
+from fedunlearn.server.evaluation import CentralEvaluator, validation_evaluator
 from fedunlearn.server.federation import Federation, settled_nodes, wait_for_nodes
 from fedunlearn.server.messaging import Messenger
 from fedunlearn.server.references import scenario_references
@@ -135,7 +135,8 @@ def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path
     references = scenario_references(scenario, spec, bundle, evaluator.device)
     record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec,
                             after_round=world.file_due if world is not None else None,
-                            on_event=on_event, edge=edge, references=references)
+                            on_event=on_event, edge=edge, references=references,
+                            validation=validation_evaluator(scenario, spec, bundle, evaluator.device))
     write_run(run_dir, scenario, spec, record, world=world, bundle=bundle)
     return record
 

@@ -1,7 +1,10 @@
 """Server-side test accuracy: the federation's ``ta``, measured without any client's data.
 
 For class forgetting ``ta`` covers the classes that stay (a model that forgot
-class k is right to fail on it), matching the centralized benchmark.
+class k is right to fail on it), matching the centralized benchmark. The same
+evaluator on validation images no client holds (``validation_evaluator``) lets
+the unlearning phase size its steps without looking at the test split the gate
+and the report use.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ from dataclasses import dataclass, field
 import torch
 
 from fedunlearn.common.checkpoint import state_sha256
-from fedunlearn.common.data.tensors import LabeledData
+from fedunlearn.common.data.splits import federation_pool
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
+from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import ModelSpec, model_with_weights
+from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import accuracy
 from fedunlearn.server.aggregate import State
 
-__all__ = ["CentralEvaluator"]
+__all__ = ["VALIDATION_SIZE", "CentralEvaluator", "validation_evaluator"]
+
+VALIDATION_SIZE = 2000
 
 
 @dataclass(frozen=True)
@@ -41,3 +49,17 @@ class CentralEvaluator:
         if forgotten_classes:
             data = data.where_classes(forgotten_classes, keep=False)
         return accuracy(model_with_weights(self.spec, state).to(self.device), data, device=self.device)
+
+
+def validation_evaluator(scenario: Scenario, spec: ModelSpec, bundle: DatasetBundle,
+                         device: torch.device) -> CentralEvaluator | None:
+    """Accuracy on up to ``VALIDATION_SIZE`` training images no client holds, when the scenario's unlearning
+    searches its step size (``UnlearningPlan.step_scales``); None otherwise."""
+    if not scenario.unlearning.searches_steps:
+        return None
+    _, public = federation_pool(bundle.train, scenario.data.train_size, scenario.seed)
+    if len(public) == 0:
+        raise ConfigError("[unlearning].step_scales sizes the unlearning steps on images no client holds, but the "
+                          "clients hold the whole training split: set [data].train_size below it")
+    pick = torch.randperm(len(public), generator=torch.Generator().manual_seed(scenario.seed))[:VALIDATION_SIZE]
+    return CentralEvaluator(spec, public.subset(pick), device)

@@ -72,7 +72,7 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         "committed": phase.committed,
         "unconfirmed": phase.unconfirmed,
         "client_work": [asdict(work) for work in phase.client_work],
-        "round_kinds": phase.round_kinds,
+        "round_kinds": phase.round_kinds, "step_scales": phase.step_scales,
     }
 
 

@@ -69,6 +69,7 @@ def run_federation(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *,
     after_round: Callable[[int], object] | None = None, on_event: Callable[[Event], None] | None = None,
     edge: EdgeContext | None = None, references: ReferenceModels | None = None,
+    validation: CentralEvaluator | None = None,
 ) -> RunRecord:
     scenario = fed.scenario
     notify = on_event or (lambda _e: None)
@@ -91,6 +92,7 @@ def run_federation(
             phase, state = run_unlearning_phase(fed, evaluator, spec, state, statuses, plan=scenario.unlearning,
                                                 baselines=scenario.baselines, after_round=round_ - 1,
                                                 start=start, recipe=scenario.federation.recipe(),
+                                                validation=validation,
                                                 on_round=phase_round, edge=edge)
             record.phases.append(phase)
             notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))

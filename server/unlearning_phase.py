@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 from flwr.app import ConfigRecord, RecordDict
@@ -35,7 +36,7 @@ from fedunlearn.server.federation import AuditRound, Federation, NodeStatus
 from fedunlearn.server.messaging import Replies
 from fedunlearn.server.references import class_exemplars
 
-__all__ = ["ModelFigures", "PhaseRecord", "run_unlearning_phase"]
+__all__ = ["ModelFigures", "PhaseRecord", "StepGuard", "run_unlearning_phase"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class PhaseRecord:
     export: EdgeRecord | None = None  # the edge export step (set when the gate passed and export is on)
     client_work: list[ClientWork] = field(default_factory=list)
     round_kinds: list[str] = field(default_factory=list)  # per round: "unlearn", or "repair" (FedAvg on retain)
+    step_scales: list[float] = field(default_factory=list)  # per unlearning round, the share a StepGuard applied
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -124,11 +126,34 @@ def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int, stora
                         forget_auc=None if gate is None else gate.forget_auc, storage_bytes=storage_bytes)
 
 
+@dataclass(frozen=True)
+class StepGuard:
+    """How much of a round's unlearning steps the server applies (``UnlearningPlan.step_scales``): the largest
+    share whose model keeps its validation accuracy within ``max_drop`` points of the original's. A memorising
+    federation shows why: the requesters' full steps hide their forget sets but cost several points of
+    accuracy, and the repair round that wins them back brings the leak back with them."""
+
+    validation: CentralEvaluator
+    original_accuracy: float
+    scales: tuple[float, ...]
+    max_drop: float
+
+    def applied(self, trained: State, full: State, classes: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], float]:
+        """``trained`` (the round's FedAvg) plus the largest allowed share of ``full - trained``, and the share;
+        the smallest share when none keeps the accuracy."""
+        for scale in self.scales:
+            candidate = {k: v + scale * (full[k] - v) if v.is_floating_point() else full[k] for k, v in trained.items()}
+            if self.original_accuracy - self.validation.ta(candidate, classes) <= self.max_drop:
+                break
+        return candidate, scale
+
+
 def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, requesters: dict[int, list[str]],
-                      trainers: list[int], round_: int, record: PhaseRecord) -> dict[str, torch.Tensor]:
+                      trainers: list[int], round_: int, record: PhaseRecord,
+                      guard: StepGuard | None = None) -> dict[str, torch.Tensor]:
     """Unlearning round ``round_`` of the phase: requesters run ``plan``'s method (and train) while the other
-    nodes train on retain data (server/aggregate.py). Each requester's steps and seconds go into
-    ``record.client_work``."""
+    nodes train on retain data (server/aggregate.py), and ``guard``, when given, sizes the unlearning steps.
+    Each requester's steps and seconds go into ``record.client_work``."""
     seed_round = _phase_seed(record, round_)
     method = {P.METHOD: plan.method, P.METHOD_PARAMS: json.dumps(plan.method_params())}
     messages: dict[int, tuple[str, RecordDict]] = {}
@@ -168,7 +193,14 @@ def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, reque
                                 f"{1 / scale:.1f}x the bound; scaled down to it")
     # forget sets of different nodes are disjoint samples: their steps add up; a class shared by
     # several nodes is one forget set seen from several sides: their steps are averaged
-    return train_and_forget_update(state, trained, unlearned, combine="mean" if record.forgotten_classes else "sum")
+    combine: Literal["mean", "sum"] = "mean" if record.forgotten_classes else "sum"
+    full = train_and_forget_update(state, trained, unlearned, combine=combine)
+    if guard is None or not unlearned:
+        return full
+    candidate, scale = guard.applied(train_and_forget_update(state, trained, [], combine=combine), full,
+                                     record.forgotten_classes)
+    record.step_scales.append(scale)
+    return candidate
 
 
 def _phase_seed(record: PhaseRecord, round_: int) -> int:
@@ -189,14 +221,14 @@ def _unlearning_bound(clip: float, state: State, trained: Sequence[tuple[State, 
 def run_unlearning_phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], *, plan: UnlearningPlan, baselines: BaselinePlan, after_round: int,
-    start: State, recipe: TrainConfig,
+    start: State, recipe: TrainConfig, validation: CentralEvaluator | None = None,
     on_round: Callable[[int, GateResult | None], None] | None = None, edge: EdgeContext | None = None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     """Run the phase; returns its record and the model training continues from (the unlearned
     model if the gate passed, else the original: a failed candidate may have lost utility). ``plan`` is the
     method and its budget, ``baselines`` what the phase is judged beside; ``start`` is the model round 1
     trained from (retraining starts there again) and ``recipe`` the nodes' local training (FedEraser
-    calibrates with a share of it).
+    calibrates with a share of it); ``validation`` sizes the unlearning steps when the plan searches them.
     With ``edge``, the passing model is exported and its artifacts audited before the commit.
     A class phase lends every audit the server's test images of the forgotten classes
     (``common.audit.exemplars``): most nodes hold too few unseen images of a class to audit it alone."""
@@ -204,15 +236,17 @@ def run_unlearning_phase(
     exemplars = class_exemplars(evaluator.test, classes, fed.references, spec, seed=after_round,
                                 device=evaluator.device) if classes else None
     with fed.lending(exemplars):
+        guard = None if validation is None else StepGuard(validation, validation.ta(original, classes),
+                                                          plan.step_scales, plan.max_step_drop)
         return _phase(fed, evaluator, spec, original, statuses, classes, plan=plan, baselines=baselines,
-                      after_round=after_round, start=start, recipe=recipe, on_round=on_round, edge=edge)
+                      after_round=after_round, start=start, recipe=recipe, guard=guard, on_round=on_round, edge=edge)
 
 
 def _phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], classes: tuple[int, ...], *, plan: UnlearningPlan, baselines: BaselinePlan,
-    after_round: int, start: State, recipe: TrainConfig, on_round: Callable[[int, GateResult | None], None] | None,
-    edge: EdgeContext | None,
+    after_round: int, start: State, recipe: TrainConfig, guard: StepGuard | None,
+    on_round: Callable[[int, GateResult | None], None] | None, edge: EdgeContext | None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
     asked = {n: list(ids) for n, ids in requesters.items()}  # requesters loses nodes that fail on the way
@@ -232,7 +266,7 @@ def _phase(
             if repair:  # the last candidate hid the forget set but lost utility: train it back, then judge again
                 state = fed.train_round(state, _phase_seed(record, round_), with_data)
             else:
-                state = _unlearning_round(fed, plan, state, requesters, trainers, round_, record)
+                state = _unlearning_round(fed, plan, state, requesters, trainers, round_, record, guard)
             record.round_kinds.append("repair" if repair else "unlearn")
             if not requesters:
                 break
