@@ -94,7 +94,7 @@ def _bench(root: Path, path: Path) -> str | None:
             f"images, {seeds} seed{'s' if seeds > 1 else ''} ([bench]({link})): "
             f"at 1% FPR {best} flags {_tpr(methods['original'], best):.1f}% of the original's forget set (the "
             f"loss attack {_tpr(methods['original'], 'loss'):.1f}%), {_tpr(methods[gold], best):.1f}% of "
-            f"retrain's and {_tpr(methods['remi'], best):.1f}% of ReMI's.")
+            f"retrain's and {_tpr(methods['remi'], best):.1f}% of ReMI's.{_gap_comparison(bench)}")
     if not (methods["remi"].get("ulira") or {}).get("accuracy"):
         return text
     inexact = {m: e["ulira"]["accuracy"] for m, e in methods.items()
@@ -104,6 +104,24 @@ def _bench(root: Path, path: Path) -> str | None:
             f"{methods['remi']['ulira']['accuracy']:.3f}, the best other inexact method ({closest}) "
             f"{inexact[closest]:.3f}, the original {methods['original']['ulira']['accuracy']:.3f}, two retrainings "
             f"{methods[gold]['ulira']['accuracy']:.3f}.")
+
+
+def _gap_comparison(bench: Mapping[str, Any]) -> str:
+    """ReMI's avg_gap against the closest other inexact method's, with their paired interval, where the
+    bench has one: the README claims a difference only where the interval excludes 0."""
+    methods, gold, comparisons = bench["methods"], bench["gold_standard"], bench.get("comparisons") or {}
+    inexact = {m: e["avg_gap"] for m, e in methods.items()
+               if m not in ("remi", "original", gold) and "variant_of" not in e and m in comparisons}
+    if not inexact or comparisons[min(inexact, key=inexact.__getitem__)]["avg_gap"]["ci_low"] is None:
+        return ""
+    closest = min(inexact, key=inexact.__getitem__)
+    paired = comparisons[closest]["avg_gap"]
+    verdict = "the seeds show a difference" if paired["excludes_zero"] else "the seeds show no difference"
+    floor = bench.get("floor") or {}
+    below = f"; two retrainings differ by {floor['avg_gap']['mean']:.2f}" if floor.get("avg_gap") else ""
+    return (f" avg_gap: ReMI {methods['remi']['avg_gap']:.2f}, {closest} {inexact[closest]:.2f} (paired difference "
+            f"{paired['mean_difference']:+.2f}, 95% CI [{paired['ci_low']:+.2f}, {paired['ci_high']:+.2f}]: "
+            f"{verdict}){below}.")
 
 
 def _load(root: Path) -> list[str]:

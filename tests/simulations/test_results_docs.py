@@ -94,7 +94,10 @@ def _fixtures(root: Path) -> None:
                                               ("remi", 1.0, 1.5, 0.541), ("finetune", 1.2, 1.75, 0.588))}
     _write(root, "bench/b2/bench.json", {
         "dataset": "digits", "model": "cnn", "forget": "random:0.1", "seeds": [0, 1], "gold_standard": "retrain",
-        "sizes": {"forget": 108, "train": 1079}, "references": {"models": 8}, "methods": strong})
+        "sizes": {"forget": 108, "train": 1079}, "references": {"models": 8}, "methods": strong,
+        "comparisons": {"finetune": {"avg_gap": {"mean_difference": 0.2, "ci_low": -0.1, "ci_high": 0.5, "n": 2,
+                                                 "excludes_zero": False}}},
+        "floor": {"method": "retrain", "avg_gap": {"mean": 0.4}}})
     _write(root, "cli/startup.json", {
         "commit": "1234567890ab" * 3, "runs": 5, "cpus": 2, "load_average": 1.25,
         "goal": {"seconds": 0.5, "peak_rss_mib": 100.0},
@@ -186,7 +189,9 @@ def test_the_readme_block_is_rewritten_from_the_json_and_the_rest_is_kept(tmp_pa
     assert "cost or less): not met." in text
     assert "tiny-run" not in text  # its original fails the gate: it is not among the runs that claim nothing
     assert ("at 1% FPR rmia flags 6.5% of the original's forget set (the loss attack 0.9%), 2.0% of retrain's and "
-            "3.0% of ReMI's. U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI 0.541, the "
+            "3.0% of ReMI's. avg_gap: ReMI 1.00, finetune 1.20 (paired difference +0.20, 95% CI [-0.10, +0.50]: the "
+            "seeds show no difference); two retrainings differ by 0.40. U-LiRA accuracy (0.5: its outputs cannot be "
+            "told from retraining's): ReMI 0.541, the "
             "best other inexact method (finetune) 0.588, the original 0.612, two retrainings 0.503.") in text
     assert "`class:3`" not in text  # that bench ran no reference-model attack: nothing to say
     assert "4,321 samples" in text and "99 of 99 acknowledged requests" in text
