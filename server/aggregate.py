@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 
 __all__ = ["State", "clip_to_median", "clip_update", "fedavg", "rejection_reason", "train_and_forget_update",
-           "update_norm"]
+           "update_norm", "with_unlearning_steps"]
 
 State = Mapping[str, torch.Tensor]
 
@@ -73,22 +73,31 @@ def train_and_forget_update(
     current: State, trained: Sequence[tuple[State, float]], unlearned: Sequence[tuple[State, float]], *,
     combine: Literal["mean", "sum"] = "mean",
 ) -> dict[str, torch.Tensor]:
-    """FedAvg of ``trained`` (weights = retain examples) + the unlearning steps (unlearned - current),
-    combined as their forget-size-weighted mean or their sum.
+    """FedAvg of ``trained`` (weights = retain examples) plus the unlearning steps (``with_unlearning_steps``).
 
-    "sum" suits disjoint forget sets (each step makes only its own node's samples indistinguishable,
-    so averaging would apply each one partly); "mean" suits one forget set seen by several nodes (every
-    holder of a forgotten class pushes the same way; summing four such steps cost digits-class 33 points).
     Either group may be empty: no training (a leaving client alone) keeps ``current`` under the
     unlearning step; no unlearning update is plain FedAvg.
     """
     merged = fedavg(trained) if trained else {key: value.clone() for key, value in current.items()}
+    return with_unlearning_steps(current, merged, unlearned, combine=combine)
+
+
+def with_unlearning_steps(current: State, merged: State, unlearned: Sequence[tuple[State, float]], *,
+                          combine: Literal["mean", "sum"] = "mean") -> dict[str, torch.Tensor]:
+    """``merged`` plus the unlearning steps (unlearned - current), combined as their forget-size-weighted
+    mean or their sum; ``merged`` itself is left as it was.
+
+    "sum" suits disjoint forget sets (each step makes only its own node's samples indistinguishable,
+    so averaging would apply each one partly); "mean" suits one forget set seen by several nodes (every
+    holder of a forgotten class pushes the same way; summing four such steps cost digits-class 33 points).
+    """
+    result = dict(merged)
     if unlearned:
         steps = [fedavg(unlearned)] if combine == "mean" else [dict(state) for state, _ in unlearned]
         for key, value in merged.items():
             if value.is_floating_point():
-                merged[key] = value + sum((step[key] - current[key] for step in steps), torch.zeros_like(value))
-    return merged
+                result[key] = value + sum((step[key] - current[key] for step in steps), torch.zeros_like(value))
+    return result
 
 
 def update_norm(current: State, state: State) -> float:

@@ -143,7 +143,7 @@ class Federation:
     statuses: dict[int, NodeStatus] = field(default_factory=dict)  # the last status of each node
     references: ReferenceModels | None = None  # set once the nodes hold their statistics (``calibrate``)
     history: UpdateHistory = field(default_factory=UpdateHistory)  # training updates kept for FedEraser
-    exemplars: Exemplars | None = None  # what class audits are lent while a phase runs (``lending``)
+    loan: tuple[Exemplars, ArrayRecord] | None = None  # lent to class audits while a phase runs (``lending``)
 
     def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
         fed = self.scenario.federation
@@ -284,12 +284,13 @@ class Federation:
 
     @contextmanager
     def lending(self, exemplars: Exemplars | None) -> Iterator[None]:
-        """Lend ``exemplars`` (``common.audit.exemplars``) to every audit taken inside the block."""
-        self.exemplars = exemplars
+        """Lend ``exemplars`` (``common.audit.exemplars``) to every audit taken inside the block; their
+        wire record is built once for all of those audits."""
+        self.loan = None if exemplars is None else (exemplars, exemplars_record(exemplars))
         try:
             yield
         finally:
-            self.exemplars = None
+            self.loan = None
 
     def audit(self, state: State, requesters: Mapping[int, Sequence[str]], label: str) -> AuditRound:
         """Checked and pooled membership audit of ``state`` by the requesting nodes."""
@@ -319,8 +320,8 @@ class Federation:
     def _audit_content(self, ids: list[str], records: dict[str, ArrayRecord], **extra: Any) -> RecordDict:
         if self.references is not None:
             extra[P.CALIBRATION] = self.references.digest
-        if self.exemplars is not None:
-            records = {**records, P.EXEMPLARS: exemplars_record(self.exemplars)}
+        if self.loan is not None:
+            records = {**records, P.EXEMPLARS: self.loan[1]}
         return RecordDict({**records, P.CONFIG: self.instructions(0, **{P.REQUEST_IDS: ids, **extra})})
 
     def _audit(self, content: Callable[[list[str]], RecordDict], requesters: Mapping[int, Sequence[str]],
@@ -337,7 +338,7 @@ class Federation:
             elif status is None:
                 problems[node] = "sent an audit but never reported its status"
             elif (why := audit_problem(audit, expected_forget=status.samples_under(requesters[node]),
-                                       max_holdout=status.num_holdout + len(self.exemplars or ()),
+                                       max_holdout=status.num_holdout + (len(self.loan[0]) if self.loan else 0),
                                        required=self.scenario.gate.attacks)) is not None:
                 problems[node] = why
             else:

@@ -27,7 +27,7 @@ from fedunlearn.common.records import state_arrays
 from fedunlearn.common.scenario import BaselinePlan, UnlearningPlan
 from fedunlearn.common.training import TrainConfig
 from fedunlearn.common.unlearning.projected_ascent import PROJECTED_ASCENT
-from fedunlearn.server.aggregate import State, clip_update, train_and_forget_update, update_norm
+from fedunlearn.server.aggregate import State, clip_update, train_and_forget_update, update_norm, with_unlearning_steps
 from fedunlearn.server.baselines import Anchor, fedavg_rounds, pga
 from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, stage_exports
 from fedunlearn.server.evaluation import CentralEvaluator
@@ -194,11 +194,11 @@ def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, reque
     # forget sets of different nodes are disjoint samples: their steps add up; a class shared by
     # several nodes is one forget set seen from several sides: their steps are averaged
     combine: Literal["mean", "sum"] = "mean" if record.forgotten_classes else "sum"
-    full = train_and_forget_update(state, trained, unlearned, combine=combine)
+    base = train_and_forget_update(state, trained, [], combine=combine)
+    full = with_unlearning_steps(state, base, unlearned, combine=combine)
     if guard is None or not unlearned:
         return full
-    candidate, scale = guard.applied(train_and_forget_update(state, trained, [], combine=combine), full,
-                                     record.forgotten_classes)
+    candidate, scale = guard.applied(base, full, record.forgotten_classes)
     record.step_scales.append(scale)
     return candidate
 

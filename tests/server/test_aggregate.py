@@ -12,6 +12,7 @@ from fedunlearn.server.aggregate import (
     rejection_reason,
     train_and_forget_update,
     update_norm,
+    with_unlearning_steps,
 )
 
 
@@ -122,6 +123,18 @@ def test_the_unlearning_step_is_added_in_full_on_top_of_fedavg_training() -> Non
         expected = fedavg(trained)[key] + _mean_delta(unlearned, current, key)
         assert torch.allclose(merged[key], expected, atol=1e-5), key
     assert torch.equal(merged["count"], trained[0][0]["count"])
+
+
+def test_the_steps_go_on_a_given_merge_which_is_left_as_it_was() -> None:
+    """The step guard measures the FedAvg alone and with the steps: one merge serves both."""
+    current, merged = _random_state(20), _random_state(21)
+    before = {k: v.clone() for k, v in merged.items()}
+    unlearned = [(_random_state(22), 1), (_random_state(23), 1)]
+    summed = with_unlearning_steps(current, merged, unlearned, combine="sum")
+    assert all(torch.equal(merged[k], before[k]) for k in merged)
+    expected = merged["w"] + sum(s["w"] - current["w"] for s, _ in unlearned)
+    assert torch.allclose(summed["w"], expected, atol=1e-6)
+    assert torch.equal(summed["count"], merged["count"])
 
 
 def test_without_unlearning_it_is_fedavg_and_without_training_the_step_lands_on_the_current_model() -> None:
