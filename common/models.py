@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from fedunlearn.common.errors import ModelError
 from fedunlearn.common.registry import Registry
@@ -121,6 +120,8 @@ def _cnn(spec: ModelSpec) -> Classifier:
 def _resnet18(spec: ModelSpec) -> Classifier:
     """torchvision ResNet-18 with a CIFAR-style stem (3x3 stride-1 conv, no max-pool), so
     28x28 and 32x32 inputs are not shrunk to 1x1 before the last stage. Neck = layer4."""
+    from torchvision import models as tv_models  # here, not at the top: see _mobilenet_v3_small
+
     net = tv_models.resnet18(weights=None, num_classes=spec.num_classes)
     first = nn.Conv2d(spec.in_channels, 64, 3, stride=1, padding=1, bias=False)
     stem = nn.Sequential(first, net.bn1, net.relu, net.layer1, net.layer2, net.layer3)
@@ -132,6 +133,10 @@ def _resnet18(spec: ModelSpec) -> Classifier:
 def _mobilenet_v3_small(spec: ModelSpec) -> Classifier:
     """torchvision MobileNetV3-Small; the first conv keeps stride 1 for inputs under 64 px.
     Neck = the last three inverted-residual blocks, the final conv and the hidden classifier layer."""
+    # torchvision takes about two seconds to import, and every message a SuperNode is sent starts a fresh
+    # ClientApp process that builds the model: the mlp and the cnn need none of it
+    from torchvision import models as tv_models
+
     net = tv_models.mobilenet_v3_small(weights=None, num_classes=spec.num_classes)
     old = net.features[0][0]
     stride = 1 if spec.image_size < 64 else 2

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_expit, logsumexp
-from scipy.stats import norm
 
+from fedunlearn.common.audit.normal import log_cdf, log_pdf
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.registry import Registry
 
@@ -120,9 +120,9 @@ def lira_scores(target: np.ndarray, calibration: Calibration, *, online: bool | 
     use_online = calibration.has_in_models if online is None else online
     mu_out, sd_out = _masked_moments(calibration.statistic, ~calibration.inside, "OUT")
     if not use_online:
-        return np.asarray(norm.logcdf((phi - mu_out) / sd_out))
+        return log_cdf((phi - mu_out) / sd_out)
     mu_in, sd_in = _masked_moments(calibration.statistic, calibration.inside, "IN")
-    return np.asarray(norm.logpdf(phi, mu_in, sd_in) - norm.logpdf(phi, mu_out, sd_out))
+    return log_pdf(phi, mu_in, sd_in) - log_pdf(phi, mu_out, sd_out)
 
 
 def _log_prob(logit_confidence: np.ndarray) -> np.ndarray:

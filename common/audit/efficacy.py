@@ -11,7 +11,6 @@ forget samples easy, so the number is read as a gap to that retrain value.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.svm import SVC
 
 from fedunlearn.common.audit.signals import Signals
 from fedunlearn.common.errors import ConfigError
@@ -58,6 +57,8 @@ def mia_efficacy(
     if max_train < 1:
         raise ConfigError(f"max_train must be >= 1, got {max_train}")
     features, labels = _balanced_training_set(retain, test, np.random.default_rng(seed), max_train)
+    from sklearn.svm import SVC  # here: scikit-learn takes most of a second to import, and nodes never need it
+
     svc = SVC(C=3.0, kernel="rbf", gamma="auto").fit(features, labels)
     predicted = svc.predict(forget.confidences[:, None])
     return 100.0 * float(np.mean(predicted == 0))

@@ -34,11 +34,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import norm
 
 from fedunlearn.common.audit.attacks import ATTACKS
 from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
 from fedunlearn.common.audit.local import AttackFigures, LocalAudit
+from fedunlearn.common.audit.normal import upper_quantile
 from fedunlearn.common.errors import ConfigError, DataError
 
 __all__ = ["AttackVerdict", "GateConfig", "GateResult", "PooledAttack", "PooledAudit", "audit_problem",
@@ -81,7 +81,7 @@ class GateConfig:
         at each look (the pool, and each client's own audit when several clients pool)."""
         if looks < 1:
             raise ConfigError(f"the gate needs at least one look, got {looks}")
-        return float(norm.isf(self.false_alarm / (2.0 * looks * len(self.attacks) * groups)))
+        return upper_quantile(self.false_alarm / (2.0 * looks * len(self.attacks) * groups))
 
 
 def null_auc_variance(members: int, nonmembers: int) -> float:

@@ -1,6 +1,6 @@
 """ROC analysis of a membership score: curve, AUC, TPR at low FPR, and AUC intervals.
 
-Pure numpy/scipy so that it grades scores from any backend. Convention: a
+Pure numpy so that it grades scores from any backend. Convention: a
 higher score means "more likely a member"; members are the positives. Rates
 here are fractions in [0, 1]; reports turn TPRs into percentages.
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import numpy as np
-from scipy.stats import norm, rankdata
 
+from fedunlearn.common.audit.normal import quantile
 from fedunlearn.common.errors import ConfigError
 
 __all__ = ["CIMethod", "auc_confidence_interval", "auc_variance", "roc_auc", "roc_curve", "tpr_at_fpr"]
@@ -70,10 +70,21 @@ def roc_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
 
 
 def _auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
-    ranks = rankdata(np.concatenate([members, nonmembers]))
+    ranks = _average_ranks(np.concatenate([members, nonmembers]))
     m, n = members.size, nonmembers.size
     u = ranks[:m].sum() - m * (m + 1) / 2.0
     return float(u / (m * n))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, each group of tied values sharing the mean of its ranks."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    ends = np.append(starts[1:], values.size)  # each tie group holds positions starts..ends-1
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
 
 
 def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: float) -> float:
@@ -124,7 +135,7 @@ def auc_variance(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> flo
 def _delong(members: np.ndarray, nonmembers: np.ndarray, level: float) -> tuple[float, float]:
     auc = _auc(members, nonmembers)
     variance = _delong_variance(members, nonmembers)
-    half = float(norm.ppf(0.5 + level / 2.0)) * float(np.sqrt(variance))
+    half = quantile(0.5 + level / 2.0) * float(np.sqrt(variance))
     return max(0.0, auc - half), min(1.0, auc + half)
 
 

@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import norm
 
 from fedunlearn.common.audit.calibrated import PER_EXAMPLE_VARIANCE_MIN
+from fedunlearn.common.audit.normal import log_pdf
 from fedunlearn.common.errors import ConfigError
 
 __all__ = ["MIN_FORGOTTEN_SHADOWS", "ULiraResult", "ulira_accuracy"]
@@ -90,7 +90,7 @@ def _fit(values: np.ndarray, fit: np.ndarray, per_example: bool) -> tuple[np.nda
 def _log_ratio(value: np.ndarray, unlearned: tuple[np.ndarray, np.ndarray],
                retrained: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """log N(v; μ_U, σ_U²) - log N(v; μ_R, σ_R²): > 0 calls "unlearned"."""
-    return np.asarray(norm.logpdf(value, *unlearned) - norm.logpdf(value, *retrained))
+    return log_pdf(value, *unlearned) - log_pdf(value, *retrained)
 
 
 def ulira_accuracy(unlearned: np.ndarray, retrained: np.ndarray, forgotten: np.ndarray) -> ULiraResult:

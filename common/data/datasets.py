@@ -15,7 +15,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from fedunlearn.common.data.cifar import read_cifar_batches, read_cifar_names
 from fedunlearn.common.data.idx import read_idx
@@ -124,6 +123,8 @@ def _bundle(
 @DATASETS.register("digits")
 def _load_digits(*, root: Path | None, download: bool, seed: int) -> DatasetBundle:
     """scikit-learn's 8x8 digits with our own seeded, stratified 75/25 split (root, download unused)."""
+    from sklearn.datasets import load_digits  # here: scikit-learn is slow to import and only digits needs it
+
     digits = load_digits()
     raw = torch.from_numpy(digits.images).reshape(-1, 1, 8, 8)
     labels = torch.from_numpy(digits.target).to(torch.int64)
