@@ -55,18 +55,29 @@ def _sweep(root: Path, path: Path) -> str:
             f"passes in 4 of 5 at a tenth of retrain's cost or less): {'met' if met else 'not met'}.")
 
 
+def _verdict(gate: Mapping[str, Any]) -> str:
+    return "passed" if gate.get("passed") else "failed: " + "; ".join(gate.get("reasons") or ["no reason given"])
+
+
 def _runs(root: Path) -> list[str]:
-    silent, unaudited = [], []
+    silent, unaudited, controlled = [], [], []
     for path in sorted((root / "federation").glob("*/report.json")):
         report = load_json(path)
         if not report.get("unlearning"):
             continue
-        name = f"`{path.parent.name}`"
-        if not report["unlearning"].get("gate"):
+        name, gate = f"`{path.parent.name}`", report["unlearning"].get("gate")
+        controls = {k: (v or {}).get("passed") for k, v in (report.get("controls") or {}).items()
+                    if k in ("original", "federated_retrain")}
+        if not gate:
             unaudited.append(name)
-        elif ((report.get("controls") or {}).get("original") or {}).get("passed"):
+        elif controls.get("original"):
             silent.append(name)
+        elif controls == {"original": False, "federated_retrain": True}:
+            controlled.append(f"{name} (the unlearned model {_verdict(gate)})")
     lines = []
+    if controlled:
+        lines.append(f"- Single runs where the gate failed the do-nothing original and passed federated retrain: "
+                     f"{', '.join(controlled)}.")
     if silent:
         lines.append(f"- Single runs where the do-nothing original passes the same gate, so they claim nothing "
                      f"about forgetting: {', '.join(silent)}.")
