@@ -44,12 +44,15 @@ import tomli_w
 
 from tests.deployment import topology as T
 
-__all__ = ["DEPLOY_SCENARIO", "Loopback", "LoopbackError", "ManagedProcess", "free_ports", "lean_run_config",
-           "make_certs", "stop_process", "train_ids"]
+__all__ = ["DEPLOY_SCENARIO", "TRAIN_RECEIVED", "UNLEARN_RECEIVED", "Loopback", "LoopbackError", "ManagedProcess",
+           "consistent_ledgers", "free_ports", "lean_run_config", "make_certs", "stop_process", "train_ids"]
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_SCENARIO = REPO / "simulations" / "digits-deploy.toml"
 CONNECTION = "fedunlearn-loopback"
+# what a SuperNode logs when a message reaches it: training, and the unlearning phase's steps
+TRAIN_RECEIVED = r"Receiving: train message"
+UNLEARN_RECEIVED = r"Receiving: train\.unlearn message"
 FINISHED = "finished"
 
 
@@ -89,15 +92,14 @@ def train_ids(node_dir: Path) -> list[int]:
     return ids
 
 
-def lean_run_config(root: Path, *, rounds: int, int8: bool) -> dict[str, Any]:
-    """Run config for the deployment's scenario without baselines (and without the int8 export unless asked):
-    the deployment tests concern requests, gate, commit and processes, not the comparison tables, and on two
-    cores each baseline costs a ClientApp process per message on every node. The baselines themselves run on
-    real ClientApps in tests/server (the session's ``tiny_run``)."""
+def lean_run_config(root: Path, *, rounds: int) -> dict[str, Any]:
+    """Run config for the deployment's scenario without baselines and without the int8 export: the deployment
+    tests concern requests, gate, commit and processes, and on two cores each baseline round and each
+    artifact's audit costs a ClientApp process per message on every node. The baselines and the int8
+    artifacts' audit run on real ClientApps in tests/server (the session's ``tiny_run``, test_edge_phase.py)."""
     scenario = tomllib.loads(DEPLOY_SCENARIO.read_text())
     scenario["baselines"] = {"federated_retrain": False, "federated_finetune_rounds": 0}
-    if not int8:
-        scenario["export"] = {"int8": "none"}
+    scenario["export"] = {"int8": "none"}
     path = root / "scenario.toml"
     path.write_text(tomli_w.dumps(scenario))
     return {"scenario": str(path), "run-dir": str(root / "run"), "nodes-root": "none", "rounds": rounds}
@@ -496,3 +498,23 @@ class Loopback:
         if run_id is not None:
             parts.append(f"--- flwr log {run_id}\n" + "\n".join(self.run_log(run_id).splitlines()[-lines * 2:]))
         return "\n".join(parts)
+
+
+def consistent_ledgers(lb: Loopback) -> dict[str, dict[str, Any]]:
+    """Every node's requests by id, after checking that each committed one has a receipt whose audit
+    passed (in the ledger and in its receipt file) and each pending one has none."""
+    rows: dict[str, dict[str, Any]] = {}
+    for i in range(1, T.NUM_NODES + 1):
+        node_dir = lb.node_dir(i)
+        for row in lb.ledger(node_dir):
+            request_id, receipt = row["request_id"], row["receipt"]
+            receipt_file = node_dir / "receipts" / f"{request_id}.json"
+            if row["status"] == "committed":
+                assert isinstance(receipt, dict) and receipt["audit"].get("passed") is True, (
+                    f"node {i}: {request_id} committed without a passing audit: {receipt}")
+                assert json.loads(receipt_file.read_text()) == receipt, f"node {i}: {request_id}'s receipt file"
+            else:
+                assert row["status"] == "pending", f"node {i}: {row}"  # nobody rejects here
+                assert receipt is None and not receipt_file.exists(), f"node {i}: pending {request_id} has a receipt"
+            rows[request_id] = {**row, "node": i}
+    return rows
