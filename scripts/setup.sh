@@ -23,9 +23,7 @@ WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     # pip (not uv): on machines with local torch wheels pip finds them, uv would download GBs.
-    # --no-compile: byte-compiling all of torch took an extra minute here; Python compiles the modules
-    # it imports on first use instead.
-    .venv/bin/python -m pip install -q --no-compile -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[test]"
     echo "$WANT" > "$STAMP"
 fi
 
