@@ -80,7 +80,9 @@ class UnlearningPlan:
     beyond the federated defaults (``method_params``). step_scales: the shares of the round's unlearning
     steps the server may apply, largest first; it applies the largest whose model loses at most
     ``max_step_drop`` points of accuracy against the original on validation images no client holds
-    (``(1.0,)``: always all of it, no search)."""
+    (``(1.0,)``: always all of it, no search). public_finetune_images: after each unlearning round the
+    server fine-tunes the model on this many other images no client holds, ``public_finetune_epochs``
+    epochs of Adam at ``public_finetune_lr`` (None: off; ``server/public_finetune.py`` says why)."""
 
     method: str = "remi"
     max_rounds: int = 3
@@ -89,6 +91,9 @@ class UnlearningPlan:
     update_clip: float = 4.0
     step_scales: tuple[float, ...] = (1.0,)
     max_step_drop: float = 1.0
+    public_finetune_images: int | None = None
+    public_finetune_epochs: int = 2
+    public_finetune_lr: float = 5e-4
 
     def __post_init__(self) -> None:
         scales = tuple(float(s) for s in self.step_scales)
@@ -97,10 +102,25 @@ class UnlearningPlan:
             raise ConfigError(f"step_scales must be shares in (0, 1], largest first, got {list(scales)}")
         if not 0 < self.max_step_drop < 100:
             raise ConfigError(f"max_step_drop must be in (0, 100) points, got {self.max_step_drop}")
+        if self.public_finetune_images is not None and self.public_finetune_images < 1:
+            raise ConfigError(f"public_finetune_images must be >= 1 (leave it out for no fine-tuning), "
+                              f"got {self.public_finetune_images}")
+        try:
+            self._public_finetune_recipe()
+        except ConfigError as err:
+            raise ConfigError(f"public_finetune: {err}") from err
 
     @property
     def searches_steps(self) -> bool:
         return self.step_scales != (1.0,)
+
+    def public_finetune_recipe(self) -> TrainConfig | None:
+        """How the server fine-tunes each unlearning round's model on public images (None: it does not)."""
+        return None if self.public_finetune_images is None else self._public_finetune_recipe()
+
+    def _public_finetune_recipe(self) -> TrainConfig:
+        return TrainConfig(epochs=self.public_finetune_epochs, batch_size=64, lr=self.public_finetune_lr,
+                           optimizer="adam", schedule="constant")
 
     def method_params(self) -> dict[str, Any]:
         """The parameters the requesters run the method with: the federated defaults, then the scenario's."""

@@ -30,6 +30,7 @@ from fedunlearn.server.edge_phase import EdgeContext
 from fedunlearn.server.evaluation import CentralEvaluator, validation_evaluator
 from fedunlearn.server.federation import Federation, settled_nodes, wait_for_nodes
 from fedunlearn.server.messaging import Messenger
+from fedunlearn.server.public_finetune import public_finetune
 from fedunlearn.server.references import scenario_references
 from fedunlearn.server.report import write_failure, write_run
 from fedunlearn.server.run import Event, RunRecord, run_federation
@@ -136,7 +137,8 @@ def run(grid: Grid, scenario: Scenario, config: Mapping[str, Any], run_dir: Path
     record = run_federation(Federation(messenger, scenario, nodes), evaluator, spec,
                             after_round=world.file_due if world is not None else None,
                             on_event=on_event, edge=edge, references=references,
-                            validation=validation_evaluator(scenario, spec, bundle, evaluator.device))
+                            validation=validation_evaluator(scenario, spec, bundle, evaluator.device),
+                            finetune=public_finetune(scenario, spec, bundle, evaluator.device))
     write_run(run_dir, scenario, spec, record, world=world, bundle=bundle)
     return record
 

@@ -23,7 +23,7 @@ from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import accuracy
 from fedunlearn.server.aggregate import State
 
-__all__ = ["VALIDATION_SIZE", "CentralEvaluator", "validation_evaluator"]
+__all__ = ["VALIDATION_SIZE", "CentralEvaluator", "public_images", "validation_evaluator"]
 
 VALIDATION_SIZE = 2000
 
@@ -57,9 +57,16 @@ def validation_evaluator(scenario: Scenario, spec: ModelSpec, bundle: DatasetBun
     searches its step size (``UnlearningPlan.step_scales``); None otherwise."""
     if not scenario.unlearning.searches_steps:
         return None
+    public = public_images(scenario, bundle, "step_scales")
+    return CentralEvaluator(spec, public.subset(torch.arange(len(public))[:VALIDATION_SIZE]), device)
+
+
+def public_images(scenario: Scenario, bundle: DatasetBundle, key: str) -> LabeledData:
+    """The training images no client holds, in an order fixed by the scenario's seed: the validation images
+    are the first ``VALIDATION_SIZE`` of them and the public fine-tuning takes those after, so the two never
+    share an image. ``key`` names the [unlearning] setting that needs them, for the error."""
     _, public = federation_pool(bundle.train, scenario.data.train_size, scenario.seed)
     if len(public) == 0:
-        raise ConfigError("[unlearning].step_scales sizes the unlearning steps on images no client holds, but the "
-                          "clients hold the whole training split: set [data].train_size below it")
-    pick = torch.randperm(len(public), generator=torch.Generator().manual_seed(scenario.seed))[:VALIDATION_SIZE]
-    return CentralEvaluator(spec, public.subset(pick), device)
+        raise ConfigError(f"[unlearning].{key} needs images no client holds, but the clients hold the whole "
+                          "training split: set [data].train_size below it")
+    return public.subset(torch.randperm(len(public), generator=torch.Generator().manual_seed(scenario.seed)))

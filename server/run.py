@@ -22,6 +22,7 @@ from fedunlearn.common.models import ModelSpec, build_model
 from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
 from fedunlearn.server.evaluation import CentralEvaluator
 from fedunlearn.server.federation import Federation, NodeStatus
+from fedunlearn.server.public_finetune import PublicFinetune
 from fedunlearn.server.references import ReferenceModels
 from fedunlearn.server.unlearning_phase import PhaseRecord, run_unlearning_phase
 
@@ -69,7 +70,7 @@ def run_federation(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, *,
     after_round: Callable[[int], object] | None = None, on_event: Callable[[Event], None] | None = None,
     edge: EdgeContext | None = None, references: ReferenceModels | None = None,
-    validation: CentralEvaluator | None = None,
+    validation: CentralEvaluator | None = None, finetune: PublicFinetune | None = None,
 ) -> RunRecord:
     scenario = fed.scenario
     notify = on_event or (lambda _e: None)
@@ -92,7 +93,7 @@ def run_federation(
             phase, state = run_unlearning_phase(fed, evaluator, spec, state, statuses, plan=scenario.unlearning,
                                                 baselines=scenario.baselines, after_round=round_ - 1,
                                                 start=start, recipe=scenario.federation.recipe(),
-                                                validation=validation,
+                                                validation=validation, finetune=finetune,
                                                 on_round=phase_round, edge=edge)
             record.phases.append(phase)
             notify(Event("phase-done", round_, "gate passed" if phase.passed else "gate failed"))

@@ -34,9 +34,10 @@ from fedunlearn.server.evaluation import CentralEvaluator
 from fedunlearn.server.federaser import calibration_recipe, federaser
 from fedunlearn.server.federation import AuditRound, Federation, NodeStatus
 from fedunlearn.server.messaging import Replies
+from fedunlearn.server.public_finetune import PublicFinetune
 from fedunlearn.server.references import class_exemplars
 
-__all__ = ["ModelFigures", "PhaseRecord", "StepGuard", "run_unlearning_phase"]
+__all__ = ["ModelFigures", "PhaseRecord", "RoundShaping", "StepGuard", "run_unlearning_phase"]
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,20 @@ class StepGuard:
         return candidate, scale
 
 
+@dataclass(frozen=True)
+class RoundShaping:
+    """What the server does to an unlearning round's model before the gate sees it: size the requesters'
+    steps (``StepGuard``), then fine-tune on public images (``server/public_finetune.py``); either may be off."""
+
+    guard: StepGuard | None = None
+    finetune: PublicFinetune | None = None
+
+
 def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, requesters: dict[int, list[str]],
                       trainers: list[int], round_: int, record: PhaseRecord,
-                      guard: StepGuard | None = None) -> dict[str, torch.Tensor]:
+                      shaping: RoundShaping = RoundShaping()) -> dict[str, torch.Tensor]:
     """Unlearning round ``round_`` of the phase: requesters run ``plan``'s method (and train) while the other
-    nodes train on retain data (server/aggregate.py), and ``guard``, when given, sizes the unlearning steps.
+    nodes train on retain data (server/aggregate.py), and the server shapes the result (``shaping``).
     Each requester's steps and seconds go into ``record.client_work``."""
     seed_round = _phase_seed(record, round_)
     method = {P.METHOD: plan.method, P.METHOD_PARAMS: json.dumps(plan.method_params())}
@@ -195,12 +205,13 @@ def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, reque
     # several nodes is one forget set seen from several sides: their steps are averaged
     combine: Literal["mean", "sum"] = "mean" if record.forgotten_classes else "sum"
     base = train_and_forget_update(state, trained, [], combine=combine)
-    full = with_unlearning_steps(state, base, unlearned, combine=combine)
-    if guard is None or not unlearned:
-        return full
-    candidate, scale = guard.applied(base, full, record.forgotten_classes)
-    record.step_scales.append(scale)
-    return candidate
+    candidate = with_unlearning_steps(state, base, unlearned, combine=combine)
+    if not unlearned:
+        return candidate
+    if shaping.guard is not None:
+        candidate, scale = shaping.guard.applied(base, candidate, record.forgotten_classes)
+        record.step_scales.append(scale)
+    return candidate if shaping.finetune is None else shaping.finetune(candidate, seed_round)
 
 
 def _phase_seed(record: PhaseRecord, round_: int) -> int:
@@ -222,13 +233,15 @@ def run_unlearning_phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], *, plan: UnlearningPlan, baselines: BaselinePlan, after_round: int,
     start: State, recipe: TrainConfig, validation: CentralEvaluator | None = None,
+    finetune: PublicFinetune | None = None,
     on_round: Callable[[int, GateResult | None], None] | None = None, edge: EdgeContext | None = None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     """Run the phase; returns its record and the model training continues from (the unlearned
     model if the gate passed, else the original: a failed candidate may have lost utility). ``plan`` is the
     method and its budget, ``baselines`` what the phase is judged beside; ``start`` is the model round 1
     trained from (retraining starts there again) and ``recipe`` the nodes' local training (FedEraser
-    calibrates with a share of it); ``validation`` sizes the unlearning steps when the plan searches them.
+    calibrates with a share of it); ``validation`` sizes the unlearning steps when the plan searches them,
+    and ``finetune`` is the server's public fine-tuning of each unlearning round's model.
     With ``edge``, the passing model is exported and its artifacts audited before the commit.
     A class phase lends every audit the server's test images of the forgotten classes
     (``common.audit.exemplars``): most nodes hold too few unseen images of a class to audit it alone."""
@@ -239,13 +252,14 @@ def run_unlearning_phase(
         guard = None if validation is None else StepGuard(validation, validation.ta(original, classes),
                                                           plan.step_scales, plan.max_step_drop)
         return _phase(fed, evaluator, spec, original, statuses, classes, plan=plan, baselines=baselines,
-                      after_round=after_round, start=start, recipe=recipe, guard=guard, on_round=on_round, edge=edge)
+                      after_round=after_round, start=start, recipe=recipe, shaping=RoundShaping(guard, finetune),
+                      on_round=on_round, edge=edge)
 
 
 def _phase(
     fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, original: State,
     statuses: Mapping[int, NodeStatus], classes: tuple[int, ...], *, plan: UnlearningPlan, baselines: BaselinePlan,
-    after_round: int, start: State, recipe: TrainConfig, guard: StepGuard | None,
+    after_round: int, start: State, recipe: TrainConfig, shaping: RoundShaping,
     on_round: Callable[[int, GateResult | None], None] | None, edge: EdgeContext | None,
 ) -> tuple[PhaseRecord, dict[str, torch.Tensor]]:
     requesters = {n: list(s.pending) for n, s in statuses.items() if s.pending}
@@ -266,7 +280,7 @@ def _phase(
             if repair:  # the last candidate hid the forget set but lost utility: train it back, then judge again
                 state = fed.train_round(state, _phase_seed(record, round_), with_data)
             else:
-                state = _unlearning_round(fed, plan, state, requesters, trainers, round_, record, guard)
+                state = _unlearning_round(fed, plan, state, requesters, trainers, round_, record, shaping)
             record.round_kinds.append("repair" if repair else "unlearn")
             if not requesters:
                 break

@@ -1,0 +1,60 @@
+"""The server's fine-tuning of each unlearning round's model on images no client holds.
+
+A requester's ReMI step hides its forget set, but it also fits the requester's few local samples, and on a
+memorising federation the sum of those steps costs the global model several points of accuracy. A repair
+round on the clients' data wins the accuracy back and the leak with it; sizing the steps down keeps the
+accuracy and the leak (docs/federation.md). A short fine-tune on public images, which hold no forget
+sample, gives the accuracy back without teaching the forget set again. The gate still judges the result.
+
+In simulation the images are the public part of the training split; a deployment's server loads the same
+dataset it trains the reference models on. They never overlap the validation images that size the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
+from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.models import ModelSpec, model_with_weights
+from fedunlearn.common.scenario import Scenario
+from fedunlearn.common.training import TrainConfig, train
+from fedunlearn.server.aggregate import State
+from fedunlearn.server.evaluation import VALIDATION_SIZE, public_images
+
+__all__ = ["PublicFinetune", "public_finetune"]
+
+
+@dataclass(frozen=True)
+class PublicFinetune:
+    spec: ModelSpec
+    images: LabeledData
+    recipe: TrainConfig
+    device: torch.device
+    seed: int
+
+    def __call__(self, state: State, round_seed: int) -> dict[str, torch.Tensor]:
+        """``state`` fine-tuned on the public images (batch order from the run's seed and the round's)."""
+        model = model_with_weights(self.spec, state)
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + round_seed)
+        train(model, self.images, self.recipe, device=self.device, generator=generator)
+        return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+def public_finetune(scenario: Scenario, spec: ModelSpec, bundle: DatasetBundle,
+                    device: torch.device) -> PublicFinetune | None:
+    """The scenario's public fine-tuning (None when ``[unlearning].public_finetune_images`` is not set); its
+    images come after the validation images when the phase also sizes its steps."""
+    plan = scenario.unlearning
+    recipe, wanted = plan.public_finetune_recipe(), plan.public_finetune_images
+    if recipe is None or wanted is None:
+        return None
+    public = public_images(scenario, bundle, "public_finetune_images")
+    start = VALIDATION_SIZE if plan.searches_steps else 0
+    if len(public) - start < wanted:
+        raise ConfigError(f"[unlearning].public_finetune_images = {wanted}, but only {max(len(public) - start, 0)} "
+                          f"images no client holds are left{' beside the validation images' if start else ''}: "
+                          "ask for fewer, or lower [data].train_size")
+    return PublicFinetune(spec, public.subset(torch.arange(start, start + wanted)), recipe, device, scenario.seed)
