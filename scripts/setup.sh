@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up on a fresh machine; safe to run again (it only reinstalls
-# when pyproject.toml changed). Source-able: exports the Flower environment.
+# Set everything up on a fresh machine; safe to run again (it only reinstalls when pyproject.toml or
+# this script changed). Source-able: exports the Flower environment.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,14 +16,38 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "error: fedunlearn needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
     exit 1
 fi
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-
+# The dependencies (about 6 GB: CUDA torch wheels) are installed once per machine and pyproject.toml into a cache
+# venv under $CACHE, and each checkout's .venv is a hard-linked copy of it (seconds, not minutes; like uv's cache,
+# which we cannot use: it ignores the local torch wheels). Only the project itself is installed into .venv.
+WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+CACHE="${FEDUNLEARN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fedunlearn}"
+DEPS="$CACHE/venv-$WANT"
 STAMP=.venv/.fedunlearn-installed
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip
+
+repoint() {  # venv scripts name their venv by absolute path; sed -i writes new files, so no hard link is changed
+    { grep -rlIF "$2" "$1/bin" "$1/pyvenv.cfg" || true; } | xargs -r sed -i "s#$2#$3#g"
+}
+
+build_dependency_venv() {  # under a temporary name, renamed when complete: a cut-off build is never used
+    local building="$DEPS.building.$$"
+    "$PYTHON" -m venv "$building"
+    "$building/bin/python" -m pip install -q --upgrade pip
     # pip (not uv): on machines with local torch wheels pip finds them, uv would download GBs.
-    .venv/bin/python -m pip install -q -e ".[test]"
+    "$building/bin/python" -m pip install -q -e ".[test]"
+    "$building/bin/python" -m pip uninstall -q -y fedunlearn
+    repoint "$building" "$building" "$DEPS"
+    mv -T "$building" "$DEPS" 2>/dev/null || rm -rf "$building"  # another setup finished first: use its
+    # older caches go; the checkouts made from them keep their own links to the files
+    find "$CACHE" -maxdepth 1 -name 'venv-*' ! -name "venv-$WANT" ! -name '*.building.*' -exec rm -rf {} +
+}
+
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+    mkdir -p "$CACHE"
+    [ -x "$DEPS/bin/python" ] || build_dependency_venv
+    rm -rf .venv
+    cp -al "$DEPS" .venv 2>/dev/null || { rm -rf .venv; cp -a "$DEPS" .venv; }  # another file system: copy
+    repoint .venv "$DEPS" "$ROOT/.venv"
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
     echo "$WANT" > "$STAMP"
 fi
 
