@@ -186,16 +186,15 @@ def calibrate(session: NodeSession, message: Message) -> RecordDict:
 def audit(session: NodeSession, message: Message) -> RecordDict:
     """Membership audit of the model (torch arrays or an ONNX artifact) on this node's pending forget
     set against its sealed hold-out, as a model retrained without it would see them
-    (``common.audit.local.comparison_sets``), and against the test images of its classes the server lent
-    a class audit (``common.audit.exemplars``); with reference-model attacks when the server names a
-    calibration."""
+    (``common.audit.local.comparison_sets``), and against the test images the server lent
+    (``common.audit.exemplars``); with reference-model attacks when the server names a calibration."""
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
     forget = node.forget_set(requests)
     sealed = _like(node, forget, holdout_roles(node.holdout()).audit)
     sets = comparison_sets(sealed, granularity, classes, seed=session.seed)
-    lent = _lent(session, message, classes)
+    lent = _lent(session, message, classes, forget)
     nonmembers = sets.nonmembers if lent is None else concat(sets.nonmembers, lent.data)
     if len(nonmembers) == 0:  # e.g. a node holding a class only in its training part, and nothing lent
         return RecordDict({P.METRICS: MetricRecord({P.FORGET_SIZE: len(forget), P.HOLDOUT_SIZE: 0})})
@@ -216,14 +215,20 @@ def audit(session: NodeSession, message: Message) -> RecordDict:
     return RecordDict({P.METRICS: MetricRecord(metrics)})
 
 
-def _lent(session: NodeSession, message: Message, classes: tuple[int, ...]) -> Exemplars | None:
-    """The server's test images of this node's forgotten classes, when it lent any to a class audit."""
+def _lent(session: NodeSession, message: Message, classes: tuple[int, ...], forget: LabeledData) -> Exemplars | None:
+    """The server's test images this audit may use, when it lent any: a class audit's of the forgotten
+    classes, a sample audit's in its forget set's class mix. Mislabeled forget samples are like none of them."""
     record = message.content.array_records.get(P.EXEMPLARS)
-    if record is None or not classes:
+    if record is None:
         return None
     lent = exemplars_from_record(record, input_shape=tuple(session.node.meta["input_shape"]),
                                  num_classes=session.node.num_classes)
-    return lent.of_classes(classes)
+    if classes:
+        return lent.of_classes(classes)
+    if session.node.tags_of(forget.ids.tolist()):
+        raise RequestError("the server lent test images to the audit of a tagged (e.g. mislabeled) forget set, "
+                           "which only hold-out samples tagged the same way are like")
+    return lent.like(forget.y)
 
 
 def _joined(own: Calibration, lent: Exemplars | None) -> Calibration:

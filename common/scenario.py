@@ -170,17 +170,22 @@ class AuditPlan:
     """The gate's reference models (LiRA, RMIA): ``reference_models`` of the federation's architecture,
     trained once by the server on data no client holds, each on ``reference_size`` samples (default: as
     many as the federation trains on) for ``reference_epochs`` epochs (default: the federation's rounds x
-    local epochs, at most 20) with the federation's local recipe."""
+    local epochs, at most 20) with the federation's local recipe. ``lent_test_images``: a sample-level audit
+    also compares each forget set with up to this many of the server's test images, those the node keeps
+    matching its forget set's class mix (``common.audit.exemplars``): more non-members than a node's sealed
+    hold-out, so a smaller leak is detectable. Only where the test images are like the clients' unseen
+    samples: never beside mislabeled forget sets, which only hold-out samples mislabeled the same way match."""
 
     reference_models: int = 8
     reference_epochs: int | None = None
     reference_size: int | None = None
+    lent_test_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.reference_models < 2:
             raise ConfigError(f"reference_models must be >= 2 (LiRA estimates their spread), "
                               f"got {self.reference_models}")
-        for name in ("reference_epochs", "reference_size"):
+        for name in ("reference_epochs", "reference_size", "lent_test_images"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 or unset, got {value}")
@@ -327,6 +332,9 @@ def _validated(scenario: Scenario) -> Scenario:
         if not (key.isdigit() and int(key) < fed.clients) or not isinstance(share, int | float) or not 0 <= share < 1:
             raise ConfigError(f"[data.mislabeled] maps partitions 0..{fed.clients - 1} to shares in [0, 1), "
                               f"got {key} = {share!r}")
+    if data.mislabeled and scenario.audit.lent_test_images:
+        raise ConfigError("[audit].lent_test_images: the server's test images are not like mislabeled forget sets "
+                          "(only hold-out samples mislabeled the same way are); leave it out beside [data.mislabeled]")
     if scenario.baselines.federated_finetune_rounds < 0:
         raise ConfigError("[baselines].federated_finetune_rounds must be >= 0")
     for i, request in enumerate(scenario.requests):

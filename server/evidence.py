@@ -21,7 +21,7 @@ def _readings(gate: GateResult) -> str:
 
 
 def _size(gate: GateResult) -> str:
-    return (f"{gate.forget_size} forget samples against {gate.holdout_size} sealed non-members, "
+    return (f"{gate.forget_size} forget samples against {gate.holdout_size} unseen non-members, "
             f"false-alarm rate {gate.false_alarm:g} over {gate.looks} looks")
 
 

@@ -37,10 +37,10 @@ from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig, train
 from fedunlearn.server.aggregate import State
 
-__all__ = ["ReferenceModels", "calibration_content", "class_exemplars", "scenario_references", "train_references"]
+__all__ = ["ReferenceModels", "calibration_content", "lent_exemplars", "scenario_references", "train_references"]
 
 MAX_DEFAULT_EPOCHS = 20
-MAX_EXEMPLARS = 500  # test images lent per class phase: enough for the gate's AUC, small on the wire
+MAX_CLASS_EXEMPLARS = 500  # test images lent per class phase: enough for the gate's AUC, small on the wire
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,13 @@ def scenario_references(scenario: Scenario, spec: ModelSpec, bundle: DatasetBund
                             device=device)
 
 
-def class_exemplars(test: LabeledData, classes: tuple[int, ...], references: ReferenceModels | None,
-                    spec: ModelSpec, *, seed: int, device: torch.device) -> Exemplars:
-    """Test images of ``classes`` (at most ``MAX_EXEMPLARS``, drawn with ``seed``) and, given references, their
-    statistics: the non-members the server lends a class audit (``common.audit.exemplars``)."""
-    pool = test.where_classes(classes, keep=True)
-    if len(pool) > MAX_EXEMPLARS:
-        pool = pool.subset(torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:MAX_EXEMPLARS])
+def lent_exemplars(test: LabeledData, references: ReferenceModels | None, spec: ModelSpec, *,
+                   classes: tuple[int, ...] | None, limit: int, seed: int, device: torch.device) -> Exemplars:
+    """Test images (of ``classes`` only, when given; at most ``limit``, drawn with ``seed``) and, given references,
+    their statistics: the non-members the server lends an audit (``common.audit.exemplars``)."""
+    pool = test if classes is None else test.where_classes(classes, keep=True)
+    if len(pool) > limit:
+        pool = pool.subset(torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:limit])
     if references is None:
         return Exemplars(pool, None)
     models = [model_with_weights(spec, state) for state in references.states]

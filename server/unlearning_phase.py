@@ -20,6 +20,7 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 
 from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.exemplars import Exemplars
 from fedunlearn.common.audit.gate import GateResult
 from fedunlearn.common.checkpoint import state_sha256
 from fedunlearn.common.models import ModelSpec
@@ -35,7 +36,7 @@ from fedunlearn.server.federaser import calibration_recipe, federaser
 from fedunlearn.server.federation import AuditRound, Federation, NodeStatus
 from fedunlearn.server.messaging import Replies
 from fedunlearn.server.public_finetune import PublicFinetune
-from fedunlearn.server.references import class_exemplars
+from fedunlearn.server.references import MAX_CLASS_EXEMPLARS, lent_exemplars
 
 __all__ = ["ModelFigures", "PhaseRecord", "RoundShaping", "StepGuard", "run_unlearning_phase"]
 
@@ -243,17 +244,27 @@ def run_unlearning_phase(
     calibrates with a share of it); ``validation`` sizes the unlearning steps when the plan searches them,
     and ``finetune`` is the server's public fine-tuning of each unlearning round's model.
     With ``edge``, the passing model is exported and its artifacts audited before the commit.
-    A class phase lends every audit the server's test images of the forgotten classes
-    (``common.audit.exemplars``): most nodes hold too few unseen images of a class to audit it alone."""
+    A class phase lends every audit the server's test images of the forgotten classes, and a sample phase
+    lends test images where the scenario asks for them (``_loan``)."""
     classes = tuple(sorted(set().union(*(s.forgotten_classes for s in statuses.values()))))
-    exemplars = class_exemplars(evaluator.test, classes, fed.references, spec, seed=after_round,
-                                device=evaluator.device) if classes else None
-    with fed.lending(exemplars):
+    with fed.lending(_loan(fed, evaluator, spec, classes, seed=after_round)):
         guard = None if validation is None else StepGuard(validation, validation.ta(original, classes),
                                                           plan.step_scales, plan.max_step_drop)
         return _phase(fed, evaluator, spec, original, statuses, classes, plan=plan, baselines=baselines,
                       after_round=after_round, start=start, recipe=recipe, shaping=RoundShaping(guard, finetune),
                       on_round=on_round, edge=edge)
+
+
+def _loan(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, classes: tuple[int, ...], *,
+          seed: int) -> Exemplars | None:
+    """The server's test images the phase's audits borrow (``common.audit.exemplars``): a class phase's, because
+    most nodes hold too few unseen images of a class to audit it alone; a sample phase's when
+    ``[audit].lent_test_images`` asks for them, because a node's sealed hold-out is too small to see a small leak."""
+    limit = MAX_CLASS_EXEMPLARS if classes else fed.scenario.audit.lent_test_images
+    if not limit:
+        return None
+    return lent_exemplars(evaluator.test, fed.references, spec, classes=classes or None, limit=limit, seed=seed,
+                          device=evaluator.device)
 
 
 def _phase(

@@ -123,6 +123,8 @@ def test_a_federation_runs_remi_with_its_federated_defaults_under_the_scenarios_
         ({"requests": [{"forget": "all"}]}, "[requests[0]] is missing key(s) round, partition"),
         ({"requests": ["round 2"]}, "[requests[0]] must be a table"),
         ({"federation": 5}, "[federation] must be a table"),
+        ({"audit": {"lent_test_images": 0}}, "[audit]: lent_test_images must be >= 1"),
+        ({"audit": {"lent_test_images": 100}, "data": {"mislabeled": {"0": 0.2}}}, "[audit].lent_test_images"),
     ],
 )
 def test_mistakes_name_their_toml_path(changes: dict[str, Any], path: str) -> None:

@@ -1,4 +1,4 @@
-"""Non-members the server lends to a class audit: its own test images of the forgotten classes.
+"""Non-members the server lends to an audit: its own test images.
 
 A class request is audited against unseen images of the same class
 (``common.audit.local``). A node often has none in its sealed hold-out: under a
@@ -7,6 +7,11 @@ hold-out goes to the method. The server's test split has such images, and
 nobody trained on them: not the federation, not the reference models. The test
 accuracy of a class phase leaves the forgotten classes out, so lending them
 costs the accuracy measurement nothing.
+
+A sample audit may borrow them too (``[audit].lent_test_images``): a node's sealed
+hold-out is a few hundred samples, too few to see a small leak. The node keeps
+the lent images that match its forget set's class mix, so the two sides differ
+by membership, not by class.
 
 The server sends the images with the reference models' statistics on them
 (what each reference's logit confidence is), so a node can run LiRA and RMIA on
@@ -49,7 +54,22 @@ class Exemplars:
 
     def of_classes(self, classes: tuple[int, ...]) -> Exemplars:
         """The exemplars of ``classes`` only (a node audits its own requests' classes)."""
-        keep = torch.isin(self.data.y, torch.tensor(classes, dtype=torch.int64))
+        return self._kept(torch.isin(self.data.y, torch.tensor(classes, dtype=torch.int64)))
+
+    def like(self, labels: torch.Tensor) -> Exemplars:
+        """The largest share of the exemplars whose class mix is that of ``labels`` (a sample audit's forget set),
+        the first of each class in the order lent; none when a class of ``labels`` has no exemplar."""
+        if not len(labels) or not len(self):
+            return self._kept(torch.zeros(len(self), dtype=torch.bool))
+        classes = int(max(int(labels.max()), int(self.data.y.max()))) + 1
+        wanted = torch.bincount(labels, minlength=classes).double()
+        have = torch.bincount(self.data.y, minlength=classes).double()
+        scale = float((have[wanted > 0] / wanted[wanted > 0]).min())
+        one_hot = torch.nn.functional.one_hot(self.data.y, classes)
+        rank = (one_hot.cumsum(0) * one_hot).sum(1) - 1  # each exemplar's place among those of its class
+        return self._kept(rank < torch.floor(wanted * scale).long()[self.data.y])
+
+    def _kept(self, keep: torch.Tensor) -> Exemplars:
         statistic = None if self.statistic is None else self.statistic[:, keep.numpy()]
         return Exemplars(self.data.subset(keep), statistic)
 

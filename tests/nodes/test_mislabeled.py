@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from flwr.app import ConfigRecord, Message, RecordDict
 
-from fedunlearn.client.handlers import _like
+from fedunlearn.client.handlers import _lent, _like
+from fedunlearn.client.session import NodeSession
+from fedunlearn.common import protocol as P
+from fedunlearn.common.audit.exemplars import Exemplars, exemplars_record
 from fedunlearn.common.data.datasets import load_dataset
-from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.errors import ConfigError, RequestError
 from fedunlearn.common.nodes import MISLABELED, NodeLayout, materialise_node
 from fedunlearn.common.scenario import parse_scenario
 from fedunlearn.common.world import SimulatedWorld
@@ -52,6 +56,14 @@ def test_a_tag_request_names_the_mislabeled_training_samples_and_compares_like_w
     others = node.train().where_ids(torch.tensor(filed.forget_ids), keep=False)
     assert _like(node, others.subset(torch.arange(3)), node.holdout()) is not None
     assert len(_like(node, others.subset(torch.arange(3)), node.holdout())) == len(node.holdout())
+    # test images are like no mislabeled sample: a node refuses them for such an audit (a clean one keeps some)
+    loan = Message(RecordDict({P.EXEMPLARS: exemplars_record(Exemplars(node.holdout(), None))}), dst_node_id=1,
+                   message_type=P.MSG_AUDIT)
+    session = NodeSession(node, ConfigRecord())
+    with pytest.raises(RequestError, match="tagged"):
+        _lent(session, loan, (), forget)
+    kept = _lent(session, loan, (), others.subset(torch.arange(30)))
+    assert kept is not None and 0 < len(kept) <= len(node.holdout())
 
 
 @pytest.mark.parametrize("mislabeled", [{"7": 0.3}, {"x": 0.3}, {"1": 1.0}, {"1": -0.1}])

@@ -21,7 +21,7 @@ def test_a_pass_beside_a_passing_original_claims_nothing() -> None:
     text = evidence(_gate(0.5), _gate(0.52), _gate(0.5))
     assert "not detectable even before unlearning" in text and "claims nothing" in text
     assert "forgot" not in text.replace("forget", "")
-    assert "200 forget samples against 200 sealed non-members" in text and "lira AUC 0.520" in text
+    assert "200 forget samples against 200 unseen non-members" in text and "lira AUC 0.520" in text
 
 
 def test_a_pass_beside_a_failing_original_says_what_was_detected() -> None:
