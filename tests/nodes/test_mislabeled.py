@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
 from fedunlearn.client.handlers import _lent, _like
 from fedunlearn.client.session import NodeSession
@@ -18,6 +18,7 @@ from fedunlearn.common.errors import ConfigError, RequestError
 from fedunlearn.common.nodes import MISLABELED, NodeLayout, materialise_node
 from fedunlearn.common.scenario import parse_scenario
 from fedunlearn.common.world import SimulatedWorld
+from tests.messages import to_node
 
 
 def test_a_mislabeled_node_flips_and_tags_a_share_of_both_parts(tmp_path: Path) -> None:
@@ -57,8 +58,7 @@ def test_a_tag_request_names_the_mislabeled_training_samples_and_compares_like_w
     assert _like(node, others.subset(torch.arange(3)), node.holdout()) is not None
     assert len(_like(node, others.subset(torch.arange(3)), node.holdout())) == len(node.holdout())
     # test images are like no mislabeled sample: a node refuses them for such an audit (a clean one keeps some)
-    loan = Message(RecordDict({P.EXEMPLARS: exemplars_record(Exemplars(node.holdout(), None))}), dst_node_id=1,
-                   message_type=P.MSG_AUDIT)
+    loan = to_node(RecordDict({P.EXEMPLARS: exemplars_record(Exemplars(node.holdout(), None))}), P.MSG_AUDIT)
     session = NodeSession(node, ConfigRecord())
     with pytest.raises(RequestError, match="tagged"):
         _lent(session, loan, (), forget)

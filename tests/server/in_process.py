@@ -15,13 +15,13 @@ from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedunlearn.client.app import create_client_app
 from fedunlearn.common import protocol as P
 from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
 from fedunlearn.common.scenario import Scenario, parse_scenario
 from fedunlearn.common.world import SimulatedWorld
+from tests.messages import act_as_server
 
 Fault = Callable[[Message, Callable[[], Message]], Message | None]
 
@@ -35,8 +35,7 @@ class InProcessGrid:
     received: list[Message] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        # what the simulation runtime sets before a ServerApp runs: messages need a run identity
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+        act_as_server()
 
     def get_node_ids(self) -> list[int]:
         return list(self.node_dirs)

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedunlearn.common import protocol as P
 from fedunlearn.server.messaging import Messenger, content_bytes
+from tests.messages import act_as_server
 
 Answer = Callable[[Message], Message | None]
 
@@ -23,7 +23,7 @@ class FakeGrid:
     sent: list[Message] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # messages need a run identity
+        act_as_server()
 
     def get_node_ids(self) -> list[int]:
         return list(self.answers)
