@@ -5,6 +5,7 @@ phase, when the scenario asks, test images each requester keeps in its forget se
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from fedunlearn.common import protocol as P
 from fedunlearn.common.audit.exemplars import exemplars_from_record
 from fedunlearn.common.data.splits import holdout_roles
 from fedunlearn.common.nodes import NodeDirectory
-from fedunlearn.common.scenario import parse_scenario
+from fedunlearn.common.scenario import Scenario, parse_scenario
 from fedunlearn.common.world import SimulatedWorld
 from fedunlearn.server.app import run
 from tests.server.in_process import in_process_grid
@@ -20,17 +21,24 @@ from tests.server.in_process import in_process_grid
 FORGOTTEN = 3
 
 
-@pytest.mark.slow
-def test_requesters_without_unseen_images_of_the_class_are_audited_on_the_lent_ones(tmp_path: Path) -> None:
-    scenario = parse_scenario({
-        "scenario": {"name": "tiny-class", "seed": 0},
-        "data": {"dataset": "digits", "partitioner": "dirichlet:0.3", "train_size": 900},
-        "federation": {"clients": 4, "rounds": 3, "local_epochs": 1, "batch_size": 32, "device": "cpu"},
+def _scenario(*, partitioner: str, clients: int, rounds: int, audit: dict[str, Any],
+              requests: list[dict[str, Any]]) -> Scenario:
+    """A small digits federation with one short unlearning round and two cheap reference models."""
+    return parse_scenario({
+        "scenario": {"name": "tiny-lent", "seed": 0},
+        "data": {"dataset": "digits", "partitioner": partitioner, "train_size": 900},
+        "federation": {"clients": clients, "rounds": rounds, "local_epochs": 1, "batch_size": 32, "device": "cpu"},
         "unlearning": {"max_rounds": 1, "max_attempts": 1, "params": {"max_steps": 20}},
         "baselines": {"federated_retrain": False, "federated_finetune_rounds": 0},
-        "audit": {"reference_models": 2, "reference_epochs": 2},
-        "requests": [{"round": 2, "partition": "all", "forget": f"class:{FORGOTTEN}"}],
+        "audit": {"reference_models": 2, "reference_epochs": 2, **audit},
+        "requests": requests,
     })
+
+
+@pytest.mark.slow
+def test_requesters_without_unseen_images_of_the_class_are_audited_on_the_lent_ones(tmp_path: Path) -> None:
+    scenario = _scenario(partitioner="dirichlet:0.3", clients=4, rounds=3, audit={},
+                         requests=[{"round": 2, "partition": "all", "forget": f"class:{FORGOTTEN}"}])
     world = SimulatedWorld(scenario, tmp_path / "nodes")
     grid = in_process_grid(world)
     sealed_of_class = {node: int((holdout_roles(NodeDirectory.open(path).holdout()).audit.y == FORGOTTEN).sum())
@@ -55,15 +63,8 @@ def test_requesters_without_unseen_images_of_the_class_are_audited_on_the_lent_o
 @pytest.mark.slow
 def test_a_sample_phase_lends_test_images_when_asked_and_each_requester_adds_some_to_its_sealed_part(
         tmp_path: Path) -> None:
-    scenario = parse_scenario({
-        "scenario": {"name": "tiny-lent", "seed": 0},
-        "data": {"dataset": "digits", "partitioner": "iid", "train_size": 900},
-        "federation": {"clients": 3, "rounds": 2, "local_epochs": 1, "batch_size": 32, "device": "cpu"},
-        "unlearning": {"max_rounds": 1, "max_attempts": 1, "params": {"max_steps": 20}},
-        "baselines": {"federated_retrain": False, "federated_finetune_rounds": 0},
-        "audit": {"reference_models": 2, "reference_epochs": 2, "lent_test_images": 200},
-        "requests": [{"round": 1, "partition": p, "forget": "random:0.2"} for p in (0, 2)],
-    })
+    scenario = _scenario(partitioner="iid", clients=3, rounds=2, audit={"lent_test_images": 200},
+                         requests=[{"round": 1, "partition": p, "forget": "random:0.2"} for p in (0, 2)])
     world = SimulatedWorld(scenario, tmp_path / "nodes")
     grid = in_process_grid(world)
     sealed = {node: len(holdout_roles(NodeDirectory.open(path).holdout()).audit)
