@@ -17,7 +17,7 @@ from torch import nn
 from fedunlearn.common.errors import ModelError
 from fedunlearn.common.registry import Registry
 
-__all__ = ["MODELS", "Classifier", "ModelSpec", "build_model", "model_with_weights"]
+__all__ = ["MODELS", "Classifier", "ModelSpec", "build_model", "model_with_weights", "weights_of"]
 
 
 class Classifier(nn.Module):
@@ -83,6 +83,11 @@ def model_with_weights(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> Cl
     model = build_model(spec, seed=0)
     model.load_state_dict(dict(state))
     return model.eval()
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s weights on the CPU, detached: what the server keeps once training ends."""
+    return {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()}
 
 
 @MODELS.register("mlp")

@@ -106,7 +106,7 @@ class UnlearningPlan:
             raise ConfigError(f"public_finetune_images must be >= 1 (leave it out for no fine-tuning), "
                               f"got {self.public_finetune_images}")
         try:
-            self._public_finetune_recipe()
+            self.public_finetune_recipe()
         except ConfigError as err:
             raise ConfigError(f"public_finetune: {err}") from err
 
@@ -114,11 +114,8 @@ class UnlearningPlan:
     def searches_steps(self) -> bool:
         return self.step_scales != (1.0,)
 
-    def public_finetune_recipe(self) -> TrainConfig | None:
-        """How the server fine-tunes each unlearning round's model on public images (None: it does not)."""
-        return None if self.public_finetune_images is None else self._public_finetune_recipe()
-
-    def _public_finetune_recipe(self) -> TrainConfig:
+    def public_finetune_recipe(self) -> TrainConfig:
+        """How the server fine-tunes each unlearning round's model on public images, when it does."""
         return TrainConfig(epochs=self.public_finetune_epochs, batch_size=64, lr=self.public_finetune_lr,
                            optimizer="adam", schedule="constant")
 

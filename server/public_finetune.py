@@ -18,7 +18,7 @@ import torch
 
 from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
 from fedunlearn.common.errors import ConfigError
-from fedunlearn.common.models import ModelSpec, model_with_weights
+from fedunlearn.common.models import ModelSpec, model_with_weights, weights_of
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig, train
 from fedunlearn.server.aggregate import State
@@ -40,7 +40,7 @@ class PublicFinetune:
         model = model_with_weights(self.spec, state)
         generator = torch.Generator().manual_seed(self.seed * 100_003 + round_seed)
         train(model, self.images, self.recipe, device=self.device, generator=generator)
-        return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+        return weights_of(model)
 
 
 def public_finetune(scenario: Scenario, spec: ModelSpec, bundle: DatasetBundle,
@@ -48,8 +48,8 @@ def public_finetune(scenario: Scenario, spec: ModelSpec, bundle: DatasetBundle,
     """The scenario's public fine-tuning (None when ``[unlearning].public_finetune_images`` is not set); its
     images come after the validation images when the phase also sizes its steps."""
     plan = scenario.unlearning
-    recipe, wanted = plan.public_finetune_recipe(), plan.public_finetune_images
-    if recipe is None or wanted is None:
+    wanted = plan.public_finetune_images
+    if wanted is None:
         return None
     public = public_images(scenario, bundle, "public_finetune_images")
     start = VALIDATION_SIZE if plan.searches_steps else 0
@@ -57,4 +57,5 @@ def public_finetune(scenario: Scenario, spec: ModelSpec, bundle: DatasetBundle,
         raise ConfigError(f"[unlearning].public_finetune_images = {wanted}, but only {max(len(public) - start, 0)} "
                           f"images no client holds are left{' beside the validation images' if start else ''}: "
                           "ask for fewer, or lower [data].train_size")
-    return PublicFinetune(spec, public.subset(torch.arange(start, start + wanted)), recipe, device, scenario.seed)
+    return PublicFinetune(spec, public.subset(torch.arange(start, start + wanted)), plan.public_finetune_recipe(),
+                          device, scenario.seed)

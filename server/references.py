@@ -31,7 +31,7 @@ from fedunlearn.common.checkpoint import states_sha256
 from fedunlearn.common.data.splits import federation_pool
 from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
 from fedunlearn.common.errors import ConfigError
-from fedunlearn.common.models import ModelSpec, build_model, model_with_weights
+from fedunlearn.common.models import ModelSpec, build_model, model_with_weights, weights_of
 from fedunlearn.common.records import state_arrays
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig, train
@@ -77,7 +77,7 @@ def train_references(spec: ModelSpec, public: LabeledData, recipe: TrainConfig, 
         draw = public.subset(torch.randperm(len(public), generator=generator)[:size])
         model = build_model(spec, seed=seed * 1_000 + k)
         train(model, draw, recipe, device=device, generator=generator)
-        states.append({name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()})
+        states.append(weights_of(model))
     return ReferenceModels(states=tuple(states), digest=states_sha256(states), train_size=size,
                            epochs=recipe.epochs, seconds=time.perf_counter() - started)
 

@@ -61,7 +61,7 @@ class Exemplars:
         the first of each class in the order lent; none when a class of ``labels`` has no exemplar."""
         if not len(labels) or not len(self):
             return self._kept(torch.zeros(len(self), dtype=torch.bool))
-        classes = int(max(int(labels.max()), int(self.data.y.max()))) + 1
+        classes = max(int(labels.max()), int(self.data.y.max())) + 1
         wanted = torch.bincount(labels, minlength=classes).double()
         have = torch.bincount(self.data.y, minlength=classes).double()
         scale = float((have[wanted > 0] / wanted[wanted > 0]).min())
