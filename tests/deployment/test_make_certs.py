@@ -1,4 +1,4 @@
-"""scripts/make-certs.sh: private keys stay private whatever the umask; --key-owner hands the server key over."""
+"""scripts/make-certs.sh: P-256 keys that stay private whatever the umask; --key-owner hands the server key over."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ def test_keys_are_0600_and_certificates_0644_under_umask_022(certs: Path) -> Non
     modes = {p.name: p.stat().st_mode & 0o777 for p in certs.iterdir()}
     assert modes == {"ca.key": 0o600, "server.key": 0o600, "ca.crt": 0o644, "server.crt": 0o644}
     assert certs.stat().st_mode & 0o777 == 0o700
+
+
+def test_both_keys_are_ecdsa_p256(certs: Path) -> None:
+    for key in ("ca.key", "server.key"):
+        text = subprocess.run(["openssl", "pkey", "-in", str(certs / key), "-noout", "-text"],
+                              capture_output=True, text=True, check=True).stdout
+        assert "NIST CURVE: P-256" in text, f"{key}:\n{text}"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
