@@ -21,6 +21,7 @@ from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError, NonFiniteError
 
 __all__ = [
+    "EVAL_BATCH",
     "TrainConfig",
     "accuracy",
     "batched_forward",
@@ -129,9 +130,15 @@ def train(
     return model
 
 
+# Evaluation batches: on one CPU thread a CNN runs 10,000 28x28 images about 30% faster in batches of 256
+# than of 1,024 (the activations of a smaller batch stay in cache); MLPs do not care, and on a GPU these
+# models are small enough that 256 images keep it busy.
+EVAL_BATCH = 256
+
+
 @torch.no_grad()
 def batched_forward(
-    module: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 1024,
+    module: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = EVAL_BATCH,
     keep_on_device: bool = False,
 ) -> torch.Tensor:
     """Eval-mode forward pass batch by batch; the module's train/eval mode is restored after."""
@@ -148,7 +155,7 @@ def batched_forward(
 
 
 def predict_logits(
-    model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = 1024
+    model: nn.Module, x: torch.Tensor, *, device: torch.device, batch_size: int = EVAL_BATCH
 ) -> torch.Tensor:
     """(N, C, H, W) -> (N, K) logits on the CPU, in eval mode."""
     return batched_forward(model, x, device=device, batch_size=batch_size)

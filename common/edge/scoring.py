@@ -16,10 +16,9 @@ import torch
 
 from fedunlearn.common.audit.signals import Logits
 from fedunlearn.common.errors import ModelError
+from fedunlearn.common.training import EVAL_BATCH
 
 __all__ = ["onnx_logits"]
-
-BATCH = 1024
 
 
 def onnx_logits(model_bytes: bytes, *, expected_sha256: str | None = None, threads: int = 1) -> Logits:
@@ -37,7 +36,8 @@ def onnx_logits(model_bytes: bytes, *, expected_sha256: str | None = None, threa
 
     def logits(x: torch.Tensor) -> torch.Tensor:
         array = x.detach().cpu().numpy().astype(np.float32, copy=False)
-        parts = [session.run(None, {name: array[i : i + BATCH]})[0] for i in range(0, len(array), BATCH)]
+        parts = [session.run(None, {name: array[i : i + EVAL_BATCH]})[0]
+                 for i in range(0, len(array), EVAL_BATCH)]
         return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0)
 
     return logits
