@@ -73,6 +73,7 @@ def _phase(phase: PhaseRecord) -> dict[str, Any]:
         "unconfirmed": phase.unconfirmed,
         "client_work": [asdict(work) for work in phase.client_work],
         "round_kinds": phase.round_kinds, "step_scales": phase.step_scales,
+        "round_seconds": [asdict(seconds) for seconds in phase.round_seconds],
     }
 
 

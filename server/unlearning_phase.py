@@ -12,7 +12,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -38,7 +39,7 @@ from fedunlearn.server.messaging import Replies
 from fedunlearn.server.public_finetune import PublicFinetune
 from fedunlearn.server.references import MAX_CLASS_EXEMPLARS, lent_exemplars
 
-__all__ = ["ModelFigures", "PhaseRecord", "RoundShaping", "StepGuard", "run_unlearning_phase"]
+__all__ = ["ModelFigures", "PhaseRecord", "RoundSeconds", "RoundShaping", "StepGuard", "run_unlearning_phase"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,27 @@ class ClientWork:
 
 
 @dataclass
+class RoundSeconds:
+    """Where one round of the phase spent its wall time, to show what a phase costs against retraining:
+    the nodes' work until the last reply (the requesters' method and training, the others' training; a
+    repair round's FedAvg too), the server's shaping of the replies (aggregation, step sizing, public
+    fine-tuning), the requesters' audits until the last reply, and the candidate's test accuracy."""
+
+    nodes: float = 0.0
+    shaping: float = 0.0
+    audit: float = 0.0
+    ta: float = 0.0
+
+    @contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, part, getattr(self, part) + time.perf_counter() - began)
+
+
+@dataclass
 class PhaseRecord:
     after_round: int
     method: str
@@ -98,6 +120,7 @@ class PhaseRecord:
     client_work: list[ClientWork] = field(default_factory=list)
     round_kinds: list[str] = field(default_factory=list)  # per round: "unlearn", or "repair" (FedAvg on retain)
     step_scales: list[float] = field(default_factory=list)  # per unlearning round, the share a StepGuard applied
+    round_seconds: list[RoundSeconds] = field(default_factory=list)
     states: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
@@ -107,18 +130,22 @@ class PhaseRecord:
 
 @dataclass(frozen=True)
 class _Judged:
-    """A model's audit round and the gate's verdict on it."""
+    """A model's audit round and the gate's verdict on it, and what each half took."""
 
     audits: AuditRound
     gate: GateResult | None
     ta: float
+    seconds: RoundSeconds
 
 
 def _judge(fed: Federation, evaluator: CentralEvaluator, state: State, requesters: Mapping[int, list[str]],
            classes: tuple[int, ...], original_ta: float, label: str) -> _Judged:
-    audits = fed.audit(state, requesters, label)
-    ta = evaluator.ta(state, classes)
-    return _Judged(audits, fed.judge(audits, original_ta - ta), ta)
+    seconds = RoundSeconds()
+    with seconds.timing("audit"):
+        audits = fed.audit(state, requesters, label)
+    with seconds.timing("ta"):
+        ta = evaluator.ta(state, classes)
+    return _Judged(audits, fed.judge(audits, original_ta - ta), ta, seconds)
 
 
 def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int, storage_bytes: int = 0) -> ModelFigures:
@@ -160,11 +187,11 @@ class RoundShaping:
 
 
 def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, requesters: dict[int, list[str]],
-                      trainers: list[int], round_: int, record: PhaseRecord,
+                      trainers: list[int], round_: int, record: PhaseRecord, seconds: RoundSeconds,
                       shaping: RoundShaping = RoundShaping()) -> dict[str, torch.Tensor]:
     """Unlearning round ``round_`` of the phase: requesters run ``plan``'s method (and train) while the other
     nodes train on retain data (server/aggregate.py), and the server shapes the result (``shaping``).
-    Each requester's steps and seconds go into ``record.client_work``."""
+    Each requester's steps and seconds go into ``record.client_work``, the nodes' wall time into ``seconds``."""
     seed_round = _phase_seed(record, round_)
     method = {P.METHOD: plan.method, P.METHOD_PARAMS: json.dumps(plan.method_params())}
     messages: dict[int, tuple[str, RecordDict]] = {}
@@ -175,7 +202,8 @@ def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, reque
     for node in trainers:
         messages[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: state_arrays(state),
                                                    P.CONFIG: fed.instructions(seed_round)}))
-    replies = fed.messenger.ask(messages, f"unlearn-{round_}")
+    with seconds.timing("nodes"):
+        replies = fed.messenger.ask(messages, f"unlearn-{round_}")
     fed.note(f"unlearning round {round_}", replies.failures)
     for node in replies.failures:
         requesters.pop(node, None)  # its requests stay pending for a later phase
@@ -288,14 +316,20 @@ def _phase(
     with fed.messenger.metered() as traffic:
         repair = False
         for round_ in range(1, plan.max_rounds + 1):
+            seconds = RoundSeconds()
+            record.round_seconds.append(seconds)
             if repair:  # the last candidate hid the forget set but lost utility: train it back, then judge again
-                state = fed.train_round(state, _phase_seed(record, round_), with_data)
+                with seconds.timing("nodes"):
+                    state = fed.train_round(state, _phase_seed(record, round_), with_data)
             else:
-                state = _unlearning_round(fed, plan, state, requesters, trainers, round_, record, shaping)
+                began = time.perf_counter()
+                state = _unlearning_round(fed, plan, state, requesters, trainers, round_, record, seconds, shaping)
+                seconds.shaping = time.perf_counter() - began - seconds.nodes
             record.round_kinds.append("repair" if repair else "unlearn")
             if not requesters:
                 break
             judged = _judge(fed, evaluator, state, requesters, classes, original_ta, f"unlearn-{round_}")
+            seconds.audit, seconds.ta = judged.seconds.audit, judged.seconds.ta
             if judged.gate is not None:
                 record.gate_history.append(judged.gate)
                 record.gate_nodes = judged.audits.nodes
@@ -395,7 +429,7 @@ def _baselines(fed: Federation, evaluator: CentralEvaluator, spec: ModelSpec, re
 
         def ascend(ascent: UnlearningPlan, state: State) -> dict[str, torch.Tensor]:
             return _unlearning_round(fed, ascent, state, {n: list(ids) for n, ids in requesters.items()}, trainers,
-                                     1, scratch)
+                                     1, scratch, RoundSeconds())
 
         runs.append(("pga", lambda: pga(fed, original, nodes, plan, run.unlearning, ascend)))
     for name, build in runs:

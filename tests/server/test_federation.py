@@ -69,6 +69,13 @@ def test_report_has_every_section_with_controls_and_strong_attacks(
         assert set(report["controls"][name]) >= {"passed", "reasons", "attacks"}
         assert {"loss", "lira", "rmia"} <= set(report["controls"][name]["attacks"])
     assert report["controls"]["evidence"] and report["references"]["models"] == 4
+    unlearning = report["unlearning"]
+    assert len(unlearning["round_seconds"]) == len(unlearning["round_kinds"]) == unlearning["rounds"]
+    for kind, parts in zip(unlearning["round_kinds"], unlearning["round_seconds"], strict=True):
+        # every part of a judged round took time (a repair round's FedAvg counts with the nodes' training)
+        assert set(parts) == {"nodes", "shaping", "audit", "ta"}, parts
+        assert min(parts["nodes"], parts["audit"], parts["ta"]) > 0 and (parts["shaping"] > 0) == (kind == "unlearn")
+    assert sum(sum(parts.values()) for parts in unlearning["round_seconds"]) <= unlearning["seconds"]
     assert report["baselines"]["federated_retrain"]["rounds"] == 2  # as many rounds as the original had
     for path in (report["artifacts"]["model"], *report["artifacts"]["plots"].values()):
         assert (root / "run" / path).is_file()
