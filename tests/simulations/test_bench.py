@@ -642,6 +642,7 @@ def test_the_guard_sees_training(no_training: None) -> None:
 # --- white-box checks: every model of a seed probed on the same samples --------------------------------
 
 
+@pytest.mark.slow  # the only fast reader of the class bench (bench_dir, about 11 s): it runs with the others
 def test_every_model_of_a_class_request_gets_probes_gradients_and_relearning(saved: dict[str, Any]) -> None:
     for method, entry in saved["methods"].items():
         for seed in entry["per_seed"]:
