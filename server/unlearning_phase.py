@@ -92,7 +92,7 @@ class RoundSeconds:
     ta: float = 0.0
 
     @contextmanager
-    def timing(self, part: str) -> Iterator[None]:
+    def timing(self, part: Literal["nodes", "shaping", "audit", "ta"]) -> Iterator[None]:
         began = time.perf_counter()
         try:
             yield
