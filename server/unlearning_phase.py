@@ -130,22 +130,21 @@ class PhaseRecord:
 
 @dataclass(frozen=True)
 class _Judged:
-    """A model's audit round and the gate's verdict on it, and what each half took."""
+    """A model's audit round and the gate's verdict on it."""
 
     audits: AuditRound
     gate: GateResult | None
     ta: float
-    seconds: RoundSeconds
 
 
 def _judge(fed: Federation, evaluator: CentralEvaluator, state: State, requesters: Mapping[int, list[str]],
-           classes: tuple[int, ...], original_ta: float, label: str) -> _Judged:
-    seconds = RoundSeconds()
+           classes: tuple[int, ...], original_ta: float, label: str, seconds: RoundSeconds) -> _Judged:
+    """The gate's verdict on ``state``; the audits' and the test accuracy's wall time go into ``seconds``."""
     with seconds.timing("audit"):
         audits = fed.audit(state, requesters, label)
     with seconds.timing("ta"):
         ta = evaluator.ta(state, classes)
-    return _Judged(audits, fed.judge(audits, original_ta - ta), ta, seconds)
+    return _Judged(audits, fed.judge(audits, original_ta - ta), ta)
 
 
 def _figures(judged: _Judged, *, rounds: int, seconds: float, bytes_: int, storage_bytes: int = 0) -> ModelFigures:
@@ -328,8 +327,7 @@ def _phase(
             record.round_kinds.append("repair" if repair else "unlearn")
             if not requesters:
                 break
-            judged = _judge(fed, evaluator, state, requesters, classes, original_ta, f"unlearn-{round_}")
-            seconds.audit, seconds.ta = judged.seconds.audit, judged.seconds.ta
+            judged = _judge(fed, evaluator, state, requesters, classes, original_ta, f"unlearn-{round_}", seconds)
             if judged.gate is not None:
                 record.gate_history.append(judged.gate)
                 record.gate_nodes = judged.audits.nodes
@@ -388,7 +386,7 @@ def _control(fed: Federation, evaluator: CentralEvaluator, record: PhaseRecord, 
              requesters: Mapping[int, list[str]], original_ta: float, *, rounds: int = 0, seconds: float = 0.0,
              bytes_: int = 0, storage_bytes: int = 0) -> None:
     """Audit a baseline on the same forget sets and judge it with the same gate."""
-    judged = _judge(fed, evaluator, state, requesters, record.forgotten_classes, original_ta, name)
+    judged = _judge(fed, evaluator, state, requesters, record.forgotten_classes, original_ta, name, RoundSeconds())
     record.baselines[name] = _figures(judged, rounds=rounds, seconds=seconds, bytes_=bytes_,
                                       storage_bytes=storage_bytes)
     if judged.gate is not None:

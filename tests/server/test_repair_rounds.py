@@ -61,8 +61,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, verdicts: list[GateResult]) -> tuple[l
 
     monkeypatch.setattr(phase, "_unlearning_round", unlearn)
     monkeypatch.setattr(fed, "train_round", train)
-    monkeypatch.setattr(phase, "_judge", lambda *a, **k: phase._Judged(AuditRound({}, {}), next(judged), 85.0,
-                                                                          phase.RoundSeconds()))
+    monkeypatch.setattr(phase, "_judge", lambda *a, **k: phase._Judged(AuditRound({}, {}), next(judged), 85.0))
     monkeypatch.setattr(phase, "_control", lambda *a, **k: None)
     monkeypatch.setattr(phase, "_baselines", lambda *a, **k: None)
     monkeypatch.setattr(phase, "_commit", lambda *a, **k: None)
