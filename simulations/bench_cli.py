@@ -73,14 +73,20 @@ def _per_example_table(payload: dict) -> Table:
 
 @contextmanager
 def _progress(steps: int) -> Iterator[Callable[[str], None]]:
-    """A transient progress bar on stderr; yields the callback that names and counts each step."""
+    """A transient progress bar on stderr; yields the callback that names and counts each step. Where
+    stderr is no terminal (logs, CI, a remote GPU job) a bar draws nothing, so each step is a line instead."""
+    console = Console(stderr=True)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("starting", total=steps)
 
         def advance(description: str) -> None:
             progress.update(task, description=description)
             progress.advance(task)
+            if not console.is_terminal:
+                elapsed = progress.tasks[0].elapsed or 0.0
+                progress.console.print(f"[{elapsed:7.1f} s] {progress.tasks[0].completed}/{steps} {description}",
+                                       markup=False, highlight=False)
 
         yield advance
 

@@ -63,6 +63,11 @@ def test_bench_json_run(tmp_path: Path) -> None:
     assert json.loads((out / "bench.json").read_text()) == printed
     for name in ("bench.md", "roc.png", "metrics.png", "config.json"):
         assert (out / name).is_file(), name
+    # the runner's stderr is no terminal, as a log or a remote GPU job's is not: each step is a line there
+    steps = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    counted = [line.split("] ", 1)[1].split(" ", 1) for line in steps]
+    assert [count for count, _ in counted] == [f"{k}/{len(steps)}" for k in range(1, len(steps) + 1)]
+    assert counted[0][1] == "seed 0: training original"
 
 
 def test_bench_table_run_with_a_method_param(tmp_path: Path) -> None:
