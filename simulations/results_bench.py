@@ -8,7 +8,7 @@ from typing import Any
 
 from fedunlearn.simulations.bench_whitebox import powerless
 from fedunlearn.simulations.markdown import table
-from fedunlearn.simulations.results_format import commit_cell, link, num
+from fedunlearn.simulations.results_format import bench_label, commit_cell, link, num
 from fedunlearn.simulations.results_summary import load_json
 
 __all__ = ["bench_sections"]
@@ -21,7 +21,7 @@ def _bench_row(root: Path, path: Path, bench: Mapping[str, Any]) -> list[object]
               if m not in ("remi", "original", bench["gold_standard"]) and "variant_of" not in e}  # methods only
     best = min(others, key=others.__getitem__)
     sizes = bench["sizes"]
-    return [link(root, path.with_suffix(".md"), f"{bench['dataset']} / {bench['model']} / `{bench['forget']}`"),
+    return [link(root, path.with_suffix(".md"), bench_label(bench)),
             f"{sizes['forget']} of {sizes['train']}", len(bench["seeds"]), num(remi["avg_gap"], 2),
             f"{best} {num(others[best], 2)}", num(original["avg_gap"], 2),
             num(abs(remi["mia_auc"] - retrain["mia_auc"])), num(remi["seconds"] / retrain["seconds"]),

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["commit_cell", "link", "num", "span"]
+__all__ = ["bench_label", "commit_cell", "link", "num", "span"]
 
 
 def commit_cell(result: Mapping[str, Any]) -> str:
@@ -14,7 +14,14 @@ def commit_cell(result: Mapping[str, Any]) -> str:
     commit = result.get("commit")
     if not commit:
         return "not recorded"
-    return f"`{commit[:12]}`" + (" (uncommitted changes)" if result.get("dirty") else "")
+    dirty = result.get("dirty", result.get("worktree_dirty"))  # bench.json and tuning.json say worktree_dirty
+    return f"`{commit[:12]}`" + (" (uncommitted changes)" if dirty else "")
+
+
+def bench_label(bench: Mapping[str, Any]) -> str:
+    """"dataset / model / `forget`", and the device where it was not a CPU (older files ran on one)."""
+    device = "" if bench.get("device", "cpu") == "cpu" else f" on {bench['device']}"
+    return f"{bench['dataset']} / {bench['model']} / `{bench['forget']}`{device}"
 
 
 def num(value: float | None, digits: int = 3) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedunlearn.common.errors import DataError
+from fedunlearn.simulations.results_format import bench_label
 
 __all__ = ["BEGIN", "END", "headline", "load_json", "readme_with_summary", "summary"]
 
@@ -101,7 +102,7 @@ def _bench(root: Path, path: Path) -> str | None:
     best = max(strong, key=lambda a: _tpr(methods["original"], a))
     seeds = len(bench["seeds"])
     link = path.with_suffix(".md").relative_to(root.parent).as_posix()
-    text = (f"- {bench['dataset']} / {bench['model']} / `{bench['forget']}`, {bench['sizes']['train']:,} training "
+    text = (f"- {bench_label(bench)}, {bench['sizes']['train']:,} training "
             f"images, {seeds} seed{'s' if seeds > 1 else ''} ([bench]({link})): "
             f"at 1% FPR {best} flags {_tpr(methods['original'], best):.1f}% of the original's forget set (the "
             f"loss attack {_tpr(methods['original'], 'loss'):.1f}%), {_tpr(methods[gold], best):.1f}% of "

@@ -55,6 +55,7 @@ def test_paired_intervals_white_box_tunings_and_the_matrix_come_from_their_json(
     _write(tmp_path / "bench" / "matrix" / "matrix.json", _matrix())
     page = "\n".join(bench_sections(tmp_path))
     assert "| finetune | +0.432 [+0.123, +0.741] * | - |" in page
+    assert "| digits / cnn / `class:3` | 10 of 100 |" in page  # a CPU bench: no device named
     assert "| original | 0.812 | 0.611 | 0.733 | 4.25 | 0, - |" in page
     # the original's penultimate probe and gradient attack read no more than retrain's: they prove nothing here
     assert "on `probe_penultimate_auc`, `gradient_norm_auc`: those checks prove nothing here." in page
@@ -71,3 +72,10 @@ def test_a_one_seed_bench_has_no_interval_section(tmp_path: Path) -> None:
     _write(tmp_path / "bench" / "one-seed" / "bench.json", bench)
     page = "\n".join(bench_sections(tmp_path))
     assert "paired t interval" not in page and "White-box" not in page and "Equal tuning" not in page
+
+
+def test_a_bench_row_names_a_gpu_and_uncommitted_changes(tmp_path: Path) -> None:
+    _write(tmp_path / "bench" / "gpu" / "bench.json", {**_bench(), "device": "cuda", "worktree_dirty": True})
+    row = next(line for line in bench_sections(tmp_path) if "10 of 100" in line)
+    assert row.startswith("| digits / cnn / `class:3` on cuda | 10 of 100 |")
+    assert row.endswith("| `aaaaaaaaaaaa` (uncommitted changes) |")
