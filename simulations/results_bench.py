@@ -19,11 +19,11 @@ def _bench_row(root: Path, path: Path, bench: Mapping[str, Any]) -> list[object]
     remi, retrain, original = methods["remi"], methods[bench["gold_standard"]], methods["original"]
     others = {m: e["avg_gap"] for m, e in methods.items()
               if m not in ("remi", "original", bench["gold_standard"]) and "variant_of" not in e}  # methods only
-    best = min(others, key=others.__getitem__)
+    best = min(others, key=others.__getitem__) if others else None  # a bench of retrain and remi alone has none
     sizes = bench["sizes"]
     return [link(root, path.with_suffix(".md"), bench_label(bench)),
             f"{sizes['forget']} of {sizes['train']}", len(bench["seeds"]), num(remi["avg_gap"], 2),
-            f"{best} {num(others[best], 2)}", num(original["avg_gap"], 2),
+            "-" if best is None else f"{best} {num(others[best], 2)}", num(original["avg_gap"], 2),
             num(abs(remi["mia_auc"] - retrain["mia_auc"])), num(remi["seconds"] / retrain["seconds"]),
             f"{remi['ta'] - original['ta']:+.2f}", remi.get("stop_reason", "-"), commit_cell(bench)]
 

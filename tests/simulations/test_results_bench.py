@@ -79,3 +79,11 @@ def test_a_bench_row_names_a_gpu_and_uncommitted_changes(tmp_path: Path) -> None
     row = next(line for line in bench_sections(tmp_path) if "10 of 100" in line)
     assert row.startswith("| digits / cnn / `class:3` on cuda | 10 of 100 |")
     assert row.endswith("| `aaaaaaaaaaaa` (uncommitted changes) |")
+
+
+def test_a_bench_of_remi_and_retrain_alone_has_no_best_other(tmp_path: Path) -> None:
+    bench = _bench()
+    del bench["methods"]["finetune"], bench["comparisons"]
+    _write(tmp_path / "bench" / "two" / "bench.json", bench)
+    row = next(line for line in bench_sections(tmp_path) if "10 of 100" in line)
+    assert "| 1.00 | - | 9.00 |" in row  # remi's avg_gap, no other method, the original's
