@@ -74,6 +74,7 @@ def render_sweep(result: dict[str, Any]) -> str:
             f"{_cell(row['bytes_ratio'])} | {_cell(refs.get('training_seconds'), 0)} | "
             f"{(row.get('commit') or 'unrecorded')[:12]} |")
     lines += _anchor_lines(result["seeds"])
+    lines += _time_lines(result["seeds"])
     lines += ["", "What each seed's report says:", ""]
     lines += [f"- seed {row['seed']}: {row['evidence']}" for row in result["seeds"]]
     return "\n".join(lines) + "\n"
@@ -93,6 +94,24 @@ def _anchor_lines(seeds: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {seed} | {name} | {_cell(a['passed'])} | {_cell(a['forget_auc'])} | {_cell(a['ta'], 2)} | "
                      f"{_cell(a['ua'], 2)} | {_cell(a['rounds'])} | {_cell(a['time_ratio'])} | "
                      f"{_cell(a['bytes_ratio'])} | {_cell(storage, 1)} |")
+    return lines
+
+
+def _time_lines(seeds: list[dict[str, Any]]) -> list[str]:
+    """Each phase round's seconds by part, beside federated retrain's, where the runs recorded them."""
+    rows = [(row, i, part) for row in seeds for i, part in enumerate(row.get("round_seconds") or [], start=1)]
+    if not rows:
+        return []
+    lines = ["", "Where the unlearning phase's time went, round by round (seconds; nodes: the slowest of the "
+             "requesters' ReMI and every node's training half, run side by side; shaping: aggregation and the "
+             "server's fine-tuning; audit: the gate's attacks; ta: its test-accuracy check):", "",
+             "| seed | round | nodes | shaping | audit | ta | phase in all | federated retrain |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row, i, part in rows:
+        seconds = row["seconds"]
+        lines.append(f"| {row['seed']} | {i} | {_cell(part['nodes'], 2)} | {_cell(part['shaping'], 2)} | "
+                     f"{_cell(part['audit'], 2)} | {_cell(part['ta'], 2)} | {_cell(seconds['unlearning'], 2)} | "
+                     f"{_cell(seconds['federated_retrain'], 1)} |")
     return lines
 
 

@@ -62,6 +62,8 @@ def seed_summary(report: dict[str, Any]) -> dict[str, Any]:
         "ta": {"unlearned": unlearning.get("ta"), "federated_retrain": retrain.get("ta")},
         "rounds": unlearning.get("rounds"),
         "time_ratio": _ratio(unlearning.get("seconds"), retrain.get("seconds")),
+        "seconds": {"unlearning": unlearning.get("seconds"), "federated_retrain": retrain.get("seconds")},
+        "round_seconds": unlearning.get("round_seconds"),  # where each phase round's time went
         "bytes_ratio": _ratio(unlearning.get("bytes"), retrain.get("bytes")),
         "references": report.get("references"),
         "evidence": controls.get("evidence"),

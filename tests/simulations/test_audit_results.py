@@ -18,7 +18,8 @@ def _report(*, original_passed: bool, unlearned_passed: bool = True) -> dict[str
     return {
         "seed": 3, "commit": "0123abcd", "references": {"models": 8, "training_seconds": 12.5},
         "unlearning": {"gate": {"passed": unlearned_passed, "attack": "rmia"}, "forget_auc": 0.52, "ta": 84.0,
-                       "rounds": 1, "seconds": 10.0, "bytes": 1_000},
+                       "rounds": 1, "seconds": 10.0, "bytes": 1_000,
+                       "round_seconds": [{"nodes": 6.5, "shaping": 1.25, "audit": 0.5, "ta": 1.75}]},
         "controls": {"original": {"passed": original_passed}, "federated_retrain": {"passed": True},
                      "evidence": "words"},
         "baselines": {"federated_retrain": {"forget_auc": 0.5, "ta": 84.5, "seconds": 200.0, "bytes": 40_000},
@@ -35,6 +36,8 @@ def test_a_seed_summary_keeps_every_verdict_and_the_cost_ratios() -> None:
     assert row["time_ratio"] == pytest.approx(0.05) and row["bytes_ratio"] == pytest.approx(0.025)
     assert row["forget_auc"] == {"unlearned": 0.52, "original": 0.7, "federated_retrain": 0.5}
     assert row["commit"] == "0123abcd"  # the run's own commit: a sweep may reuse runs made before it
+    assert row["seconds"] == {"unlearning": 10.0, "federated_retrain": 200.0}
+    assert row["round_seconds"] == [{"nodes": 6.5, "shaping": 1.25, "audit": 0.5, "ta": 1.75}]
     assert row["anchors"] == {"federaser": {"passed": False, "forget_auc": 0.61, "ta": 83.25, "ua": 97.5, "rounds": 4,
                                             "time_ratio": 0.25, "bytes_ratio": 0.5, "storage_bytes": 3_500_000}}
     empty = seed_summary({"seed": 0, "unlearning": None, "controls": None, "baselines": {}})
@@ -57,6 +60,7 @@ def test_the_sweep_table_is_rendered_from_its_json(tmp_path: Path) -> None:
     assert "Seeds 1 and 2 were reused from an earlier run." in text
     assert text.count("| 0123abcd |") == 2  # each seed names the commit its run was made at
     assert "| 3 | federaser | FAIL | 0.610 | 83.25 | 97.50 | 4 | 0.250 | 0.500 | 3.5 |" in text
+    assert text.count("| 3 | 1 | 6.50 | 1.25 | 0.50 | 1.75 | 10.00 | 200.0 |") == 2  # where each round's time went
 
 
 def test_the_power_benchmark_runs_and_renders(tmp_path: Path) -> None:
