@@ -19,7 +19,7 @@ from fedunlearn.common.checkpoint import dataset_meta, save_checkpoint
 from fedunlearn.common.data.tensors import DatasetBundle
 from fedunlearn.common.models import ModelSpec
 from fedunlearn.common.nodes.storage import atomic_write_json
-from fedunlearn.common.provenance import git_commit, process_command
+from fedunlearn.common.provenance import process_command
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.world import SimulatedWorld
 from fedunlearn.server.evidence import evidence
@@ -139,7 +139,7 @@ def _requests(record: RunRecord) -> list[dict[str, Any]]:
 def build_report(scenario: Scenario, spec: ModelSpec, record: RunRecord, artifacts: dict[str, Any],
                  world: SimulatedWorld | None, bundle: DatasetBundle) -> dict[str, Any]:
     phase = record.phases[-1] if record.phases else None
-    commit, dirty = git_commit()
+    commit, dirty = record.provenance
     report: dict[str, Any] = {
         "status": "completed", "commit": commit, "dirty": dirty, "command": process_command(),
         "scenario": scenario.name, "dataset": scenario.data.dataset, "model": spec.name,

@@ -19,6 +19,7 @@ import torch
 
 from fedunlearn.common.audit.gate import GateResult
 from fedunlearn.common.models import ModelSpec, build_model
+from fedunlearn.common.provenance import git_commit
 from fedunlearn.server.edge_phase import EdgeContext, EdgeRecord, export_unaudited
 from fedunlearn.server.evaluation import CentralEvaluator
 from fedunlearn.server.federation import Federation, NodeStatus
@@ -52,6 +53,9 @@ class RunRecord:
     final_export: EdgeRecord | None = None  # set when no phase published an export: the final model's
     failures: list[str] = field(default_factory=list)
     references: dict[str, float | int] | None = None  # the audit's reference models: count and one-off cost
+    # (commit, uncommitted changes) of the code that ran, taken as the run starts: a report written at the end
+    # of a long run would otherwise name whatever HEAD had become by then
+    provenance: tuple[str, bool] = ("unknown", False)
 
 
 def _due(statuses: dict[int, NodeStatus], attempts: Counter[str], max_attempts: int) -> dict[int, NodeStatus]:
@@ -74,7 +78,7 @@ def run_federation(
 ) -> RunRecord:
     scenario = fed.scenario
     notify = on_event or (lambda _e: None)
-    record = RunRecord()
+    record = RunRecord(provenance=git_commit())
     if references is not None:
         record.references = _calibrate(fed, references)
     start = build_model(spec, seed=scenario.seed).state_dict()

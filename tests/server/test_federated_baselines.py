@@ -108,6 +108,15 @@ def test_the_report_carries_both_baselines_with_cost_storage_and_verdict() -> No
     assert "| federaser | 1 |" in markdown and "| pga | 3 |" in markdown and "FedEraser kept" in markdown
 
 
+def test_the_report_names_the_commit_the_run_started_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep's later runs must not take the commit HEAD moved to while an earlier one ran."""
+    monkeypatch.setattr("fedunlearn.server.run.git_commit", lambda: ("a" * 40, False))
+    record, _, _ = scripted_run(_scenario())
+    monkeypatch.setattr("fedunlearn.server.run.git_commit", lambda: ("b" * 40, True))  # HEAD moved since
+    report = build_report(_scenario(), SPEC, record, {}, None, None)  # type: ignore[arg-type]
+    assert (report["commit"], report["dirty"]) == ("a" * 40, False)
+
+
 def test_the_baselines_stay_out_of_the_report_when_off() -> None:
     record, _, _ = scripted_run(_scenario())
     report = build_report(_scenario(), SPEC, record, {}, None, None)  # type: ignore[arg-type]
