@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedunlearn.common.audit.calibrated import Calibration
+from fedunlearn.common.readonly import store_read_only
 
 __all__ = ["SampleStatistics", "expected_confidence", "out_mean"]
 
@@ -41,8 +42,7 @@ class SampleStatistics:
             raise ValueError(f"ids must be ({len(self.calibration)},), one per column, got shape {ids.shape}")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("sample ids repeat: each sample must have one column")
-        ids.flags.writeable = False
-        object.__setattr__(self, "ids", ids)
+        store_read_only(self, ids=ids)
 
     def trained_on(self, reference: int) -> frozenset[int]:
         """The ids reference ``reference`` trained on (its half of the retain set)."""

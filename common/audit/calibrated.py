@@ -28,6 +28,7 @@ from scipy.special import log_expit, logsumexp
 
 from fedunlearn.common.audit.normal import log_cdf, log_pdf
 from fedunlearn.common.errors import ConfigError
+from fedunlearn.common.readonly import store_read_only
 from fedunlearn.common.registry import Registry
 
 __all__ = ["CALIBRATED_ATTACKS", "CalibratedAttackFn", "Calibration", "lira_scores", "rmia_scores"]
@@ -59,10 +60,7 @@ class Calibration:
             raise ValueError(f"inside mask must match the statistics' shape {statistic.shape}, got {inside.shape}")
         if not np.isfinite(statistic).all():
             raise ValueError("reference statistics contain NaN or Inf")
-        statistic.flags.writeable = False
-        inside.flags.writeable = False
-        object.__setattr__(self, "statistic", statistic)
-        object.__setattr__(self, "inside", inside)
+        store_read_only(self, statistic=statistic, inside=inside)
 
     @classmethod
     def offline(cls, statistic: np.ndarray) -> Calibration:

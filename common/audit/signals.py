@@ -21,6 +21,7 @@ from torch import nn
 
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError, NonFiniteError
+from fedunlearn.common.readonly import store_read_only
 from fedunlearn.common.training import predict_logits
 
 __all__ = ["Logits", "Signals", "compute_signals", "logits_signals", "reference_statistic", "signals_from_logits",
@@ -68,10 +69,7 @@ class Signals:
             )
         if not np.isfinite(logits).all():
             raise NonFiniteError("logits contain NaN or Inf; the model diverged and cannot be audited")
-        logits.flags.writeable = False
-        labels.flags.writeable = False
-        object.__setattr__(self, "logits", logits)
-        object.__setattr__(self, "labels", labels)
+        store_read_only(self, logits=logits, labels=labels)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -110,3 +110,13 @@ def test_bad_inputs_say_what_is_wrong() -> None:
         lira_scores(np.zeros(2), Calibration.offline(np.zeros((4, 3))))
     with pytest.raises(UnknownNameError, match="lira"):
         CALIBRATED_ATTACKS.get("likelihood")
+
+
+def test_a_calibration_holds_private_read_only_copies() -> None:
+    statistic, inside = np.zeros((2, 3)), np.zeros((2, 3), dtype=bool)
+    calibration = Calibration(statistic, inside)
+    statistic[0, 0], inside[0, 0] = 9.0, True
+    assert calibration.statistic[0, 0] == 0.0 and not calibration.inside[0, 0]
+    for array in (calibration.statistic, calibration.inside):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0, 0] = 1
