@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,17 @@ def _bench_row(root: Path, path: Path, bench: Mapping[str, Any]) -> list[object]
             f"{sizes['forget']} of {sizes['train']}", len(bench["seeds"]), num(remi["avg_gap"], 2),
             "-" if best is None else f"{best} {num(others[best], 2)}", num(original["avg_gap"], 2),
             num(abs(remi["mia_auc"] - retrain["mia_auc"])), num(remi["seconds"] / retrain["seconds"]),
-            f"{remi['ta'] - original['ta']:+.2f}", remi.get("stop_reason", "-"), commit_cell(bench)]
+            f"{remi['ta'] - original['ta']:+.2f}", _stop_reasons(remi), commit_cell(bench)]
+
+
+def _stop_reasons(method: Mapping[str, Any]) -> str:
+    """Why the method stopped: each seed's reason, with how many seeds gave it (older files kept one reason)."""
+    if "stop_reason" in method:
+        return str(method["stop_reason"])
+    reasons = Counter(str(seed["stop_reason"]) for seed in method.get("per_seed", []) if seed.get("stop_reason"))
+    if len(reasons) == 1 and sum(reasons.values()) == 1:
+        return next(iter(reasons))
+    return ", ".join(f"{reason} ({count})" for reason, count in reasons.items()) or "-"
 
 
 def bench_sections(root: Path) -> list[str]:

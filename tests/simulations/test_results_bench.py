@@ -87,3 +87,16 @@ def test_a_bench_of_remi_and_retrain_alone_has_no_best_other(tmp_path: Path) -> 
     _write(tmp_path / "bench" / "two" / "bench.json", bench)
     row = next(line for line in bench_sections(tmp_path) if "10 of 100" in line)
     assert "| 1.00 | - | 9.00 |" in row  # remi's avg_gap, no other method, the original's
+
+
+def test_a_bench_row_says_why_remi_stopped_in_each_seed(tmp_path: Path) -> None:
+    bench = _bench()
+    bench["methods"]["remi"]["per_seed"] = [{"stop_reason": "indistinguishable"}, {"stop_reason": "budget"},
+                                            {"stop_reason": "indistinguishable"}]
+    _write(tmp_path / "bench" / "three" / "bench.json", bench)
+    row = next(line for line in bench_sections(tmp_path) if "10 of 100" in line)
+    assert "| indistinguishable (2), budget (1) |" in row
+    bench["methods"]["remi"]["per_seed"] = [{"stop_reason": "budget; best at step 280"}]
+    _write(tmp_path / "bench" / "three" / "bench.json", bench)
+    row = next(line for line in bench_sections(tmp_path) if "10 of 100" in line)
+    assert "| budget; best at step 280 |" in row  # one seed: its reason alone
