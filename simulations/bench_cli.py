@@ -84,8 +84,8 @@ def _progress(steps: int) -> Iterator[Callable[[str], None]]:
             progress.update(task, description=description)
             progress.advance(task)
             if not console.is_terminal:
-                elapsed = progress.tasks[0].elapsed or 0.0
-                progress.console.print(f"[{elapsed:7.1f} s] {progress.tasks[0].completed}/{steps} {description}",
+                (state,) = progress.tasks  # the one task added above
+                progress.console.print(f"[{state.elapsed or 0.0:7.1f} s] {state.completed}/{steps} {description}",
                                        markup=False, highlight=False)
 
         yield advance

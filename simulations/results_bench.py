@@ -34,7 +34,7 @@ def _stop_reasons(method: Mapping[str, Any]) -> str:
     if "stop_reason" in method:
         return str(method["stop_reason"])
     reasons = Counter(str(seed["stop_reason"]) for seed in method.get("per_seed", []) if seed.get("stop_reason"))
-    if len(reasons) == 1 and sum(reasons.values()) == 1:
+    if sum(reasons.values()) == 1:  # one seed: its reason alone
         return next(iter(reasons))
     return ", ".join(f"{reason} ({count})" for reason, count in reasons.items()) or "-"
 

