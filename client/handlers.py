@@ -93,8 +93,9 @@ def _granularity(requests: list[ForgetRequest]) -> tuple[Granularity, tuple[int,
 
 
 def unlearn(session: NodeSession, message: Message) -> RecordDict:
-    """The method on the pending forget set, and (with retain data) an ordinary training of the
-    same model: the server applies the unlearning step on top of everyone's FedAvg training."""
+    """The method on the pending forget set, and (with retain data, unless the server says the round has
+    no training) an ordinary training of the same model: the server applies the unlearning step on top of
+    everyone's FedAvg training."""
     node = session.node
     requests = _pending(node, session.request_ids)
     granularity, classes = _granularity(requests)
@@ -121,7 +122,7 @@ def unlearn(session: NodeSession, message: Message) -> RecordDict:
             P.STEPS: int(result.steps), P.SECONDS: float(result.seconds),
         }),
     })
-    if len(task.retain) > 0:  # the node's part of the round's FedAvg training, like every other node's
+    if len(task.retain) > 0 and session.config.get(P.TRAIN_BESIDE, True):  # its part of the round's FedAvg
         reply[P.TRAIN_ARRAYS] = state_arrays(_trained(session, message, task.retain).state_dict())
     return reply
 

@@ -53,6 +53,7 @@ METHOD_PARAMS = "method-params"  # JSON object of hyper-parameter overrides
 ARTIFACT = "artifact"  # bytes: an exported ONNX model to audit instead of the arrays (evaluate.audit)
 ARTIFACT_SHA256 = "artifact-sha256"  # its sha256, checked by the node before ONNX Runtime loads it
 REQUEST_IDS = "request-ids"
+TRAIN_BESIDE = "train-beside"  # bool: a requester also trains on its retain data (train.unlearn; absent: true)
 MODEL_HASH_BEFORE = "model-hash-before"
 MODEL_HASH_AFTER = "model-hash-after"
 DEFERRAL = "deferral"  # why the named requests stay pending (query.defer)

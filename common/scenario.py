@@ -82,7 +82,10 @@ class UnlearningPlan:
     ``max_step_drop`` points of accuracy against the original on validation images no client holds
     (``(1.0,)``: always all of it, no search). public_finetune_images: after each unlearning round the
     server fine-tunes the model on this many other images no client holds, ``public_finetune_epochs``
-    epochs of Adam at ``public_finetune_lr`` (None: off; ``server/public_finetune.py`` says why)."""
+    epochs of Adam at ``public_finetune_lr`` (None: off; ``server/public_finetune.py`` says why).
+    train_beside: every node trains on its retain data in an unlearning round, beside the requesters' method
+    (the default); false: the round is the requesters' method alone, each step bounded by the run's last own
+    training round, and only the server's fine-tuning and repair rounds train (``server/aggregate.py``)."""
 
     method: str = "remi"
     max_rounds: int = 3
@@ -94,6 +97,7 @@ class UnlearningPlan:
     public_finetune_images: int | None = None
     public_finetune_epochs: int = 2
     public_finetune_lr: float = 5e-4
+    train_beside: bool = True
 
     def __post_init__(self) -> None:
         scales = tuple(float(s) for s in self.step_scales)

@@ -51,7 +51,9 @@ def pga(fed: Federation, original: State, nodes: Sequence[int], plan: BaselinePl
     own unlearning rounds (``unlearning_round``: each step bounded and added to the round's FedAvg training,
     server/aggregate.py); then ``pga_finetune_rounds`` FedAvg rounds on retain data with every node, as the
     paper goes on training without the target client."""
-    # the phase's unlearning round, asked for another method with its own parameters (same bound, same budget)
-    ascended = unlearning_round(replace(unlearning, method=PROJECTED_ASCENT, params=plan.pga_params()), original)
+    # the phase's unlearning round, asked for another method with its own parameters (same bound, same budget),
+    # with every node training beside the ascent as in the paper, whatever the phase's own rounds do
+    ascent = replace(unlearning, method=PROJECTED_ASCENT, params=plan.pga_params(), train_beside=True)
+    ascended = unlearning_round(ascent, original)
     tuned = fedavg_rounds(fed, ascended, plan.pga_finetune_rounds, nodes)
     return Anchor(tuned.state, 1 + tuned.rounds)

@@ -33,7 +33,7 @@ from fedunlearn.common.errors import ConfigError, FedUnlearnError
 from fedunlearn.common.records import state_arrays
 from fedunlearn.common.scenario import Scenario
 from fedunlearn.common.training import TrainConfig
-from fedunlearn.server.aggregate import State, clip_to_median, fedavg, rejection_reason
+from fedunlearn.server.aggregate import State, clip_to_median, fedavg, rejection_reason, update_norm
 from fedunlearn.server.messaging import Messenger
 from fedunlearn.server.references import ReferenceModels, calibration_content
 from fedunlearn.server.update_history import UpdateHistory
@@ -143,6 +143,9 @@ class Federation:
     statuses: dict[int, NodeStatus] = field(default_factory=dict)  # the last status of each node
     references: ReferenceModels | None = None  # set once the nodes hold their statistics (``calibrate``)
     history: UpdateHistory = field(default_factory=UpdateHistory)  # training updates kept for FedEraser
+    # the clipped update norms of the run's last own training round: they bound the unlearning steps of a
+    # round in which nobody trains ([unlearning].train_beside = false)
+    last_training_norms: tuple[float, ...] = ()
     loan: tuple[Exemplars, ArrayRecord] | None = None  # lent to class audits while a phase runs (``lending``)
 
     def instructions(self, round_: int, **extra: Any) -> ConfigRecord:
@@ -260,7 +263,8 @@ class Federation:
     def train_round(self, state: State, round_: int, nodes: Sequence[int] | None = None, *,
                     keep: bool = False) -> dict[str, torch.Tensor]:
         """One FedAvg round on retain data; the state stays as it was if no valid update arrives. ``keep``:
-        a round of the run's own training, whose updates ``history`` stores when FedEraser is on."""
+        a round of the run's own training, whose updates ``history`` stores when FedEraser is on and whose
+        norms ``last_training_norms`` keeps."""
         updates = self.train_updates(state, round_, nodes)
         if keep:
             self.history.keep(round_, self.scenario.baselines.federaser_interval, state,
@@ -268,7 +272,10 @@ class Federation:
         if not updates:
             self.failures.append(f"train round {round_}: no valid update; the model was kept")
             return {k: v.clone() for k, v in state.items()}
-        return fedavg(self.clipped(state, [(u.node_id, u.state, u.weight) for u in updates], f"train round {round_}"))
+        clipped = self.clipped(state, [(u.node_id, u.state, u.weight) for u in updates], f"train round {round_}")
+        if keep:
+            self.last_training_norms = tuple(update_norm(state, s) for s, _ in clipped)
+        return fedavg(clipped)
 
     def clipped(self, current: State, updates: Sequence[tuple[int, State, float]], what: str
                 ) -> list[tuple[dict[str, torch.Tensor], float]]:

@@ -189,16 +189,18 @@ def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, reque
                       trainers: list[int], round_: int, record: PhaseRecord, seconds: RoundSeconds,
                       shaping: RoundShaping = RoundShaping()) -> dict[str, torch.Tensor]:
     """Unlearning round ``round_`` of the phase: requesters run ``plan``'s method (and train) while the other
-    nodes train on retain data (server/aggregate.py), and the server shapes the result (``shaping``).
+    nodes train on retain data (server/aggregate.py), or the requesters' method alone where the plan has no
+    training beside it; then the server shapes the result (``shaping``).
     Each requester's steps and seconds go into ``record.client_work``, the nodes' wall time into ``seconds``."""
     seed_round = _phase_seed(record, round_)
-    method = {P.METHOD: plan.method, P.METHOD_PARAMS: json.dumps(plan.method_params())}
+    method = {P.METHOD: plan.method, P.METHOD_PARAMS: json.dumps(plan.method_params()),
+              P.TRAIN_BESIDE: plan.train_beside}
     messages: dict[int, tuple[str, RecordDict]] = {}
     for node, ids in requesters.items():
         extra = {} if fed.references is None else {P.CALIBRATION: fed.references.digest}
         config = fed.instructions(seed_round, **method, **{P.REQUEST_IDS: ids, **extra})
         messages[node] = (P.MSG_UNLEARN, RecordDict({P.ARRAYS: state_arrays(state), P.CONFIG: config}))
-    for node in trainers:
+    for node in trainers if plan.train_beside else ():
         messages[node] = (P.MSG_TRAIN, RecordDict({P.ARRAYS: state_arrays(state),
                                                    P.CONFIG: fed.instructions(seed_round)}))
     with seconds.timing("nodes"):
@@ -213,7 +215,8 @@ def _unlearning_round(fed: Federation, plan: UnlearningPlan, state: State, reque
     halves = [(u.node_id, u.state if u.node_id not in requesters else u.trained, u.weight) for u in updates]
     trained = fed.clipped(state, [(n, s, w) for n, s, w in halves if s is not None and w > 0],
                           f"unlearning round {round_}")
-    bound = _unlearning_bound(plan.update_clip, state, trained)
+    norms = [update_norm(state, s) for s, _ in trained] if plan.train_beside else fed.last_training_norms
+    bound = _unlearning_bound(plan.update_clip, norms)
     unlearned = []
     for update in ours:
         clipped, scale = clip_update(state, update.state, bound)
@@ -247,14 +250,14 @@ def _phase_seed(record: PhaseRecord, round_: int) -> int:
     return record.after_round * 1000 + round_
 
 
-def _unlearning_bound(clip: float, state: State, trained: Sequence[tuple[State, float]]) -> float:
-    """The largest norm an unlearning update may have: ``clip`` times the round's largest training update
-    (unbounded when the clip is 0, off). A round with no training update to measure by bounds it at 0:
-    a requester must not lift its own bound by leaving out its training half, so the step is not applied."""
-    norms = [update_norm(state, s) for s, _ in trained]
+def _unlearning_bound(clip: float, training_norms: Sequence[float]) -> float:
+    """The largest norm an unlearning update may have: ``clip`` times the largest training update (unbounded
+    when the clip is 0, off), the round's own or, in a round without training, the run's last own training
+    round's. With none to measure by it is 0: a requester must not lift its own bound by leaving out its
+    training half, so the step is not applied."""
     if clip == 0:
         return math.inf
-    return clip * max(norms) if norms else 0.0
+    return clip * max(training_norms) if training_norms else 0.0
 
 
 def run_unlearning_phase(

@@ -73,10 +73,12 @@ class ScriptedNode:
                            P.METRICS: MetricRecord({P.NUM_EXAMPLES: self.num_train, P.SECONDS: 0.0})})
 
     def unlearn(self, message: Message) -> RecordDict:
-        forget = sum(self.pending[r] for r in self.named(message.content.config_records[P.CONFIG]))
+        config = message.content.config_records[P.CONFIG]
+        forget = sum(self.pending[r] for r in self.named(config))
         reply = self.train(message)
         state = message.content.array_records[P.ARRAYS].to_torch_state_dict()
-        reply[P.TRAIN_ARRAYS] = reply[P.ARRAYS]
+        if config.get(P.TRAIN_BESIDE, True):
+            reply[P.TRAIN_ARRAYS] = reply[P.ARRAYS]
         reply[P.ARRAYS] = ArrayRecord(torch_state_dict=_towards_target(state, 0.1))  # a small unlearning step
         reply[P.METRICS] = MetricRecord({P.NUM_EXAMPLES: self.num_train, P.FORGET_SIZE: forget, P.STEPS: 5,
                                          P.SECONDS: 0.0})
