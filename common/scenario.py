@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fedunlearn.common.audit.gate import GateConfig
 from fedunlearn.common.data.datasets import DATASETS
@@ -82,7 +82,8 @@ class UnlearningPlan:
     ``max_step_drop`` points of accuracy against the original on validation images no client holds
     (``(1.0,)``: always all of it, no search). public_finetune_images: after each unlearning round the
     server fine-tunes the model on this many other images no client holds, ``public_finetune_epochs``
-    epochs of Adam at ``public_finetune_lr`` (None: off; ``server/public_finetune.py`` says why).
+    epochs of Adam at ``public_finetune_lr``, the whole model or (``public_finetune_scope = "top"``) only neck
+    and head (None: off; ``server/public_finetune.py`` says why).
     train_beside: every node trains on its retain data in an unlearning round, beside the requesters' method
     (the default); false: the round is the requesters' method alone, each step bounded by the run's last own
     training round, and only the server's fine-tuning and repair rounds train (``server/aggregate.py``)."""
@@ -97,6 +98,7 @@ class UnlearningPlan:
     public_finetune_images: int | None = None
     public_finetune_epochs: int = 2
     public_finetune_lr: float = 5e-4
+    public_finetune_scope: Literal["all", "top"] = "all"
     train_beside: bool = True
 
     def __post_init__(self) -> None:
@@ -106,6 +108,8 @@ class UnlearningPlan:
             raise ConfigError(f"step_scales must be shares in (0, 1], largest first, got {list(scales)}")
         if not 0 < self.max_step_drop < 100:
             raise ConfigError(f"max_step_drop must be in (0, 100) points, got {self.max_step_drop}")
+        if self.public_finetune_scope not in ("all", "top"):
+            raise ConfigError(f"public_finetune_scope must be 'all' or 'top', got {self.public_finetune_scope!r}")
         if self.public_finetune_images is not None and self.public_finetune_images < 1:
             raise ConfigError(f"public_finetune_images must be >= 1 (leave it out for no fine-tuning), "
                               f"got {self.public_finetune_images}")
@@ -285,6 +289,7 @@ def _fits(value: Any, annotation: str) -> bool:
               "float": isinstance(value, int | float) and not isinstance(value, bool),
               "str": isinstance(value, str), "bool": isinstance(value, bool),
               "Mapping": isinstance(value, dict), "Int8Mode": isinstance(value, str),  # the plan parses it
+              "Literal": isinstance(value, str),  # of strings; the plan checks which
               "tuple": isinstance(value, list) and all(
                   isinstance(item, int | float) and not isinstance(item, bool) if "tuple[float" in annotation
                   else isinstance(item, str) for item in value)}

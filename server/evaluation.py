@@ -20,6 +20,7 @@ from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import ModelSpec, model_with_weights
 from fedunlearn.common.scenario import Scenario
+from fedunlearn.common.stem_features import StemCache
 from fedunlearn.common.training import accuracy
 from fedunlearn.server.aggregate import State
 
@@ -31,12 +32,17 @@ VALIDATION_SIZE = 2000
 @dataclass(frozen=True)
 class CentralEvaluator:
     """Test accuracy of a state, remembered by its weights' hash: the unlearning phase asks
-    again about models it has already scored (the original, the gate's candidate)."""
+    again about models it has already scored (the original, the gate's candidate). The test images'
+    stem features are kept for the last stem seen (``StemCache``): a phase's candidates often share it."""
 
     spec: ModelSpec
     test: LabeledData
     device: torch.device
     _seen: dict[tuple[str, tuple[int, ...]], float] = field(default_factory=dict, repr=False)
+    _stems: StemCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_stems", StemCache(self.test, self.device))
 
     def ta(self, state: State, forgotten_classes: Sequence[int] = ()) -> float:
         key = (state_sha256(state), tuple(sorted(forgotten_classes)))
@@ -45,10 +51,11 @@ class CentralEvaluator:
         return self._seen[key]
 
     def _score(self, state: State, forgotten_classes: tuple[int, ...]) -> float:
-        data = self.test
+        model = model_with_weights(self.spec, state).to(self.device)
+        features = self._stems.features(model)
         if forgotten_classes:
-            data = data.where_classes(forgotten_classes, keep=False)
-        return accuracy(model_with_weights(self.spec, state).to(self.device), data, device=self.device)
+            features = features.where_classes(forgotten_classes, keep=False)
+        return accuracy(model.top(), features, device=self.device)
 
 
 def validation_evaluator(scenario: Scenario, spec: ModelSpec, bundle: DatasetBundle,

@@ -12,7 +12,8 @@ dataset it trains the reference models on. They never overlap the validation ima
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -20,6 +21,7 @@ from fedunlearn.common.data.tensors import DatasetBundle, LabeledData
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import ModelSpec, model_with_weights, weights_of
 from fedunlearn.common.scenario import Scenario
+from fedunlearn.common.stem_features import StemCache
 from fedunlearn.common.training import TrainConfig, train
 from fedunlearn.server.aggregate import State
 from fedunlearn.server.evaluation import VALIDATION_SIZE, public_images
@@ -29,17 +31,28 @@ __all__ = ["PublicFinetune", "public_finetune"]
 
 @dataclass(frozen=True)
 class PublicFinetune:
+    """scope "all" trains the whole model; "top" only neck and head, on the images' stem features, which
+    stay the same while the phase leaves the stem alone (``common/stem_features.py``)."""
+
     spec: ModelSpec
     images: LabeledData
     recipe: TrainConfig
     device: torch.device
     seed: int
+    scope: Literal["all", "top"] = "all"
+    _stems: StemCache = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_stems", StemCache(self.images, self.device))
 
     def __call__(self, state: State, round_seed: int) -> dict[str, torch.Tensor]:
         """``state`` fine-tuned on the public images (batch order from the run's seed and the round's)."""
         model = model_with_weights(self.spec, state)
         generator = torch.Generator().manual_seed(self.seed * 100_003 + round_seed)
-        train(model, self.images, self.recipe, device=self.device, generator=generator)
+        if self.scope == "top":
+            train(model.top(), self._stems.features(model), self.recipe, device=self.device, generator=generator)
+        else:
+            train(model, self.images, self.recipe, device=self.device, generator=generator)
         return weights_of(model)
 
 
@@ -58,4 +71,4 @@ def public_finetune(scenario: Scenario, spec: ModelSpec, bundle: DatasetBundle,
                           f"images no client holds are left{' beside the validation images' if start else ''}: "
                           "ask for fewer, or lower [data].train_size")
     return PublicFinetune(spec, public.subset(torch.arange(start, start + wanted)), plan.public_finetune_recipe(),
-                          device, scenario.seed)
+                          device, scenario.seed, plan.public_finetune_scope)

@@ -47,12 +47,8 @@ from torch.nn import functional as F
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import Classifier
-from fedunlearn.common.training import (
-    OptimizerName,
-    batched_forward,
-    check_finite,
-    make_optimizer,
-)
+from fedunlearn.common.stem_features import stem_features
+from fedunlearn.common.training import OptimizerName, check_finite, make_optimizer
 from fedunlearn.common.unlearning.base import Outcome, TracePoint, UnlearningTask, register_method
 from fedunlearn.common.unlearning.leakage import (
     LEAKAGE,
@@ -177,13 +173,6 @@ def _scale_lr(optimizer: torch.optim.Optimizer, factor: float, *, cap: float = m
         group["lr"] = min(group["lr"] * factor, cap)
 
 
-def _stem_features(model: Classifier, data: LabeledData, device: torch.device) -> LabeledData:
-    """Samples seen through the frozen stem. Features stay on the device (they are re-read
-    every step); labels stay on the CPU beside the audit's logits."""
-    features = batched_forward(model.stem, data.x, device=device, keep_on_device=True)
-    return LabeledData(features, data.y, data.ids)
-
-
 @dataclass(frozen=True)
 class _Workspace:
     """The network ReMI updates and the data it feeds it.
@@ -210,8 +199,9 @@ class _Workspace:
             return cls(model, retain, task.forget, task.reference, task.utility_set)
         model.stem.requires_grad_(False)
         sources = (retain, task.forget, task.reference, task.utility_set)
-        # one stem pass per distinct set: for sample forgetting the utility set is the reference
-        cache = {id(data): _stem_features(model, data, task.device) for data in sources}
+        # one stem pass per distinct set (for sample forgetting the utility set is the reference); features
+        # stay on the device (they are re-read every step), labels on the CPU beside the audit's logits
+        cache = {id(data): stem_features(model, data, task.device, keep_on_device=True) for data in sources}
         return cls(model.top(), *(cache[id(data)] for data in sources))
 
     def audit_sets(self, generator: torch.Generator, expected: Mapping[int, float] | None) -> AuditSets:

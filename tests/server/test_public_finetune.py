@@ -42,7 +42,9 @@ def digits() -> Any:
 def test_off_unless_asked_and_bad_settings_are_refused(digits: Any) -> None:
     assert public_finetune(_scenario(), SPEC, digits, CPU) is None
     for bad, key in (({"public_finetune_images": 0}, "public_finetune_images"),
-                     ({"public_finetune_epochs": 0}, "epochs"), ({"public_finetune_lr": 0.0}, "lr")):
+                     ({"public_finetune_epochs": 0}, "epochs"), ({"public_finetune_lr": 0.0}, "lr"),
+                     ({"public_finetune_scope": "stem"}, "public_finetune_scope"),
+                     ({"public_finetune_scope": 1}, "public_finetune_scope")):
         with pytest.raises(ConfigError, match=key):
             _scenario(**bad)
 
@@ -77,6 +79,20 @@ def test_the_fine_tune_fits_the_public_images_and_leaves_its_input_alone(digits:
     assert fit > accuracy(model_with_weights(SPEC, start), tuning.images, device=CPU) + 30
     again = tuning(start, round_seed=7)
     assert all(torch.equal(again[k], tuned[k]) for k in tuned)  # the batch order comes from the seeds
+
+
+def test_a_top_fine_tune_trains_neck_and_head_only_and_fits_as_well(digits: Any) -> None:
+    settings = {"public_finetune_images": 300, "public_finetune_epochs": 5, "public_finetune_lr": 3e-3}
+    whole = public_finetune(_scenario(**settings), SPEC, digits, CPU)
+    top = public_finetune(_scenario(**settings, public_finetune_scope="top"), SPEC, digits, CPU)
+    assert whole is not None and top is not None and top.scope == "top"
+    start = build_model(SPEC, seed=0).state_dict()
+    tuned = {scope: tuning(start, round_seed=7) for scope, tuning in (("all", whole), ("top", top))}
+    for scope, state in tuned.items():
+        stem_kept = all(torch.equal(state[k], start[k]) for k in start if k.startswith("stem."))
+        top_moved = all(not torch.equal(state[k], start[k]) for k in start if not k.startswith("stem."))
+        assert stem_kept is (scope == "top") and top_moved
+        assert accuracy(model_with_weights(SPEC, state), top.images, device=CPU) > 80
 
 
 @pytest.mark.slow
