@@ -106,6 +106,8 @@ def test_a_federation_runs_remi_with_its_federated_defaults_under_the_scenarios_
         ({"federation": {"round_timeout": 0}}, "[federation].round_timeout"),
         ({"gate": {"auc_margin": -0.1}}, "[gate].auc_margin"),
         ({"unlearning": {"update_clip": -1.0}}, "[unlearning].update_clip"),
+        ({"unlearning": {"train_beside": "no"}}, "[unlearning].train_beside"),
+        ({"unlearning": {"public_finetune_scope": "stem"}}, "public_finetune_scope must be 'all' or 'top'"),
         ({"federation": {"update_clip": 0.5}}, "[federation].update_clip must be 0 (no bound) or >= 1"),
         ({"scenario": {"name": 7}}, "[scenario].name"),
         ({"scenario": {"name": "x", "seed": "0"}}, "[scenario].seed"),
