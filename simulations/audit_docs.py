@@ -102,9 +102,10 @@ def _time_lines(seeds: list[dict[str, Any]]) -> list[str]:
     rows = [(row, i, part) for row in seeds for i, part in enumerate(row.get("round_seconds") or [], start=1)]
     if not rows:
         return []
-    lines = ["", "Where the unlearning phase's time went, round by round (seconds; nodes: the slowest of the "
-             "requesters' ReMI and every node's training half, run side by side; shaping: aggregation and the "
-             "server's fine-tuning; audit: the gate's attacks; ta: its test-accuracy check):", "",
+    lines = ["", "Where the unlearning phase's time went, round by round (seconds; nodes: from the round's model "
+             "out to the last reply, the requesters' ReMI and, where the scenario trains beside it, every node's "
+             "training half; shaping: aggregation and the server's fine-tuning; audit: the gate's attacks; ta: its "
+             "test-accuracy check):", "",
              "| seed | round | nodes | shaping | audit | ta | phase in all | federated retrain |",
              "|---|---|---|---|---|---|---|---|"]
     for row, i, part in rows:
