@@ -42,18 +42,30 @@ def _range(values: list[float | None]) -> tuple[float, float] | None:
     return (present[0], present[-1]) if present else None
 
 
+def _span(low_high: tuple[float, float]) -> str:
+    """"0.06-0.12", or one figure where both ends print alike."""
+    low, high = (f"{v:.2f}" for v in low_high)
+    return low if low == high else f"{low}-{high}"
+
+
 def _sweep(root: Path, path: Path) -> str:
     sweep = load_json(path)
     c, seeds = sweep["counts"], sweep["seeds"]
     time, bytes_ = _range([s["time_ratio"] for s in seeds]), _range([s["bytes_ratio"] for s in seeds])
     cost = ("" if time is None or bytes_ is None else
-            f"; the unlearning phase took {time[0]:.2f}-{time[1]:.2f} of federated retrain's time and "
-            f"{bytes_[0]:.2f}-{bytes_[1]:.2f} of its bytes")
-    met = (c["unlearned_passed"] >= _GOAL_PASSED * c["of"] and time is not None and bytes_ is not None
-           and max(time[1], bytes_[1]) <= _GOAL_COST)
+            f"; the unlearning phase took {_span(time)} of federated retrain's time and {_span(bytes_)} of its bytes")
+    cheap = sum(_cheap_pass(s) for s in seeds)
+    met = cheap >= _GOAL_PASSED * c["of"]
     link = path.with_suffix(".md").relative_to(root.parent).as_posix()
     return (f"- `{sweep['scenario']}`: {headline(sweep)}{cost} ([sweep]({link})). Goal (the unlearned model "
-            f"passes in 4 of 5 at a tenth of retrain's cost or less): {'met' if met else 'not met'}.")
+            f"passes in 4 of 5 at a tenth of retrain's cost or less): {'met' if met else 'not met'}, "
+            f"{cheap} of {c['of']} seeds passed at a tenth or less.")
+
+
+def _cheap_pass(seed: Mapping[str, Any]) -> bool:
+    """The unlearned model passed, at no more than the goal's share of retrain's time and of its bytes."""
+    ratios = (seed.get("time_ratio"), seed.get("bytes_ratio"))
+    return bool(seed.get("unlearned_passed")) and all(r is not None and r <= _GOAL_COST for r in ratios)
 
 
 def _verdict(gate: Mapping[str, Any]) -> str:
