@@ -22,6 +22,10 @@ the server's validation accuracy within a point of the original was tried and
 rejected: it kept utility but the forget sets stayed detectable for six rounds.
 Instead a candidate that hides the forget sets but fails on utility alone is
 trained back by a plain FedAvg round on retain data (``server/unlearning_phase.py``).
+A scenario may leave the training out of its unlearning rounds
+(``[unlearning].train_beside = false``): the steps are then added to the round's
+starting model, bounded by the run's last own training round, and the server's
+fine-tuning on public images holds the accuracy (``fashion-mnist-memorise``).
 """
 
 from __future__ import annotations
