@@ -123,11 +123,11 @@ def _bench(root: Path, path: Path) -> str | None:
         return text
     inexact = {m: e["ulira"]["accuracy"] for m, e in methods.items()
                if m not in ("remi", "original", gold) and "variant_of" not in e and e.get("ulira")}
-    closest = min(inexact, key=inexact.__getitem__)
+    closest = min(inexact, key=inexact.__getitem__, default=None)  # a bench of ReMI and its variants has none
+    other = "" if closest is None else f", the best other inexact method ({closest}) {inexact[closest]:.3f}"
     return (f"{text} U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI "
-            f"{methods['remi']['ulira']['accuracy']:.3f}, the best other inexact method ({closest}) "
-            f"{inexact[closest]:.3f}, the original {methods['original']['ulira']['accuracy']:.3f}, two retrainings "
-            f"{methods[gold]['ulira']['accuracy']:.3f}.")
+            f"{methods['remi']['ulira']['accuracy']:.3f}{other}, the original "
+            f"{methods['original']['ulira']['accuracy']:.3f}, two retrainings {methods[gold]['ulira']['accuracy']:.3f}.")
 
 
 def _gap_comparison(bench: Mapping[str, Any]) -> str:

@@ -35,6 +35,15 @@ def _method(gap: float, auc: float, seconds: float, ta: float) -> dict[str, Any]
     return {"avg_gap": gap, "mia_auc": auc, "seconds": seconds, "ta": ta}
 
 
+def _strong_methods(rows: tuple[tuple[str, float, float, float], ...]) -> dict[str, Any]:
+    """(name, avg_gap, lira TPR, U-LiRA accuracy) -> bench.json methods with reference-model attacks."""
+    return {name: {**_method(gap, 0.5, 1.0, 98.0),
+                   "attacks": {"lira": {"tpr_at_1pct_fpr": lira}, "rmia": {"tpr_at_1pct_fpr": 2 * lira},
+                               "loss": {"tpr_at_1pct_fpr": 0.9}, "entropy": {"tpr_at_1pct_fpr": 0.8}},
+                   "ulira": {"accuracy": ulira, "accuracy_std": 0.012, "shadows": 16}}
+            for name, gap, lira, ulira in rows}
+
+
 def _report() -> dict[str, Any]:
     artifacts = [{"model": "unlearned", "precision": "fp32", "bytes": 4096, "gate_passed": True},
                  {"model": "unlearned", "precision": "int8-static", "bytes": 2048, "gate_passed": True}]
@@ -86,12 +95,8 @@ def _fixtures(root: Path) -> None:
                     "remi": {**_method(0.37, 0.40, 0.5, 98.25), "stop_reason": "budget; best at step 380"},
                     "finetune": _method(0.61, 0.47, 0.3, 98.8), "fisher": _method(40.39, 0.55, 0.4, 82.0),
                     "remi-no-kl": {**_method(0.2, 0.5, 0.4, 98.0), "variant_of": "remi"}}})
-    strong = {name: {**_method(gap, 0.5, 1.0, 98.0),
-                     "attacks": {"lira": {"tpr_at_1pct_fpr": lira}, "rmia": {"tpr_at_1pct_fpr": 2 * lira},
-                                 "loss": {"tpr_at_1pct_fpr": 0.9}, "entropy": {"tpr_at_1pct_fpr": 0.8}},
-                     "ulira": {"accuracy": ulira, "accuracy_std": 0.012, "shadows": 16}}
-              for name, gap, lira, ulira in (("original", 2.0, 3.25, 0.612), ("retrain", 0.0, 1.0, 0.503),
-                                              ("remi", 1.0, 1.5, 0.541), ("finetune", 1.2, 1.75, 0.588))}
+    strong = _strong_methods((("original", 2.0, 3.25, 0.612), ("retrain", 0.0, 1.0, 0.503),
+                              ("remi", 1.0, 1.5, 0.541), ("finetune", 1.2, 1.75, 0.588)))
     _write(root, "bench/b2/bench.json", {
         "dataset": "digits", "model": "cnn", "forget": "random:0.1", "seeds": [0, 1], "gold_standard": "retrain",
         "sizes": {"forget": 108, "train": 1079}, "references": {"models": 8}, "methods": strong,
@@ -221,3 +226,16 @@ def test_a_sweep_that_meets_its_goal_says_so_and_a_readme_without_markers_is_ref
     assert "could audit its forget set, so its requests stay pending: `unaudited`." in summary
     with pytest.raises(DataError, match="results markers"):
         results_summary.readme_with_summary("# a README\n", tmp_path)
+
+
+def test_a_bench_of_remi_and_its_variants_alone_names_no_other_method(tmp_path: Path) -> None:
+    methods = _strong_methods((("original", 2.0, 3.25, 0.612), ("retrain", 0.0, 1.0, 0.503),
+                               ("remi", 1.0, 1.5, 0.541), ("remi-lr", 0.9, 1.4, 0.531)))
+    methods["remi-lr"]["variant_of"] = "remi"
+    _write(tmp_path, "bench/only-remi/bench.json", {
+        "dataset": "fashion-mnist", "model": "cnn", "forget": "random:0.1", "seeds": [0, 1],
+        "gold_standard": "retrain", "sizes": {"forget": 100, "train": 1000}, "methods": methods})
+    summary = "\n".join(results_summary.summary(tmp_path))
+    assert ("U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI 0.541, the original 0.612, "
+            "two retrainings 0.503.") in summary
+    assert "best other" not in summary
