@@ -143,8 +143,8 @@ class Federation:
     statuses: dict[int, NodeStatus] = field(default_factory=dict)  # the last status of each node
     references: ReferenceModels | None = None  # set once the nodes hold their statistics (``calibrate``)
     history: UpdateHistory = field(default_factory=UpdateHistory)  # training updates kept for FedEraser
-    # the clipped update norms of the run's last own training round: they bound the unlearning steps of a
-    # round in which nobody trains ([unlearning].train_beside = false)
+    # the clipped update norms of the run's last own training round, kept where they are needed: they bound the
+    # unlearning steps of a round in which nobody trains ([unlearning].train_beside = false)
     last_training_norms: tuple[float, ...] = ()
     loan: tuple[Exemplars, ArrayRecord] | None = None  # lent to class audits while a phase runs (``lending``)
 
@@ -264,7 +264,7 @@ class Federation:
                     keep: bool = False) -> dict[str, torch.Tensor]:
         """One FedAvg round on retain data; the state stays as it was if no valid update arrives. ``keep``:
         a round of the run's own training, whose updates ``history`` stores when FedEraser is on and whose
-        norms ``last_training_norms`` keeps."""
+        norms ``last_training_norms`` keeps when the unlearning rounds have no training of their own."""
         updates = self.train_updates(state, round_, nodes)
         if keep:
             self.history.keep(round_, self.scenario.baselines.federaser_interval, state,
@@ -273,7 +273,7 @@ class Federation:
             self.failures.append(f"train round {round_}: no valid update; the model was kept")
             return {k: v.clone() for k, v in state.items()}
         clipped = self.clipped(state, [(u.node_id, u.state, u.weight) for u in updates], f"train round {round_}")
-        if keep:
+        if keep and not self.scenario.unlearning.train_beside:  # only a round without training reads them
             self.last_training_norms = tuple(update_norm(state, s) for s, _ in clipped)
         return fedavg(clipped)
 

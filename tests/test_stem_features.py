@@ -3,8 +3,10 @@ does, and a model scored through them scores as it does on raw images."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from fedunlearn.common import stem_features
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.models import ModelSpec, build_model
 from fedunlearn.common.stem_features import StemCache
@@ -35,12 +37,19 @@ def test_features_are_reused_for_the_same_stem_and_recomputed_for_another() -> N
     assert torch.equal(changed.y, data.y) and torch.equal(changed.ids, data.ids)
 
 
-def test_the_evaluator_scores_through_cached_stems_as_on_raw_images() -> None:
+def test_the_evaluator_scores_through_cached_stems_as_on_raw_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    passes: list[int] = []
+    real = stem_features.stem_features
+    monkeypatch.setattr(stem_features, "stem_features", lambda *a, **k: passes.append(1) or real(*a, **k))
     data = _images()
     evaluator = CentralEvaluator(SPEC, data, CPU)
     for seed in (0, 1):  # two stems, one after the other
         model = build_model(SPEC, seed=seed)
-        state = model.state_dict()
-        assert evaluator.ta(state) == accuracy(model, data, device=CPU)
-        kept = data.where_classes((3, 4), keep=False)
-        assert evaluator.ta(state, (4, 3)) == accuracy(model, kept, device=CPU)
+        for _ in range(2):  # the second time only the head differs: the stem's features are reused
+            state = model.state_dict()
+            assert evaluator.ta(state) == accuracy(model, data, device=CPU)
+            kept = data.where_classes((3, 4), keep=False)
+            assert evaluator.ta(state, (4, 3)) == accuracy(model, kept, device=CPU)
+            with torch.no_grad():
+                model.head.bias.add_(0.5)
+    assert len(passes) == 2  # one stem pass per stem, for four models and eight scores
