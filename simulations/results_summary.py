@@ -21,6 +21,7 @@ __all__ = ["BEGIN", "END", "headline", "load_json", "readme_with_summary", "summ
 BEGIN = "<!-- results: made by `python -m fedunlearn.simulations.results_docs` from docs/**/*.json; do not edit -->"
 END = "<!-- /results -->"
 _GOAL_PASSED, _GOAL_COST = 0.8, 0.1  # the unlearned model passes in 4 of 5 seeds, at a tenth of retrain's cost
+_BENCHMARK_COST = 0.05  # the benchmark issue asks fashion-mnist-memorise's phase for a twentieth
 
 
 def load_json(path: Path) -> dict[str, Any]:
@@ -54,18 +55,18 @@ def _sweep(root: Path, path: Path) -> str:
     time, bytes_ = _range([s["time_ratio"] for s in seeds]), _range([s["bytes_ratio"] for s in seeds])
     cost = ("" if time is None or bytes_ is None else
             f"; the unlearning phase took {_span(time)} of federated retrain's time and {_span(bytes_)} of its bytes")
-    cheap = sum(_cheap_pass(s) for s in seeds)
+    cheap, cheaper = (sum(_cheap_pass(s, share) for s in seeds) for share in (_GOAL_COST, _BENCHMARK_COST))
     met = cheap >= _GOAL_PASSED * c["of"]
     link = path.with_suffix(".md").relative_to(root.parent).as_posix()
     return (f"- `{sweep['scenario']}`: {headline(sweep)}{cost} ([sweep]({link})). Goal (the unlearned model "
             f"passes in 4 of 5 at a tenth of retrain's cost or less): {'met' if met else 'not met'}, "
-            f"{cheap} of {c['of']} seeds passed at a tenth or less.")
+            f"{cheap} of {c['of']} seeds passed at a tenth or less, {cheaper} at a twentieth or less.")
 
 
-def _cheap_pass(seed: Mapping[str, Any]) -> bool:
-    """The unlearned model passed, at no more than the goal's share of retrain's time and of its bytes."""
+def _cheap_pass(seed: Mapping[str, Any], share: float) -> bool:
+    """The unlearned model passed, at no more than ``share`` of retrain's time and of its bytes."""
     ratios = (seed.get("time_ratio"), seed.get("bytes_ratio"))
-    return bool(seed.get("unlearned_passed")) and all(r is not None and r <= _GOAL_COST for r in ratios)
+    return bool(seed.get("unlearned_passed")) and all(r is not None and r <= share for r in ratios)
 
 
 def _verdict(gate: Mapping[str, Any]) -> str:

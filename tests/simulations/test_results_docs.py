@@ -191,7 +191,7 @@ def test_the_readme_block_is_rewritten_from_the_json_and_the_rest_is_kept(tmp_pa
     assert ("`memo`: over 3 seeds the gate failed the do-nothing original 3/3, passed federated retrain 2/3 and "
             "passed the unlearned model 1/3; the unlearning phase took 0.12-0.79 of federated retrain's time and "
             "0.04-0.09 of its bytes") in text
-    assert "cost or less): not met, 0 of 3 seeds passed at a tenth or less." in text
+    assert "cost or less): not met, 0 of 3 seeds passed at a tenth or less, 0 at a twentieth or less." in text
     # its original fails the gate and retrain passes: not among the runs that claim nothing
     assert ("Single runs where the gate failed the do-nothing original and passed federated retrain: `tiny-run` "
             "(the unlearned model passed).") in text
@@ -208,8 +208,9 @@ def test_the_readme_block_is_rewritten_from_the_json_and_the_rest_is_kept(tmp_pa
 
 def test_a_sweep_that_meets_its_goal_says_so_and_a_readme_without_markers_is_refused(tmp_path: Path) -> None:
     """The goal counts the seeds whose unlearned model passed at a tenth of retrain's time and bytes or less: a
-    dear pass or a failed one does not count, and four such seeds of five meet it."""
-    cheap = [_seed(s, True, 0.05, 0.09) for s in range(3)]
+    dear pass or a failed one does not count, and four such seeds of five meet it. The benchmark's twentieth is
+    counted beside it the same way."""
+    cheap = [_seed(s, True, 0.05, 0.04) for s in range(3)]  # at a twentieth, the bound included
     for name, last_two in (("memo", [_seed(3, True, 0.07, 0.02), _seed(4, True, 0.124, 0.03)]),
                            ("dear", [_seed(3, True, 0.101, 0.02), _seed(4, True, 0.2, 0.03)]),
                            ("leaky", [_seed(3, False, 0.05, 0.02), _seed(4, True, 0.05, 0.11)])):
@@ -219,9 +220,9 @@ def test_a_sweep_that_meets_its_goal_says_so_and_a_readme_without_markers_is_ref
     _write(tmp_path, "federation/quiet/report.json", {**_report(), "controls": {"original": {"passed": True}}})
     _write(tmp_path, "federation/unaudited/report.json", {**_report(), "unlearning": {"gate": None}})
     summary = "\n".join(results_summary.summary(tmp_path))
-    assert "`memo`" in summary and "cost or less): met, 4 of 5 seeds passed at a tenth or less." in summary
-    assert "cost or less): not met, 3 of 5 seeds passed at a tenth or less." in summary  # dear and leaky
-    assert summary.count("not met, 3 of 5") == 2
+    assert "`memo`" in summary and "met, 4 of 5 seeds passed at a tenth or less, 3 at a twentieth or less." in summary
+    # dear and leaky
+    assert summary.count("not met, 3 of 5 seeds passed at a tenth or less, 3 at a twentieth or less.") == 2
     assert "original passes the same gate, so they claim nothing about forgetting: `quiet`." in summary
     assert "could audit its forget set, so its requests stay pending: `unaudited`." in summary
     with pytest.raises(DataError, match="results markers"):
