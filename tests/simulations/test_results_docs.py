@@ -230,6 +230,7 @@ def test_a_sweep_that_meets_its_goal_says_so_and_a_readme_without_markers_is_ref
 
 
 def test_a_bench_of_remi_and_its_variants_alone_names_no_other_method(tmp_path: Path) -> None:
+    """Its U-LiRA sentence names the variants' figures beside ReMI's, and no "best other inexact method"."""
     methods = _strong_methods((("original", 2.0, 3.25, 0.612), ("retrain", 0.0, 1.0, 0.503),
                                ("remi", 1.0, 1.5, 0.541), ("remi-lr", 0.9, 1.4, 0.531)))
     methods["remi-lr"]["variant_of"] = "remi"
@@ -237,6 +238,6 @@ def test_a_bench_of_remi_and_its_variants_alone_names_no_other_method(tmp_path: 
         "dataset": "fashion-mnist", "model": "cnn", "forget": "random:0.1", "seeds": [0, 1],
         "gold_standard": "retrain", "sizes": {"forget": 100, "train": 1000}, "methods": methods})
     summary = "\n".join(results_summary.summary(tmp_path))
-    assert ("U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI 0.541, the original 0.612, "
-            "two retrainings 0.503.") in summary
+    assert ("U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI 0.541 (its variants: remi-lr "
+            "0.531), the original 0.612, two retrainings 0.503.") in summary
     assert "best other" not in summary
