@@ -126,12 +126,12 @@ def _bench(root: Path, path: Path) -> str | None:
                if m not in ("remi", "original", gold) and "variant_of" not in e and e.get("ulira")}
     closest = min(inexact, key=inexact.__getitem__, default=None)  # a bench of ReMI and its variants has none
     other = "" if closest is None else f", the best other inexact method ({closest}) {inexact[closest]:.3f}"
-    variants = ", ".join(f"{m} {e['ulira']['accuracy']:.3f}" for m, e in methods.items()
-                         if "variant_of" in e and e.get("ulira"))
+    named = [f"{m} {e['ulira']['accuracy']:.3f}" for m, e in methods.items() if "variant_of" in e and e.get("ulira")]
+    variants = f" (its variants: {', '.join(named)})" if named else ""
     accuracy = {m: methods[m]["ulira"]["accuracy"] for m in ("remi", "original", gold)}
     return (f"{text} U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI "
-            f"{accuracy['remi']:.3f}{f' (its variants: {variants})' if variants else ''}{other}, the original "
-            f"{accuracy['original']:.3f}, two retrainings {accuracy[gold]:.3f}.")
+            f"{accuracy['remi']:.3f}{variants}{other}, the original {accuracy['original']:.3f}, two retrainings "
+            f"{accuracy[gold]:.3f}.")
 
 
 def _gap_comparison(bench: Mapping[str, Any]) -> str:
