@@ -26,7 +26,7 @@ from fedunlearn.common.training import predict_logits, top1_accuracy
 from fedunlearn.common.unlearning.base import TracePoint, UnlearningTask
 from fedunlearn.common.unlearning.leakage import membership_statistic
 
-__all__ = ["AUDIT_CAP", "AuditSets", "EpochStop", "StopTolerances", "StoppingRule", "capped", "expected_of",
+__all__ = ["AUDIT_CAP", "AuditSets", "EpochStop", "StopTolerances", "StoppingRule", "expected_of",
            "local_audit"]
 
 AUDIT_CAP = 1000
@@ -56,7 +56,7 @@ class StopTolerances:
                 raise ConfigError(f"{name} must be in (0, 100) points, got {getattr(self, name)}")
 
 
-def capped(data: LabeledData, generator: torch.Generator) -> LabeledData:
+def _capped(data: LabeledData, generator: torch.Generator) -> LabeledData:
     if len(data) <= AUDIT_CAP:
         return data
     return data.subset(torch.randperm(len(data), generator=generator)[:AUDIT_CAP])
@@ -71,6 +71,15 @@ class AuditSets:
     retain: LabeledData
     utility: LabeledData
     expected: Mapping[int, float] | None = None
+
+    @classmethod
+    def drawn(cls, forget: LabeledData, reference: LabeledData, retain: LabeledData, utility: LabeledData,
+              generator: torch.Generator, expected: Mapping[int, float] | None) -> AuditSets:
+        """Capped samples of each set. Where the utility set is the reference (sample forgetting) it gets
+        the reference's sample, so that an audit scores those samples once, not twice."""
+        forget, capped_reference, retain = (_capped(d, generator) for d in (forget, reference, retain))
+        return cls(forget, capped_reference, retain,
+                   capped_reference if utility is reference else _capped(utility, generator), expected=expected)
 
     def statistic(self, logits: torch.Tensor, data: LabeledData) -> torch.Tensor:
         """The membership statistic of ``data``, less what reference models expect of each sample."""
@@ -93,7 +102,8 @@ def local_audit(model: Classifier, sets: AuditSets, step: int) -> TracePoint:
     device = next(model.parameters()).device
     forget_logits = predict_logits(model, sets.forget.x, device=device)
     reference_logits = predict_logits(model, sets.reference.x, device=device)
-    utility_logits = predict_logits(model, sets.utility.x, device=device)
+    utility_logits = (reference_logits if sets.utility is sets.reference
+                      else predict_logits(model, sets.utility.x, device=device))
     forget_stat = sets.statistic(forget_logits, sets.forget).double().numpy()
     reference_stat = sets.statistic(reference_logits, sets.reference).double().numpy()
     return TracePoint(
@@ -180,10 +190,9 @@ class EpochStop:
 
     def __init__(self, model: Classifier, task: UnlearningTask, tolerances: StopTolerances) -> None:
         generator = torch.Generator().manual_seed(task.seed)
-        forget, reference, retain, utility = (capped(d, generator) for d in (task.forget, task.reference,
-                                                                              task.retain, task.utility_set))
         self.model = model
-        self.sets = AuditSets(forget, reference, retain, utility, expected=task.expected_confidence)
+        self.sets = AuditSets.drawn(task.forget, task.reference, task.retain, task.utility_set, generator,
+                                    task.expected_confidence)
         start = local_audit(model, self.sets, 0)
         self.rule = StoppingRule(tolerances, start, self.sets)
         self.best, self.best_state, self.epochs = start, copy.deepcopy(model.state_dict()), 0

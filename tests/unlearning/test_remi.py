@@ -101,6 +101,26 @@ def test_stopping_tolerances_follow_the_audit_noise() -> None:
     assert tight.auc_tolerance == pytest.approx(max(params.auc_tolerance, (small.auc_tolerance) / 4))
 
 
+def test_an_audit_scores_a_reference_that_is_also_the_utility_set_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = lambda n: LabeledData(torch.randn(n, 4), torch.randint(0, 3, (n,)), torch.arange(n))  # noqa: E731
+    forget, reference, retain, other = data(30), data(2500), data(50), data(1500)
+    shared = AuditSets.drawn(forget, reference, retain, reference, torch.Generator().manual_seed(0), None)
+    own = AuditSets.drawn(forget, reference, retain, other, torch.Generator().manual_seed(0), None)
+    # sample forgetting: the utility set is the reference, so both get the same capped sample
+    assert shared.utility is shared.reference and len(shared.reference) == 1000
+    assert own.utility is not own.reference and len(own.utility) == 1000
+    scored: list[int] = []
+    monkeypatch.setattr("fedunlearn.common.unlearning.stopping.predict_logits",
+                        lambda model, x, device: scored.append(len(x)) or model(x))
+    model = Classifier(torch.nn.Identity(), torch.nn.Identity(), torch.nn.Linear(4, 3))
+    point = local_audit(model, shared, 0)
+    assert sorted(scored) == [30, 50, 1000]
+    assert point.utility_accuracy == point.reference_accuracy
+    scored.clear()
+    local_audit(model, own, 0)
+    assert sorted(scored) == [30, 50, 1000, 1000]
+
+
 def test_already_indistinguishable_samples_are_not_pushed_past_the_reference(
     sample_task: UnlearningTask,
 ) -> None:
