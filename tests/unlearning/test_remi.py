@@ -111,7 +111,7 @@ def test_an_audit_scores_a_reference_that_is_also_the_utility_set_once(monkeypat
     assert own.utility is not own.reference and len(own.utility) == 1000
     scored: list[int] = []
     monkeypatch.setattr("fedunlearn.common.unlearning.stopping.predict_logits",
-                        lambda model, x, device: scored.append(len(x)) or model(x))
+                        lambda model, x, device: scored.append(len(x)) or model(x).detach())
     model = Classifier(torch.nn.Identity(), torch.nn.Identity(), torch.nn.Linear(4, 3))
     point = local_audit(model, shared, 0)
     assert sorted(scored) == [30, 50, 1000]
