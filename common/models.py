@@ -72,10 +72,12 @@ def build_model(spec: ModelSpec, *, seed: int | None = None) -> Classifier:
         raise ModelError(f"model geometry makes no sense: {spec}")
     builder = MODELS.get(spec.name)
     if seed is None:
-        return _channels_last(builder(spec))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _channels_last(builder(spec))
+        model = builder(spec)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = builder(spec)
+    return _channels_last(model)
 
 
 def _channels_last(model: Classifier) -> Classifier:
