@@ -92,12 +92,12 @@ def _progress(steps: int) -> Iterator[Callable[[str], None]]:
 
 
 def _tune(config: BenchConfig, out: Path, command: str, provenance: tuple[str, bool]) -> None:
-    """``bench --tune``: every method's grid on the validation seed, with a progress bar."""
+    """``bench --tune``: every method's grid on ``config.seeds`` validation seeds, with a progress bar."""
     from fedunlearn.simulations.bench_tuning import GRIDS, configurations, run_tuning, write_tuning
 
-    total = 4 + sum(len(configurations(GRIDS[m])) for m in config.methods if m in GRIDS)
+    total = config.seeds * (4 + sum(len(configurations(GRIDS[m])) for m in config.methods if m in GRIDS))
     with _progress(total) as advance:
-        tuning = run_tuning(config, advance)
+        tuning = run_tuning(config, advance, validation_seeds=config.seeds)
     payload = write_tuning(tuning, out, command=command, provenance=provenance)
     for method, entry in payload["methods"].items():
         chosen = ", ".join(f"{k}={v}" for k, v in entry["chosen"].items())
@@ -152,9 +152,9 @@ def bench(
                                         "count the epochs it takes to relearn the class (bench.md's white-box "
                                         "section)."),
     tune: bool = typer.Option(False, "--tune", help="Instead of the bench: run every method's grid of at most 12 "
-                                                    "configurations on a validation seed no bench reports, choose "
-                                                    "each on avg_gap to retrain, write OUT/tuning.json and "
-                                                    "tuning.md."),
+                                                    "configurations on --seeds validation seeds no bench reports "
+                                                    "(10000 up), choose each on its mean avg_gap to their retrains, "
+                                                    "write OUT/tuning.json and tuning.md."),
     tuned: Path | None = typer.Option(None, "--tuned", help="Run every inexact method with the configuration "
                                                             "that --tune chose for this same setup (tuning.json)."),
     resume: bool = typer.Option(False, "--resume", help="Take back the seeds an earlier run of this same "
@@ -182,9 +182,9 @@ def bench(
     provenance = git_commit()  # the code that runs, not whatever HEAD is when a long run finishes
     command = shlex.join(["fedunlearn", *sys.argv[1:]])  # also when started as python -c "...main()"
     if tune:
-        if tuned or seeds != 1 or ulira_shadows or edge or variant:
-            raise ConfigError("--tune runs one validation seed of the methods alone: drop --tuned, --seeds, "
-                              "--ulira-shadows, --edge and --variant")
+        if tuned or ulira_shadows or edge or variant:
+            raise ConfigError("--tune runs the methods alone on validation seeds: drop --tuned, --ulira-shadows, "
+                              "--edge and --variant")
         _tune(config, out, command, provenance)
         return
     if tuned is not None:

@@ -2,11 +2,13 @@
 
 A method's configurations are a grid over the hyper-parameters that decide how far it moves (step size,
 budget, the weight of its forgetting term), its defaults among them, at most ``MAX_CONFIGS``. All of them
-run from one original on ``VALIDATION_SEED``, a seed no bench reports (bench seeds count up from 0), with
-that seed's own split of the training pool and forget set, and a test set carved from the pool too: the
-official test split, on which the bench reports ``ta``, plays no part in the choice. Each configuration is
-scored by its ``avg_gap`` to the validation seed's retrain, and the lowest wins (ties go to the earlier one
-in the grid). ``fedunlearn bench --tuned tuning.json`` then runs the chosen ones on the reported seeds.
+run on the validation seeds, ``VALIDATION_SEED`` and the ones after it, seeds no bench reports (bench seeds
+count up from 0), each with its own original, split of the training pool and forget set, and a test set
+carved from the pool too: the official test split, on which the bench reports ``ta``, plays no part in the
+choice. Each configuration is scored by its ``avg_gap`` to each validation seed's retrain, averaged over
+the seeds, and the lowest mean wins (ties go to the earlier one in the grid). One seed's choice is mostly
+noise where the configurations differ by less than two retrains do (the floor): more seeds cost time, not
+configurations. ``fedunlearn bench --tuned tuning.json`` then runs the chosen ones on the reported seeds.
 
 A ``--param`` is held fixed in every configuration and recorded in each, so ``--tuned`` carries it into
 the bench: the published tuning fixes ``early_stop=true`` for the step baselines, so that every method
@@ -37,8 +39,8 @@ from fedunlearn.simulations.bench import (
 )
 from fedunlearn.simulations.markdown import table
 
-__all__ = ["GRIDS", "MAX_CONFIGS", "VALIDATION_SEED", "Candidate", "Tuning", "configurations", "run_tuning",
-           "tuned_params", "write_tuning"]
+__all__ = ["GRIDS", "MAX_CONFIGS", "VALIDATION_SEED", "Candidate", "Tuning", "configurations", "describe_seeds",
+           "run_tuning", "tuned_params", "validation_seeds", "write_tuning"]
 
 MAX_CONFIGS = 12
 VALIDATION_SEED = 10_000  # far above any reported seed: its split, forget set and training are its own
@@ -100,25 +102,39 @@ def validation_bundle(bundle: DatasetBundle) -> DatasetBundle:
     return replace(bundle, train=pool, test=test)
 
 
+def _mean(values: Sequence[float]) -> float:
+    return round(sum(values) / len(values), DIGITS)
+
+
 @dataclass(frozen=True)
 class Tuning:
-    """The validation seed's run: its retrain, floor and every candidate, by candidate name."""
+    """The validation seeds' runs (each with its retrain, floor and every candidate, by candidate name)."""
 
     config: BenchConfig
     candidates: Sequence[Candidate]
-    run: SeedRun
+    runs: Sequence[SeedRun]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
 
     def figures(self, name: str) -> dict[str, float]:
-        """ua, ra, ta and mia_auc of one run of the validation seed (a candidate, the original, retrain)."""
-        report = self.run.runs[name].report.to_dict()
-        return {k: round(float(report[k]), DIGITS) for k in ("ua", "ra", "ta", "mia_auc")}
+        """ua, ra, ta and mia_auc of one run (a candidate, the original, retrain), means over the seeds."""
+        reports = [run.runs[name].report.to_dict() for run in self.runs]
+        return {k: _mean([float(report[k]) for report in reports]) for k in ("ua", "ra", "ta", "mia_auc")}
+
+    def floor_gaps(self) -> list[float]:
+        """Each validation seed's avg_gap between two retrains: the noise below which a choice is luck."""
+        return [round(run.floor_gap, DIGITS) for run in self.runs]
 
     def _row(self, candidate: Candidate) -> dict[str, Any]:
-        figures = self.figures(candidate.name)
-        method_run = self.run.runs[candidate.name]
-        steps = method_run.result.steps if method_run.result is not None else None
-        return {"params": dict(candidate.params), "avg_gap": round(self.run.gap(candidate.name), DIGITS),
-                **figures, "seconds": round(method_run.seconds, DIGITS), "steps": steps}
+        gaps = [round(run.gap(candidate.name), DIGITS) for run in self.runs]
+        results = [run.runs[candidate.name].result for run in self.runs]
+        steps = [result.steps for result in results if result is not None]
+        return {"params": dict(candidate.params), "avg_gap": _mean(gaps), "avg_gap_per_seed": gaps,
+                **self.figures(candidate.name),
+                "seconds": _mean([run.runs[candidate.name].seconds for run in self.runs]),
+                "steps": _mean(steps) if steps else None}
 
     def methods(self) -> dict[str, dict[str, Any]]:
         """method -> its chosen configuration, that configuration's avg_gap, and every configuration's row."""
@@ -133,17 +149,20 @@ class Tuning:
 
 
 def run_tuning(config: BenchConfig, progress: Progress = lambda _: None,
-               grids: Mapping[str, Mapping[str, Sequence[str]]] = GRIDS) -> Tuning:
-    """Run every method's grid on the validation seed, against that seed's retrain."""
+               grids: Mapping[str, Mapping[str, Sequence[str]]] = GRIDS, *, validation_seeds: int = 1) -> Tuning:
+    """Run every method's grid on each of ``validation_seeds`` validation seeds, against that seed's retrain."""
     config.validate()
+    if validation_seeds < 1:
+        raise ConfigError(f"tuning needs at least one validation seed, got {validation_seeds}")
     candidates = _candidates(config, grids)
     variants = tuple(Variant(c.name, c.method, c.params) for c in candidates)
     validation = replace(config, methods=(GOLD,), method_params={}, variants=variants, seeds=1,
                          ulira_shadows=0, edge=False, white_box=False)
     forget, params = validation.validate()
     bundle = validation_bundle(load_dataset(config.dataset, root=config.data_root, download=config.download))
-    run = run_seed(bundle, validation, forget, params, VALIDATION_SEED, progress)
-    return Tuning(config, candidates, run)
+    runs = [run_seed(bundle, validation, forget, params, VALIDATION_SEED + i, progress)
+            for i in range(validation_seeds)]
+    return Tuning(config, candidates, runs)
 
 
 # what a tuning must share with the bench that uses it: the same setup, or the choice was made for another
@@ -161,10 +180,10 @@ def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
     methods = tuning.methods()
     payload = {
         "setup": _setup(tuning.config),
-        "validation": {"seed": VALIDATION_SEED, "sizes": dict(tuning.run.sizes),
-                       "test": "carved from the training pool, disjoint from the seed's split"},
-        "selection": f"lowest avg_gap to the validation seed's {GOLD}",
-        "floor_avg_gap": round(tuning.run.floor_gap, DIGITS),
+        "validation": {"seeds": tuning.seeds, "sizes": dict(tuning.runs[0].sizes),
+                       "test": "carved from the training pool, disjoint from every seed's split"},
+        "selection": f"lowest avg_gap to each validation seed's {GOLD}, averaged over the seeds",
+        "floor_avg_gap": _mean(tuning.floor_gaps()), "floor_avg_gap_per_seed": tuning.floor_gaps(),
         "controls": {name: tuning.figures(name) for name in ("original", GOLD)},  # doing nothing; the target
         "methods": methods,
         "commit": commit, "worktree_dirty": dirty, "command": command,
@@ -175,25 +194,36 @@ def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
     return payload
 
 
+def validation_seeds(payload: Mapping[str, Any]) -> list[int]:
+    """The seeds a tuning.json chose on (files written before tuning took several name one, ``seed``)."""
+    validation = payload["validation"]
+    return list(validation["seeds"]) if "seeds" in validation else [validation["seed"]]
+
+
+def describe_seeds(seeds: Sequence[int]) -> str:
+    return f"validation seed {seeds[0]}" if len(seeds) == 1 else f"validation seeds {', '.join(map(str, seeds))}"
+
+
 def _markdown(payload: Mapping[str, Any]) -> str:
-    setup = payload["setup"]
+    setup, seeds = payload["setup"], validation_seeds(payload)
+    spread = f" (per seed {', '.join(f'{g:.2f}' for g in payload['floor_avg_gap_per_seed'])})" if len(seeds) > 1 else ""
     lines = [f"# Tuning: {setup['dataset']} / {setup['model']} / {setup['forget']}", "",
              f"`{payload['command']}` at commit `{payload['commit']}`. Every method ran each configuration of its "
-             f"grid (at most {MAX_CONFIGS}) on validation seed {payload['validation']['seed']}, which no bench "
-             f"reports, with a test set carved from the training pool; {payload['selection']} chose. Two "
-             f"retrains of that seed differ by avg_gap {payload['floor_avg_gap']:.2f}: closer choices are noise."]
-    controls = payload.get("controls")  # tuning.json files older than recording them have none
-    if controls:
-        described = (f"{name}: ua {c['ua']:.2f}, ta {c['ta']:.2f}, mia_auc {c['mia_auc']:.3f}"
-                     for name, c in controls.items())
-        lines[-1] += " On that seed " + "; ".join(described) + "."
+             f"grid (at most {MAX_CONFIGS}) on {describe_seeds(seeds)}, which no bench reports, with a test set "
+             f"carved from the training pool; {payload['selection']} chose. Two retrains of a seed differ by "
+             f"avg_gap {payload['floor_avg_gap']:.2f}{spread}: closer choices are noise. Figures are means over "
+             f"the seeds; the control figures too."]
+    described = (f"{name}: ua {c['ua']:.2f}, ta {c['ta']:.2f}, mia_auc {c['mia_auc']:.3f}"
+                 for name, c in payload["controls"].items())
+    lines[-1] += " Controls: " + "; ".join(described) + "."
     for method, entry in payload["methods"].items():
         rows = [(", ".join(f"{k}={v}" for k, v in row["params"].items()), f"{row['avg_gap']:.2f}",
+                 ", ".join(f"{g:.2f}" for g in row["avg_gap_per_seed"]),
                  f"{row['ua']:.2f}", f"{row['ta']:.2f}", f"{row['mia_auc']:.3f}", f"{row['seconds']:.1f}",
                  "chosen" if row["params"] == entry["chosen"] else "")
                 for row in entry["configurations"]]
         lines += ["", f"## {method}", "",
-                  *table(("configuration", "avg_gap", "ua", "ta", "mia_auc", "seconds", ""), rows)]
+                  *table(("configuration", "avg_gap", "per seed", "ua", "ta", "mia_auc", "seconds", ""), rows)]
     return "\n".join(lines) + "\n"
 
 

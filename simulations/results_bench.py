@@ -131,6 +131,8 @@ def _white_box(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str]:
 
 def _tunings(root: Path) -> list[str]:
     """What equal tuning chose, per tuning.json under docs/bench."""
+    from fedunlearn.simulations.bench_tuning import describe_seeds, validation_seeds
+
     lines = []
     for path in sorted((root / "bench").glob("*/tuning.json")):
         tuning = load_json(path)
@@ -138,9 +140,9 @@ def _tunings(root: Path) -> list[str]:
         rows = [[method, ", ".join(f"{k}={v}" for k, v in entry["chosen"].items()), num(entry["avg_gap"], 2),
                  len(entry["configurations"])] for method, entry in tuning["methods"].items()]
         page = link(root, path.with_suffix(".md"), f"{setup['dataset']} / {setup['model']} / `{setup['forget']}`")
-        lines += [f"Equal tuning on {page}: each method's best of at most 12 configurations on validation seed "
-                  f"{tuning['validation']['seed']} (two retrains there differ by {num(tuning['floor_avg_gap'], 2)}); "
-                  f"commit {commit_cell(tuning)}:", "",
+        lines += [f"Equal tuning on {page}: each method's best of at most 12 configurations, by mean avg_gap on "
+                  f"{describe_seeds(validation_seeds(tuning))} (two retrains of a seed differ by "
+                  f"{num(tuning['floor_avg_gap'], 2)}); commit {commit_cell(tuning)}:", "",
                   *table(["method", "chosen", "validation avg_gap", "configurations"], rows), ""]
     return lines
 

@@ -52,41 +52,51 @@ def test_configurations_are_the_grids_product_in_order() -> None:
 @pytest.fixture(scope="module")
 def tuning(tmp_path_factory: pytest.TempPathFactory) -> tuple[Tuning, dict[str, Any], Path]:
     progress: list[str] = []
-    tuning = run_tuning(CONFIG, progress.append, grids=SMALL_GRIDS)
+    tuning = run_tuning(CONFIG, progress.append, grids=SMALL_GRIDS, validation_seeds=2)
     out = tmp_path_factory.mktemp("tuning")
     payload = write_tuning(tuning, out, command="fedunlearn bench --tune --test", provenance=("abc", False))
     return tuning, payload, out
 
 
-def test_the_validation_seed_runs_every_configuration_against_its_own_retrain(
+def test_each_validation_seed_runs_every_configuration_against_its_own_retrain(
         tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
-    run, payload = tuning[0].run, tuning[1]
-    assert run.seed == VALIDATION_SEED
-    assert set(run.runs) == {"original", GOLD, "finetune-0", "finetune-1", "finetune-2", "finetune-3",
-                             "neggrad_plus-0", "neggrad_plus-1"}
+    runs, payload = tuning[0].runs, tuning[1]
+    assert [run.seed for run in runs] == [VALIDATION_SEED, VALIDATION_SEED + 1]
+    assert payload["validation"]["seeds"] == [VALIDATION_SEED, VALIDATION_SEED + 1]
+    assert runs[0].data.forget.ids.tolist() != runs[1].data.forget.ids.tolist(), "the seeds share a forget set"
+    for run in runs:
+        assert set(run.runs) == {"original", GOLD, "finetune-0", "finetune-1", "finetune-2", "finetune-3",
+                                 "neggrad_plus-0", "neggrad_plus-1"}
+        assert run.runs["finetune-2"].result is not None and run.runs["finetune-2"].result.params["epochs"] == 3
     rows = payload["methods"]["finetune"]["configurations"]
     # the --param held fixed is in every configuration, and so in the choice that --tuned carries on
     grid = configurations(SMALL_GRIDS["finetune"])
     assert [row["params"] for row in rows] == [{"early_stop": "true", **c} for c in grid]
     assert payload["methods"]["finetune"]["chosen"]["early_stop"] == "true"
-    assert [row["avg_gap"] for row in rows] == [round(run.gap(f"finetune-{i}"), 4) for i in range(4)]
-    assert run.runs["finetune-2"].result is not None and run.runs["finetune-2"].result.params["epochs"] == 3
+    for i, row in enumerate(rows):
+        gaps = [round(run.gap(f"finetune-{i}"), 4) for run in runs]
+        assert row["avg_gap_per_seed"] == gaps
+        assert row["avg_gap"] == round(sum(gaps) / 2, 4)
+    floors = [round(run.floor_gap, 4) for run in runs]
+    assert payload["floor_avg_gap_per_seed"] == floors and payload["floor_avg_gap"] == round(sum(floors) / 2, 4)
 
 
-def test_the_lowest_avg_gap_is_chosen(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
+def test_the_lowest_mean_avg_gap_is_chosen(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
     for method, entry in tuning[1]["methods"].items():
         best = min(entry["configurations"], key=lambda row: row["avg_gap"])
         assert entry["chosen"] == best["params"] and entry["avg_gap"] == best["avg_gap"], method
 
 
 def test_the_reported_test_split_plays_no_part_in_the_choice(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
-    data, bundle = tuning[0].run.data, load_dataset("digits")
-    validation_test = set(data.bundle.test.ids.tolist())
-    assert len(validation_test) == tuning[1]["validation"]["sizes"]["test"] == len(bundle.train) // 5
-    assert validation_test <= set(bundle.train.ids.tolist()), "the validation test set is not from the pool"
-    seen = {*data.retain.ids.tolist(), *data.forget.ids.tolist(), *data.holdout.ids.tolist()}
-    assert not validation_test & seen, "the validation test set overlaps the seed's split"
-    assert validation_bundle(bundle).test.ids.tolist() == data.bundle.test.ids.tolist()  # the same carve each time
+    bundle = load_dataset("digits")
+    for run in tuning[0].runs:
+        data = run.data
+        validation_test = set(data.bundle.test.ids.tolist())
+        assert len(validation_test) == tuning[1]["validation"]["sizes"]["test"] == len(bundle.train) // 5
+        assert validation_test <= set(bundle.train.ids.tolist()), "the validation test set is not from the pool"
+        seen = {*data.retain.ids.tolist(), *data.forget.ids.tolist(), *data.holdout.ids.tolist()}
+        assert not validation_test & seen, "the validation test set overlaps the seed's split"
+        assert validation_bundle(bundle).test.ids.tolist() == data.bundle.test.ids.tolist()  # the same carve
 
 
 def test_tuning_json_names_its_setup_commit_and_files(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
@@ -94,11 +104,12 @@ def test_tuning_json_names_its_setup_commit_and_files(tuning: tuple[Tuning, dict
     assert json.loads((out / "tuning.json").read_text()) == payload
     assert payload["commit"] == "abc" and payload["command"] == "fedunlearn bench --tune --test"
     assert payload["setup"]["train_size"] == 400 and payload["setup"]["recipe"]["epochs"] == 3
-    original = tuning[0].run.runs["original"].report
-    assert payload["controls"]["original"]["ua"] == round(float(original.ua), 4)
+    originals = [run.runs["original"].report for run in tuning[0].runs]
+    assert payload["controls"]["original"]["ua"] == round(sum(float(r.ua) for r in originals) / 2, 4)
     assert set(payload["controls"]) == {"original", GOLD}
     markdown = (out / "tuning.md").read_text()
     assert "## finetune" in markdown and markdown.count("| chosen |") == 2
+    assert f"validation seeds {VALIDATION_SEED}, {VALIDATION_SEED + 1}" in markdown
 
 
 def test_tuned_params_reads_the_choices_and_keeps_other_params(tuning: tuple[Tuning, dict[str, Any], Path]) -> None:
@@ -161,5 +172,10 @@ def test_bench_tuned_runs_the_choices_and_records_the_file(tuning: tuple[Tuning,
 
 
 def test_bench_tune_refuses_options_that_belong_to_the_bench(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["bench", "--tune", "--seeds", "3", "--out", str(tmp_path)])
-    assert isinstance(result.exception, ConfigError) and "--tune runs one validation seed" in str(result.exception)
+    result = CliRunner().invoke(app, ["bench", "--tune", "--ulira-shadows", "16", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ConfigError) and "--tune runs the methods alone" in str(result.exception)
+
+
+def test_run_tuning_refuses_no_validation_seed() -> None:
+    with pytest.raises(ConfigError, match="at least one validation seed"):
+        run_tuning(CONFIG, grids=SMALL_GRIDS, validation_seeds=0)
