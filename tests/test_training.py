@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError, NonFiniteError
 from fedunlearn.common.models import ModelSpec, build_model
-from fedunlearn.common.training import TrainConfig, accuracy, predict_logits, train
+from fedunlearn.common.training import TrainConfig, accuracy, make_optimizer, predict_logits, train
 
 CPU = torch.device("cpu")
 SPEC = ModelSpec(name="mlp", in_channels=1, image_size=4, num_classes=3)
@@ -150,3 +150,21 @@ def test_predict_logits_batches_do_not_change_the_answer() -> None:
     whole = predict_logits(model, x, device=CPU)
     assert whole.shape == (10, 3)
     assert torch.allclose(predict_logits(model, x, device=CPU, batch_size=3), whole, atol=1e-6)
+
+
+def test_adam_runs_fused_on_the_cpu_and_steps_like_the_reference_loop() -> None:
+    torch.manual_seed(0)
+    start = [torch.randn(64, 32), torch.randn(32)]
+    grads = [[torch.randn_like(w) for w in start] for _ in range(5)]
+    fused = [nn.Parameter(w.clone()) for w in start]
+    reference = [nn.Parameter(w.clone()) for w in start]
+    optimizer = make_optimizer(fused, "adam", 1e-2, weight_decay=1e-3)
+    assert optimizer.defaults["fused"] is True
+    loop = torch.optim.Adam(reference, lr=1e-2, weight_decay=1e-3, foreach=False)
+    for step in grads:
+        for opt, params in ((optimizer, fused), (loop, reference)):
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -63,6 +63,14 @@ def test_paired_intervals_white_box_tunings_and_the_matrix_come_from_their_json(
     assert "[digits-cnn-random0.1](bench/matrix/digits-cnn-random0.1/bench.md)" in page
     assert "| 0.88 | 1.23 (finetune) | 0.30 | 0.543 | 0.654 (salun) | 2.0 / 7.5 / 1.0 (rmia) | 0.076 |" in page
     assert "Not yet run: digits-mlp-class3." in page
+    assert "by mean avg_gap on validation seed 10000 (" in page  # a tuning.json from before several seeds
+
+
+def test_a_tuning_over_several_validation_seeds_names_them_all(tmp_path: Path) -> None:
+    _write(tmp_path / "bench" / "two-seeds" / "bench.json", _bench())
+    tuning = {**_tuning(), "validation": {"seeds": [10000, 10001, 10002]}}
+    _write(tmp_path / "bench" / "tuning-x" / "tuning.json", tuning)
+    assert "by mean avg_gap on validation seeds 10000, 10001, 10002 (" in "\n".join(bench_sections(tmp_path))
 
 
 def test_a_one_seed_bench_has_no_interval_section(tmp_path: Path) -> None:
