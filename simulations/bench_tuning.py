@@ -210,7 +210,7 @@ def _markdown(payload: Mapping[str, Any]) -> str:
     lines = [f"# Tuning: {setup['dataset']} / {setup['model']} / {setup['forget']}", "",
              f"`{payload['command']}` at commit `{payload['commit']}`. Every method ran each configuration of its "
              f"grid (at most {MAX_CONFIGS}) on {describe_seeds(seeds)}, which no bench reports, with a test set "
-             f"carved from the training pool; {payload['selection']} chose. Two retrains of a seed differ by "
+             f"carved from the training pool; chosen: the {payload['selection']}. Two retrains of a seed differ by "
              f"avg_gap {payload['floor_avg_gap']:.2f}{spread}: closer choices are noise. Figures are means over "
              f"the seeds; the control figures too."]
     described = (f"{name}: ua {c['ua']:.2f}, ta {c['ta']:.2f}, mia_auc {c['mia_auc']:.3f}"
