@@ -115,8 +115,10 @@ def _bench(root: Path, path: Path) -> str | None:
     best = max(strong, key=lambda a: _tpr(methods["original"], a))
     seeds = len(bench["seeds"])
     link = path.with_suffix(".md").relative_to(root.parent).as_posix()
+    tuned = (bench.get("config") or {}).get("tuned")
+    tuning = f", methods as tuned in `{Path(tuned).parent.name}`" if tuned else ""
     text = (f"- {bench_label(bench)}, {bench['sizes']['train']:,} training "
-            f"images, {seeds} seed{'s' if seeds > 1 else ''} ([bench]({link})): "
+            f"images, {seeds} seed{'s' if seeds > 1 else ''}{tuning} ([bench]({link})): "
             f"at 1% FPR {best} flags {_tpr(methods['original'], best):.1f}% of the original's forget set (the "
             f"loss attack {_tpr(methods['original'], 'loss'):.1f}%), {_tpr(methods[gold], best):.1f}% of "
             f"retrain's and {_tpr(methods['remi'], best):.1f}% of ReMI's.{_gap_comparison(bench)}")

@@ -236,8 +236,10 @@ def test_a_bench_of_remi_and_its_variants_alone_names_no_other_method(tmp_path: 
     methods["remi-lr"]["variant_of"] = "remi"
     _write(tmp_path, "bench/only-remi/bench.json", {
         "dataset": "fashion-mnist", "model": "cnn", "forget": "random:0.1", "seeds": [0, 1],
-        "gold_standard": "retrain", "sizes": {"forget": 100, "train": 1000}, "methods": methods})
+        "gold_standard": "retrain", "sizes": {"forget": 100, "train": 1000}, "methods": methods,
+        "config": {"tuned": "docs/bench/tuning-x/tuning.json"}})
     summary = "\n".join(results_summary.summary(tmp_path))
+    assert "1,000 training images, 2 seeds, methods as tuned in `tuning-x` ([bench](" in summary
     assert ("U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI 0.541 (its variants: remi-lr "
             "0.531), the original 0.612, two retrainings 0.503.") in summary
     assert "best other" not in summary
