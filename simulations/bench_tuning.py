@@ -177,13 +177,13 @@ def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
                  provenance: tuple[str, bool]) -> dict[str, Any]:
     """tuning.json (what ``bench --tuned`` reads, and every configuration's figures) and tuning.md."""
     commit, dirty = provenance
-    methods = tuning.methods()
+    methods, floors = tuning.methods(), tuning.floor_gaps()
     payload = {
         "setup": _setup(tuning.config),
         "validation": {"seeds": tuning.seeds, "sizes": dict(tuning.runs[0].sizes),
                        "test": "carved from the training pool, disjoint from every seed's split"},
         "selection": f"lowest avg_gap to each validation seed's {GOLD}, averaged over the seeds",
-        "floor_avg_gap": _mean(tuning.floor_gaps()), "floor_avg_gap_per_seed": tuning.floor_gaps(),
+        "floor_avg_gap": _mean(floors), "floor_avg_gap_per_seed": floors,
         "controls": {name: tuning.figures(name) for name in ("original", GOLD)},  # doing nothing; the target
         "methods": methods,
         "commit": commit, "worktree_dirty": dirty, "command": command,

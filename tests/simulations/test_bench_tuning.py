@@ -179,3 +179,15 @@ def test_bench_tune_refuses_options_that_belong_to_the_bench(tmp_path: Path) -> 
 def test_run_tuning_refuses_no_validation_seed() -> None:
     with pytest.raises(ConfigError, match="at least one validation seed"):
         run_tuning(CONFIG, grids=SMALL_GRIDS, validation_seeds=0)
+
+
+def test_bench_tune_passes_its_seeds_on_as_validation_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    def stop_after_recording(config: BenchConfig, progress: Any, *, validation_seeds: int) -> Tuning:
+        asked.append(validation_seeds)
+        raise ConfigError("recorded")
+
+    monkeypatch.setattr("fedunlearn.simulations.bench_tuning.run_tuning", stop_after_recording)
+    result = CliRunner().invoke(app, ["bench", "--tune", "--seeds", "3", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ConfigError) and asked == [3]
