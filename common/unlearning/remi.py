@@ -4,7 +4,7 @@ Per step, with a retain batch (x_r, y_r), a forget batch x_f and a reference
 (non-member) batch x_o:
 
     L = CE(f(x_r), y_r) + lambda_mia * L_leak(f, x_f, x_o) + lambda_kl * KL(N_f || N_o)
-        [+ lambda_anchor * KL(f_0(x) || f(x)) over x in x_r and x_o]
+        [+ lambda_anchor * mean((f(x) - f_0(x))^2) over x in x_r and x_o]
         [+ lambda_target * Huber(max(0, s_f - e_f))]
 
 where N_f, N_o are Gaussians fitted to the membership statistic
@@ -14,7 +14,12 @@ its training set: the retain loss is then about zero and holds nothing in
 place, and the leakage term's target (the reference batch, which it does not
 differentiate) sinks with the forget set, so forgetting spread to unseen
 samples and cost test accuracy; keeping retain and reference outputs where
-they were leaves the change to the forget set. The target term pulls each
+they were leaves the change to the forget set. It holds logits, not
+probabilities: a sample the model is sure of barely moves in probability while
+its logit confidence, what the per-example attacks and U-LiRA read, moves a lot,
+and ReMI moved unseen samples' confidence as far as the forget set's
+(docs/method.md). f_0's logits are computed once per sample, before the first
+step. The target term pulls each
 forget sample's statistic s_f down to e_f, what reference models that never saw
 it make of it (LiRA's and RMIA's per-example view): matching the forget set's
 distribution as a whole lets easy samples stay high while hard ones fall, and
@@ -48,7 +53,7 @@ from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.errors import ConfigError
 from fedunlearn.common.models import Classifier
 from fedunlearn.common.stem_features import stem_features
-from fedunlearn.common.training import OptimizerName, check_finite, make_optimizer
+from fedunlearn.common.training import OptimizerName, batched_forward, check_finite, make_optimizer
 from fedunlearn.common.unlearning.base import Outcome, TracePoint, UnlearningTask, register_method
 from fedunlearn.common.unlearning.leakage import (
     LEAKAGE,
@@ -121,26 +126,26 @@ MAX_LR_GROWTH = 16.0
 
 @dataclass(frozen=True)
 class _Objective:
-    """ReMI's loss, given what stays fixed for a run: the leakage approximator, the weights, the frozen
-    model before unlearning (the anchor term's reference) and whether the task knows what reference
-    models expect of each sample (the target term needs that)."""
+    """ReMI's loss, given what stays fixed for a run: the leakage approximator, the weights and whether
+    the task knows what reference models expect of each sample (the target term needs that)."""
 
     approximator: LeakageApproximator
     params: RemiParams
     device: torch.device
-    before: Classifier | None  # None: the anchor term is off
     per_example: bool
 
-    def loss(self, model: Classifier, batches: tuple[tuple[torch.Tensor, torch.Tensor], ...],
-             expected: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def loss(self, model: Classifier, batches: tuple[LabeledData, ...], expected: tuple[torch.Tensor, torch.Tensor],
+             anchor: torch.Tensor | None) -> torch.Tensor:
         """One forward pass over (retain +) forget + reference; the loss terms share it.
 
         ``batches`` is (forget, reference) or (retain, forget, reference): a client that
         leaves the federation has no retain data, and its utility comes from the others.
         ``expected``: the references' expected statistic of the forget and reference batches.
+        ``anchor``: the model's logits before unlearning of every batch but the forget batch, in
+        order (None: the anchor term is off).
         """
         params, device = self.params, self.device
-        xs, ys = zip(*((x.to(device), y.to(device)) for x, y in batches), strict=True)
+        xs, ys = zip(*((batch.x.to(device), batch.y.to(device)) for batch in batches), strict=True)
         sizes = [len(y) for y in ys]
         outputs = forward_outputs(model, torch.cat(xs), torch.cat(ys))
         parts = [Outputs(e, z, y) for e, z, y in zip(outputs.embeddings.split(sizes), outputs.logits.split(sizes),
@@ -155,18 +160,10 @@ class _Objective:
                 excess, membership_statistic(reference.logits, reference.labels) - expected[1].to(device))
         if params.lambda_target > 0 and self.per_example:
             loss = loss + params.lambda_target * F.smooth_l1_loss(F.relu(excess), torch.zeros_like(excess))
-        if self.before is not None:
-            kept = [i for i in range(len(parts)) if i != len(parts) - 2]  # every batch but the forget batch
-            loss = loss + params.lambda_anchor * _drift(self.before, torch.cat([xs[i] for i in kept]),
-                                                        torch.cat([parts[i].logits for i in kept]))
+        if anchor is not None:
+            kept = torch.cat([part.logits for i, part in enumerate(parts) if i != len(parts) - 2])
+            loss = loss + params.lambda_anchor * F.mse_loss(kept, anchor.to(device))
         return loss
-
-
-def _drift(before: Classifier, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(before(x) || current), averaged over the batch: how far the outputs moved."""
-    with torch.no_grad():
-        target = F.log_softmax(before(x), dim=1)
-    return F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean")
 
 
 def _scale_lr(optimizer: torch.optim.Optimizer, factor: float, *, cap: float = math.inf) -> None:
@@ -189,6 +186,8 @@ class _Workspace:
     forget: LabeledData
     reference: LabeledData
     utility: LabeledData
+    # the anchor term's targets: net's logits before unlearning of every retain and reference sample
+    anchor: tuple[torch.Tensor, torch.Tensor] | None
 
     @classmethod
     def build(cls, model: Classifier, task: UnlearningTask, params: RemiParams,
@@ -197,13 +196,33 @@ class _Workspace:
         if len(retain) > params.retain_pool:
             retain = retain.subset(torch.randperm(len(retain), generator=generator)[: params.retain_pool])
         if params.scope == "all":
-            return cls(model, retain, task.forget, task.reference, task.utility_set)
-        model.stem.requires_grad_(False)
-        sources = (retain, task.forget, task.reference, task.utility_set)
-        # one stem pass per distinct set (for sample forgetting the utility set is the reference); features
-        # stay on the device (they are re-read every step), labels on the CPU beside the audit's logits
-        cache = {id(data): stem_features(model, data, task.device, keep_on_device=True) for data in sources}
-        return cls(model.top(), *(cache[id(data)] for data in sources))
+            net, sets = model, (retain, task.forget, task.reference, task.utility_set)
+        else:
+            model.stem.requires_grad_(False)
+            sources = (retain, task.forget, task.reference, task.utility_set)
+            # one stem pass per distinct set (for sample forgetting the utility set is the reference); features
+            # stay on the device (they are re-read every step), labels on the CPU beside the audit's logits
+            cache = {id(data): stem_features(model, data, task.device, keep_on_device=True) for data in sources}
+            net, sets = model.top(), tuple(cache[id(data)] for data in sources)
+        anchor = None
+        if params.lambda_anchor > 0:
+            anchor = tuple(batched_forward(net, data.x, device=task.device, keep_on_device=True)
+                           for data in (sets[0], sets[2]))
+        return cls(net, *sets, anchor)
+
+    def draw(self, params: RemiParams,
+             generator: torch.Generator) -> tuple[tuple[LabeledData, ...], torch.Tensor | None]:
+        """One step's (retain,) forget and reference batches, drawn with replacement, and the anchor's
+        targets for the retain and reference rows (None where the anchor is off)."""
+        sources = [(self.retain, params.batch_size, 0)] if len(self.retain) else []
+        sources += [(self.forget, params.forget_batch_size, None), (self.reference, params.forget_batch_size, 1)]
+        batches, targets = [], []
+        for data, size, anchored in sources:
+            pick = torch.randint(0, len(data), (size,), generator=generator)
+            batches.append(data.subset(pick))
+            if self.anchor is not None and anchored is not None:
+                targets.append(self.anchor[anchored][pick])
+        return tuple(batches), torch.cat(targets) if targets else None
 
     def audit_sets(self, generator: torch.Generator, expected: Mapping[int, float] | None) -> AuditSets:
         return AuditSets.drawn(self.forget, self.reference, self.retain, self.utility, generator, expected)
@@ -245,9 +264,7 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
     approximator = LEAKAGE.get(params.approximator)(task.spec.num_classes, task.seed)
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, params.optimizer, params.lr, momentum=0.0)
-    objective = _Objective(approximator, params, task.device,
-                           copy.deepcopy(net).eval().requires_grad_(False) if params.lambda_anchor > 0 else None,
-                           per_example=expected is not None)
+    objective = _Objective(approximator, params, task.device, per_example=expected is not None)
     start = local_audit(net, sets, 0)
     progress = _Progress(StoppingRule(params, start, sets), start, copy.deepcopy(model.state_dict()))
     trace = [start]
@@ -257,11 +274,9 @@ def _unlearn(model: Classifier, task: UnlearningTask, params: RemiParams) -> Out
         if (step - 1) % (params.check_every * params.refit_every) == 0 and params.lambda_mia > 0:
             approximator.fit(net, sets.retain if len(sets.retain) else sets.forget, work.reference)
         net.train()
-        retain = (work.retain.sample_batch(params.batch_size, generator),) if len(work.retain) else ()
-        forget, reference = (data.subset(torch.randint(0, len(data), (params.forget_batch_size,),
-                                                        generator=generator)) for data in (work.forget, work.reference))
-        batches = (*retain, (forget.x, forget.y), (reference.x, reference.y))
-        loss = objective.loss(net, batches, (expected_of(forget, expected), expected_of(reference, expected)))
+        batches, anchor = work.draw(params, generator)
+        loss = objective.loss(net, batches, (expected_of(batches[-2], expected), expected_of(batches[-1], expected)),
+                              anchor)
         check_finite(loss, "ReMI loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -10,6 +10,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from fedunlearn.common.audit.roc import roc_auc
 from fedunlearn.common.data.tensors import LabeledData
@@ -281,6 +282,27 @@ def test_the_anchor_term_holds_unseen_outputs_where_they_were(memorised_sample_t
     assert lost[0.0] >= 2.0
     assert lost[10.0] < lost[0.0] / 2
 
+def test_the_anchor_term_is_the_mean_squared_logit_change_of_every_batch_but_the_forget_batch(
+    memorised_sample_task: UnlearningTask,
+) -> None:
+    """Known answer: with only the anchor on, the loss is lambda_anchor times the mean squared distance of the
+    retain and reference rows' logits from the targets; the forget batch's logits are free to move."""
+    task = memorised_sample_task
+    model = task.original.eval()
+    retain, forget, reference = (data.subset(torch.arange(4)) for data in (task.retain, task.forget, task.reference))
+    only_anchor = RemiParams(lambda_mia=0.0, lambda_kl=0.0, lambda_anchor=2.0)
+    objective = _Objective(LEAKAGE.get("shadow")(10, 0), only_anchor, CPU, per_example=False)
+    logits = {name: predict_logits(model, data.x, device=CPU) for name, data in
+              (("retain", retain), ("reference", reference))}
+    moved = torch.cat([logits["retain"] + 0.5, logits["reference"] - 1.0])  # squared change 0.25 and 1
+    cross_entropy = float(F.cross_entropy(logits["retain"], retain.y))
+    loss = float(objective.loss(model, (retain, forget, reference), (torch.zeros(4), torch.zeros(4)), moved).detach())
+    assert loss == pytest.approx(cross_entropy + 2.0 * (0.25 + 1.0) / 2, rel=1e-4)
+    unmoved = torch.cat(list(logits.values()))
+    assert float(objective.loss(model, (forget, reference), (torch.zeros(4), torch.zeros(4)),
+                                unmoved[4:])) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_the_anchor_weight_must_not_be_negative() -> None:
     with pytest.raises(ConfigError, match="lambda_anchor"):
         RemiParams(lambda_anchor=-1.0)
@@ -299,11 +321,10 @@ def test_the_target_term_charges_only_the_excess_over_each_samples_expectation(
     score = membership_statistic(predict_logits(model, forget.x, device=CPU), forget.y)
     expected = torch.stack([score[0] - 3.0, score[1] - 0.5, score[2] + 2.0, score[3]])
     only_target = RemiParams(lambda_mia=0.0, lambda_kl=0.0, lambda_target=2.0)
-    batches = ((forget.x, forget.y), (reference.x, reference.y))
 
     def loss(per_example: bool) -> float:
-        objective = _Objective(LEAKAGE.get("shadow")(10, 0), only_target, CPU, None, per_example)
-        return float(objective.loss(model.eval(), batches, (expected, torch.zeros(4))))
+        objective = _Objective(LEAKAGE.get("shadow")(10, 0), only_target, CPU, per_example)
+        return float(objective.loss(model.eval(), (forget, reference), (expected, torch.zeros(4)), None))
 
     huber = [2.5, 0.125, 0.0, 0.0]  # excess 3 -> 3 - 1/2; excess 1/2 -> (1/2)^2 / 2; none -> 0
     assert loss(True) == pytest.approx(2.0 * sum(huber) / 4, rel=1e-3)
