@@ -6,6 +6,7 @@ these are statements about behaviour, never about particular default values.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -19,7 +20,7 @@ from fedunlearn.common.models import Classifier
 from fedunlearn.common.training import accuracy, predict_logits
 from fedunlearn.common.unlearning.base import UnlearningResult, UnlearningTask, parse_params, run_method
 from fedunlearn.common.unlearning.leakage import LEAKAGE, membership_statistic
-from fedunlearn.common.unlearning.remi import RemiParams, TracePoint, _Objective
+from fedunlearn.common.unlearning.remi import RemiParams, TracePoint, _Objective, _Workspace
 from fedunlearn.common.unlearning.stopping import AuditSets, StoppingRule, local_audit
 
 CPU = torch.device("cpu")
@@ -301,6 +302,27 @@ def test_the_anchor_term_is_the_mean_squared_logit_change_of_every_batch_but_the
     unmoved = torch.cat(list(logits.values()))
     assert float(objective.loss(model, (forget, reference), (torch.zeros(4), torch.zeros(4)),
                                 unmoved[4:])) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("scope", ["top", "all"])
+def test_the_anchor_targets_are_the_original_logits_of_the_retain_and_reference_samples(
+    memorised_sample_task: UnlearningTask, scope: str,
+) -> None:
+    """Computed once before the first step, on the network ReMI updates (the top on stem features, or the
+    whole model), in the row order the batches draw from; none without the anchor."""
+    task = memorised_sample_task
+    model = copy.deepcopy(task.original)
+    params = RemiParams(scope=scope, lambda_anchor=1.0)
+    work = _Workspace.build(model, task, params, torch.Generator().manual_seed(0))
+    assert work.anchor is not None
+    for targets, drawn_from, data in zip(work.anchor, (work.retain, work.reference), (task.retain, task.reference),
+                                         strict=True):
+        assert drawn_from.ids.equal(data.ids)
+        assert torch.allclose(targets, predict_logits(task.original, data.x, device=CPU), atol=1e-5)
+    batches, anchor = work.draw(params, torch.Generator().manual_seed(1))
+    assert [len(b) for b in batches] == [params.batch_size, params.forget_batch_size, params.forget_batch_size]
+    assert anchor is not None and anchor.shape == (params.batch_size + params.forget_batch_size, 10)
+    assert _Workspace.build(model, task, RemiParams(scope=scope), torch.Generator().manual_seed(0)).anchor is None
 
 
 def test_the_anchor_weight_must_not_be_negative() -> None:
