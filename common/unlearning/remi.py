@@ -195,26 +195,28 @@ class _Workspace:
         retain = task.retain
         if len(retain) > params.retain_pool:
             retain = retain.subset(torch.randperm(len(retain), generator=generator)[: params.retain_pool])
-        if params.scope == "all":
-            net, sets = model, (retain, task.forget, task.reference, task.utility_set)
-        else:
+        sets = [retain, task.forget, task.reference, task.utility_set]
+        net = model
+        if params.scope == "top":
             model.stem.requires_grad_(False)
-            sources = (retain, task.forget, task.reference, task.utility_set)
             # one stem pass per distinct set (for sample forgetting the utility set is the reference); features
             # stay on the device (they are re-read every step), labels on the CPU beside the audit's logits
-            cache = {id(data): stem_features(model, data, task.device, keep_on_device=True) for data in sources}
-            net, sets = model.top(), tuple(cache[id(data)] for data in sources)
+            cache = {id(data): stem_features(model, data, task.device, keep_on_device=True) for data in sets}
+            net, sets = model.top(), [cache[id(data)] for data in sets]
+        retain, forget, reference, utility = sets
         anchor = None
         if params.lambda_anchor > 0:
-            anchor = tuple(batched_forward(net, data.x, device=task.device, keep_on_device=True)
-                           for data in (sets[0], sets[2]))
-        return cls(net, *sets, anchor)
+            anchor = (batched_forward(net, retain.x, device=task.device, keep_on_device=True),
+                      batched_forward(net, reference.x, device=task.device, keep_on_device=True))
+        return cls(net, retain, forget, reference, utility, anchor)
 
     def draw(self, params: RemiParams,
              generator: torch.Generator) -> tuple[tuple[LabeledData, ...], torch.Tensor | None]:
         """One step's (retain,) forget and reference batches, drawn with replacement, and the anchor's
         targets for the retain and reference rows (None where the anchor is off)."""
-        sources = [(self.retain, params.batch_size, 0)] if len(self.retain) else []
+        # (set, batch size, its row in ``anchor``: None for the forget set, which the anchor leaves free)
+        sources: list[tuple[LabeledData, int, int | None]] = (
+            [(self.retain, params.batch_size, 0)] if len(self.retain) else [])
         sources += [(self.forget, params.forget_batch_size, None), (self.reference, params.forget_batch_size, 1)]
         batches, targets = [], []
         for data, size, anchored in sources:
