@@ -283,6 +283,7 @@ def test_the_anchor_term_holds_unseen_outputs_where_they_were(memorised_sample_t
     assert lost[0.0] >= 2.0
     assert lost[10.0] < lost[0.0] / 2
 
+
 def test_the_anchor_term_is_the_mean_squared_logit_change_of_every_batch_but_the_forget_batch(
     memorised_sample_task: UnlearningTask,
 ) -> None:
@@ -322,6 +323,9 @@ def test_the_anchor_targets_are_the_original_logits_of_the_retain_and_reference_
     batches, anchor = work.draw(params, torch.Generator().manual_seed(1))
     assert [len(b) for b in batches] == [params.batch_size, params.forget_batch_size, params.forget_batch_size]
     assert anchor is not None and anchor.shape == (params.batch_size + params.forget_batch_size, 10)
+    # each target row belongs to the sample drawn in that row (the network has not stepped yet)
+    drawn = torch.cat([predict_logits(work.net, batch.x, device=CPU) for batch in (batches[0], batches[2])])
+    assert torch.allclose(anchor, drawn, atol=1e-5)
     assert _Workspace.build(model, task, RemiParams(scope=scope), torch.Generator().manual_seed(0)).anchor is None
 
 
