@@ -46,14 +46,18 @@ MAX_CONFIGS = 12
 VALIDATION_SEED = 10_000  # far above any reported seed: its split, forget set and training are its own
 DIGITS = 4
 
-# method -> hyper-parameter -> values (as --param takes them); every grid holds the method's defaults
+# method -> hyper-parameter -> values (as --param takes them); every grid holds the method's defaults.
+# Edge rule (docs/method.md#equal-tuning), the same for every method: where the last tuning chose a value at a
+# grid's edge (not tied with its neighbour), the grid gets that value doubled or halved, outward (for NegGrad+'s
+# alpha, its forget weight 1 - alpha doubled); values farthest from the choice go, never a default, until the
+# grid fits MAX_CONFIGS.
 GRIDS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
-    "remi": {"lr": ("1e-4", "2e-4", "5e-4"), "lambda_mia": ("0.5", "1", "2", "4")},
+    "remi": {"lr": ("2e-4", "5e-4", "1e-3"), "lambda_mia": ("1", "2", "4", "8")},
     "finetune": {"epochs": ("2", "5", "10"), "lr": ("1e-3", "5e-3", "1e-2")},
-    "neggrad_plus": {"epochs": ("5", "10"), "lr": ("1e-4", "3e-4", "1e-3"), "alpha": ("0.95", "0.99")},
-    "random_label": {"epochs": ("2", "5", "10"), "lr": ("1e-4", "2e-4", "4e-4", "1e-3")},
-    "fisher": {"alpha": ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2"), "max_std": ("0.01", "0.1")},
-    "salun": {"epochs": ("2", "5"), "lr": ("1e-4", "2e-4", "5e-4"), "mask_fraction": ("0.1", "0.5")},
+    "neggrad_plus": {"epochs": ("5", "10", "20"), "lr": ("1e-3", "2e-3"), "alpha": ("0.9", "0.95")},
+    "random_label": {"epochs": ("2", "5", "10"), "lr": ("5e-5", "1e-4", "2e-4", "4e-4")},
+    "fisher": {"alpha": ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2"), "max_std": ("0.1", "0.2")},
+    "salun": {"epochs": ("2", "5"), "lr": ("2e-4", "5e-4"), "mask_fraction": ("0.05", "0.1", "0.5")},
 }
 
 
