@@ -49,15 +49,17 @@ DIGITS = 4
 # method -> hyper-parameter -> values (as --param takes them); every grid holds the method's defaults.
 # Edge rule (docs/method.md#equal-tuning), the same for every method: where the last tuning chose a value at a
 # grid's edge (not tied with its neighbour), the grid gets that value doubled or halved, outward (for NegGrad+'s
-# alpha, its forget weight 1 - alpha doubled); values farthest from the choice go, never a default, until the
-# grid fits MAX_CONFIGS.
+# alpha, its forget weight 1 - alpha doubled); values farthest from the choice go, never a default or a chosen
+# value, until the grid fits MAX_CONFIGS; where even then it would not fit, the new values are added in the
+# grid's order while they fit. Applied twice (docs/bench/tuning-fmnist-edges chose the second application's
+# edges); NegGrad+'s alpha 0.8 did not fit the second time.
 GRIDS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
-    "remi": {"lr": ("2e-4", "5e-4", "1e-3"), "lambda_mia": ("1", "2", "4", "8")},
+    "remi": {"lr": ("2e-4", "1e-3", "2e-3"), "lambda_mia": ("1", "4", "8", "16")},
     "finetune": {"epochs": ("2", "5", "10"), "lr": ("1e-3", "5e-3", "1e-2")},
-    "neggrad_plus": {"epochs": ("5", "10", "20"), "lr": ("1e-3", "2e-3"), "alpha": ("0.9", "0.95")},
-    "random_label": {"epochs": ("2", "5", "10"), "lr": ("5e-5", "1e-4", "2e-4", "4e-4")},
-    "fisher": {"alpha": ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2"), "max_std": ("0.1", "0.2")},
-    "salun": {"epochs": ("2", "5"), "lr": ("2e-4", "5e-4"), "mask_fraction": ("0.05", "0.1", "0.5")},
+    "neggrad_plus": {"epochs": ("5", "20", "40"), "lr": ("5e-4", "1e-3"), "alpha": ("0.9", "0.95")},
+    "random_label": {"epochs": ("2", "5", "10"), "lr": ("2.5e-5", "5e-5", "1e-4", "4e-4")},
+    "fisher": {"alpha": ("3e-4", "1e-3", "3e-3", "1e-2"), "max_std": ("0.05", "0.1", "0.2")},
+    "salun": {"epochs": ("2", "5"), "lr": ("1e-4", "2e-4", "5e-4"), "mask_fraction": ("0.1", "0.5")},
 }
 
 
