@@ -38,8 +38,8 @@ from fedunlearn.simulations.bench_whitebox import (
 )
 from fedunlearn.simulations.markdown import table
 
-__all__ = ["ATTACK_FIELDS", "METRICS", "config_dict", "mean_std", "strongest_reference_attack", "summarize",
-           "write_report"]
+__all__ = ["ATTACK_FIELDS", "METRICS", "bench_page", "config_dict", "draw_plots", "mean_std",
+           "strongest_reference_attack", "summarize", "write_report"]
 
 METRICS = (*GAP_METRICS, "mia_auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr", "seconds", "avg_gap")
 ATTACK_FIELDS = ("auc", "tpr_at_1pct_fpr", "tpr_at_01pct_fpr")  # every attack's figures, AUC 0-1, TPRs percent
@@ -287,7 +287,7 @@ def _white_box_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def _markdown(payload: dict[str, Any]) -> str:
+def _markdown(payload: Mapping[str, Any]) -> str:
     header = ["method", *METRICS]
     dirty = " (with uncommitted changes)" if payload["worktree_dirty"] else ""
     lines = [
@@ -315,15 +315,27 @@ def _markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_roc(run: SeedRun, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 5))
+# the loss attack's ROC per method on the first seed, kept in bench.json on this false-positive grid so that
+# roc.png can be drawn again from the JSON alone (the full curve has a point per sample)
+ROC_FPR = np.geomspace(1e-4, 1.0, 121)
+
+
+def _roc_curves(run: SeedRun) -> dict[str, Any]:
+    curves = {}
     for method, method_run in run.runs.items():
         fpr, tpr = method_run.report.roc
-        label = f"{method} ({method_run.report.mia_auc:.3f})"
-        ax.plot(np.maximum(fpr, 1e-4), np.maximum(tpr, 1e-4), label=label)
+        curves[method] = {"auc": round(method_run.report.mia_auc, DIGITS),
+                          "tpr": [round(float(v), DIGITS) for v in np.interp(ROC_FPR, fpr, tpr)]}
+    return {"seed": run.seed, "attack": "loss", "fpr": [round(float(v), 6) for v in ROC_FPR], "curves": curves}
+
+
+def _plot_roc(roc: Mapping[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for method, curve in roc["curves"].items():
+        ax.plot(roc["fpr"], np.maximum(curve["tpr"], 1e-4), label=f"{method} ({curve['auc']:.3f})")
     ax.plot([1e-4, 1], [1e-4, 1], "k:", linewidth=0.8)
     ax.set(xscale="log", yscale="log", xlabel="false positive rate", ylabel="true positive rate",
-           title="loss attack on the forget set (seed 0)")
+           title=f"{roc['attack']} attack on the forget set (seed {roc['seed']})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -378,9 +390,22 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
         "comparisons": comparisons(methods),
         "config": config_dict(config),
     }
+    payload["roc"] = _roc_curves(runs[0])
     (out / "bench.json").write_text(json.dumps(payload, indent=2))
-    (out / "bench.md").write_text("\n".join([_markdown(payload), *sections]))
     (out / "config.json").write_text(json.dumps(payload["config"], indent=2))
-    _plot_roc(runs[0], out / "roc.png")
-    _plot_metrics(methods, out / "metrics.png")
+    (out / "bench.md").write_text(bench_page(payload, sections))
+    draw_plots(payload, out)
     return payload
+
+
+def bench_page(payload: Mapping[str, Any], sections: Sequence[str] = ()) -> str:
+    """bench.md: the tables of ``payload`` (bench.json), then ``sections`` (markdown) appended."""
+    return "\n".join([_markdown(payload), *sections])
+
+
+def draw_plots(payload: Mapping[str, Any], out: Path) -> None:
+    """metrics.png and roc.png from bench.json's payload alone; roc.png only where the payload keeps the
+    curves (a bench.json written before it did keeps the roc.png its run drew)."""
+    _plot_metrics(payload["methods"], out / "metrics.png")
+    if "roc" in payload:
+        _plot_roc(payload["roc"], out / "roc.png")

@@ -40,7 +40,7 @@ from fedunlearn.simulations.bench import (
 from fedunlearn.simulations.markdown import table
 
 __all__ = ["GRIDS", "MAX_CONFIGS", "VALIDATION_SEED", "Candidate", "Tuning", "configurations", "describe_seeds",
-           "run_tuning", "tuned_params", "validation_seeds", "write_tuning"]
+           "run_tuning", "tuned_params", "tuning_page", "validation_seeds", "write_tuning"]
 
 MAX_CONFIGS = 12
 VALIDATION_SEED = 10_000  # far above any reported seed: its split, forget set and training are its own
@@ -196,7 +196,7 @@ def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "tuning.json").write_text(json.dumps(payload, indent=2))
-    (out / "tuning.md").write_text(_markdown(payload))
+    (out / "tuning.md").write_text(tuning_page(payload))
     return payload
 
 
@@ -210,7 +210,8 @@ def describe_seeds(seeds: Sequence[int]) -> str:
     return f"validation seed {seeds[0]}" if len(seeds) == 1 else f"validation seeds {', '.join(map(str, seeds))}"
 
 
-def _markdown(payload: Mapping[str, Any]) -> str:
+def tuning_page(payload: Mapping[str, Any]) -> str:
+    """tuning.md, from tuning.json's payload alone."""
     setup, seeds = payload["setup"], validation_seeds(payload)
     spread = f" (per seed {', '.join(f'{g:.2f}' for g in payload['floor_avg_gap_per_seed'])})" if len(seeds) > 1 else ""
     lines = [f"# Tuning: {setup['dataset']} / {setup['model']} / {setup['forget']}", "",
@@ -224,7 +225,8 @@ def _markdown(payload: Mapping[str, Any]) -> str:
     lines[-1] += " Controls: " + "; ".join(described) + "."
     for method, entry in payload["methods"].items():
         rows = [(", ".join(f"{k}={v}" for k, v in row["params"].items()), f"{row['avg_gap']:.2f}",
-                 ", ".join(f"{g:.2f}" for g in row["avg_gap_per_seed"]),
+                 # a tuning on one seed written before tunings took several kept no per-seed list
+                 ", ".join(f"{g:.2f}" for g in row.get("avg_gap_per_seed", [row["avg_gap"]])),
                  f"{row['ua']:.2f}", f"{row['ta']:.2f}", f"{row['mia_auc']:.3f}", f"{row['seconds']:.1f}",
                  "chosen" if row["params"] == entry["chosen"] else "")
                 for row in entry["configurations"]]

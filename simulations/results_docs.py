@@ -6,8 +6,9 @@ runs (``docs/federation/*/report.json``) and scaling, the edge benchmarks (``doc
 the idle-machine latency files beside them), the centralised benchmark (``docs/bench/*/bench.json``),
 CLI startup and the request service under load. Each table names the commit its JSON records ("not
 recorded" where the JSON predates recording one) and links the page that holds every figure.
-It also rewrites the results block of the README beside ``docs/`` (``results_summary``). ``--check`` exits 1
-when a page on disk differs from what the JSON gives; a test does the same.
+It also rewrites the results block of the README beside ``docs/`` (``results_summary``) and draws every
+bench, tuning and matrix page and plot again from its JSON (``results_render``). ``--check`` exits 1
+when a page on disk differs from what the JSON gives; a test does the same (plots are drawn, not compared).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from fedunlearn.simulations.markdown import table
 from fedunlearn.simulations.results_bench import bench_sections
 from fedunlearn.simulations.results_format import commit_cell, link, num, span
+from fedunlearn.simulations.results_render import draw_bench_plots, legacy_benches, result_pages
 from fedunlearn.simulations.results_summary import load_json, readme_with_summary
 
 __all__ = ["PAGE", "main", "render"]
@@ -310,24 +312,37 @@ def render(root: Path) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _update(pages: Mapping[Path, str], *, check: bool) -> list[Path]:
+    """The pages whose file differs from their text; rewritten unless ``check``."""
+    stale = [page for page, text in pages.items() if (page.read_text() if page.exists() else "") != text]
+    if not check:
+        for page in stale:
+            page.write_text(pages[page])
+            print(f"wrote {page}")
+    return stale
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write docs/results.md, and the README's results block, from the "
-                                                 "result JSON under docs/.")
+    parser = argparse.ArgumentParser(description="Write docs/results.md, the README's results block and every "
+                                                 "bench, tuning and matrix page and plot, from the result JSON "
+                                                 "under docs/.")
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="the docs folder (default: docs)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is out of date")
     args = parser.parse_args(argv)
     readme = args.docs.parent / "README.md"  # the repository's front page; a docs folder elsewhere may have none
+    # the bench, tuning and matrix pages first: results.md links a page only where it exists
+    stale = _update(result_pages(args.docs), check=args.check)
     pages = {args.docs / PAGE: render(args.docs)}
     if readme.exists():
         pages[readme] = readme_with_summary(readme.read_text(), args.docs)
-    stale = [page for page, text in pages.items() if (page.read_text() if page.exists() else "") != text]
+    stale += _update(pages, check=args.check)
     if args.check:
         for page in stale:
             print(f"{page} is out of date: run `{COMMAND}`", file=sys.stderr)
         return 1 if stale else 0
-    for page in stale:
-        page.write_text(pages[page])
-        print(f"wrote {page}")
+    print(f"drew the plots of {draw_bench_plots(args.docs)} bench folders")
+    for path in legacy_benches(args.docs):
+        print(f"left as written: {path} predates benches recording their commit")
     return 0
 
 

@@ -25,7 +25,7 @@ from fedunlearn.common.models import Classifier, ModelSpec, build_model
 from fedunlearn.common.training import TrainConfig
 from fedunlearn.common.unlearning import METHODS, UnlearningResult, UnlearningTask, run_method
 from fedunlearn.common.unlearning.remi import RemiParams
-from fedunlearn.simulations import bench, bench_ulira
+from fedunlearn.simulations import bench, bench_ulira, results_docs
 from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Stream, Variant, derived_seed, run_bench
 from fedunlearn.simulations.bench_expectation import SampleStatistics, expected_confidence
 from fedunlearn.simulations.bench_report import ATTACK_FIELDS, METRICS, strongest_reference_attack, write_report
@@ -220,6 +220,44 @@ def test_report_files_exist(bench_dir: BenchDir) -> None:
     config = json.loads((out / "config.json").read_text())
     assert config["methods"] == ["retrain", "remi", "finetune"]
     assert config["forget"] == "class:3"
+
+
+@pytest.mark.slow
+def test_bench_json_keeps_the_first_seeds_roc_curve_of_every_method(saved: dict[str, Any]) -> None:
+    roc = saved["roc"]
+    assert roc["seed"] == saved["seeds"][0] and roc["attack"] == "loss"
+    assert set(roc["curves"]) == set(saved["methods"])
+    for method, curve in roc["curves"].items():
+        assert len(curve["tpr"]) == len(roc["fpr"]), method
+        assert all(0 <= a <= b <= 1 for a, b in zip(curve["tpr"], curve["tpr"][1:], strict=False)), method
+        assert curve["tpr"][-1] == 1 and curve["auc"] == saved["methods"][method]["per_seed"][0]["mia_auc"]
+
+
+@pytest.mark.slow
+def test_results_docs_draws_the_page_and_plots_again_from_bench_json_alone(bench_dir: BenchDir,
+                                                                           tmp_path: Path) -> None:
+    folder = tmp_path / "bench" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "bench.json").write_text((bench_dir[0] / "bench.json").read_text())
+    assert results_docs.main(["--docs", str(tmp_path), "--check"]) == 1  # bench.md is missing
+    assert results_docs.main(["--docs", str(tmp_path)]) == 0
+    assert (folder / "bench.md").read_text() == (bench_dir[0] / "bench.md").read_text()
+    for png in ("roc.png", "metrics.png"):
+        assert (folder / png).read_bytes() == (bench_dir[0] / png).read_bytes(), png
+    assert results_docs.main(["--docs", str(tmp_path), "--check"]) == 0
+
+
+@pytest.mark.slow
+def test_a_bench_json_that_predates_its_commit_is_left_as_written(saved: dict[str, Any], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "bench" / "old"
+    folder.mkdir(parents=True)
+    old = {key: value for key, value in saved.items() if key not in ("commit", "worktree_dirty", "roc")}
+    (folder / "bench.json").write_text(json.dumps(old))
+    (folder / "bench.md").write_text("as its run wrote it\n")
+    assert results_docs.main(["--docs", str(tmp_path)]) == 0
+    assert (folder / "bench.md").read_text() == "as its run wrote it\n"
+    assert f"left as written: {folder / 'bench.json'}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import pytest
 
 from fedunlearn.common.errors import DataError
 from fedunlearn.simulations import results_docs, results_summary
+from fedunlearn.simulations.results_render import result_pages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -243,3 +244,9 @@ def test_a_bench_of_remi_and_its_variants_alone_names_no_other_method(tmp_path: 
     assert ("U-LiRA accuracy (0.5: its outputs cannot be told from retraining's): ReMI 0.541 (its variants: remi-lr "
             "0.531), the original 0.612, two retrainings 0.503.") in summary
     assert "best other" not in summary
+
+
+def test_every_bench_tuning_and_matrix_page_matches_the_repository_json() -> None:
+    stale = [str(page.relative_to(REPO)) for page, text in result_pages(REPO / "docs").items()
+             if page.read_text() != text]
+    assert not stale, f"out of date with their JSON: {stale}: run `python -m fedunlearn.simulations.results_docs`"
