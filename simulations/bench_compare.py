@@ -1,10 +1,13 @@
-"""Every method's difference to ReMI over the bench's seeds, with a paired 95% t interval.
+"""Every method's difference to ReMI over the bench's seeds, with a paired 95% t interval; the white-box
+checks' difference to retrain the same way.
 
 Every method of a seed starts from the same original and forgets the same set, so what changes from seed to
 seed (the split, the forget set, the original) moves all of them together. Differencing per seed cancels
 that shared part, and a t interval over the n differences (n - 1 degrees of freedom) says whether what is
 left could be chance. One seed has no degrees of freedom and so no interval: it is recorded as null, never
-made up.
+made up. The white-box checks are paired with retrain instead of ReMI: what they ask is whether a model's
+insides still tell the forget set from unseen samples where retraining's do not, and the original's row says
+whether the seeds could see that at all.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import numpy as np
 from scipy import stats
 
 from fedunlearn.simulations.bench import GOLD
+from fedunlearn.simulations.markdown import table as markdown_table
 
-__all__ = ["LEVEL", "REFERENCE", "PairedInterval", "comparison_markdown", "comparisons", "paired_interval"]
+__all__ = ["LEVEL", "REFERENCE", "PairedInterval", "comparison_markdown", "comparisons", "paired_interval",
+           "white_box_comparisons", "white_box_comparison_markdown"]
 
 REFERENCE = "remi"
 LEVEL = 0.95
@@ -30,6 +35,9 @@ FIGURES: Mapping[str, Callable[[Mapping[str, Any]], float]] = {
     "avg_gap": lambda seed: seed["avg_gap"],
     "ulira_accuracy": lambda seed: seed["ulira"]["accuracy"],
 }
+# white-box figure in ``white_box_comparisons`` -> its check in a ``per_seed`` entry's ``white_box``
+WHITE_BOX_CHECKS: Mapping[str, str] = {"probe_stem_auc": "probe_stem", "probe_penultimate_auc": "probe_penultimate",
+                                       "gradient_norm_auc": "gradient_norm"}
 
 
 @dataclass(frozen=True)
@@ -70,23 +78,40 @@ def paired_interval(values: Sequence[float], reference: Sequence[float]) -> Pair
     return PairedInterval(mean, mean - half, mean + half, n)
 
 
+def _paired(methods: Mapping[str, Mapping[str, Any]], reference: str, figures: Mapping[str, Callable[[Any], float]],
+            skip: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """<name>.<figure>: the paired interval of every method but ``skip`` against ``reference``, seed by seed."""
+    seeds = [s["seed"] for s in methods[reference]["per_seed"]]
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, entry in methods.items():
+        if name in skip:
+            continue
+        if [s["seed"] for s in entry["per_seed"]] != seeds:
+            raise ValueError(f"{name} and {reference} ran on different seeds; their figures do not pair")
+        result[name] = {figure: paired_interval([read(s) for s in entry["per_seed"]],
+                                                [read(s) for s in methods[reference]["per_seed"]]).to_dict()
+                        for figure, read in figures.items()}
+    return result
+
+
 def comparisons(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]] | None:
     """comparisons.<name>.<figure> for every method and variant but ReMI and retrain (the yardstick):
     avg_gap, and U-LiRA accuracy where it ran. None when ReMI did not run: there is nothing to pair with."""
     if REFERENCE not in methods:
         return None
-    reference = methods[REFERENCE]["per_seed"]
-    figures = [name for name in FIGURES if name != "ulira_accuracy" or "ulira" in reference[0]]
-    result: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, entry in methods.items():
-        if name in (REFERENCE, GOLD):
-            continue
-        if [s["seed"] for s in entry["per_seed"]] != [s["seed"] for s in reference]:
-            raise ValueError(f"{name} and {REFERENCE} ran on different seeds; their figures do not pair")
-        result[name] = {figure: paired_interval([FIGURES[figure](s) for s in entry["per_seed"]],
-                                                [FIGURES[figure](s) for s in reference]).to_dict()
-                        for figure in figures}
-    return result
+    ulira = "ulira" in methods[REFERENCE]["per_seed"][0]
+    figures = {name: read for name, read in FIGURES.items() if name != "ulira_accuracy" or ulira}
+    return _paired(methods, REFERENCE, figures, (REFERENCE, GOLD))
+
+
+def white_box_comparisons(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]] | None:
+    """<name>.<figure>: every model's white-box AUCs (both probes, the gradient-norm attack) minus retrain's,
+    paired per seed; None where the bench ran without white-box checks."""
+    if "white_box" not in methods[GOLD]["per_seed"][0]:
+        return None
+    figures = {figure: (lambda seed, check=check: seed["white_box"][check]["auc"])
+               for figure, check in WHITE_BOX_CHECKS.items()}
+    return _paired(methods, GOLD, figures, (GOLD,))
 
 
 def _cells(figures: Mapping[str, Any]) -> list[str]:
@@ -96,27 +121,41 @@ def _cells(figures: Mapping[str, Any]) -> list[str]:
             "yes" if figures["excludes_zero"] else "no"]
 
 
+def _interval_table(table: Mapping[str, Mapping[str, Mapping[str, Any]]], labels: Mapping[str, str],
+                    reference: str) -> list[str]:
+    """One row per method: per figure the mean difference to ``reference``, its interval, whether it excludes 0."""
+    figures = list(next(iter(table.values())))
+    cells = (f"− {reference}", "95% CI", "excludes 0")
+    header = ["method", *(f"{labels[f]} {cell}" for f in figures for cell in cells)]
+    return markdown_table(header, [[name, *(cell for f in figures for cell in _cells(row[f]))]
+                                   for name, row in table.items()])
+
+
+def _no_interval_note(n: int) -> str:
+    return (" With one seed there is no interval (no degrees of freedom): the differences are shown alone, and "
+            "bench.json records the interval as null.") if n < 2 else ""
+
+
 def comparison_markdown(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
     """bench.md's section: one row per method, the mean difference, its interval and whether it excludes 0."""
     first = next(iter(table.values()), None)
     if first is None:
         return []
-    figures = list(first)
     n = first["avg_gap"]["n"]
-    lines = [
-        f"## method − {REFERENCE}, 95% paired CI",
-        "",
-        f"Per seed, the method's figure minus {REFERENCE}'s on the same seed (same original, same forget set); "
-        f"the mean over the {n} seeds and its 95% t interval (n − 1 degrees of freedom). Positive: "
-        f"{REFERENCE}'s figure is the lower one. `excludes 0`: the seeds rule out no difference.",
-    ]
-    if n < 2:
-        lines[-1] += (" With one seed there is no interval (no degrees of freedom): the differences are shown "
-                      "alone, and bench.json records the interval as null.")
-    labels = {"avg_gap": "avg_gap", "ulira_accuracy": "U-LiRA accuracy"}
-    cells = (f"− {REFERENCE}", "95% CI", "excludes 0")
-    header = ["method", *(f"{labels[f]} {cell}" for f in figures for cell in cells)]
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, row in table.items():
-        lines.append(f"| {name} | " + " | ".join(cell for f in figures for cell in _cells(row[f])) + " |")
-    return lines
+    return [f"## method − {REFERENCE}, 95% paired CI", "",
+            f"Per seed, the method's figure minus {REFERENCE}'s on the same seed (same original, same forget set); "
+            f"the mean over the {n} seeds and its 95% t interval (n − 1 degrees of freedom). Positive: "
+            f"{REFERENCE}'s figure is the lower one. `excludes 0`: the seeds rule out no difference."
+            + _no_interval_note(n), "",
+            *_interval_table(table, {"avg_gap": "avg_gap", "ulira_accuracy": "U-LiRA accuracy"}, REFERENCE)]
+
+
+def white_box_comparison_markdown(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """bench.md's white-box section's second table: every model's AUCs minus retrain's, paired per seed."""
+    n = next(iter(table.values()))["probe_penultimate_auc"]["n"]
+    return [f"Each model's white-box AUCs minus {GOLD}'s on the same seed, the mean over the {n} seeds and its "
+            f"95% t interval. Positive: the model's insides separate the forget set from unseen samples more than "
+            f"{GOLD}'s do. Where the original's interval holds 0, the seeds cannot tell remembering from forgetting "
+            "on that check, and another row's interval holding 0 there proves nothing." + _no_interval_note(n), "",
+            *_interval_table(table, {"probe_stem_auc": "stem probe", "probe_penultimate_auc": "penultimate probe",
+                                     "gradient_norm_auc": "gradient-norm"}, GOLD)]

@@ -5,8 +5,9 @@ DESIGN metric names, so tables from different runs line up; every method also
 keeps its per-seed values (``per_seed``), from which the means were taken. The
 JSON names the commit and the command that made it, so a table in ``docs/``
 can be traced and regenerated. Beside the methods it keeps the floor (two
-retrains' avg_gap per seed) and every method's paired difference to ReMI
-(``bench_compare``); a variant is a method entry that names what it ablates.
+retrains' avg_gap per seed), every method's paired difference to ReMI and,
+where the white-box checks ran, every model's paired difference to retrain on
+them (``bench_compare``); a variant is a method entry that names what it ablates.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from fedunlearn.common.audit.calibrated import CALIBRATED_ATTACKS
 from fedunlearn.common.audit.report import GAP_METRICS, PRIMARY_ATTACK
 from fedunlearn.common.provenance import git_commit
 from fedunlearn.simulations.bench import GOLD, BenchConfig, SeedRun, Variant
-from fedunlearn.simulations.bench_compare import comparison_markdown, comparisons
+from fedunlearn.simulations.bench_compare import (
+    comparison_markdown,
+    comparisons,
+    white_box_comparison_markdown,
+    white_box_comparisons,
+)
 from fedunlearn.simulations.bench_ulira import SeedULira
 from fedunlearn.simulations.bench_whitebox import (
     RELEARN_EPOCHS,
@@ -284,7 +290,8 @@ def _white_box_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
         [name, *(_cell(entry["white_box"], key) for key in WHITE_BOX_FIGURES),
          *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])] if relearn else [])]
         for name, entry in methods.items()])]
-    return lines
+    paired = white_box_comparisons(methods)
+    return lines + ["", *white_box_comparison_markdown(paired)] if paired else lines
 
 
 def _markdown(payload: Mapping[str, Any]) -> str:
@@ -388,6 +395,7 @@ def write_report(config: BenchConfig, device: str, runs: Sequence[SeedRun], out:
         "floor": _floor(runs),
         "methods": methods,
         "comparisons": comparisons(methods),
+        "white_box_comparisons": white_box_comparisons(methods),
         "config": config_dict(config),
     }
     payload["roc"] = _roc_curves(runs[0])

@@ -707,6 +707,16 @@ def test_a_sample_request_gets_no_relearning_and_the_page_shows_the_checks(
     for entry in payload["methods"].values():
         assert "relearn" not in entry["per_seed"][0]["white_box"] and "relearn_epochs" not in entry["white_box"]
     assert "## White-box checks" in markdown and "relearn epochs" not in markdown
+    # every model but retrain paired with retrain on each check, in the JSON and on the page
+    paired = payload["white_box_comparisons"]
+    assert set(paired) == set(payload["methods"]) - {"retrain"}
+    remi = paired["remi"]["gradient_norm_auc"]
+    differences = [s["white_box"]["gradient_norm"]["auc"] - r["white_box"]["gradient_norm"]["auc"]
+                   for s, r in zip(payload["methods"]["remi"]["per_seed"], payload["methods"]["retrain"]["per_seed"],
+                                   strict=True)]
+    assert remi["mean_difference"] == pytest.approx(np.mean(differences), abs=1e-4)
+    stem = paired["remi"]["probe_stem_auc"]["mean_difference"]
+    assert "penultimate probe − retrain" in markdown and f"| remi | {stem:+.3f} |" in markdown
 
 
 def test_the_white_box_samples_are_capped_draws_of_forget_and_same_class_test_samples() -> None:
@@ -729,6 +739,7 @@ def test_no_white_box_leaves_the_checks_out(tmp_path: Path) -> None:
     assert all(run.white_box is None for run in runs[0].runs.values())
     payload = write_report(config, "cpu", runs, tmp_path)
     assert "white_box" not in payload["methods"]["remi"]
+    assert payload["white_box_comparisons"] is None
     assert "White-box" not in (tmp_path / "bench.md").read_text()
 
 

@@ -1,4 +1,5 @@
-"""Paired differences to ReMI: known t intervals on fixed per-seed figures, and no interval from one seed."""
+"""Paired differences to ReMI (and white-box ones to retrain): known t intervals on fixed per-seed figures, and no
+interval from one seed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from fedunlearn.simulations.bench_compare import comparison_markdown, comparisons, paired_interval
+from fedunlearn.simulations.bench_compare import (
+    comparison_markdown,
+    comparisons,
+    paired_interval,
+    white_box_comparison_markdown,
+    white_box_comparisons,
+)
 
 # t quantiles from a printed table (two-sided 95%), not from scipy, so that the test checks the call
 T_975_DF2 = 4.302653
@@ -104,3 +111,36 @@ def test_one_seed_is_recorded_as_null_and_said_so() -> None:
 def test_methods_from_other_seeds_do_not_pair() -> None:
     with pytest.raises(ValueError, match="different seeds"):
         comparisons({"remi": _entry([1.0, 2.0], seeds=[0, 1]), "finetune": _entry([1.0, 2.0], seeds=[0, 2])})
+
+
+def _white_box(entry: dict[str, Any], penultimate: list[float], gradient: list[float]) -> dict[str, Any]:
+    """``entry`` with white-box checks on each seed: the stem probe at 0.5 everywhere."""
+    for seed, probe, norm in zip(entry["per_seed"], penultimate, gradient, strict=True):
+        seed["white_box"] = {"probe_stem": {"auc": 0.5}, "probe_penultimate": {"auc": probe},
+                             "gradient_norm": {"auc": norm}}
+    return entry
+
+
+def test_white_box_figures_are_paired_with_retrain_and_remi_is_one_of_the_rows() -> None:
+    methods = {
+        "original": _white_box(_entry([3.0, 4.0, 5.5]), [0.60, 0.62, 0.58], [0.58, 0.59, 0.57]),
+        "retrain": _white_box(_entry([0.0, 0.0, 0.0]), [0.55, 0.56, 0.55], [0.50, 0.50, 0.50]),
+        "remi": _white_box(_entry([1.0, 1.5, 2.0]), [0.56, 0.55, 0.57], [0.51, 0.50, 0.52]),
+    }
+    table = white_box_comparisons(methods)
+    assert table is not None and list(table) == ["original", "remi"]
+    # original's probe differences .05 .06 .03: mean .0467, sample variance (.0000111 + .000178 + .000278) / 2
+    probe = table["original"]["probe_penultimate_auc"]
+    half = T_975_DF2 * ((0.05 - 0.14 / 3) ** 2 + (0.06 - 0.14 / 3) ** 2 + (0.03 - 0.14 / 3) ** 2) ** 0.5 / 2 ** 0.5 / 3 ** 0.5
+    assert probe["mean_difference"] == pytest.approx(0.0467, abs=1e-4)
+    assert (probe["ci_low"], probe["ci_high"]) == pytest.approx((0.14 / 3 - half, 0.14 / 3 + half), abs=1e-4)
+    assert probe["excludes_zero"] is True
+    assert table["original"]["probe_stem_auc"]["excludes_zero"] is False  # the same 0.5 on every model
+    assert table["remi"]["probe_penultimate_auc"]["excludes_zero"] is False  # +.01 -.01 +.02
+    text = "\n".join(white_box_comparison_markdown(table))
+    assert "minus retrain's on the same seed" in text and "penultimate probe − retrain" in text
+    assert "| remi | +0.000 | [+0.000, +0.000] | no | +0.007 |" in text
+
+
+def test_without_white_box_checks_there_is_nothing_to_pair() -> None:
+    assert white_box_comparisons({"retrain": _entry([0.0]), "remi": _entry([1.0])}) is None
