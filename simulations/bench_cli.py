@@ -91,17 +91,18 @@ def _progress(steps: int) -> Iterator[Callable[[str], None]]:
         yield advance
 
 
-def _tune(config: BenchConfig, out: Path, command: str, provenance: tuple[str, bool]) -> None:
+def _tune(config: BenchConfig, out: Path, command: str, provenance: tuple[str, bool], select: str) -> None:
     """``bench --tune``: every method's grid on ``config.seeds`` validation seeds, with a progress bar."""
     from fedunlearn.simulations.bench_tuning import GRIDS, configurations, run_tuning, write_tuning
 
     total = config.seeds * (4 + sum(len(configurations(GRIDS[m])) for m in config.methods if m in GRIDS))
     with _progress(total) as advance:
-        tuning = run_tuning(config, advance, validation_seeds=config.seeds)
+        tuning = run_tuning(config, advance, validation_seeds=config.seeds, select=select)
     payload = write_tuning(tuning, out, command=command, provenance=provenance)
     for method, entry in payload["methods"].items():
         chosen = ", ".join(f"{k}={v}" for k, v in entry["chosen"].items())
-        Console().print(f"{method}: {chosen} (avg_gap {entry['avg_gap']:.2f})")
+        deep = f", deep_gap {entry['deep_gap']:.2f}" if "deep_gap" in entry else ""
+        Console().print(f"{method}: {chosen} (avg_gap {entry['avg_gap']:.2f}{deep})")
     Console().print(f"wrote {out / 'tuning.json'}, tuning.md")
 
 
@@ -155,6 +156,9 @@ def bench(
                                                     "configurations on --seeds validation seeds no bench reports "
                                                     "(10000 up), choose each on its mean avg_gap to their retrains, "
                                                     "write OUT/tuning.json and tuning.md."),
+    tune_select: str = typer.Option("avg_gap", "--tune-select", help="What --tune chooses on: avg_gap, or deep_gap "
+                                                                     "(avg_gap with the white-box AUCs' distance to "
+                                                                     "retrain's: forgetting inside the model too)."),
     tuned: Path | None = typer.Option(None, "--tuned", help="Run every inexact method with the configuration "
                                                             "that --tune chose for this same setup (tuning.json)."),
     resume: bool = typer.Option(False, "--resume", help="Take back the seeds an earlier run of this same "
@@ -185,8 +189,10 @@ def bench(
         if tuned or ulira_shadows or edge or variant:
             raise ConfigError("--tune runs the methods alone on validation seeds: drop --tuned, --ulira-shadows, "
                               "--edge and --variant")
-        _tune(config, out, command, provenance)
+        _tune(config, out, command, provenance, tune_select)
         return
+    if tune_select != "avg_gap":
+        raise ConfigError("--tune-select chooses what --tune selects on; without --tune there is nothing to choose")
     if tuned is not None:
         config = replace(config, method_params=tuned_params(tuned, config), tuned=tuned)
     with _progress(bench_steps(config)) as advance:

@@ -23,8 +23,16 @@ from scipy import stats
 from fedunlearn.simulations.bench import GOLD
 from fedunlearn.simulations.markdown import table as markdown_table
 
-__all__ = ["LEVEL", "REFERENCE", "PairedInterval", "comparison_markdown", "comparisons", "paired_interval",
-           "white_box_comparisons", "white_box_comparison_markdown"]
+__all__ = [
+    "LEVEL",
+    "REFERENCE",
+    "PairedInterval",
+    "comparison_markdown",
+    "comparisons",
+    "paired_interval",
+    "white_box_comparison_markdown",
+    "white_box_comparisons",
+]
 
 REFERENCE = "remi"
 LEVEL = 0.95

@@ -291,7 +291,7 @@ def _white_box_section(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
          *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])] if relearn else [])]
         for name, entry in methods.items()])]
     paired = white_box_comparisons(methods)
-    return lines + ["", *white_box_comparison_markdown(paired)] if paired else lines
+    return [*lines, "", *white_box_comparison_markdown(paired)] if paired else lines
 
 
 def _markdown(payload: Mapping[str, Any]) -> str:

@@ -6,7 +6,9 @@ run on the validation seeds, ``VALIDATION_SEED`` and the ones after it, seeds no
 count up from 0), each with its own original, split of the training pool and forget set, and a test set
 carved from the pool too: the official test split, on which the bench reports ``ta``, plays no part in the
 choice. Each configuration is scored by its ``avg_gap`` to each validation seed's retrain, averaged over
-the seeds, and the lowest mean wins (ties go to the earlier one in the grid). One seed's choice is mostly
+the seeds, and the lowest mean wins (ties go to the earlier one in the grid). ``select="deep_gap"`` scores
+on ``bench_whitebox.deep_gap`` instead, which adds the white-box AUCs' distance to retrain's: the choice
+must forget inside the model too, not only at its outputs. One seed's choice is mostly
 noise where the configurations differ by less than two retrains do (the floor): more seeds cost time, not
 configurations. ``fedunlearn bench --tuned tuning.json`` then runs the chosen ones on the reported seeds.
 
@@ -37,12 +39,19 @@ from fedunlearn.simulations.bench import (
     derived_seed,
     run_seed,
 )
+from fedunlearn.simulations.bench_whitebox import deep_gap, headline
 from fedunlearn.simulations.markdown import table
 
-__all__ = ["GRIDS", "MAX_CONFIGS", "VALIDATION_SEED", "Candidate", "Tuning", "configurations", "describe_seeds",
-           "run_tuning", "tuned_params", "tuning_page", "validation_seeds", "write_tuning"]
+__all__ = ["GRIDS", "MAX_CONFIGS", "SELECTIONS", "VALIDATION_SEED", "Candidate", "Tuning", "configurations",
+           "describe_seeds", "run_tuning", "tuned_params", "tuning_page", "validation_seeds", "write_tuning"]
 
 MAX_CONFIGS = 12
+# what a tuning may select on -> how tuning.json says it
+SELECTIONS: Mapping[str, str] = {
+    "avg_gap": f"lowest avg_gap to each validation seed's {GOLD}, averaged over the seeds",
+    "deep_gap": f"lowest deep_gap (avg_gap's four figures and the three white-box AUCs in points, each against "
+                f"the validation seed's {GOLD}), averaged over the seeds",
+}
 VALIDATION_SEED = 10_000  # far above any reported seed: its split, forget set and training are its own
 DIGITS = 4
 
@@ -112,13 +121,22 @@ def _mean(values: Sequence[float]) -> float:
     return round(sum(values) / len(values), DIGITS)
 
 
+def _checks(run: SeedRun, name: str) -> Mapping[str, Any]:
+    checks = run.runs[name].white_box
+    if checks is None:
+        raise ValueError(f"{name} ran without white-box checks: only a deep_gap tuning runs them")
+    return checks
+
+
 @dataclass(frozen=True)
 class Tuning:
-    """The validation seeds' runs (each with its retrain, floor and every candidate, by candidate name)."""
+    """The validation seeds' runs (each with its retrain, floor and every candidate, by candidate name) and
+    the figure the choice is made on (a key of ``SELECTIONS``)."""
 
     config: BenchConfig
     candidates: Sequence[Candidate]
     runs: Sequence[SeedRun]
+    select: str = "avg_gap"
 
     @property
     def seeds(self) -> list[int]:
@@ -133,14 +151,24 @@ class Tuning:
         """Each validation seed's avg_gap between two retrains: the noise below which a choice is luck."""
         return [round(run.floor_gap, DIGITS) for run in self.runs]
 
+    def white_box(self, name: str) -> dict[str, float]:
+        """The white-box AUCs of one run, means over the seeds (deep_gap tunings only: the others skip them)."""
+        figures = [headline(_checks(run, name)) for run in self.runs]
+        return {key: _mean([f[key] for f in figures]) for key in figures[0]}
+
     def _row(self, candidate: Candidate) -> dict[str, Any]:
         gaps = [round(run.gap(candidate.name), DIGITS) for run in self.runs]
         results = [run.runs[candidate.name].result for run in self.runs]
         steps = [result.steps for result in results if result is not None]
-        return {"params": dict(candidate.params), "avg_gap": _mean(gaps), "avg_gap_per_seed": gaps,
-                **self.figures(candidate.name),
-                "seconds": _mean([run.runs[candidate.name].seconds for run in self.runs]),
-                "steps": _mean(steps) if steps else None}
+        row: dict[str, Any] = {"params": dict(candidate.params), "avg_gap": _mean(gaps), "avg_gap_per_seed": gaps,
+                               **self.figures(candidate.name),
+                               "seconds": _mean([run.runs[candidate.name].seconds for run in self.runs]),
+                               "steps": _mean(steps) if steps else None}
+        if self.select == "deep_gap":
+            deep = [round(deep_gap(gap, _checks(run, candidate.name), _checks(run, GOLD)), DIGITS)
+                    for gap, run in zip(gaps, self.runs, strict=True)]
+            row |= {"deep_gap": _mean(deep), "deep_gap_per_seed": deep, "white_box": self.white_box(candidate.name)}
+        return row
 
     def methods(self) -> dict[str, dict[str, Any]]:
         """method -> its chosen configuration, that configuration's avg_gap, and every configuration's row."""
@@ -149,26 +177,32 @@ class Tuning:
             entry = result.setdefault(candidate.method, {"configurations": []})
             entry["configurations"].append(self._row(candidate))
         for entry in result.values():
-            best = min(entry["configurations"], key=lambda row: row["avg_gap"])  # the first of equals
+            best = min(entry["configurations"], key=lambda row: row[self.select])  # the first of equals
             entry["chosen"], entry["avg_gap"] = best["params"], best["avg_gap"]
+            if self.select != "avg_gap":
+                entry[self.select] = best[self.select]
         return result
 
 
 def run_tuning(config: BenchConfig, progress: Progress = lambda _: None,
-               grids: Mapping[str, Mapping[str, Sequence[str]]] = GRIDS, *, validation_seeds: int = 1) -> Tuning:
-    """Run every method's grid on each of ``validation_seeds`` validation seeds, against that seed's retrain."""
+               grids: Mapping[str, Mapping[str, Sequence[str]]] = GRIDS, *, validation_seeds: int = 1,
+               select: str = "avg_gap") -> Tuning:
+    """Run every method's grid on each of ``validation_seeds`` validation seeds, against that seed's retrain,
+    to choose on ``select`` (``SELECTIONS``; deep_gap also runs every model's white-box checks)."""
     config.validate()
     if validation_seeds < 1:
         raise ConfigError(f"tuning needs at least one validation seed, got {validation_seeds}")
+    if select not in SELECTIONS:
+        raise ConfigError(f"a tuning selects on one of {', '.join(SELECTIONS)}, not {select!r}")
     candidates = _candidates(config, grids)
     variants = tuple(Variant(c.name, c.method, c.params) for c in candidates)
     validation = replace(config, methods=(GOLD,), method_params={}, variants=variants, seeds=1,
-                         ulira_shadows=0, edge=False, white_box=False)
+                         ulira_shadows=0, edge=False, white_box=select == "deep_gap")
     forget, params = validation.validate()
     bundle = validation_bundle(load_dataset(config.dataset, root=config.data_root, download=config.download))
     runs = [run_seed(bundle, validation, forget, params, VALIDATION_SEED + i, progress)
             for i in range(validation_seeds)]
-    return Tuning(config, candidates, runs)
+    return Tuning(config, candidates, runs, select)
 
 
 # what a tuning must share with the bench that uses it: the same setup, or the choice was made for another
@@ -177,6 +211,11 @@ SETUP = ("dataset", "model", "forget", "train_size", "holdout_size", "recipe", "
 
 def _setup(config: BenchConfig) -> dict[str, Any]:
     return {key: asdict(config.recipe) if key == "recipe" else getattr(config, key) for key in SETUP}
+
+
+def _control(tuning: Tuning, name: str) -> dict[str, Any]:
+    figures: dict[str, Any] = tuning.figures(name)
+    return figures | {"white_box": tuning.white_box(name)} if tuning.select == "deep_gap" else figures
 
 
 def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
@@ -188,9 +227,9 @@ def write_tuning(tuning: Tuning, out: Path, *, command: str | None,
         "setup": _setup(tuning.config),
         "validation": {"seeds": tuning.seeds, "sizes": dict(tuning.runs[0].sizes),
                        "test": "carved from the training pool, disjoint from every seed's split"},
-        "selection": f"lowest avg_gap to each validation seed's {GOLD}, averaged over the seeds",
+        "selection": SELECTIONS[tuning.select], "select": tuning.select,
         "floor_avg_gap": _mean(floors), "floor_avg_gap_per_seed": floors,
-        "controls": {name: tuning.figures(name) for name in ("original", GOLD)},  # doing nothing; the target
+        "controls": {name: _control(tuning, name) for name in ("original", GOLD)},  # doing nothing; the target
         "methods": methods,
         "commit": commit, "worktree_dirty": dirty, "command": command,
     }
@@ -210,9 +249,14 @@ def describe_seeds(seeds: Sequence[int]) -> str:
     return f"validation seed {seeds[0]}" if len(seeds) == 1 else f"validation seeds {', '.join(map(str, seeds))}"
 
 
+def _white_box_cells(figures: Mapping[str, float]) -> list[str]:
+    return [f"{figures[key]:.3f}" for key in ("probe_stem_auc", "probe_penultimate_auc", "gradient_norm_auc")]
+
+
 def tuning_page(payload: Mapping[str, Any]) -> str:
     """tuning.md, from tuning.json's payload alone."""
     setup, seeds = payload["setup"], validation_seeds(payload)
+    deep = payload.get("select") == "deep_gap"  # tunings written before deep_gap existed chose on avg_gap
     spread = f" (per seed {', '.join(f'{g:.2f}' for g in payload['floor_avg_gap_per_seed'])})" if len(seeds) > 1 else ""
     lines = [f"# Tuning: {setup['dataset']} / {setup['model']} / {setup['forget']}", "",
              f"`{payload['command']}` at commit `{payload['commit']}`. Every method ran each configuration of its "
@@ -220,18 +264,27 @@ def tuning_page(payload: Mapping[str, Any]) -> str:
              f"carved from the training pool; chosen: the {payload['selection']}. Two retrains of a seed differ by "
              f"avg_gap {payload['floor_avg_gap']:.2f}{spread}: closer choices are noise. Figures are means over "
              f"the seeds; the control figures too."]
+    inside = ", white-box AUCs stem / penultimate / gradient-norm "
     described = (f"{name}: ua {c['ua']:.2f}, ta {c['ta']:.2f}, mia_auc {c['mia_auc']:.3f}"
+                 + (inside + " / ".join(_white_box_cells(c["white_box"])) if deep else "")
                  for name, c in payload["controls"].items())
     lines[-1] += " Controls: " + "; ".join(described) + "."
+    header = ["configuration", "avg_gap", "per seed", "ua", "ta", "mia_auc", "seconds", ""]
+    if deep:
+        header[3:3] = ["deep_gap", "deep per seed", "stem probe", "penultimate probe", "gradient-norm"]
     for method, entry in payload["methods"].items():
-        rows = [(", ".join(f"{k}={v}" for k, v in row["params"].items()), f"{row['avg_gap']:.2f}",
-                 # a tuning on one seed written before tunings took several kept no per-seed list
-                 ", ".join(f"{g:.2f}" for g in row.get("avg_gap_per_seed", [row["avg_gap"]])),
-                 f"{row['ua']:.2f}", f"{row['ta']:.2f}", f"{row['mia_auc']:.3f}", f"{row['seconds']:.1f}",
-                 "chosen" if row["params"] == entry["chosen"] else "")
-                for row in entry["configurations"]]
-        lines += ["", f"## {method}", "",
-                  *table(("configuration", "avg_gap", "per seed", "ua", "ta", "mia_auc", "seconds", ""), rows)]
+        rows = []
+        for row in entry["configurations"]:
+            cells = [", ".join(f"{k}={v}" for k, v in row["params"].items()), f"{row['avg_gap']:.2f}",
+                     # a tuning on one seed written before tunings took several kept no per-seed list
+                     ", ".join(f"{g:.2f}" for g in row.get("avg_gap_per_seed", [row["avg_gap"]])),
+                     f"{row['ua']:.2f}", f"{row['ta']:.2f}", f"{row['mia_auc']:.3f}", f"{row['seconds']:.1f}",
+                     "chosen" if row["params"] == entry["chosen"] else ""]
+            if deep:
+                cells[3:3] = [f"{row['deep_gap']:.2f}", ", ".join(f"{g:.2f}" for g in row["deep_gap_per_seed"]),
+                              *_white_box_cells(row["white_box"])]
+            rows.append(cells)
+        lines += ["", f"## {method}", "", *table(header, rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
+from fedunlearn.common.audit.report import GAP_METRICS
 from fedunlearn.common.audit.whitebox import gradient_norm_attack, linear_probe, relearn_epochs
 from fedunlearn.common.data.tensors import LabeledData
 from fedunlearn.common.models import Classifier
 from fedunlearn.common.training import accuracy
 
 __all__ = ["AUC_CHECKS", "CAP", "RELEARN_EPOCHS", "RELEARN_FEW", "RELEARN_RETAIN", "RELEARN_SHARE", "UNMEASURED",
-           "WHITE_BOX_FIGURES", "WhiteBoxSets", "headline", "powerless", "white_box"]
+           "WHITE_BOX_FIGURES", "WhiteBoxSets", "deep_gap", "headline", "powerless", "white_box"]
 
 CAP = 500  # members and non-members each
 RELEARN_FEW, RELEARN_RETAIN = 20, 200  # samples of the forgotten class, of the retain set
@@ -97,6 +98,16 @@ def headline(figures: Mapping[str, Any]) -> dict[str, float]:
 
 
 AUC_CHECKS = ("probe_stem_auc", "probe_penultimate_auc", "gradient_norm_auc")
+
+
+def deep_gap(output_gap: float, figures: Mapping[str, Any], retrain: Mapping[str, Any]) -> float:
+    """avg_gap carried inside the model: the mean |x - retrain| over avg_gap's four output figures (whose mean
+    is ``output_gap``) and the three white-box AUCs in points (x 100, avg_gap's unit). A model that matches
+    retraining at its outputs while its features still tell the forget set apart scores worse than on
+    avg_gap; ``figures`` and ``retrain``: ``white_box`` of the model and of retrain on one seed."""
+    model, gold = headline(figures), headline(retrain)
+    inner = [100 * abs(model[key] - gold[key]) for key in AUC_CHECKS]
+    return (len(GAP_METRICS) * output_gap + sum(inner)) / (len(GAP_METRICS) + len(inner))
 
 
 def powerless(original: Mapping[str, Any], retrain: Mapping[str, Any], members: int, nonmembers: int) -> list[str]:

@@ -131,9 +131,10 @@ def test_white_box_figures_are_paired_with_retrain_and_remi_is_one_of_the_rows()
     assert table is not None and list(table) == ["original", "remi"]
     # original's probe differences .05 .06 .03: mean .0467, sample variance (.0000111 + .000178 + .000278) / 2
     probe = table["original"]["probe_penultimate_auc"]
-    half = T_975_DF2 * ((0.05 - 0.14 / 3) ** 2 + (0.06 - 0.14 / 3) ** 2 + (0.03 - 0.14 / 3) ** 2) ** 0.5 / 2 ** 0.5 / 3 ** 0.5
+    mean = 0.14 / 3
+    half = T_975_DF2 * (sum((d - mean) ** 2 for d in (0.05, 0.06, 0.03)) / 2 / 3) ** 0.5
     assert probe["mean_difference"] == pytest.approx(0.0467, abs=1e-4)
-    assert (probe["ci_low"], probe["ci_high"]) == pytest.approx((0.14 / 3 - half, 0.14 / 3 + half), abs=1e-4)
+    assert (probe["ci_low"], probe["ci_high"]) == pytest.approx((mean - half, mean + half), abs=1e-4)
     assert probe["excludes_zero"] is True
     assert table["original"]["probe_stem_auc"]["excludes_zero"] is False  # the same 0.5 on every model
     assert table["remi"]["probe_penultimate_auc"]["excludes_zero"] is False  # +.01 -.01 +.02

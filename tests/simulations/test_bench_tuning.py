@@ -26,6 +26,7 @@ from fedunlearn.simulations.bench_tuning import (
     validation_bundle,
     write_tuning,
 )
+from fedunlearn.simulations.bench_whitebox import deep_gap
 from fedunlearn.simulations.cli import app
 
 CONFIG = BenchConfig(dataset="digits", model="mlp", forget="random:0.1", methods=(GOLD, "finetune", "neggrad_plus"),
@@ -184,10 +185,52 @@ def test_run_tuning_refuses_no_validation_seed() -> None:
 def test_bench_tune_passes_its_seeds_on_as_validation_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     asked: list[int] = []
 
-    def stop_after_recording(config: BenchConfig, progress: Any, *, validation_seeds: int) -> Tuning:
-        asked.append(validation_seeds)
+    def stop_after_recording(config: BenchConfig, progress: Any, *, validation_seeds: int, select: str) -> Tuning:
+        asked.append((validation_seeds, select))
         raise ConfigError("recorded")
 
     monkeypatch.setattr("fedunlearn.simulations.bench_tuning.run_tuning", stop_after_recording)
     result = CliRunner().invoke(app, ["bench", "--tune", "--seeds", "3", "--out", str(tmp_path)])
-    assert isinstance(result.exception, ConfigError) and asked == [3]
+    assert isinstance(result.exception, ConfigError) and asked == [(3, "avg_gap")]
+    result = CliRunner().invoke(app, ["bench", "--tune", "--tune-select", "deep_gap", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ConfigError) and asked[-1] == (1, "deep_gap")
+
+
+def test_tune_select_without_tune_or_of_an_unknown_figure_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "--tune-select", "deep_gap", "--out", str(tmp_path)])
+    assert isinstance(result.exception, ConfigError) and "without --tune" in str(result.exception)
+    with pytest.raises(ConfigError, match="selects on one of avg_gap, deep_gap, not 'ua'"):
+        run_tuning(CONFIG, grids=SMALL_GRIDS, select="ua")
+
+
+def test_a_deep_gap_tuning_probes_every_model_and_chooses_on_the_insides_too(tmp_path: Path) -> None:
+    config = replace(CONFIG, methods=(GOLD, "finetune"))
+    tuning = run_tuning(config, grids={"finetune": SMALL_GRIDS["finetune"]}, select="deep_gap")
+    payload = write_tuning(tuning, tmp_path, command="fedunlearn bench --tune --tune-select deep_gap",
+                           provenance=("abc", False))
+    (run,) = tuning.runs
+    assert all(model.white_box is not None for model in run.runs.values())
+    entry = payload["methods"]["finetune"]
+    for i, row in enumerate(entry["configurations"]):
+        name = f"finetune-{i}"
+        expected = deep_gap(run.gap(name), run.runs[name].white_box, run.runs[GOLD].white_box)
+        assert row["deep_gap_per_seed"] == [round(expected, 4)] and row["deep_gap"] == round(expected, 4)
+        assert row["white_box"]["gradient_norm_auc"] == round(run.runs[name].white_box["gradient_norm"]["auc"], 4)
+    best = min(entry["configurations"], key=lambda row: row["deep_gap"])
+    assert entry["chosen"] == best["params"] and entry["deep_gap"] == best["deep_gap"]
+    assert payload["select"] == "deep_gap" and "deep_gap" in payload["selection"]
+    assert "probe_penultimate_auc" in payload["controls"]["original"]["white_box"]
+    markdown = (tmp_path / "tuning.md").read_text()
+    assert "| configuration | avg_gap | per seed | deep_gap | deep per seed | stem probe |" in markdown
+    assert "white-box AUCs stem / penultimate / gradient-norm" in markdown
+
+
+def test_deep_gap_averages_the_output_gap_with_the_white_box_distances_in_points() -> None:
+    def checks(stem: float, penultimate: float, gradient: float) -> dict[str, Any]:
+        return {"probe_stem": {"auc": stem}, "probe_penultimate": {"auc": penultimate},
+                "gradient_norm": {"auc": gradient, "tpr_at_1pct_fpr": 1.0}}
+
+    model, retrain = checks(0.50, 0.60, 0.55), checks(0.52, 0.54, 0.50)
+    # four output figures at mean 1.0, then 2, 6 and 5 points: (4 + 13) / 7
+    assert deep_gap(1.0, model, retrain) == pytest.approx(17 / 7)
+    assert deep_gap(1.0, retrain, retrain) == pytest.approx(4 / 7)
