@@ -136,14 +136,18 @@ def _tunings(root: Path) -> list[str]:
     lines = []
     for path in sorted((root / "bench").glob("*/tuning.json")):
         tuning = load_json(path)
-        setup = tuning["setup"]
+        setup, select = tuning["setup"], tuning.get("select", "avg_gap")  # older tunings chose on avg_gap
+        deep = select == "deep_gap"
         rows = [[method, ", ".join(f"{k}={v}" for k, v in entry["chosen"].items()), num(entry["avg_gap"], 2),
-                 len(entry["configurations"])] for method, entry in tuning["methods"].items()]
+                 *([num(entry["deep_gap"], 2)] if deep else []), len(entry["configurations"])]
+                for method, entry in tuning["methods"].items()]
         page = link(root, path.with_suffix(".md"), f"{setup['dataset']} / {setup['model']} / `{setup['forget']}`")
-        lines += [f"Equal tuning on {page}: each method's best of at most 12 configurations, by mean avg_gap on "
-                  f"{describe_seeds(validation_seeds(tuning))} (two retrains of a seed differ by "
+        inside = " (the output figures and the white-box AUCs against retrain)" if deep else ""
+        lines += [f"Equal tuning on {page}: each method's best of at most 12 configurations, by mean {select}{inside} "
+                  f"on {describe_seeds(validation_seeds(tuning))} (two retrains of a seed differ by avg_gap "
                   f"{num(tuning['floor_avg_gap'], 2)}); commit {commit_cell(tuning)}:", "",
-                  *table(["method", "chosen", "validation avg_gap", "configurations"], rows), ""]
+                  *table(["method", "chosen", "validation avg_gap", *(["validation deep_gap"] if deep else []),
+                          "configurations"], rows), ""]
     return lines
 
 

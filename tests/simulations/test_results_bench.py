@@ -59,7 +59,7 @@ def test_paired_intervals_white_box_tunings_and_the_matrix_come_from_their_json(
     assert "| original | 0.812 | 0.611 | 0.733 | 4.25 | 0, - |" in page
     # the original's penultimate probe and gradient attack read no more than retrain's: they prove nothing here
     assert "on `probe_penultimate_auc`, `gradient_norm_auc`: those checks prove nothing here." in page
-    assert "| finetune | lr=5e-3 | 1.23 | 9 |" in page and "differ by 0.46" in page and "`bbbbbbbbbbbb`" in page
+    assert "| finetune | lr=5e-3 | 1.23 | 9 |" in page and "differ by avg_gap 0.46" in page and "`bbbbbbbbbbbb`" in page
     assert "[digits-cnn-random0.1](bench/matrix/digits-cnn-random0.1/bench.md)" in page
     assert "| 0.88 | 1.23 (finetune) | 0.30 | 0.543 | 0.654 (salun) | 2.0 / 7.5 / 1.0 (rmia) | 0.076 |" in page
     assert "Not yet run: digits-mlp-class3." in page
@@ -71,6 +71,18 @@ def test_a_tuning_over_several_validation_seeds_names_them_all(tmp_path: Path) -
     tuning = {**_tuning(), "validation": {"seeds": [10000, 10001, 10002]}}
     _write(tmp_path / "bench" / "tuning-x" / "tuning.json", tuning)
     assert "by mean avg_gap on validation seeds 10000, 10001, 10002 (" in "\n".join(bench_sections(tmp_path))
+
+
+def test_a_deep_gap_tuning_says_what_it_chose_on_and_shows_the_figure(tmp_path: Path) -> None:
+    _write(tmp_path / "bench" / "two-seeds" / "bench.json", _bench())
+    tuning = _tuning()
+    tuning["select"] = "deep_gap"
+    tuning["methods"]["finetune"]["deep_gap"] = 1.789
+    _write(tmp_path / "bench" / "tuning-x" / "tuning.json", tuning)
+    page = "\n".join(bench_sections(tmp_path))
+    assert "by mean deep_gap (the output figures and the white-box AUCs against retrain) on validation" in page
+    assert "| method | chosen | validation avg_gap | validation deep_gap | configurations |" in page
+    assert "| finetune | lr=5e-3 | 1.23 | 1.79 | 9 |" in page
 
 
 def test_a_one_seed_bench_has_no_interval_section(tmp_path: Path) -> None:
