@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fedunlearn.simulations.bench_compare import white_box_comparisons
 from fedunlearn.simulations.bench_whitebox import powerless
 from fedunlearn.simulations.markdown import table
 from fedunlearn.simulations.results_format import bench_label, commit_cell, link, num
@@ -114,7 +115,11 @@ def _white_box(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str]:
         return []
     figures = ("probe_stem_auc", "probe_penultimate_auc", "gradient_norm_auc", "gradient_norm_tpr_at_1pct_fpr")
     relearn = "relearn_epochs" in methods["original"]["white_box"]
+    # each model's AUCs paired with retrain's per seed, where there are seeds to pair
+    paired = (white_box_comparisons(methods) or {}) if len(bench["seeds"]) > 1 else {}
+    differences = ("probe_penultimate_auc", "gradient_norm_auc") if paired else ()
     rows = [[name, *(num(entry["white_box"][f], 2 if "tpr" in f else 3) for f in figures),
+             *(_interval(paired.get(name, {}).get(f)) for f in differences),
              *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])]
                if relearn else [])] for name, entry in methods.items()]
     page = link(root, path.with_suffix(".md"), f"{bench['dataset']} `{bench['forget']}`")
@@ -123,10 +128,14 @@ def _white_box(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str]:
                       seed["members"], seed["nonmembers"])
     verdict = (" The original is within two standard errors of retrain on " + ", ".join(f"`{b}`" for b in blind)
                + ": those checks prove nothing here." if blind else "")
+    intervals = (" Penultimate probe and gradient-norm AUC − retrain's: per seed, mean and 95% paired t interval "
+                 "(`*`: it excludes 0)." if paired else "")
     return [f"White-box checks on {page} (forget against same-class test samples; read each row against "
-            f"retrain's, as a probe that finds nothing scores below 0.5 out of fold).{verdict}", "",
+            f"retrain's, as a probe that finds nothing scores below 0.5 out of fold).{verdict}{intervals}", "",
             *table(["method", "probe AUC, stem", "probe AUC, penultimate", "gradient-norm AUC",
-                    "gradient-norm TPR % at 1% FPR", *(["relearn epochs per seed"] if relearn else [])], rows), ""]
+                    "gradient-norm TPR % at 1% FPR",
+                    *(["penultimate − retrain", "gradient-norm − retrain"] if paired else []),
+                    *(["relearn epochs per seed"] if relearn else [])], rows), ""]
 
 
 def _tunings(root: Path) -> list[str]:

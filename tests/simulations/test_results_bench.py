@@ -15,11 +15,14 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data))
 
 
-def _method(gap: float, probe: float) -> dict[str, Any]:
-    white_box = {"probe_stem_auc": probe, "probe_penultimate_auc": 0.611, "gradient_norm_auc": 0.733,
+def _method(gap: float, probe: float, penultimate: tuple[float, float] = (0.6, 0.622)) -> dict[str, Any]:
+    """A bench entry of two seeds; its penultimate probe per seed is ``penultimate`` (mean 0.611 by default)."""
+    white_box = {"probe_stem_auc": probe, "probe_penultimate_auc": sum(penultimate) / 2, "gradient_norm_auc": 0.733,
                  "gradient_norm_tpr_at_1pct_fpr": 4.25, "relearn_epochs": [0, None]}
-    seed = {"white_box": {"probe_stem": {"members": 500, "nonmembers": 500}}}
-    return {"avg_gap": gap, "mia_auc": 0.5, "seconds": 2.0, "ta": 90.0, "white_box": white_box, "per_seed": [seed]}
+    per_seed = [{"seed": seed, "white_box": {"probe_stem": {"auc": probe, "members": 500, "nonmembers": 500},
+                                             "probe_penultimate": {"auc": auc}, "gradient_norm": {"auc": 0.733}}}
+                for seed, auc in enumerate(penultimate)]
+    return {"avg_gap": gap, "mia_auc": 0.5, "seconds": 2.0, "ta": 90.0, "white_box": white_box, "per_seed": per_seed}
 
 
 def _bench() -> dict[str, Any]:
@@ -27,7 +30,7 @@ def _bench() -> dict[str, Any]:
     return {"dataset": "digits", "model": "cnn", "forget": "class:3", "seeds": [0, 1], "gold_standard": "retrain",
             "sizes": {"forget": 10, "train": 100}, "commit": "a" * 40,
             "methods": {"original": _method(9.0, 0.812), "retrain": _method(0.0, 0.497),
-                        "remi": _method(1.0, 0.523), "finetune": _method(1.5, 0.545)},
+                        "remi": _method(1.0, 0.523, (0.7, 0.72)), "finetune": _method(1.5, 0.545)},
             "comparisons": {"finetune": {"avg_gap": interval, "ulira_accuracy": None}}}
 
 
@@ -56,7 +59,11 @@ def test_paired_intervals_white_box_tunings_and_the_matrix_come_from_their_json(
     page = "\n".join(bench_sections(tmp_path))
     assert "| finetune | +0.432 [+0.123, +0.741] * | - |" in page
     assert "| digits / cnn / `class:3` | 10 of 100 |" in page  # a CPU bench: no device named
-    assert "| original | 0.812 | 0.611 | 0.733 | 4.25 | 0, - |" in page
+    same = "+0.000 [+0.000, +0.000]"  # the original's probes equal retrain's on both seeds
+    assert f"| original | 0.812 | 0.611 | 0.733 | 4.25 | {same} | {same} | 0, - |" in page
+    # remi's probe reads 0.70 and 0.72 against retrain's 0.60 and 0.622: +0.1 and +0.098, an interval above 0
+    assert "| remi | 0.523 | 0.710 | 0.733 | 4.25 | +0.099 [+0.086, +0.112] * | +0.000 [+0.000, +0.000] |" in page
+    assert "| retrain | 0.497 | 0.611 | 0.733 | 4.25 | - | - | 0, - |" in page
     # the original's penultimate probe and gradient attack read no more than retrain's: they prove nothing here
     assert "on `probe_penultimate_auc`, `gradient_norm_auc`: those checks prove nothing here." in page
     assert "| finetune | lr=5e-3 | 1.23 | 9 |" in page and "differ by avg_gap 0.46" in page and "`bbbbbbbbbbbb`" in page
@@ -111,6 +118,8 @@ def test_a_bench_of_remi_and_retrain_alone_has_no_best_other(tmp_path: Path) -> 
 
 def test_a_bench_row_says_why_remi_stopped_in_each_seed(tmp_path: Path) -> None:
     bench = _bench()
+    for entry in bench["methods"].values():
+        del entry["white_box"]  # these per-seed entries hold the stop reasons alone
     bench["methods"]["remi"]["per_seed"] = [{"stop_reason": "indistinguishable"}, {"stop_reason": "budget"},
                                             {"stop_reason": "indistinguishable"}]
     _write(tmp_path / "bench" / "three" / "bench.json", bench)
