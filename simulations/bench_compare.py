@@ -46,6 +46,16 @@ FIGURES: Mapping[str, Callable[[Mapping[str, Any]], float]] = {
 # white-box figure in ``white_box_comparisons`` -> its check in a ``per_seed`` entry's ``white_box``
 WHITE_BOX_CHECKS: Mapping[str, str] = {"probe_stem_auc": "probe_stem", "probe_penultimate_auc": "probe_penultimate",
                                        "gradient_norm_auc": "gradient_norm"}
+# the white-box figures also paired with ReMI: the two that can see remembering (the stem is ReMI's own under
+# scope=top, and reads the same on every model that froze it)
+DEEP_AGAINST_REFERENCE = ("probe_penultimate_auc", "gradient_norm_auc")
+LABELS: Mapping[str, str] = {"avg_gap": "avg_gap", "ulira_accuracy": "U-LiRA accuracy", "probe_stem_auc": "stem probe",
+                             "probe_penultimate_auc": "penultimate probe", "gradient_norm_auc": "gradient-norm"}
+
+
+def _white_box_figure(figure: str) -> Callable[[Mapping[str, Any]], float]:
+    check = WHITE_BOX_CHECKS[figure]
+    return lambda seed: seed["white_box"][check]["auc"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,10 @@ def comparisons(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str,
     avg_gap, and U-LiRA accuracy where it ran. None when ReMI did not run: there is nothing to pair with."""
     if REFERENCE not in methods:
         return None
-    ulira = "ulira" in methods[REFERENCE]["per_seed"][0]
-    figures = {name: read for name, read in FIGURES.items() if name != "ulira_accuracy" or ulira}
+    first = methods[REFERENCE]["per_seed"][0]
+    figures = {name: read for name, read in FIGURES.items() if name != "ulira_accuracy" or "ulira" in first}
+    if "white_box" in first:
+        figures |= {figure: _white_box_figure(figure) for figure in DEEP_AGAINST_REFERENCE}
     return _paired(methods, REFERENCE, figures, (REFERENCE, GOLD))
 
 
@@ -117,9 +129,7 @@ def white_box_comparisons(methods: Mapping[str, Mapping[str, Any]]) -> dict[str,
     paired per seed; None where the bench ran without white-box checks."""
     if "white_box" not in methods[GOLD]["per_seed"][0]:
         return None
-    figures = {figure: (lambda seed, check=check: seed["white_box"][check]["auc"])
-               for figure, check in WHITE_BOX_CHECKS.items()}
-    return _paired(methods, GOLD, figures, (GOLD,))
+    return _paired(methods, GOLD, {figure: _white_box_figure(figure) for figure in WHITE_BOX_CHECKS}, (GOLD,))
 
 
 def _cells(figures: Mapping[str, Any]) -> list[str]:
@@ -129,12 +139,11 @@ def _cells(figures: Mapping[str, Any]) -> list[str]:
             "yes" if figures["excludes_zero"] else "no"]
 
 
-def _interval_table(table: Mapping[str, Mapping[str, Mapping[str, Any]]], labels: Mapping[str, str],
-                    reference: str) -> list[str]:
+def _interval_table(table: Mapping[str, Mapping[str, Mapping[str, Any]]], reference: str) -> list[str]:
     """One row per method: per figure the mean difference to ``reference``, its interval, whether it excludes 0."""
     figures = list(next(iter(table.values())))
     cells = (f"− {reference}", "95% CI", "excludes 0")
-    header = ["method", *(f"{labels[f]} {cell}" for f in figures for cell in cells)]
+    header = ["method", *(f"{LABELS[f]} {cell}" for f in figures for cell in cells)]
     return markdown_table(header, [[name, *(cell for f in figures for cell in _cells(row[f]))]
                                    for name, row in table.items()])
 
@@ -154,8 +163,11 @@ def comparison_markdown(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) ->
             f"Per seed, the method's figure minus {REFERENCE}'s on the same seed (same original, same forget set); "
             f"the mean over the {n} seeds and its 95% t interval (n − 1 degrees of freedom). Positive: "
             f"{REFERENCE}'s figure is the lower one. `excludes 0`: the seeds rule out no difference."
+            + (" The white-box AUCs (where they ran) are paired with ReMI's here too: whether a method forgets "
+               "deeper inside than ReMI, where the table below pairs each with retrain."
+               if "probe_penultimate_auc" in first else "")
             + _no_interval_note(n), "",
-            *_interval_table(table, {"avg_gap": "avg_gap", "ulira_accuracy": "U-LiRA accuracy"}, REFERENCE)]
+            *_interval_table(table, REFERENCE)]
 
 
 def white_box_comparison_markdown(table: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
@@ -165,5 +177,4 @@ def white_box_comparison_markdown(table: Mapping[str, Mapping[str, Mapping[str, 
             f"95% t interval. Positive: the model's insides separate the forget set from unseen samples more than "
             f"{GOLD}'s do. Where the original's interval holds 0, the seeds cannot tell remembering from forgetting "
             "on that check, and another row's interval holding 0 there proves nothing." + _no_interval_note(n), "",
-            *_interval_table(table, {"probe_stem_auc": "stem probe", "probe_penultimate_auc": "penultimate probe",
-                                     "gradient_norm_auc": "gradient-norm"}, GOLD)]
+            *_interval_table(table, GOLD)]

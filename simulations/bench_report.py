@@ -314,8 +314,9 @@ def _markdown(payload: Mapping[str, Any]) -> str:
     for method, entry in payload["methods"].items():
         lines.append(f"| {method} | " + " | ".join(_cell(entry, m) for m in METRICS) + " |")
     lines += ["", *_floor_markdown(payload["floor"])]
-    if payload["comparisons"]:
-        lines += ["", *comparison_markdown(payload["comparisons"])]
+    paired = comparisons(payload["methods"])  # from the per-seed figures: a page redrawn at HEAD pairs what HEAD pairs
+    if paired:
+        lines += ["", *comparison_markdown(paired)]
     lines += ["", *_per_example_section(payload)]
     if "white_box" in payload["methods"]["original"]:
         lines += ["", *_white_box_section(payload["methods"])]

@@ -460,13 +460,16 @@ def test_variants_are_reported_like_methods_and_paired_with_remi(random_report: 
     assert entry["variant_of"] == "remi" and entry["overrides"] == {"lambda_kl": 0.0}
     assert "variant_of" not in payload["methods"]["remi"]
     assert set(payload["comparisons"]) == {"original", "remi-no-kl"}
+    # the white-box checks ran, so the variant is paired with remi inside the model too
+    assert set(payload["comparisons"]["remi-no-kl"]) == {"avg_gap", "probe_penultimate_auc", "gradient_norm_auc"}
     paired = payload["comparisons"]["remi-no-kl"]["avg_gap"]
     remi = payload["methods"]["remi"]["per_seed"]
     differences = [v["avg_gap"] - r["avg_gap"] for v, r in zip(entry["per_seed"], remi, strict=True)]
     assert paired["n"] == RANDOM.seeds
     assert paired["mean_difference"] == pytest.approx(np.mean(differences), abs=1e-4)
     assert paired["ci_low"] <= paired["mean_difference"] <= paired["ci_high"]
-    assert table.count("| remi-no-kl |") == 4  # metrics, paired differences, per-example attacks, white-box
+    # metrics, paired differences to remi, per-example attacks, white-box figures and their differences to retrain
+    assert table.count("| remi-no-kl |") == 5
     assert "`remi-no-kl` is remi with lambda_kl=0.0" in table
     assert payload["config"]["variants"] == [{"name": "remi-no-kl", "method": "remi", "params": {"lambda_kl": "0"}}]
 

@@ -143,5 +143,20 @@ def test_white_box_figures_are_paired_with_retrain_and_remi_is_one_of_the_rows()
     assert "| remi | +0.000 | [+0.000, +0.000] | no | +0.007 |" in text
 
 
+def test_with_white_box_checks_the_methods_are_paired_with_remi_inside_too() -> None:
+    methods = {
+        "retrain": _white_box(_entry([0.0, 0.0]), [0.55, 0.56], [0.50, 0.50]),
+        "remi": _white_box(_entry([1.0, 1.5]), [0.58, 0.59], [0.51, 0.52]),
+        "remi-scope-all": _white_box(_entry([2.0, 2.5]), [0.56, 0.56], [0.51, 0.52]),
+    }
+    table = comparisons(methods)
+    assert table is not None and list(table["remi-scope-all"]) == ["avg_gap", "probe_penultimate_auc",
+                                                                   "gradient_norm_auc"]
+    assert table["remi-scope-all"]["probe_penultimate_auc"]["mean_difference"] == pytest.approx(-0.025)
+    assert table["remi-scope-all"]["gradient_norm_auc"]["mean_difference"] == 0.0
+    text = "\n".join(comparison_markdown(table))
+    assert "penultimate probe − remi" in text and "paired with ReMI's here too" in text
+
+
 def test_without_white_box_checks_there_is_nothing_to_pair() -> None:
     assert white_box_comparisons({"retrain": _entry([0.0]), "remi": _entry([1.0])}) is None
