@@ -114,7 +114,8 @@ def _paired(methods: Mapping[str, Mapping[str, Any]], reference: str, figures: M
 
 def comparisons(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]] | None:
     """comparisons.<name>.<figure> for every method and variant but ReMI and retrain (the yardstick):
-    avg_gap, and U-LiRA accuracy where it ran. None when ReMI did not run: there is nothing to pair with."""
+    avg_gap, U-LiRA accuracy where it ran, and the penultimate probe's and the gradient-norm attack's AUC
+    where the white-box checks ran. None when ReMI did not run: there is nothing to pair with."""
     if REFERENCE not in methods:
         return None
     first = methods[REFERENCE]["per_seed"][0]
