@@ -21,9 +21,11 @@ import numpy as np
 from scipy import stats
 
 from fedunlearn.simulations.bench import GOLD
+from fedunlearn.simulations.bench_whitebox import AUC_CHECKS, headline
 from fedunlearn.simulations.markdown import table as markdown_table
 
 __all__ = [
+    "DEEP_AGAINST_REFERENCE",
     "LEVEL",
     "REFERENCE",
     "PairedInterval",
@@ -43,9 +45,6 @@ FIGURES: Mapping[str, Callable[[Mapping[str, Any]], float]] = {
     "avg_gap": lambda seed: seed["avg_gap"],
     "ulira_accuracy": lambda seed: seed["ulira"]["accuracy"],
 }
-# white-box figure in ``white_box_comparisons`` -> its check in a ``per_seed`` entry's ``white_box``
-WHITE_BOX_CHECKS: Mapping[str, str] = {"probe_stem_auc": "probe_stem", "probe_penultimate_auc": "probe_penultimate",
-                                       "gradient_norm_auc": "gradient_norm"}
 # the white-box figures also paired with ReMI: the two that can see remembering (the stem is ReMI's own under
 # scope=top, and reads the same on every model that froze it)
 DEEP_AGAINST_REFERENCE = ("probe_penultimate_auc", "gradient_norm_auc")
@@ -54,8 +53,8 @@ LABELS: Mapping[str, str] = {"avg_gap": "avg_gap", "ulira_accuracy": "U-LiRA acc
 
 
 def _white_box_figure(figure: str) -> Callable[[Mapping[str, Any]], float]:
-    check = WHITE_BOX_CHECKS[figure]
-    return lambda seed: seed["white_box"][check]["auc"]
+    """How to read one of ``AUC_CHECKS`` off a ``per_seed`` entry."""
+    return lambda seed: headline(seed["white_box"])[figure]
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ def white_box_comparisons(methods: Mapping[str, Mapping[str, Any]]) -> dict[str,
     paired per seed; None where the bench ran without white-box checks."""
     if "white_box" not in methods[GOLD]["per_seed"][0]:
         return None
-    return _paired(methods, GOLD, {figure: _white_box_figure(figure) for figure in WHITE_BOX_CHECKS}, (GOLD,))
+    return _paired(methods, GOLD, {figure: _white_box_figure(figure) for figure in AUC_CHECKS}, (GOLD,))
 
 
 def _cells(figures: Mapping[str, Any]) -> list[str]:

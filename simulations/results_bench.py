@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedunlearn.simulations.bench_compare import white_box_comparisons
+from fedunlearn.simulations.bench_compare import DEEP_AGAINST_REFERENCE, white_box_comparisons
 from fedunlearn.simulations.bench_whitebox import powerless
 from fedunlearn.simulations.markdown import table
 from fedunlearn.simulations.results_format import bench_label, commit_cell, link, num
@@ -117,7 +117,7 @@ def _white_box(root: Path, path: Path, bench: Mapping[str, Any]) -> list[str]:
     relearn = "relearn_epochs" in methods["original"]["white_box"]
     # each model's AUCs paired with retrain's per seed, where there are seeds to pair
     paired = (white_box_comparisons(methods) or {}) if len(bench["seeds"]) > 1 else {}
-    differences = ("probe_penultimate_auc", "gradient_norm_auc") if paired else ()
+    differences = DEEP_AGAINST_REFERENCE if paired else ()
     rows = [[name, *(num(entry["white_box"][f], 2 if "tpr" in f else 3) for f in figures),
              *(_interval(paired.get(name, {}).get(f)) for f in differences),
              *([", ".join("-" if e is None else str(e) for e in entry["white_box"]["relearn_epochs"])]

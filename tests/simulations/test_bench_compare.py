@@ -117,7 +117,7 @@ def _white_box(entry: dict[str, Any], penultimate: list[float], gradient: list[f
     """``entry`` with white-box checks on each seed: the stem probe at 0.5 everywhere."""
     for seed, probe, norm in zip(entry["per_seed"], penultimate, gradient, strict=True):
         seed["white_box"] = {"probe_stem": {"auc": 0.5}, "probe_penultimate": {"auc": probe},
-                             "gradient_norm": {"auc": norm}}
+                             "gradient_norm": {"auc": norm, "tpr_at_1pct_fpr": 1.0}}
     return entry
 
 

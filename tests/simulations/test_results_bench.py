@@ -20,7 +20,8 @@ def _method(gap: float, probe: float, penultimate: tuple[float, float] = (0.6, 0
     white_box = {"probe_stem_auc": probe, "probe_penultimate_auc": sum(penultimate) / 2, "gradient_norm_auc": 0.733,
                  "gradient_norm_tpr_at_1pct_fpr": 4.25, "relearn_epochs": [0, None]}
     per_seed = [{"seed": seed, "white_box": {"probe_stem": {"auc": probe, "members": 500, "nonmembers": 500},
-                                             "probe_penultimate": {"auc": auc}, "gradient_norm": {"auc": 0.733}}}
+                                             "probe_penultimate": {"auc": auc},
+                                             "gradient_norm": {"auc": 0.733, "tpr_at_1pct_fpr": 4.25}}}
                 for seed, auc in enumerate(penultimate)]
     return {"avg_gap": gap, "mia_auc": 0.5, "seconds": 2.0, "ta": 90.0, "white_box": white_box, "per_seed": per_seed}
 
